@@ -1,0 +1,156 @@
+"""SQLAlchemy 2 models: grids, jobs (shared across grids by content hash), attempts, metrics."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# epoch value used for a job's final metrics (after the last epoch's evaluation)
+FINAL_EPOCH = -1
+
+
+def utcnow() -> datetime:
+    """Timezone-naive UTC now (stored the same way on SQLite and PostgreSQL)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobState:
+    """States of a job (the latest word on it)."""
+
+    PENDING = "PENDING"  # recorded, never submitted (or reset)
+    QUEUED = "QUEUED"  # handed to a backend, not started yet (also after a requeue)
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    ALL = (PENDING, QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED)
+    ACTIVE = (QUEUED, RUNNING)
+    TERMINAL = (COMPLETED, FAILED, CANCELLED)
+
+
+class AttemptState:
+    """States of one try of a job. PREEMPTED and TIMEOUT are not failures."""
+
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    PREEMPTED = "PREEMPTED"
+    TIMEOUT = "TIMEOUT"
+    NODE_FAIL = "NODE_FAIL"
+    OUT_OF_MEMORY = "OUT_OF_MEMORY"
+    CANCELLED = "CANCELLED"
+    LOST = "LOST"  # the process vanished without a word (killed, machine rebooted)
+
+    REQUEUE = (PREEMPTED, TIMEOUT)
+    FAILURES = (FAILED, NODE_FAIL, OUT_OF_MEMORY, LOST)
+
+
+class Grid(Base):
+    __tablename__ = "grids"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    spec_hash: Mapped[str] = mapped_column(String(32))
+    spec_json: Mapped[str] = mapped_column(Text)
+    source_path: Mapped[str] = mapped_column(Text, default="")
+    failure_budget: Mapped[int] = mapped_column(Integer, default=2)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    members: Mapped[list[GridJob]] = relationship(back_populates="grid", cascade="all, delete-orphan")
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_hash: Mapped[str] = mapped_column(String(32), unique=True)
+    spec_json: Mapped[str] = mapped_column(Text)
+    method: Mapped[str] = mapped_column(String(64))
+    config_key: Mapped[str] = mapped_column(String(32))
+    seed: Mapped[int] = mapped_column(Integer)
+    job_dir: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default=JobState.PENDING)
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    failure_count: Mapped[int] = mapped_column(Integer, default=0)
+    backend: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    backend_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    attempts: Mapped[list[Attempt]] = relationship(back_populates="job", cascade="all, delete-orphan")
+
+    __table_args__ = (Index("ix_jobs_state", "state"),)
+
+
+class GridJob(Base):
+    """Membership of a job in a grid, with the grid's own labels for it."""
+
+    __tablename__ = "grid_jobs"
+
+    grid_id: Mapped[int] = mapped_column(ForeignKey("grids.id", ondelete="CASCADE"), primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    subset_name: Mapped[str] = mapped_column(String(200))
+    config_name: Mapped[str] = mapped_column(String(200))
+
+    grid: Mapped[Grid] = relationship(back_populates="members")
+    job: Mapped[Job] = relationship()
+
+    __table_args__ = (Index("ix_grid_jobs_job", "job_id"),)
+
+
+class Attempt(Base):
+    __tablename__ = "attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default=AttemptState.RUNNING)
+    backend: Mapped[str] = mapped_column(String(32), default="local")
+    backend_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    exit_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    log_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    log_tail: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    job: Mapped[Job] = relationship(back_populates="attempts")
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "number", name="uq_attempt_number"),
+        Index("ix_attempts_state", "state"),
+    )
+
+
+class Metric(Base):
+    __tablename__ = "metrics"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    attempt_id: Mapped[int | None] = mapped_column(ForeignKey("attempts.id", ondelete="SET NULL"), nullable=True)
+    epoch: Mapped[int] = mapped_column(Integer)  # FINAL_EPOCH for final metrics
+    name: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("job_id", "epoch", "name", name="uq_metric"),)

@@ -1,0 +1,1 @@
+"""Typed specs shared by the control plane (orchestrator) and the data plane (workers)."""

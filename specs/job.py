@@ -1,0 +1,143 @@
+"""The job spec: everything a worker needs to run one job, and the job's identity.
+
+A job's identity (:attr:`JobSpec.job_hash`) is the hash of its canonical spec: sorted keys, fields
+equal to their defaults dropped, and keys that cannot change results excluded (grid name, dataset
+path, subset name, resources such as worker counts). Relaunching a grid is therefore idempotent and
+editing one value creates only the jobs whose canonical spec changed. ``tests/test_hashes.py`` pins
+a few hashes so that identities never change by accident.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from specs.base import from_table, non_defaults, stable_hash
+from specs.methods import hparams_class
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training defaults shared by all methods; a method table may override any of them."""
+
+    backbone: str = "resnet18"
+    epochs: int = field(default=10, metadata={"min": 1})
+    batch_size: int = field(default=256, metadata={"min": 1})  # global, over all ranks
+    optimizer: str = field(default="sgd", metadata={"choices": OPTIMIZERS})
+    lr: float = field(default=0.1, metadata={"min": 0.0})
+    momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})
+    weight_decay: float = field(default=5e-4, metadata={"min": 0.0})
+    schedule: str = field(default="cosine", metadata={"choices": SCHEDULES})
+    warmup_epochs: int = field(default=0, metadata={"min": 0})
+    image_size: int = field(default=224, metadata={"min": 8})
+    precision: str = field(default="auto", metadata={"choices": PRECISIONS})
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation protocol: kNN on frozen features (every method), plus top-1 for supervised."""
+
+    knn_k: int = field(default=20, metadata={"min": 1})
+    knn_temperature: float = field(default=0.07, metadata={"min": 0.0})
+    every_epochs: int = field(default=0, metadata={"min": 0})  # 0: only after the last epoch
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one job asks of the cluster. Excluded from the job identity."""
+
+    nodes: int = field(default=1, metadata={"min": 1})
+    nproc_per_node: int = field(default=1, metadata={"min": 1})
+    gpus_per_node: int = field(default=0, metadata={"min": 0})
+    cpus_per_task: int = field(default=1, metadata={"min": 1})
+    mem_gb: float = field(default=4.0, metadata={"min": 0.1})
+    time_min: int = field(default=60, metadata={"min": 1})
+    loader_workers: int = field(default=1, metadata={"min": 0})
+    # free-form overrides of the cluster profile (partition, account, qos, constraint, exclude)
+    slurm: dict = field(default_factory=dict)
+
+    def slots(self) -> int:
+        """CPU cores (or GPUs, when it asks for GPUs) the job occupies on one node."""
+        return self.gpus_per_node if self.gpus_per_node else self.nproc_per_node * self.cpus_per_task
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One training job of a grid, fully resolved. Serialized to ``job.json`` for the worker."""
+
+    grid: str
+    dataset_root: str
+    dataset_fingerprint: str
+    subset_name: str
+    subset: dict[str, Any]  # canonical subset table (strategy + params)
+    manifest_hash: str
+    config_name: str  # the grid's method table name
+    method: str
+    hparams: dict[str, Any]  # method hyperparameters, non-default only
+    train: TrainConfig
+    eval: EvalConfig
+    seed: int
+    resources: Resources = field(default_factory=Resources)
+    parent_hash: str | None = None  # a job this one depends on (IMP chains)
+
+    # --- identity -------------------------------------------------------------------------
+    def config_identity(self) -> dict[str, Any]:
+        """What defines a *configuration* to rank: method, hyperparameters, training and eval."""
+        return {
+            "method": self.method,
+            "hparams": self.hparams,
+            "train": non_defaults(self.train),
+            "eval": non_defaults(self.eval),
+        }
+
+    @property
+    def config_key(self) -> str:
+        """Hash of the configuration alone (same across subsets and seeds)."""
+        return stable_hash(self.config_identity(), 12)
+
+    @property
+    def job_hash(self) -> str:
+        """Identity of the job: configuration + data (fingerprint + manifest) + seed (+ parent)."""
+        ident = {
+            **self.config_identity(),
+            "dataset": self.dataset_fingerprint,
+            "manifest": self.manifest_hash,
+            "seed": self.seed,
+        }
+        if self.parent_hash:
+            ident["parent"] = self.parent_hash
+        return stable_hash(ident, 16)
+
+    def label(self) -> str:
+        """Short human-readable label: ``subset/config/seed``."""
+        return f"{self.subset_name}/{self.config_name}/s{self.seed}"
+
+    # --- serialization --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "JobSpec":
+        raw = dict(raw)
+        raw["train"] = from_table(TrainConfig, raw["train"], "train")
+        raw["eval"] = from_table(EvalConfig, raw["eval"], "eval")
+        raw["resources"] = from_table(Resources, raw.get("resources", {}), "resources")
+        hparams_class(raw["method"])  # validates the method name
+        return cls(**raw)
+
+    @classmethod
+    def from_json(cls, text: str) -> "JobSpec":
+        return cls.from_dict(json.loads(text))
+
+    def typed_hparams(self) -> Any:
+        """The method's hyperparameter dataclass, with this job's values."""
+        return from_table(hparams_class(self.method), self.hparams, "hparams")
