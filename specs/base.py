@@ -66,9 +66,8 @@ def coerce(value: Any, tp: Any, key: str, meta: typing.Mapping[str, Any] | None 
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SpecError(key, "a number")
         value = float(value)
-    elif tp is str:
-        if not isinstance(value, str):
-            raise SpecError(key, "a string")
+    elif tp is str and not isinstance(value, str):
+        raise SpecError(key, "a string")
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise SpecError(key, "one of " + ", ".join(repr(c) for c in choices))

@@ -1,0 +1,87 @@
+"""Expansion: a validated grid -> typed, hashed job specs (pure: no I/O beyond the dataset metadata)."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from specs.base import from_table
+from specs.job import JobSpec, TrainConfig
+from specs.methods import hparams_class
+from subsets import DatasetMeta, Manifest, resolve
+
+
+@dataclass(frozen=True)
+class ExpandedJob:
+    """A job spec with the grid's labels for it."""
+
+    spec: JobSpec
+    subset_name: str
+    config_name: str
+
+
+def method_combinations(mt: Any) -> list[dict[str, Any]]:
+    """Every combination of a method table's swept values (zip groups vary together), in file order."""
+    zipped = {k for group in mt.zips for k in group}
+    axes: list[list[dict[str, Any]]] = []
+    for group in mt.zips:
+        axes.append([dict(zip(group, values, strict=True)) for values in zip(*(mt.sweeps[k] for k in group),
+                                                                              strict=True)])
+    for key, values in mt.sweeps.items():
+        if key not in zipped:
+            axes.append([{key: v} for v in values])
+    combos = []
+    for parts in itertools.product(*axes):
+        combo: dict[str, Any] = {}
+        for p in parts:
+            combo.update(p)
+        combos.append(combo)
+    return combos
+
+
+def split_values(mt: Any, combo: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a method table's fixed values + one combination into (hyperparameters, train overrides)."""
+    hp_fields = {f.name for f in dataclasses.fields(hparams_class(mt.method))}
+    values = {**mt.fixed, **combo}
+    hp = {k: v for k, v in values.items() if k in hp_fields}
+    train = {k: v for k, v in values.items() if k not in hp_fields}
+    return hp, train
+
+
+def config_label(name: str, combo: dict[str, Any]) -> str:
+    """``name`` plus the swept values, e.g. ``simclr[lr=0.1,temperature=0.2]``."""
+    if not combo:
+        return name
+    return f"{name}[" + ",".join(f"{k}={combo[k]}" for k in sorted(combo)) + "]"
+
+
+def resolve_subsets(grid: Any, meta: DatasetMeta) -> dict[str, Manifest]:
+    """Resolve every subset of the grid against the dataset (each once)."""
+    return {name: resolve(name, table, meta) for name, table in grid.subsets.items()}
+
+
+def expand(grid: Any, meta: DatasetMeta, manifests: dict[str, Manifest] | None = None) -> list[ExpandedJob]:
+    """All jobs of ``grid``: subsets x method configurations x seeds, as typed and hashed specs."""
+    manifests = manifests or resolve_subsets(grid, meta)
+    jobs: list[ExpandedJob] = []
+    for mt in grid.methods.values():
+        hp_cls = hparams_class(mt.method)
+        for combo in method_combinations(mt):
+            hp, train_over = split_values(mt, combo)
+            hparams = dataclasses.asdict(from_table(hp_cls, hp))
+            defaults = dataclasses.asdict(hp_cls())
+            hparams = {k: v for k, v in hparams.items() if v != defaults[k]}
+            train = from_table(TrainConfig, {**grid.train, **train_over})
+            label = config_label(mt.name, combo)
+            for sname, manifest in manifests.items():
+                for seed in mt.seeds:
+                    spec = JobSpec(
+                        grid=grid.name, dataset_root=grid.dataset_root, dataset_fingerprint=meta.fingerprint,
+                        subset_name=sname, subset=grid.subsets[sname], manifest_hash=manifest.content_hash,
+                        config_name=label, method=mt.method, hparams=hparams, train=train, eval=grid.eval,
+                        seed=seed, resources=mt.resources,
+                    )
+                    jobs.append(ExpandedJob(spec, sname, label))
+    return jobs

@@ -1,0 +1,242 @@
+"""Grid files (TOML): parse and validate everything before anything is written.
+
+A grid file looks like ``examples/quickstart.toml``::
+
+    name = "quickstart"          # the grid's name (unique in the database)
+    seeds = [0, 1]               # default seeds of every method
+    failure_budget = 2           # automatic retries of a failed job
+
+    [dataset]  root = "data/digits"   prepare = "digits"   # prepare: builtin to build if missing
+    [train]    backbone, epochs, batch_size, optimizer, lr, ...   (specs.job.TrainConfig)
+    [eval]     knn_k, knn_temperature, every_epochs             (specs.job.EvalConfig)
+    [resources] nodes, nproc_per_node, cpus_per_task, ...        (specs.job.Resources)
+    [report]   metric = "knn_top1", reference = "full"
+    [cluster]  profile = "local" | "slurm-local" | ...
+    [subsets.NAME]  strategy = "...", strategy params, fraction   (subsets/)
+    [methods.NAME]  method = NAME by default; hyperparameters and train overrides, each a value or a
+                    list to sweep; zip = [["lr", "temperature"]] sweeps listed keys together;
+                    seeds = [...] overrides the grid's; [methods.NAME.resources] overrides resources.
+
+Every error is a :class:`specs.base.SpecError` naming the file, the dotted key and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from specs.base import SpecError, coerce, from_table, stable_hash
+from specs.job import EvalConfig, Resources, TrainConfig
+from specs.methods import hparams_class
+from subsets import SubsetError, validate_table
+
+TOP_KEYS = {"name", "seeds", "failure_budget", "dataset", "train", "eval", "resources", "report", "cluster",
+            "subsets", "methods"}
+METHOD_META_KEYS = {"method", "seeds", "zip", "resources"}
+BUILTIN_DATASETS = ("digits",)
+PATH_KEYS = ("accuracy_file", "wnids_file")  # subset keys holding paths relative to the grid file
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    metric: str = "knn_top1"
+    reference: str = "full"
+    top_k: int = field(default=3, metadata={"min": 1})
+    higher_is_better: bool = True
+
+
+@dataclass(frozen=True)
+class MethodTable:
+    """One ``[methods.NAME]`` table: fixed values, swept values (lists) and zip groups."""
+
+    name: str
+    method: str
+    fixed: dict[str, Any]
+    sweeps: dict[str, list[Any]]
+    zips: list[list[str]]
+    seeds: list[int]
+    resources: Resources
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """A validated grid file."""
+
+    path: Path
+    name: str
+    dataset_root: str
+    dataset_prepare: str | None
+    seeds: list[int]
+    failure_budget: int
+    train: dict[str, Any]
+    eval: EvalConfig
+    resources: Resources
+    report: ReportConfig
+    cluster: dict[str, Any]
+    subsets: dict[str, dict[str, Any]]
+    methods: dict[str, MethodTable]
+    raw: dict[str, Any] = field(repr=False)
+
+    @property
+    def spec_hash(self) -> str:
+        return stable_hash(self.raw)
+
+    def to_json(self) -> str:
+        return json.dumps(self.raw, sort_keys=True, default=str)
+
+
+def load_grid(path: str | Path) -> GridSpec:
+    """Read and validate a grid file; raise :class:`SpecError` (with the file name) on any problem."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise SpecError("file", "an existing grid file", str(path)) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError("toml", f"valid TOML ({exc})", str(path)) from exc
+    try:
+        return _parse(path.resolve(), raw)
+    except SpecError as exc:
+        raise exc.in_file(str(path)) from None
+
+
+def _parse(path: Path, raw: dict[str, Any]) -> GridSpec:
+    unknown = sorted(set(raw) - TOP_KEYS)
+    if unknown:
+        raise SpecError(unknown[0], "one of the top-level keys " + ", ".join(sorted(TOP_KEYS)))
+    name = coerce(raw.get("name"), str, "name") if "name" in raw else None
+    if not name:
+        raise SpecError("name", "a non-empty string naming the grid")
+    seeds = _seed_list(raw.get("seeds", [0]), "seeds")
+    budget = coerce(raw.get("failure_budget", 2), int, "failure_budget", {"min": 0})
+    base = path.parent
+
+    dataset = raw.get("dataset")
+    if not isinstance(dataset, dict) or "root" not in dataset:
+        raise SpecError("dataset.root", "the path of a dataset directory (a table [dataset] with root = ...)")
+    extra = sorted(set(dataset) - {"root", "prepare"})
+    if extra:
+        raise SpecError(f"dataset.{extra[0]}", "one of root, prepare")
+    root = (base / coerce(dataset["root"], str, "dataset.root")).resolve()
+    prepare = dataset.get("prepare")
+    if prepare is not None and prepare not in BUILTIN_DATASETS:
+        raise SpecError("dataset.prepare", "one of " + ", ".join(BUILTIN_DATASETS))
+    if prepare is None and not (root / "meta.json").is_file():
+        raise SpecError("dataset.root", f"a dataset directory with meta.json ({root} has none)")
+
+    train = raw.get("train", {})
+    from_table(TrainConfig, train, "train")  # validate
+    eval_cfg = from_table(EvalConfig, raw.get("eval", {}), "eval")
+    resources_raw = raw.get("resources", {})
+    resources = from_table(Resources, resources_raw, "resources")
+    report = from_table(ReportConfig, raw.get("report", {}), "report")
+    cluster = raw.get("cluster", {})
+    if not isinstance(cluster, dict):
+        raise SpecError("cluster", "a table")
+
+    subsets_raw = raw.get("subsets")
+    if not isinstance(subsets_raw, dict) or not subsets_raw:
+        raise SpecError("subsets", "at least one [subsets.NAME] table")
+    subsets: dict[str, dict[str, Any]] = {}
+    for sname, table in subsets_raw.items():
+        if not isinstance(table, dict):
+            raise SpecError(f"subsets.{sname}", "a table")
+        table = {k: (str((base / v).resolve()) if k in PATH_KEYS and isinstance(v, str) else v)
+                 for k, v in table.items()}
+        try:
+            subsets[sname] = validate_table(table)
+        except SubsetError as exc:
+            raise SpecError(f"subsets.{sname}.{exc.key}", exc.expected) from None
+    if report.reference not in subsets:
+        raise SpecError("report.reference", f"the name of a subset to rank against (have {', '.join(subsets)})")
+
+    methods_raw = raw.get("methods")
+    if not isinstance(methods_raw, dict) or not methods_raw:
+        raise SpecError("methods", "at least one [methods.NAME] table")
+    methods = {
+        mname: _parse_method(mname, table, train, resources_raw, seeds)
+        for mname, table in methods_raw.items()
+    }
+    return GridSpec(
+        path=path, name=name, dataset_root=str(root), dataset_prepare=prepare, seeds=seeds, failure_budget=budget,
+        train=dict(train), eval=eval_cfg, resources=resources, report=report, cluster=dict(cluster),
+        subsets=subsets, methods=methods, raw=raw,
+    )
+
+
+def _seed_list(value: Any, key: str) -> list[int]:
+    if not isinstance(value, list) or not value:
+        raise SpecError(key, "a non-empty list of integers")
+    for i, s in enumerate(value):
+        coerce(s, int, f"{key}[{i}]")
+    if len(set(value)) != len(value):
+        raise SpecError(key, "distinct seeds")
+    return list(value)
+
+
+def _parse_method(
+    name: str, table: Any, train: dict[str, Any], resources_raw: dict[str, Any], seeds: list[int]
+) -> MethodTable:
+    where = f"methods.{name}"
+    if not isinstance(table, dict):
+        raise SpecError(where, "a table")
+    method = table.get("method", name)
+    try:
+        hp_cls = hparams_class(method)
+    except SpecError:
+        raise SpecError(f"{where}.method", _method_choices()) from None
+    hp_fields = {f.name for f in dataclasses.fields(hp_cls)}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    fixed: dict[str, Any] = {}
+    sweeps: dict[str, list[Any]] = {}
+    for key, value in table.items():
+        if key in METHOD_META_KEYS:
+            continue
+        if key not in hp_fields and key not in train_fields:
+            allowed = ", ".join(sorted(hp_fields | train_fields | METHOD_META_KEYS))
+            raise SpecError(f"{where}.{key}", f"a hyperparameter of '{method}' or a training key ({allowed})")
+        if isinstance(value, list):
+            if not value:
+                raise SpecError(f"{where}.{key}", "a value or a non-empty list of values to sweep")
+            sweeps[key] = value
+        else:
+            fixed[key] = value
+    zips = table.get("zip", [])
+    if not isinstance(zips, list) or not all(isinstance(z, list) and len(z) >= 2 for z in zips):
+        raise SpecError(f"{where}.zip", "a list of lists of at least two swept keys, e.g. [[\"lr\", \"wd\"]]")
+    seen: set[str] = set()
+    for group in zips:
+        for key in group:
+            if key not in sweeps:
+                raise SpecError(f"{where}.zip", f"swept keys (lists) only; '{key}' is not a list here")
+            if key in seen:
+                raise SpecError(f"{where}.zip", f"each key in at most one group; '{key}' repeats")
+            seen.add(key)
+        lengths = {len(sweeps[k]) for k in group}
+        if len(lengths) != 1:
+            raise SpecError(f"{where}.zip", f"lists of equal length for {group}")
+    method_seeds = _seed_list(table["seeds"], f"{where}.seeds") if "seeds" in table else seeds
+    res_override = table.get("resources", {})
+    if not isinstance(res_override, dict):
+        raise SpecError(f"{where}.resources", "a table")
+    resources = from_table(Resources, {**resources_raw, **res_override}, f"{where}.resources")
+    mt = MethodTable(name=name, method=method, fixed=fixed, sweeps=sweeps, zips=zips, seeds=method_seeds,
+                     resources=resources)
+    # validate every combination's values now, so expansion cannot fail later
+    from orchestrator.expand import method_combinations, split_values
+
+    for combo in method_combinations(mt):
+        hp, tr = split_values(mt, combo)
+        from_table(hp_cls, hp, where)
+        from_table(TrainConfig, {**train, **tr}, where)
+    return mt
+
+
+def _method_choices() -> str:
+    from specs.methods import METHOD_HPARAMS
+
+    return "one of " + ", ".join(sorted(METHOD_HPARAMS))

@@ -1,0 +1,1 @@
+"""Data plane: job entry point, DDP, data loading, methods, evaluation, checkpoints."""

@@ -1,0 +1,41 @@
+"""Epoch checkpoints, written atomically (tmp + rename) so a kill never leaves a torn file."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def save_checkpoint(job_dir: Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` (+ RNG states) to ``job_dir/checkpoint.pt`` atomically."""
+    path = job_dir / CHECKPOINT_FILE
+    tmp = job_dir / f".{CHECKPOINT_FILE}.{os.getpid()}.tmp"
+    state = {**state, "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                              "python": random.getstate()}}
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(job_dir: Path) -> dict[str, Any] | None:
+    """The last checkpoint of the job, or ``None``; restores the RNG states it saved."""
+    path = job_dir / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    rng = state.get("rng")
+    if rng:
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+    log.info("resuming from %s (epoch %d done)", path, state["epoch"])
+    return state

@@ -1,0 +1,73 @@
+"""Process-group set-up from torchrun's (or SLURM's) environment."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_distributed() -> DistContext:
+    """Initialise the process group when ``WORLD_SIZE`` > 1: NCCL on GPUs, gloo on CPUs."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
+        log.info("process group %s: rank %d/%d", backend, rank, world)
+    return DistContext(rank=rank, local_rank=local_rank, world_size=world, device=device)
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.distributed:
+        dist.barrier()
+
+
+def broadcast_flag(ctx: DistContext, value: bool) -> bool:
+    """Rank 0's ``value`` on every rank."""
+    if not ctx.distributed:
+        return value
+    t = torch.tensor([1 if value else 0], dtype=torch.int64)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def all_reduce_mean(ctx: DistContext, value: float) -> float:
+    if not ctx.distributed:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / ctx.world_size
+
+
+def teardown(ctx: DistContext) -> None:
+    if ctx.distributed and dist.is_initialized():
+        dist.destroy_process_group()

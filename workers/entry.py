@@ -1,0 +1,94 @@
+"""Worker entry point: ``python -m workers.entry JOB_JSON --db URL`` (run by torchrun or srun).
+
+Everything the worker needs comes from the serialized job spec (it never reads the grid file).
+Exit codes: 0 done (or nothing to do: another process holds/finished the job), 1 failed,
+143 stopped by a signal (the attempt is recorded PREEMPTED and the job requeued).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import traceback
+from pathlib import Path
+
+from db import AttemptState, Store
+from specs.job import JobSpec
+from workers.distributed import DistContext, broadcast_flag, setup_distributed, teardown
+from workers.reporting import JobReporter
+
+log = logging.getLogger("workers.entry")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
+
+
+def _install_stop_handlers(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: object) -> None:
+        log.warning("received %s: stopping after this batch", signal.Signals(signum).name)
+        stop.set()
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, handler)
+
+
+def run(job_file: Path, db_url: str, ctx: DistContext) -> int:
+    """Run the job described by ``job_file`` on this rank; return the process exit code."""
+    from workers.train import Trainer  # torch-heavy imports after the process group is up
+
+    spec = JobSpec.from_json(job_file.read_text())
+    job_dir = job_file.parent
+    stop = threading.Event()
+    _install_stop_handlers(stop)
+    reporter: JobReporter | None = None
+    claimed = True
+    if ctx.is_main:
+        store = Store(db_url, create=False)
+        reporter = JobReporter(store, spec.job_hash, job_dir)
+        attempt = reporter.claim(
+            backend=os.environ.get("DLTH_BACKEND", "local"), backend_id=os.environ.get("DLTH_BACKEND_ID"),
+            host=socket.gethostname(), pid=os.getpid(), log_path=os.environ.get("DLTH_LOG_PATH"),
+        )
+        claimed = attempt is not None
+        if claimed:
+            reporter.start_heartbeat(float(os.environ.get("DLTH_HEARTBEAT_S", "30")))
+    if not broadcast_flag(ctx, claimed):
+        log.warning("job %s is held or finished by another process: nothing to do", spec.job_hash)
+        return 0
+    log.info("job %s (%s) rank %d/%d on %s", spec.job_hash, spec.label(), ctx.rank, ctx.world_size, ctx.device)
+    try:
+        result = Trainer(spec, job_dir, ctx, reporter, stop).run()
+    except BaseException as exc:
+        if reporter is not None:
+            tail = "".join(traceback.format_exception(exc)[-6:])
+            reporter.close(AttemptState.FAILED, exit_code=1, reason=f"{tail}\n{type(exc).__name__}: {exc}")
+        raise
+    if result is None:
+        if reporter is not None:
+            reporter.close(AttemptState.PREEMPTED, exit_code=143, reason="stopped by a signal; will resume")
+        return 143
+    if reporter is not None:
+        reporter.final(result)
+        log.info("job %s done: %s", spec.job_hash, {k: round(v, 4) for k, v in result.items()})
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers.entry", description=__doc__)
+    parser.add_argument("job_file", type=Path, help="the job's job.json")
+    parser.add_argument("--db", required=True, help="database URL")
+    args = parser.parse_args(argv)
+    ctx = setup_distributed()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s [rank {ctx.rank}] %(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args.job_file.resolve(), args.db, ctx)
+    finally:
+        teardown(ctx)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

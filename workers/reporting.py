@@ -1,0 +1,106 @@
+"""What a worker tells the outside world: job-directory files first, then the database.
+
+Order matters (nothing is lost): metrics go to ``metrics.jsonl`` / ``final_metrics.json`` in the job
+directory before the database hears of them, and database writes are retried with back-off. If the
+database stays unreachable the orchestrator ingests the job directory on its next ``status``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from db import FINAL_EPOCH, Store
+from db.retry import with_retries
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+FINAL_METRICS_FILE = "final_metrics.json"
+EPOCH_METRICS_FILE = "metrics.jsonl"
+
+
+def write_json_atomic(path: Path, doc: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+class JobReporter:
+    """Records one attempt of one job: files in ``job_dir`` and rows through the store API."""
+
+    def __init__(self, store: Store, job_hash: str, job_dir: Path) -> None:
+        self.store, self.job_hash, self.job_dir = store, job_hash, job_dir
+        self.attempt_id: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _db(self, what: str, fn: Callable[[], T]) -> T | None:
+        try:
+            return with_retries(fn, what=what)
+        except Exception:  # the DB stayed away: files on disk hold the truth
+            log.exception("database write failed for good: %s (job %s)", what, self.job_hash)
+            return None
+
+    def claim(self, backend: str, backend_id: str | None, host: str, pid: int, log_path: str | None) -> int | None:
+        self.attempt_id = with_retries(
+            lambda: self.store.claim(self.job_hash, backend=backend, backend_id=backend_id, host=host, pid=pid,
+                                     log_path=log_path),
+            what="claim",
+        )
+        return self.attempt_id
+
+    def start_heartbeat(self, every_s: float) -> None:
+        def beat() -> None:
+            while not self._stop.wait(every_s):
+                self._db("heartbeat", lambda: self.store.heartbeat(self.job_hash))
+
+        self._thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop_heartbeat(self) -> None:
+        self._stop.set()
+
+    def epoch(self, epoch: int, values: dict[str, float]) -> None:
+        with open(self.job_dir / EPOCH_METRICS_FILE, "a") as fh:
+            fh.write(json.dumps({"epoch": epoch, "time": time.time(), **values}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._db("epoch metrics", lambda: self.store.log_metrics(self.job_hash, epoch, values, self.attempt_id))
+
+    def final(self, values: dict[str, float]) -> None:
+        """Final metrics: to ``final_metrics.json`` (atomically) first, then the DB; closes the attempt."""
+        write_json_atomic(self.job_dir / FINAL_METRICS_FILE, {"job_hash": self.job_hash, "metrics": values,
+                                                              "epoch_metrics": read_epoch_metrics(self.job_dir)})
+        self._db("final metrics", lambda: self.store.log_metrics(self.job_hash, FINAL_EPOCH, values,
+                                                                 self.attempt_id))
+        self.close("COMPLETED")
+
+    def close(self, state: str, *, exit_code: int | None = None, reason: str | None = None) -> None:
+        self.stop_heartbeat()
+        if self.attempt_id is not None:
+            attempt_id = self.attempt_id
+            self._db(f"attempt {state}", lambda: self.store.finish_attempt(
+                attempt_id, state, exit_code=exit_code, reason=reason, log_tail=reason))
+            self.attempt_id = None
+
+
+def read_epoch_metrics(job_dir: Path) -> dict[str, dict[str, float]]:
+    """``{epoch: values}`` from ``metrics.jsonl`` (the last record of an epoch wins)."""
+    out: dict[str, dict[str, float]] = {}
+    path = job_dir / EPOCH_METRICS_FILE
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by a kill
+            epoch = str(rec.pop("epoch"))
+            rec.pop("time", None)
+            out[epoch] = rec
+    return out

@@ -1,0 +1,165 @@
+"""The training loop of one job: data, model, optimisation, epoch checkpoints, evaluation."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+
+import timm
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from specs.job import JobSpec
+from subsets import DatasetMeta, Manifest, resolve
+from workers.checkpoint import load_checkpoint, save_checkpoint
+from workers.data.loader import build_loader
+from workers.distributed import DistContext, all_reduce_mean, barrier
+from workers.knn import extract_features, knn_accuracy
+from workers.methods.base import Method
+from workers.methods.registry import method_class
+from workers.reporting import FINAL_METRICS_FILE, JobReporter
+from workers.schedule import build_optimizer, lr_at, set_lr
+
+log = logging.getLogger(__name__)
+
+
+class SubsetChanged(RuntimeError):
+    """The dataset or subset no longer resolves to the manifest the job was launched with."""
+
+
+def load_manifest(spec: JobSpec) -> tuple[DatasetMeta, Manifest]:
+    """Recompute the job's subset manifest and check it is the one it was launched with."""
+    meta = DatasetMeta.load(spec.dataset_root)
+    manifest = resolve(spec.subset_name, spec.subset, meta)
+    if manifest.content_hash != spec.manifest_hash:
+        raise SubsetChanged(
+            f"subset {spec.subset_name!r} of {spec.dataset_root} resolves to manifest {manifest.content_hash}, "
+            f"but the job was launched with {spec.manifest_hash}: the dataset changed; relaunch the grid"
+        )
+    return meta, manifest
+
+
+def build_method(spec: JobSpec, num_classes: int) -> Method:
+    """The job's method around a timm backbone built from scratch (no pretrained download)."""
+    backbone = timm.create_model(spec.train.backbone, pretrained=False, num_classes=0)
+    return method_class(spec.method)(backbone, backbone.num_features, num_classes, spec.typed_hparams())
+
+
+def autocast_for(spec: JobSpec, device: torch.device) -> contextlib.AbstractContextManager:
+    precision = spec.train.precision
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class Trainer:
+    """Runs (or resumes) one job on this rank. :meth:`run` returns the final metrics, or ``None`` if stopped."""
+
+    def __init__(self, spec: JobSpec, job_dir: Path, ctx: DistContext, reporter: JobReporter | None,
+                 stop: threading.Event) -> None:
+        self.spec, self.job_dir, self.ctx, self.reporter, self.stop = spec, job_dir, ctx, reporter, stop
+
+    def run(self) -> dict[str, float] | None:
+        done = self.job_dir / FINAL_METRICS_FILE
+        if done.is_file():  # finished before, but the DB may not know: report again, train nothing
+            return dict(json.loads(done.read_text())["metrics"])
+        spec, ctx, cfg = self.spec, self.ctx, self.spec.train
+        meta, manifest = load_manifest(spec)
+        torch.manual_seed(spec.seed)
+        method = build_method(spec, manifest.num_classes).to(ctx.device)
+        if ctx.device.type == "cuda":
+            method = method.to(memory_format=torch.channels_last)
+        model = DistributedDataParallel(method) if ctx.distributed else method
+        opt = build_optimizer(method.parameters(), cfg)
+        scaler = torch.amp.GradScaler(enabled=cfg.precision == "fp16" and ctx.device.type == "cuda")
+        start_epoch, train_time = 0, 0.0
+        ckpt = load_checkpoint(self.job_dir)
+        if ckpt is not None:
+            method.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            scaler.load_state_dict(ckpt["scaler"])
+            start_epoch, train_time = int(ckpt["epoch"]), float(ckpt.get("train_time_s", 0.0))
+        per_rank = max(1, cfg.batch_size // ctx.world_size)
+        available = len(manifest.indices["train"]) // ctx.world_size
+        if per_rank > available:
+            log.warning("batch %d per rank > %d samples per rank: using %d", per_rank, available, available)
+            per_rank = max(1, available)
+        loader = build_loader(
+            meta, manifest, "train", recipe=method.recipe, batch_size=per_rank, image_size=cfg.image_size,
+            seed=spec.seed, train=True, distributed=ctx.distributed,
+            num_workers=spec.resources.loader_workers, device=ctx.device,
+        )
+        steps = len(loader)
+        for epoch in range(start_epoch, cfg.epochs):
+            loader.set_epoch(epoch)
+            model.train()
+            t0, total, n_batches, n_images = time.time(), 0.0, 0, 0
+            for i, (views, labels) in enumerate(loader):
+                if self.stop.is_set():
+                    return None
+                lr = lr_at(cfg, epoch * steps + i, steps)
+                set_lr(opt, lr)
+                with autocast_for(spec, ctx.device):
+                    loss = model(views, labels)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                total += float(loss.detach())
+                n_batches += 1
+                n_images += int(labels.shape[0])
+            if self.stop.is_set():
+                return None
+            elapsed = time.time() - t0
+            train_time += elapsed
+            values = {
+                "train_loss": all_reduce_mean(ctx, total / max(1, n_batches)),
+                "lr": lr_at(cfg, (epoch + 1) * steps - 1, steps),
+                "epoch_time_s": elapsed,
+                "images_per_s": n_images * ctx.world_size / max(elapsed, 1e-9),
+            }
+            if spec.eval.every_epochs and (epoch + 1) % spec.eval.every_epochs == 0 and epoch + 1 < cfg.epochs:
+                values.update(self.evaluate(method, meta, manifest))
+            if ctx.is_main:
+                save_checkpoint(self.job_dir, {"epoch": epoch + 1, "model": method.state_dict(),
+                                               "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+                                               "train_time_s": train_time, "job_hash": spec.job_hash})
+                if self.reporter is not None:
+                    self.reporter.epoch(epoch, values)
+            log.info("epoch %d/%d loss %.4f (%.1fs)", epoch + 1, cfg.epochs, values["train_loss"], elapsed)
+            barrier(ctx)
+        final = self.evaluate(method, meta, manifest)
+        final.update({"train_time_s": train_time, "epochs": float(cfg.epochs),
+                      "num_classes": float(manifest.num_classes),
+                      "num_train_samples": float(len(manifest.indices["train"]))})
+        return final
+
+    def evaluate(self, method: Method, meta: DatasetMeta, manifest: Manifest) -> dict[str, float]:
+        """kNN (every method) and method-specific metrics on the subset's validation classes (rank 0)."""
+        out: dict[str, float] = {}
+        if self.ctx.is_main:
+            spec = self.spec
+            method.eval()
+
+            def eval_loader(split: str):  # type: ignore[no-untyped-def]
+                return build_loader(meta, manifest, split, recipe="eval", batch_size=256,
+                                    image_size=spec.train.image_size, seed=spec.seed, train=False,
+                                    num_workers=spec.resources.loader_workers, device=self.ctx.device)
+
+            with autocast_for(spec, self.ctx.device):
+                bank, bank_y = extract_features(method.backbone, eval_loader("train"))
+                val_loader = eval_loader("val")
+                feats, ys = extract_features(method.backbone, val_loader)
+                out.update(method.evaluate(val_loader))
+            out.update(knn_accuracy(bank, bank_y, feats, ys, k=spec.eval.knn_k,
+                                    temperature=spec.eval.knn_temperature, num_classes=manifest.num_classes))
+            method.train()
+        barrier(self.ctx)
+        return out
