@@ -1,0 +1,1 @@
+"""Control plane (login node): CLI, grid spec, expansion, backends, supervision, status, report."""

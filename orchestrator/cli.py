@@ -1,0 +1,254 @@
+"""The ``dlth-orch`` command line.
+
+Every command takes ``--db URL`` (else ``DLTH_DB``, else ``<DLTH_HOME or ./.dlth>/dlth.db``). Bad input
+prints one line naming the file, the key and what was expected, and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from db import Store, StoreError, workspace_dir
+from orchestrator.cli_common import db_option, fail, open_store, resolve_grid_name
+from specs.base import SpecError
+from subsets import DatasetMetaError, SubsetError
+
+log = logging.getLogger("dlth-orch")
+USAGE_ERRORS: tuple[type[Exception], ...] = (SpecError, SubsetError, DatasetMetaError, StoreError)
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    try:
+        from workers.data.errors import DataWriteError
+    except ImportError:
+        return USAGE_ERRORS
+    return (*USAGE_ERRORS, DataWriteError)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--db", "db_url", default=None, metavar="URL", help="Database URL for every command.")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.pass_context
+def cli(ctx: click.Context, db_url: str | None, verbose: int) -> None:
+    """dlth-orch: run grids of training jobs and find the subsets that rank configurations like the full data."""
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(logging.DEBUG, level), format="%(levelname)s %(name)s: %(message)s")
+    ctx.ensure_object(dict)
+    if db_url:
+        ctx.obj["db_url"] = db_url
+
+
+@cli.command()
+@click.argument("grid_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--cluster", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
+@click.option("--profile", default=None, help="Cluster profile name or .toml path (default: the grid's "
+              "[cluster].profile, else 'local' / 'slurm-local').")
+@click.option("--detach", is_flag=True, help="Return at once; local jobs run in a background launcher.")
+@click.option("--wait/--no-wait", default=None, help="Follow SLURM jobs to the end (local: default wait).")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@db_option
+def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wait: bool | None,
+           progress: bool, db_url: str) -> None:
+    """Validate GRID_FILE, record its jobs and run (or submit) the ones not done yet."""
+    from orchestrator.backends.base import LaunchContext
+    from orchestrator.backends.registry import get_backend
+    from orchestrator.grid import load_grid
+    from orchestrator.launch import ensure_dataset, grid_lock, record_grid, runnable_jobs
+    from orchestrator.profiles import load_profile
+    from orchestrator.status import refresh
+
+    console = Console(stderr=True)
+    grid = load_grid(grid_file)
+    profile_name = profile or grid.cluster.get("profile") or ("local" if cluster == "local" else "slurm-local")
+    prof = load_profile(profile_name, {k: v for k, v in grid.cluster.items() if k != "profile"})
+    meta = ensure_dataset(grid)
+    store = open_store(db_url)
+    rec = record_grid(store, grid, meta)
+    console.print(f"grid [bold]{grid.name}[/]: {len(rec.jobs)} jobs ({rec.new} new, {rec.known} already known)")
+    backend = get_backend(cluster)
+    refresh(store, grid.name)
+    follow = (not detach) if wait is None else (wait and not detach)
+    ctx = LaunchContext(store=store, db_url=db_url, grid_name=grid.name, failure_budget=grid.failure_budget,
+                        profile=prof, wait=follow if cluster == "slurm" else True, progress=progress)
+    if cluster == "local" and detach:
+        _detach_local(grid.name, db_url, profile_name)
+        console.print("launched in the background; follow with: dlth-orch status")
+        return
+    with grid_lock(grid.name) if cluster == "local" else _nullcontext(True) as got:
+        if not got:
+            fail(f"grid {grid.name!r}: another local launcher is running it (see {workspace_dir() / 'locks'})")
+        jobs = runnable_jobs(store, grid.name, grid.failure_budget, include_queued=cluster == "local")
+        console.print(f"{len(jobs)} jobs to run")
+        try:
+            backend.submit(ctx, jobs)
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted: running jobs were stopped and will resume on the next launch")
+            raise SystemExit(130) from None
+    _print_summary(store, grid.name, console)
+
+
+class _nullcontext:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __enter__(self) -> Any:
+        return self.value
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _detach_local(grid_name: str, db_url: str, profile: str) -> None:
+    logs = workspace_dir() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"launch-{grid_name}.log", "ab") as fh:
+        subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.cli", "run-local", grid_name, "--db", db_url, "--profile", profile],
+            stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ},
+        )
+
+
+@cli.command("run-local", hidden=True)
+@click.argument("grid_name")
+@click.option("--profile", default="local")
+@db_option
+def run_local(grid_name: str, profile: str, db_url: str) -> None:
+    """(internal) Run a recorded grid's runnable jobs with the local backend; used by --detach."""
+    from orchestrator.backends.base import LaunchContext
+    from orchestrator.backends.local import LocalBackend
+    from orchestrator.launch import grid_lock, runnable_jobs
+    from orchestrator.profiles import load_profile
+
+    store = open_store(db_url)
+    g = store.get_grid(grid_name)
+    if g is None:
+        fail(f"grid {grid_name!r}: expected a launched grid")
+    assert g is not None
+    with grid_lock(grid_name) as got:
+        if not got:
+            fail(f"grid {grid_name!r}: another local launcher is running it")
+        backend = LocalBackend()
+        backend.reconcile(store, grid_name)
+        jobs = runnable_jobs(store, grid_name, g.failure_budget, include_queued=True)
+        ctx = LaunchContext(store=store, db_url=db_url, grid_name=grid_name, failure_budget=g.failure_budget,
+                            profile=load_profile(profile), progress=False)
+        backend.submit(ctx, jobs)
+
+
+def _print_summary(store: Store, grid_name: str, console: Console) -> None:
+    from orchestrator.status import grid_status, print_status
+
+    print_status(grid_status(store, grid_name), console)
+
+
+@cli.command()
+@click.argument("grid", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--all", "all_grids", is_flag=True, help="Every grid in the database.")
+@db_option
+def status(grid: str | None, as_json: bool, all_grids: bool, db_url: str) -> None:
+    """Where GRID stands (name or grid file; default: the only grid): counts, progress, failures."""
+    from orchestrator.status import grid_status, print_status, refresh
+
+    store = open_store(db_url)
+    names = [g.name for g in store.list_grids()] if all_grids else [resolve_grid_name(store, grid)]
+    out = []
+    for name in names:
+        refresh(store, name)
+        out.append(grid_status(store, name))
+    if as_json:
+        click.echo(json.dumps([s.to_dict() for s in out] if all_grids else out[0].to_dict(), indent=1))
+        return
+    console = Console()
+    for st in out:
+        print_status(st, console)
+
+
+@cli.command()
+@click.argument("grid", required=False)
+@click.option("--metric", default=None, help="Metric to rank by (default: the grid's [report].metric).")
+@click.option("--reference", default=None, help="Reference subset (default: the grid's [report].reference).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write report.md and report.html here (default: <workspace>/reports/<grid>).")
+@db_option
+def report(grid: str | None, metric: str | None, reference: str | None, as_json: bool, out_dir: Path | None,
+           db_url: str) -> None:
+    """The rank-consistency report: does each subset rank configurations like the reference (full)?"""
+    from orchestrator.report import build_report, print_report, report_json, write_report_files
+    from orchestrator.results import grid_results, report_settings
+    from orchestrator.status import refresh
+
+    store = open_store(db_url)
+    name = resolve_grid_name(store, grid)
+    refresh(store, name)
+    settings = report_settings(store, name)
+    if metric:
+        settings["metric"] = metric
+    if reference:
+        settings["reference"] = reference
+    rep = build_report(name, grid_results(store, name), **settings)
+    out_dir = out_dir or workspace_dir() / "reports" / name
+    files = write_report_files(rep, out_dir)
+    if as_json:
+        click.echo(report_json(rep))
+        return
+    console = Console()
+    print_report(rep, console)
+    console.print("written: " + ", ".join(str(f) for f in files))
+
+
+def _mount_optional_groups() -> None:
+    """Command groups owned by other modules (data layer, subsets, storage, SLURM)."""
+    mounts = [
+        ("workers.data.cli", "data"),
+        ("orchestrator.commands.subsets_cmd", "subsets"),
+        ("orchestrator.commands.db_cmds", "db"),
+        ("orchestrator.commands.db_cmds", "export"),
+        ("orchestrator.commands.jobs_cmds", "retry"),
+        ("orchestrator.commands.jobs_cmds", "cancel"),
+    ]
+    import importlib
+
+    for module, attr in mounts:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name and module.startswith(exc.name):
+                continue
+            raise
+        cmd = getattr(mod, attr, None)
+        if isinstance(cmd, click.Command):
+            cli.add_command(cmd, attr)
+
+
+_mount_optional_groups()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: usage errors become one line on stderr and exit code 2."""
+    try:
+        cli.main(args=argv, prog_name="dlth-orch", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except click.exceptions.Abort:
+        raise SystemExit(130) from None
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except _usage_errors() as exc:
+        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Helpers shared by the CLI's command modules: the ``--db`` option, one-line errors, grid lookup."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from db import Store, default_url
+
+
+def fail(message: str) -> None:
+    """Print a one-line error and exit with code 2."""
+    click.echo(f"error: {message}", err=True)
+    raise SystemExit(2)
+
+
+def db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--db URL`` on a command; resolves to the group's ``--db``, ``DLTH_DB`` or the default file."""
+
+    @click.option("--db", "db_url", default=None, metavar="URL", help="Database URL (default: $DLTH_DB or "
+                  "a SQLite file in $DLTH_HOME/.dlth).")
+    @click.pass_context
+    @wraps(fn)
+    def wrapper(ctx: click.Context, *args: Any, db_url: str | None, **kwargs: Any) -> Any:
+        url = db_url or (ctx.obj or {}).get("db_url") or default_url()
+        ctx.ensure_object(dict)["db_url"] = url
+        return fn(*args, db_url=url, **kwargs)
+
+    return wrapper
+
+
+def open_store(url: str) -> Store:
+    return Store(url)
+
+
+def resolve_grid_name(store: Store, grid: str | None) -> str:
+    """A grid name from a name, a grid file, or the only grid in the database."""
+    if grid and grid.endswith(".toml") and Path(grid).is_file():
+        from orchestrator.grid import load_grid
+
+        grid = load_grid(grid).name
+    if grid:
+        if store.get_grid(grid) is None:
+            fail(f"grid {grid!r}: expected the name of a launched grid (have: "
+                 f"{', '.join(g.name for g in store.list_grids()) or 'none'})")
+        return grid
+    grids = store.list_grids()
+    if len(grids) != 1:
+        fail("GRID: expected a grid name or file (the database holds "
+             f"{', '.join(g.name for g in grids) if grids else 'no grid'})")
+    return grids[0].name

@@ -1,0 +1,65 @@
+"""``retry`` and ``cancel``: act on a grid's jobs (or a filter of them) on whatever backend holds them."""
+
+from __future__ import annotations
+
+import click
+
+from db import JobRow, JobState
+from orchestrator.cli_common import db_option, open_store, resolve_grid_name
+
+
+def select_jobs(jobs: list[JobRow], subset: str | None, config: str | None, states: tuple[str, ...]) -> list[JobRow]:
+    """Jobs matching every given filter (subset name, config label substring, states)."""
+    return [j for j in jobs
+            if (subset is None or j.subset_name == subset)
+            and (config is None or config in j.config_name)
+            and (not states or j.state in states)]
+
+
+def _filters(fn):  # type: ignore[no-untyped-def]
+    fn = click.option("--subset", default=None, help="Only jobs of this subset.")(fn)
+    fn = click.option("--config", default=None, help="Only jobs whose config label contains this text.")(fn)
+    return fn
+
+
+@click.command()
+@click.argument("grid", required=False)
+@_filters
+@click.option("--cancelled", is_flag=True, help="Also retry cancelled jobs.")
+@db_option
+def retry(grid: str | None, subset: str | None, config: str | None, cancelled: bool, db_url: str) -> None:
+    """Reset FAILED (and with --cancelled, CANCELLED) jobs to PENDING, whatever their failure count.
+
+    The next ``dlth-orch launch`` runs them again (from their last checkpoint).
+    """
+    store = open_store(db_url)
+    name = resolve_grid_name(store, grid)
+    states = (JobState.FAILED, JobState.CANCELLED) if cancelled else (JobState.FAILED,)
+    jobs = select_jobs(store.jobs(name, states), subset, config, ())
+    n = store.reset_jobs([j.job_hash for j in jobs], list(states))
+    click.echo(f"{n} jobs reset to PENDING; run 'dlth-orch launch' to run them")
+
+
+@click.command()
+@click.argument("grid", required=False)
+@_filters
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@db_option
+def cancel(grid: str | None, subset: str | None, config: str | None, yes: bool, db_url: str) -> None:
+    """Cancel a grid's unfinished jobs (or those matching --subset/--config)."""
+    from orchestrator.backends.registry import get_backend
+
+    store = open_store(db_url)
+    name = resolve_grid_name(store, grid)
+    active = (JobState.PENDING, JobState.QUEUED, JobState.RUNNING, JobState.FAILED)
+    jobs = select_jobs(store.jobs(name), subset, config, active)
+    if not jobs:
+        click.echo("nothing to cancel")
+        return
+    if not yes:
+        click.confirm(f"cancel {len(jobs)} jobs of {name}?", abort=True)
+    by_backend: dict[str, list[JobRow]] = {}
+    for j in jobs:
+        by_backend.setdefault(j.backend or "local", []).append(j)
+    n = sum(get_backend(b).cancel(store, js) for b, js in by_backend.items())
+    click.echo(f"{n} jobs cancelled")
