@@ -1,0 +1,40 @@
+"""Shared fixtures: an isolated workspace per test, and small dataset metadata directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from subsets import ClassInfo, DatasetMeta
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_workspace(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own DLTH_HOME (default DB + job directories) and no inherited DLTH_DB."""
+    home = tmp_path_factory.mktemp("dlth_home")
+    monkeypatch.setenv("DLTH_HOME", str(home))
+    monkeypatch.delenv("DLTH_DB", raising=False)
+    return home
+
+
+def write_meta_dir(root: Path, num_classes: int = 6, train_per_class: int = 10, val_per_class: int = 3) -> DatasetMeta:
+    """A dataset directory with metadata only (no images): enough for grids, subsets and expansion."""
+    classes = [ClassInfo(i, f"n{1000000 + i:08d}", f"class {i}") for i in range(num_classes)]
+    labels = {
+        "train": np.repeat(np.arange(num_classes), train_per_class),
+        "val": np.repeat(np.arange(num_classes), val_per_class),
+    }
+    meta = DatasetMeta(root=root, name=root.name, classes=classes,
+                       split_files={"train": "train.beton", "val": "val.beton"}, labels=labels)
+    meta.save()
+    return DatasetMeta.load(root)
+
+
+@pytest.fixture
+def meta_dir(tmp_path: Path) -> Path:
+    write_meta_dir(tmp_path / "ds")
+    return tmp_path / "ds"

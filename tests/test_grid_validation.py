@@ -1,0 +1,100 @@
+"""Grid files: every bad file gets one clear line naming the file, the key and what was expected; exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.grid import load_grid
+from specs.base import SpecError
+
+GOOD = """
+name = "g"
+seeds = [0, 1]
+[dataset]
+root = "ds"
+[train]
+epochs = 2
+lr = 0.1
+[subsets.full]
+strategy = "full"
+[subsets.half]
+strategy = "uniform"
+k = 3
+[methods.supervised]
+lr = [0.1, 0.2]
+[methods.simclr]
+temperature = [0.1, 0.2]
+lr = [0.3, 0.4]
+zip = [["temperature", "lr"]]
+"""
+
+
+def write(tmp: Path, text: str) -> Path:
+    p = tmp / "grid.toml"
+    p.write_text(text)
+    return p
+
+
+def test_good_grid_parses(tmp_path: Path, meta_dir: Path) -> None:
+    g = load_grid(write(tmp_path, GOOD))
+    assert g.name == "g"
+    assert set(g.subsets) == {"full", "half"}
+    assert g.subsets["half"] == {"strategy": "uniform", "k": 3, "mode": "even"}
+    assert g.methods["simclr"].zips == [["temperature", "lr"]]
+    assert g.dataset_root == str(meta_dir.resolve())
+
+
+BAD = [
+    # (replace this, with this, expected key in the message, expected words)
+    ('name = "g"', 'name = ""', "name", "non-empty string"),
+    ("epochs = 2", "epochs = 0", "train.epochs", ">= 1"),
+    ("epochs = 2", 'epochs = "two"', "train.epochs", "an integer"),
+    ("lr = 0.1\n[subsets", "lr = 0.1\nfoo = 1\n[subsets", "train.foo", "one of"),
+    ('strategy = "uniform"', 'strategy = "unifrom"', "subsets.half.strategy", "one of"),
+    ("k = 3", "k = -3", "subsets.half.k", "positive integer"),
+    ("[methods.supervised]", "[methods.supervised]\nlabel_smoothing = 2.0", "methods.supervised.label_smoothing",
+     "<= 1.0"),
+    ("[methods.supervised]", "[methods.supervised]\nmomentumm = 0.9", "methods.supervised.momentumm",
+     "hyperparameter"),
+    ('zip = [["temperature", "lr"]]', 'zip = [["temperature", "epochs"]]', "methods.simclr.zip", "swept keys"),
+    ("lr = [0.3, 0.4]", "lr = [0.3, 0.4, 0.5]", "methods.simclr.zip", "equal length"),
+    ("seeds = [0, 1]", "seeds = [0, 0]", "seeds", "distinct"),
+    ('root = "ds"', 'root = "missing"', "dataset.root", "meta.json"),
+    ("[methods.simclr]", "[methods.simclr]\nmethod = \"dino9\"", "methods.simclr.method", "one of"),
+    ('[subsets.full]\nstrategy = "full"', '[subsets.all]\nstrategy = "full"', "report.reference", "subset"),
+    ("seeds = [0, 1]", "seeds = [0, 1]\ncolour = 3", "colour", "top-level"),
+]
+
+
+@pytest.mark.parametrize("old,new,key,words", BAD)
+def test_bad_grid_names_file_key_and_expectation(tmp_path: Path, meta_dir: Path, old: str, new: str, key: str,
+                                                  words: str) -> None:
+    assert old in GOOD
+    path = write(tmp_path, GOOD.replace(old, new, 1))
+    with pytest.raises(SpecError) as err:
+        load_grid(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: {key}: expected"), msg
+    assert words in msg
+    assert "\n" not in msg
+
+
+def test_toml_syntax_error(tmp_path: Path) -> None:
+    path = write(tmp_path, 'name = "g"\n[dataset\n')
+    with pytest.raises(SpecError, match=r"grid.toml: toml: expected valid TOML"):
+        load_grid(path)
+
+
+def test_cli_bad_grid_exit_2_one_line_nothing_written(tmp_path: Path, meta_dir: Path) -> None:
+    path = write(tmp_path, GOOD.replace("epochs = 2", "epochs = -1"))
+    db = tmp_path / "db.sqlite"
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "launch", str(path), "--db", f"sqlite:///{db}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines == [f"error: {path}: train.epochs: expected an integer >= 1"]
+    assert not db.exists()
