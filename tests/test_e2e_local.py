@@ -1,0 +1,206 @@
+"""End to end on the local backend: real training on real digits images, report from the trained models,
+idempotent relaunch, and resume after a worker (or the whole launcher) is killed mid-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from db import AttemptState, JobState, Store
+
+pytestmark = pytest.mark.slow
+
+GRID = """
+name = "{name}"
+seeds = [0]
+failure_budget = 2
+[dataset]
+root = "{root}"
+[train]
+backbone = "test_resnet"
+epochs = {epochs}
+batch_size = 64
+lr = 0.05
+image_size = 32
+[eval]
+knn_k = 10
+[resources]
+cpus_per_task = 1
+loader_workers = 1
+[subsets.full]
+strategy = "full"
+[subsets.even5]
+strategy = "uniform"
+k = 5
+{methods}
+"""
+METHODS = """
+[methods.supervised]
+lr = [0.01, 0.2]
+[methods.simclr]
+temperature = 0.2
+"""
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from workers.data.builtin import prepare_digits
+
+    root = tmp_path_factory.mktemp("digits") / "digits"
+    prepare_digits(root, image_size=32)
+    return root
+
+
+def cli(*args: str, db: str, home: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DLTH_HOME": str(home), "DLTH_HEARTBEAT_S": "1"}
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args, "--db", db], capture_output=True,
+                          text=True, env=env, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def test_quickstart_like_grid_trains_reports_and_relaunches_idempotently(tmp_path: Path, digits: Path) -> None:
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID.format(name="e2e", root=digits, epochs=2, methods=METHODS))
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    cli("launch", str(grid), "--cluster", "local", "--no-progress", db=db, home=tmp_path)
+
+    store = Store(db)
+    jobs = store.jobs("e2e")
+    assert len(jobs) == 6  # 2 subsets x (2 supervised + 1 simclr) x 1 seed
+    assert {j.state for j in jobs} == {JobState.COMPLETED}
+    finals = store.final_metrics("e2e")
+    for j in jobs:
+        m = finals[j.job_hash]
+        assert 0.0 <= m["knn_top1"] <= 1.0 and m["epochs"] == 2.0
+        assert m["num_classes"] == (10 if j.subset_name == "full" else 5)
+        assert [a.state for a in store.attempts(j.job_hash)] == [AttemptState.COMPLETED]
+        on_disk = json.loads((Path(j.job_dir) / "final_metrics.json").read_text())["metrics"]
+        assert on_disk == pytest.approx(m)
+        assert len(store.metrics(j.job_hash)) == 3  # two epochs + final
+    # real learning: the supervised model at lr 0.2 on the full digits beats chance (0.1) by far
+    best = max(finals[j.job_hash]["val_top1"] for j in jobs if j.subset_name == "full" and j.method == "supervised")
+    assert best > 0.5
+
+    # the report's numbers are the trained models' numbers
+    rep = json.loads(cli("report", "e2e", "--json", db=db, home=tmp_path).stdout)
+    flat = json.dumps(rep)
+    for j in jobs:
+        assert j.config_name in flat
+    knn = {(j.subset_name, j.config_name): finals[j.job_hash]["knn_top1"] for j in jobs}
+    found = _config_means(rep)
+    assert found, rep
+    for key, mean in found.items():
+        assert mean == pytest.approx(knn[key])
+    assert (tmp_path / "reports" / "e2e" / "report.html").is_file()
+
+    # relaunch: nothing new, nothing rerun
+    out = cli("launch", str(grid), "--cluster", "local", "--no-progress", db=db, home=tmp_path)
+    assert "0 new" in out.stderr and "0 jobs to run" in out.stderr
+    assert all(len(store.attempts(j.job_hash)) == 1 for j in jobs)
+
+
+def _config_means(rep: dict) -> dict[tuple[str, str], float]:
+    """(subset, config) -> mean metric from the report's JSON (whatever nesting it uses)."""
+    out: dict[tuple[str, str], float] = {}
+
+    def walk(node: object, subset: str | None) -> None:
+        if isinstance(node, dict):
+            sub = node.get("subset", subset) if isinstance(node.get("subset", subset), str) else subset
+            if "config" in node and "mean" in node and sub is not None and node["mean"] is not None:
+                out[(sub, node["config"])] = float(node["mean"])
+            for v in node.values():
+                walk(v, sub)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, subset)
+
+    walk(rep, None)
+    return out
+
+
+def _wait_for(pred, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _epochs_logged(job_dir: Path) -> list[int]:
+    path = job_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line)["epoch"] for line in path.read_text().splitlines() if line.strip()]
+
+
+ONE_JOB = """
+[methods.supervised]
+lr = 0.1
+"""
+
+
+def _one_job_grid(tmp_path: Path, digits: Path, name: str, epochs: int) -> tuple[Path, str]:
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID.format(name=name, root=digits, epochs=epochs, methods=ONE_JOB).replace(
+        '[subsets.even5]\nstrategy = "uniform"\nk = 5\n', ""))
+    return grid, f"sqlite:///{tmp_path / 'db.sqlite'}"
+
+
+def test_worker_killed_mid_run_is_retried_and_resumes_from_its_checkpoint(tmp_path: Path, digits: Path) -> None:
+    grid, db = _one_job_grid(tmp_path, digits, "killw", epochs=8)
+    env = {**os.environ, "DLTH_HOME": str(tmp_path), "DLTH_HEARTBEAT_S": "1"}
+    launcher = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "launch", str(grid), "--no-progress",
+                                 "--db", db], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    store = Store(db)
+    job = _wait_for(lambda: (store.jobs("killw") or [None])[0], 120, "the job to be recorded")
+    job_dir = Path(job.job_dir)
+    _wait_for(lambda: len(_epochs_logged(job_dir)) >= 2, 240, "two epochs")
+    attempt = store.open_attempts("killw")[0]
+    os.kill(attempt.pid, signal.SIGKILL)  # the worker dies without a word
+    out, _ = launcher.communicate(timeout=600)
+    assert launcher.returncode == 0, out
+    final = store.job(job.job_hash)
+    assert final is not None and final.state == JobState.COMPLETED
+    states = [a.state for a in store.attempts(job.job_hash)]
+    assert states[0] in (AttemptState.FAILED, AttemptState.LOST) and states[-1] == AttemptState.COMPLETED
+    epochs = _epochs_logged(job_dir)
+    assert sorted(set(epochs)) == list(range(8))
+    assert epochs.count(0) == 1 and epochs.count(1) == 1  # resumed, not restarted from scratch
+
+
+def test_launcher_killed_mid_run_resumes_on_next_launch(tmp_path: Path, digits: Path) -> None:
+    grid, db = _one_job_grid(tmp_path, digits, "killl", epochs=8)
+    env = {**os.environ, "DLTH_HOME": str(tmp_path), "DLTH_HEARTBEAT_S": "1"}
+    launcher = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "launch", str(grid), "--no-progress",
+                                 "--db", db], env=env, start_new_session=True)
+    store = Store(db)
+    job = _wait_for(lambda: (store.jobs("killl") or [None])[0], 120, "the job to be recorded")
+    job_dir = Path(job.job_dir)
+    _wait_for(lambda: len(_epochs_logged(job_dir)) >= 2, 240, "two epochs")
+    worker_pid = store.open_attempts("killl")[0].pid
+    os.killpg(launcher.pid, signal.SIGKILL)  # the launcher dies (closed laptop) ...
+    os.kill(worker_pid, signal.SIGKILL)  # ... and so does its worker (its own session)
+    launcher.wait()
+    assert store.job(job.job_hash).state == JobState.RUNNING  # nobody told the DB
+
+    status = json.loads(cli("status", "killl", "--json", db=db, home=tmp_path).stdout)
+    assert status["counts"]["FAILED"] == 1  # the lost attempt was noticed
+    cli("launch", str(grid), "--no-progress", db=db, home=tmp_path)
+    final = store.job(job.job_hash)
+    assert final is not None and final.state == JobState.COMPLETED
+    attempts = store.attempts(job.job_hash)
+    assert [a.state for a in attempts] == [AttemptState.LOST, AttemptState.COMPLETED]
+    epochs = _epochs_logged(job_dir)
+    assert sorted(set(epochs)) == list(range(8)) and epochs.count(0) == 1
+    assert "resuming from" in Path(attempts[1].log_path).read_text()
