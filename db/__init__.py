@@ -1,19 +1,27 @@
-"""Persistence: SQLAlchemy models and the store API (the only module that speaks SQL)."""
+"""Persistence: SQLAlchemy models, migrations and the store API (the only module that speaks SQL)."""
 
-from db.engine import StoreError, default_url, workspace_dir
+from db.engine import StoreError, StoreUnavailable, default_url, workspace_dir
+from db.ingest import FINAL_METRICS_FILE, FinalResult, ResultFileError, read_final_metrics, write_final_metrics
 from db.models import FINAL_EPOCH, AttemptState, JobState
-from db.store import AttemptRow, GridRow, JobRow, NewJob, Store
+from db.store import AttemptRow, GridRow, JobRow, MetricRow, NewJob, Store
 
 __all__ = [
     "FINAL_EPOCH",
+    "FINAL_METRICS_FILE",
     "AttemptRow",
     "AttemptState",
+    "FinalResult",
     "GridRow",
     "JobRow",
     "JobState",
+    "MetricRow",
     "NewJob",
+    "ResultFileError",
     "Store",
     "StoreError",
+    "StoreUnavailable",
     "default_url",
+    "read_final_metrics",
     "workspace_dir",
+    "write_final_metrics",
 ]

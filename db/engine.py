@@ -1,19 +1,35 @@
-"""Engine creation: URL validation, SQLite pragmas (WAL, busy timeout), default locations."""
+"""Engine creation: URL validation, SQLite pragmas and transactions, default locations, one-line errors.
+
+SQLite runs in WAL mode with a busy timeout, and SQLAlchemy (not the ``sqlite3`` module) emits ``BEGIN``:
+read transactions use ``BEGIN DEFERRED`` (a consistent snapshot that never blocks writers) and write
+transactions ``BEGIN IMMEDIATE`` (the write lock is taken up front and waited for with the busy timeout,
+so a transaction that reads and then writes never fails with ``database is locked``). A connection asks
+for a write transaction with the execution option ``dlth_write=True`` (see :meth:`db.store.Store.session`).
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
-SUPPORTED_DRIVERS = ("sqlite", "postgresql", "postgresql+psycopg")
+SQLITE_DRIVERS = ("sqlite", "sqlite+pysqlite")
+POSTGRES_DRIVERS = ("postgresql", "postgresql+psycopg")
+SUPPORTED_DRIVERS = SQLITE_DRIVERS + POSTGRES_DRIVERS
+SQLITE_MAGIC = b"SQLite format 3\x00"
+DEFAULT_SQLITE_TIMEOUT_S = 60.0
+WRITE_OPTION = "dlth_write"
 
 
 class StoreError(ValueError):
     """The database URL or the database itself is unusable; the message is one line."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached right now (server down, lock held too long): worth retrying."""
 
 
 def workspace_dir() -> Path:
@@ -26,37 +42,132 @@ def default_url() -> str:
     return os.environ.get("DLTH_DB") or f"sqlite:///{workspace_dir() / 'dlth.db'}"
 
 
-def make_engine(url: str) -> Engine:
-    """Create an engine for ``url`` (SQLite file or PostgreSQL), or raise :class:`StoreError`."""
-    from sqlalchemy import create_engine
+def redact(url: str | URL) -> str:
+    """``url`` with its password hidden, for messages."""
+    try:
+        return (url if isinstance(url, URL) else make_url(url)).render_as_string(hide_password=True)
+    except ArgumentError:
+        return str(url)
 
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (the DBAPI's own message when wrapped)."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
+    return next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
+
+
+def parse_url(url: str) -> URL:
+    """Validate ``url`` and normalise its driver (``postgresql`` -> ``postgresql+psycopg``)."""
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise StoreError(f"database URL {url!r}: expected sqlite:///PATH or postgresql+psycopg://...") from exc
     if parsed.drivername not in SUPPORTED_DRIVERS:
-        raise StoreError(
-            f"database URL {url!r}: expected a driver among {', '.join(SUPPORTED_DRIVERS)}, got {parsed.drivername!r}"
-        )
+        raise StoreError(f"database URL {redact(parsed)!r}: expected a driver among "
+                         f"{', '.join(SUPPORTED_DRIVERS)}, got {parsed.drivername!r}")
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.drivername == "sqlite":
-        if not parsed.database or parsed.database == ":memory:":
-            raise StoreError(f"database URL {url!r}: expected a SQLite file path (sqlite:///PATH)")
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed, connect_args={"timeout": 60})
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
+    if parsed.drivername in SQLITE_DRIVERS and (not parsed.database or parsed.database == ":memory:"
+                                                or parsed.database.startswith("file:")):
+        raise StoreError(f"database URL {url!r}: expected a SQLite file path (sqlite:///PATH)")
+    if parsed.drivername.startswith("postgresql") and not parsed.database:
+        raise StoreError(f"database URL {redact(parsed)!r}: expected a database name "
+                         "(postgresql+psycopg://USER:PASSWORD@HOST:PORT/DBNAME)")
+    return parsed
+
+
+def is_sqlite(engine_or_url: Engine | URL) -> bool:
+    url = engine_or_url.url if isinstance(engine_or_url, Engine) else engine_or_url
+    return url.get_backend_name() == "sqlite"
+
+
+def sqlite_path(engine_or_url: Engine | URL) -> Path:
+    """The file of a SQLite engine or URL."""
+    url = engine_or_url.url if isinstance(engine_or_url, Engine) else engine_or_url
+    assert url.database
+    return Path(url.database).expanduser().resolve()
+
+
+def make_engine(url: str, *, must_exist: bool = False) -> Engine:
+    """Create an engine for ``url`` (SQLite file or PostgreSQL), or raise :class:`StoreError`.
+
+    ``must_exist``: a SQLite file must already exist (workers never create the database).
+    A SQLite URL may set the busy timeout in seconds with ``?timeout=S`` (default 60, or
+    ``DLTH_SQLITE_TIMEOUT``).
+    """
+    parsed = parse_url(url)
+    if is_sqlite(parsed):
+        return _sqlite_engine(parsed, must_exist=must_exist)
     try:
-        return create_engine(parsed, pool_pre_ping=True, pool_size=2, max_overflow=4)
-    except NoSuchModuleError as exc:
-        raise StoreError(f"database URL {url!r}: driver not installed ({exc})") from exc
+        return create_engine(
+            parsed, pool_pre_ping=True, pool_size=2, max_overflow=8, pool_recycle=1800,
+            connect_args={"connect_timeout": 10, "application_name": "dlth-orch"},
+        )
+    except (NoSuchModuleError, ImportError) as exc:
+        raise StoreError(f"database URL {redact(parsed)!r}: driver not installed ({first_line(exc)})") from exc
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=60000")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
+def _sqlite_engine(parsed: URL, *, must_exist: bool) -> Engine:
+    path = sqlite_path(parsed)
+    query = dict(parsed.query)
+    try:
+        timeout = float(query.pop("timeout", os.environ.get("DLTH_SQLITE_TIMEOUT", DEFAULT_SQLITE_TIMEOUT_S)))
+    except ValueError as exc:
+        raise StoreError(f"database URL {parsed!s}: timeout: expected a number of seconds") from exc
+    if query:
+        raise StoreError(f"database URL {parsed!s}: unknown option(s) {', '.join(sorted(query))} "
+                         "(SQLite URLs take only ?timeout=SECONDS)")
+    if path.exists():
+        check_sqlite_file(path)
+    elif must_exist:
+        raise StoreError(f"database {path}: no such file (workers never create the database; "
+                         "run `dlth-orch db upgrade` or launch a grid first)")
+    else:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"database {path}: cannot create its directory ({exc.strerror})") from exc
+    engine = create_engine(parsed.set(database=str(path), query={}), connect_args={"timeout": timeout})
+    busy_ms = int(timeout * 1000)
+
+    def on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+        dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (see on_begin)
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={busy_ms}")
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    def on_begin(conn: Connection) -> None:
+        mode = "IMMEDIATE" if conn.get_execution_options().get(WRITE_OPTION) else "DEFERRED"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    event.listen(engine, "connect", on_connect)
+    event.listen(engine, "begin", on_begin)
+    return engine
+
+
+def check_sqlite_file(path: Path) -> None:
+    """Raise :class:`StoreError` unless ``path`` is empty or starts with the SQLite header."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(SQLITE_MAGIC))
+    except IsADirectoryError as exc:
+        raise StoreError(f"database {path}: is a directory, expected a SQLite file") from exc
+    except OSError as exc:
+        raise StoreError(f"database {path}: cannot read ({exc.strerror})") from exc
+    if head and head != SQLITE_MAGIC:
+        raise StoreError(f"database {path}: not a SQLite database (unexpected file header)")
+
+
+def connection_error(engine: Engine, exc: DBAPIError) -> StoreError:
+    """Turn a DBAPI error raised while connecting into a one-line :class:`StoreError`.
+
+    Operational errors (server down, refused, lock held past the busy timeout) become
+    :class:`StoreUnavailable`, which :func:`db.retry.with_retries` retries.
+    """
+    cls = StoreUnavailable if isinstance(exc, OperationalError) else StoreError
+    where = sqlite_path(engine) if is_sqlite(engine) else redact(engine.url)
+    return cls(f"database {where}: cannot open ({first_line(exc)})")

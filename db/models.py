@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    Boolean,
     Float,
     ForeignKey,
     Index,
@@ -12,6 +13,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -94,10 +96,12 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # COMPLETED from the job directory's final_metrics.json because the worker could not tell the DB (0002)
+    ingested_from_disk: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     attempts: Mapped[list[Attempt]] = relationship(back_populates="job", cascade="all, delete-orphan")
 
-    __table_args__ = (Index("ix_jobs_state", "state"),)
+    __table_args__ = (Index("ix_jobs_state", "state"), Index("ix_jobs_config_key", "config_key"))
 
 
 class GridJob(Base):
@@ -113,7 +117,10 @@ class GridJob(Base):
     grid: Mapped[Grid] = relationship(back_populates="members")
     job: Mapped[Job] = relationship()
 
-    __table_args__ = (Index("ix_grid_jobs_job", "job_id"),)
+    __table_args__ = (
+        Index("ix_grid_jobs_job", "job_id"),
+        Index("ix_grid_jobs_grid_subset", "grid_id", "subset_name"),
+    )
 
 
 class Attempt(Base):
@@ -139,6 +146,7 @@ class Attempt(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "number", name="uq_attempt_number"),
         Index("ix_attempts_state", "state"),
+        Index("ix_attempts_job_state", "job_id", "state"),
     )
 
 
@@ -150,7 +158,18 @@ class Metric(Base):
     attempt_id: Mapped[int | None] = mapped_column(ForeignKey("attempts.id", ondelete="SET NULL"), nullable=True)
     epoch: Mapped[int] = mapped_column(Integer)  # FINAL_EPOCH for final metrics
     name: Mapped[str] = mapped_column(String(64))
-    value: Mapped[float] = mapped_column(Float)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)  # NULL = NaN (0002)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+    # uq_metric's index also serves lookups by (job_id) and (job_id, epoch): no separate index needed
     __table_args__ = (UniqueConstraint("job_id", "epoch", "name", name="uq_metric"),)
+
+
+class Meta(Base):
+    """Facts about the database itself, e.g. ``orchestrator_host`` (for the SQLite network-FS check) (0002)."""
+
+    __tablename__ = "dlth_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -1,18 +1,21 @@
-"""Schema creation for a new or existing database."""
+"""Schema creation and checks for a new or existing database (through alembic, see :mod:`db.migrate`)."""
 
 from __future__ import annotations
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
 
-from db.engine import StoreError
-from db.models import Base
+from db.migrate import HEAD, check_current, current, upgrade
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Create missing tables (idempotent)."""
-    try:
-        Base.metadata.create_all(engine)
-    except OperationalError as exc:
-        raise StoreError(f"database {engine.url.render_as_string(hide_password=True)}: cannot open "
-                         f"({str(exc.orig).strip().splitlines()[0]})") from exc
+    """Bring the database to the newest schema: create it, stamp a pre-migration one, or upgrade it.
+
+    Cheap when the database is already at head (one query, alembic is not loaded).
+    """
+    if current(engine).revision != HEAD:
+        upgrade(engine)
+
+
+def require_schema(engine: Engine) -> None:
+    """Refuse (one-line StoreError) a database that is not at this code's head revision (workers)."""
+    check_current(engine)

@@ -1,21 +1,35 @@
 """The store API: the only way the rest of dlth-orch reads or writes the database.
 
-Every state change happens in one transaction with a conditional ``UPDATE`` so that two workers or
-orchestrators can never both move the same job (see :meth:`Store.claim`).
+Transactions: every public method is one transaction. Writers take the write lock up front (``BEGIN
+IMMEDIATE`` on SQLite; row locks in a fixed order, job before attempt, on PostgreSQL), so concurrent
+workers and orchestrators neither lose updates nor deadlock. State changes are conditional ``UPDATE``\\ s:
+two processes can never both claim or move the same job (see :meth:`Store.claim`).
+
+Errors: opening a store raises :class:`~db.engine.StoreError` (one line; :class:`~db.engine.StoreUnavailable`
+when worth retrying). Later calls raise SQLAlchemy's ``OperationalError`` when the database goes away:
+workers wrap them in :func:`db.retry.with_retries`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from db.engine import make_engine
+from db import migrate, netfs
+from db.engine import WRITE_OPTION, StoreError, is_sqlite, make_engine, sqlite_path
+from db.ingest import ResultFileError, read_final_metrics
 from db.models import (
     FINAL_EPOCH,
     Attempt,
@@ -24,11 +38,13 @@ from db.models import (
     GridJob,
     Job,
     JobState,
+    Meta,
     Metric,
     utcnow,
 )
 
 log = logging.getLogger(__name__)
+_CHUNK = 500  # rows per multi-row INSERT (well under SQLite's bound-parameter limit)
 
 
 @dataclass(frozen=True)
@@ -65,6 +81,7 @@ class JobRow:
     backend_id: str | None
     last_error: str | None
     heartbeat_at: datetime | None
+    ingested_from_disk: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,25 +111,99 @@ class GridRow:
     failure_budget: int
 
 
+@dataclass(frozen=True)
+class MetricRow:
+    """One metric value of one job (long form, for export)."""
+
+    job_hash: str
+    epoch: int
+    name: str
+    value: float
+    attempt_id: int | None
+
+
+_JOB_COLUMNS = (
+    Job.id, Job.job_hash, Job.spec_json, GridJob.subset_name, GridJob.config_name, Job.config_key, Job.method,
+    Job.seed, Job.state, Job.job_dir, Job.attempt_count, Job.failure_count, Job.backend, Job.backend_id,
+    Job.last_error, Job.heartbeat_at, Job.ingested_from_disk,
+)
+
+
 class Store:
-    """Typed access to the dlth-orch database at ``url``."""
+    """Typed access to the dlth-orch database at ``url``.
+
+    ``create=True`` (the orchestrator): create the schema or upgrade it to the newest revision.
+    ``create=False`` (workers): never create or migrate; refuse a missing database, or one whose schema
+    revision is not this code's, with a one-line :class:`StoreError`.
+    """
 
     def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url
-        self.engine = make_engine(url)
-        if create:
-            from db.schema import ensure_schema
+        self.worker = not create
+        self.engine = make_engine(url, must_exist=not create)
+        self._job_ids: dict[str, int] = {}
+        try:
+            if create:
+                from db.schema import ensure_schema
 
-            ensure_schema(self.engine)
+                ensure_schema(self.engine)
+            else:
+                migrate.check_current(self.engine)
+            if is_sqlite(self.engine):
+                self._check_sqlite_location()
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def backend(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self.engine.dialect.name
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A session inside one transaction: committed on success, rolled back on error."""
+    def session(self, *, write: bool = True) -> Iterator[Session]:
+        """A session inside one transaction: committed on success, rolled back on error.
+
+        ``write=False`` for read-only work: on SQLite it reads a consistent snapshot without taking the
+        write lock; write transactions take it at once (``BEGIN IMMEDIATE``).
+        """
         with Session(self.engine, expire_on_commit=False) as s, s.begin():
+            s.connection(execution_options={WRITE_OPTION: write})
             yield s
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def schema_revision(self) -> str | None:
+        """The database's alembic revision."""
+        return migrate.current(self.engine).revision
+
+    # --- meta and the SQLite network file system check -------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        with self.session(write=False) as s:
+            return s.scalar(select(Meta.value).where(Meta.key == key))
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.session() as s:
+            _upsert(s, Meta, [{"key": key, "value": value, "updated_at": utcnow()}], ["key"],
+                    ["value", "updated_at"])
+
+    def _check_sqlite_location(self) -> None:
+        path = sqlite_path(self.engine)
+        if netfs.network_fs_type(path) is None:
+            return
+        hosts = json.loads(self.get_meta("orchestrator_hosts") or "[]")
+        if not self.worker and netfs.hostname() not in hosts:
+            hosts = sorted({*hosts, netfs.hostname()})
+            self.set_meta("orchestrator_hosts", json.dumps(hosts))
+        known = hosts[0] if self.worker and hosts and netfs.hostname() not in hosts else None
+        netfs.check_sqlite_location(path, worker=self.worker, orchestrator_host=known)
 
     # --- grids and jobs -----------------------------------------------------------------------
     def upsert_grid(
@@ -120,56 +211,65 @@ class Store:
     ) -> int:
         """Record a grid (or update its spec); return its id."""
         with self.session() as s:
-            grid = s.scalar(select(Grid).where(Grid.name == name))
-            if grid is None:
-                grid = Grid(name=name)
-                s.add(grid)
-            grid.spec_json, grid.spec_hash = spec_json, spec_hash
-            grid.source_path, grid.failure_budget = source_path, failure_budget
-            s.flush()
-            return grid.id
+            now = utcnow()
+            _upsert(s, Grid, [{"name": name, "spec_json": spec_json, "spec_hash": spec_hash,
+                               "source_path": source_path, "failure_budget": failure_budget,
+                               "created_at": now, "updated_at": now}],
+                    ["name"], ["spec_json", "spec_hash", "source_path", "failure_budget", "updated_at"])
+            grid_id = s.scalar(select(Grid.id).where(Grid.name == name))
+            assert grid_id is not None
+            return grid_id
 
     def add_jobs(self, grid_id: int, jobs: Sequence[NewJob]) -> tuple[int, int]:
         """Record ``jobs`` in one transaction: new jobs PENDING, known ones only linked to the grid.
 
-        Returns ``(new, already_known)``. Idempotent: calling it twice adds nothing the second time.
+        Returns ``(new, already_known)``. Idempotent, also when two orchestrators add the same jobs at once.
         """
-        new = 0
         with self.session() as s:
-            hashes = [j.job_hash for j in jobs]
-            known = {j.job_hash: j for j in s.scalars(select(Job).where(Job.job_hash.in_(hashes)))}
-            linked = set(s.scalars(select(GridJob.job_id).where(GridJob.grid_id == grid_id)))
-            for j in jobs:
-                row = known.get(j.job_hash)
-                if row is None:
-                    row = Job(
-                        job_hash=j.job_hash, spec_json=j.spec_json, method=j.method, config_key=j.config_key,
-                        seed=j.seed, job_dir=j.job_dir, state=JobState.PENDING,
-                    )
-                    s.add(row)
-                    s.flush()
-                    known[j.job_hash] = row
-                    new += 1
-                if row.id not in linked:
-                    s.add(GridJob(grid_id=grid_id, job_id=row.id, subset_name=j.subset_name,
-                                  config_name=j.config_name))
-                    linked.add(row.id)
+            now = utcnow()
+            unique = {j.job_hash: j for j in jobs}
+            rows = [{"job_hash": j.job_hash, "spec_json": j.spec_json, "method": j.method,
+                     "config_key": j.config_key, "seed": j.seed, "job_dir": j.job_dir,
+                     "state": JobState.PENDING, "attempt_count": 0, "failure_count": 0,
+                     "created_at": now, "updated_at": now, "ingested_from_disk": False}
+                    for j in unique.values()]
+            new = _insert_ignore(s, Job, rows, ["job_hash"])
+            ids = self._ids_of(s, list(unique))
+            links = [{"grid_id": grid_id, "job_id": ids[j.job_hash], "subset_name": j.subset_name,
+                      "config_name": j.config_name} for j in unique.values()]
+            _insert_ignore(s, GridJob, links, ["grid_id", "job_id"])
         return new, len(jobs) - new
 
+    def _ids_of(self, s: Session, hashes: Sequence[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for i in range(0, len(hashes), _CHUNK):
+            q = select(Job.job_hash, Job.id).where(Job.job_hash.in_(hashes[i:i + _CHUNK]))
+            out.update((h, job_id) for h, job_id in s.execute(q))
+        return out
+
+    def _job_id(self, s: Session, job_hash: str) -> int:
+        job_id = self._job_ids.get(job_hash)
+        if job_id is None:
+            job_id = s.scalar(select(Job.id).where(Job.job_hash == job_hash))
+            if job_id is None:
+                raise KeyError(f"job {job_hash} not found")
+            self._job_ids[job_hash] = job_id
+        return job_id
+
     def get_grid(self, name: str) -> GridRow | None:
-        with self.session() as s:
+        with self.session(write=False) as s:
             g = s.scalar(select(Grid).where(Grid.name == name))
             return None if g is None else _grid_row(g)
 
     def list_grids(self) -> list[GridRow]:
-        with self.session() as s:
+        with self.session(write=False) as s:
             return [_grid_row(g) for g in s.scalars(select(Grid).order_by(Grid.name))]
 
     def jobs(self, grid_name: str, states: Iterable[str] | None = None) -> list[JobRow]:
         """Jobs of a grid (optionally only in ``states``), ordered by subset, config, seed."""
-        with self.session() as s:
+        with self.session(write=False) as s:
             q = (
-                select(Job, GridJob.subset_name, GridJob.config_name)
+                select(*_JOB_COLUMNS)
                 .join(GridJob, GridJob.job_id == Job.id)
                 .join(Grid, Grid.id == GridJob.grid_id)
                 .where(Grid.name == grid_name)
@@ -177,23 +277,25 @@ class Store:
             )
             if states is not None:
                 q = q.where(Job.state.in_(list(states)))
-            return [_job_row(j, sub, cfg) for j, sub, cfg in s.execute(q)]
+            return [JobRow(*row) for row in s.execute(q).tuples()]
 
     def job(self, job_hash: str) -> JobRow | None:
-        with self.session() as s:
+        with self.session(write=False) as s:
             j = s.scalar(select(Job).where(Job.job_hash == job_hash))
             return None if j is None else _job_row(j, "", "")
 
     # --- state transitions --------------------------------------------------------------------
     def mark_queued(self, job_hashes: Sequence[str], backend: str, backend_ids: Sequence[str | None]) -> None:
-        """Jobs handed to a backend: PENDING/FAILED/QUEUED -> QUEUED with the backend's id."""
+        """Jobs handed to a backend: PENDING/FAILED/QUEUED/CANCELLED -> QUEUED with the backend's id."""
+        pairs = sorted(zip(job_hashes, backend_ids, strict=True))  # a fixed lock order: no deadlock
         with self.session() as s:
-            for h, bid in zip(job_hashes, backend_ids, strict=True):
+            now = utcnow()
+            for h, bid in pairs:
                 s.execute(
                     update(Job)
                     .where(Job.job_hash == h, Job.state.in_(
                         [JobState.PENDING, JobState.FAILED, JobState.QUEUED, JobState.CANCELLED]))
-                    .values(state=JobState.QUEUED, backend=backend, backend_id=bid, updated_at=utcnow())
+                    .values(state=JobState.QUEUED, backend=backend, backend_id=bid, updated_at=now)
                 )
 
     def claim(
@@ -203,20 +305,28 @@ class Store:
         """Atomically move a job QUEUED/PENDING -> RUNNING and open a new attempt.
 
         Returns the attempt id, or ``None`` when another process already holds or finished the job.
+        Safe to retry: if this very process (same host, pid and backend id) already holds the job, its
+        open attempt's id is returned (a retried claim whose first commit did reach the database).
         """
         with self.session() as s:
-            res = s.execute(
+            now = utcnow()
+            row = s.execute(
                 update(Job)
                 .where(Job.job_hash == job_hash, Job.state.in_([JobState.PENDING, JobState.QUEUED]))
-                .values(state=JobState.RUNNING, attempt_count=Job.attempt_count + 1,
-                        heartbeat_at=utcnow(), updated_at=utcnow(), backend=backend, backend_id=backend_id)
-            )
-            if res.rowcount != 1:
-                return None
-            job = s.scalar(select(Job).where(Job.job_hash == job_hash))
-            assert job is not None
-            attempt = Attempt(job_id=job.id, number=job.attempt_count, state=AttemptState.RUNNING,
-                              backend=backend, backend_id=backend_id, host=host, pid=pid, log_path=log_path)
+                .values(state=JobState.RUNNING, attempt_count=Job.attempt_count + 1, heartbeat_at=now,
+                        updated_at=now, backend=backend, backend_id=backend_id)
+                .returning(Job.id, Job.attempt_count)
+            ).first()
+            if row is None:
+                return s.scalar(
+                    select(Attempt.id).join(Job, Job.id == Attempt.job_id)
+                    .where(Job.job_hash == job_hash, Job.state == JobState.RUNNING,
+                           Attempt.state == AttemptState.RUNNING, Attempt.host == host, Attempt.pid == pid,
+                           Attempt.backend_id.is_(None) if backend_id is None else Attempt.backend_id == backend_id)
+                )
+            job_id, number = row
+            attempt = Attempt(job_id=job_id, number=number, state=AttemptState.RUNNING, backend=backend,
+                              backend_id=backend_id, host=host, pid=pid, log_path=log_path, started_at=now)
             s.add(attempt)
             s.flush()
             return attempt.id
@@ -233,36 +343,52 @@ class Store:
 
         COMPLETED -> job COMPLETED; PREEMPTED/TIMEOUT -> job QUEUED (requeued, no failure counted);
         CANCELLED -> job CANCELLED; FAILED/NODE_FAIL/OUT_OF_MEMORY/LOST -> job FAILED, failure counted.
-        Closing an attempt that is already closed changes nothing.
+        Closing an attempt that is already closed changes nothing, except that a COMPLETED from the
+        worker wins over an earlier guess (e.g. LOST from a reconciliation that lost sight of it): a
+        finished result is never thrown away.
         """
         with self.session() as s:
-            attempt = s.get(Attempt, attempt_id)
-            if attempt is None:
-                raise KeyError(f"attempt {attempt_id} not found")
-            job = s.get(Job, attempt.job_id)
+            job, attempt = self._lock_attempt(s, attempt_id)
+            return _close_attempt(job, attempt, state, exit_code=exit_code, reason=reason, log_tail=log_tail)
+
+    def _lock_attempt(self, s: Session, attempt_id: int) -> tuple[Job, Attempt]:
+        job_id = s.scalar(select(Attempt.job_id).where(Attempt.id == attempt_id))
+        if job_id is None:
+            raise KeyError(f"attempt {attempt_id} not found")
+        job = s.get(Job, job_id, with_for_update={"key_share": True})  # job first, then attempt
+        attempt = s.get(Attempt, attempt_id, with_for_update={"key_share": True})
+        assert job is not None and attempt is not None
+        return job, attempt
+
+    def complete(
+        self, job_hash: str, attempt_id: int | None, metrics: dict[str, float], *,
+        epoch_metrics: dict[int, dict[str, float]] | None = None, exit_code: int = 0,
+    ) -> str:
+        """Record a job's final metrics and close its attempt COMPLETED, in one transaction.
+
+        Preferable to ``log_metrics(FINAL_EPOCH) + finish_attempt`` (never a COMPLETED job without its
+        metrics, or metrics of a job left RUNNING). Idempotent; returns the job's state.
+        """
+        with self.session() as s:
+            job_id = self._job_id(s, job_hash)
+            job = s.get(Job, job_id, with_for_update={"key_share": True})
             assert job is not None
-            if attempt.state != AttemptState.RUNNING:
+            rows = _metric_rows(job_id, attempt_id, FINAL_EPOCH, metrics)
+            for epoch, values in (epoch_metrics or {}).items():
+                rows += _metric_rows(job_id, attempt_id, epoch, values)
+            _upsert_metrics(s, rows)
+            if attempt_id is None:
+                _complete_job(job)
                 return job.state
-            attempt.state, attempt.ended_at = state, utcnow()
-            attempt.exit_code, attempt.exit_reason, attempt.log_tail = exit_code, reason, log_tail
-            if job.state == JobState.COMPLETED:
-                return job.state
-            if state == AttemptState.COMPLETED:
-                job.state, job.last_error = JobState.COMPLETED, None
-            elif state in AttemptState.REQUEUE:
-                job.state = JobState.QUEUED
-            elif state == AttemptState.CANCELLED:
-                job.state = JobState.CANCELLED
-            else:
-                job.state = JobState.FAILED
-                job.failure_count += 1
-                job.last_error = _last_line(reason or log_tail or state)
-            job.updated_at = utcnow()
-            return job.state
+            attempt = s.get(Attempt, attempt_id, with_for_update={"key_share": True})
+            if attempt is None or attempt.job_id != job_id:
+                raise KeyError(f"attempt {attempt_id} of job {job_hash} not found")
+            return _close_attempt(job, attempt, AttemptState.COMPLETED, exit_code=exit_code, reason=None,
+                                  log_tail=None)
 
     def open_attempts(self, grid_name: str | None = None, backend: str | None = None) -> list[AttemptRow]:
         """Attempts still marked RUNNING (for reconciliation with the backend)."""
-        with self.session() as s:
+        with self.session(write=False) as s:
             q = select(Attempt, Job.job_hash).join(Job, Job.id == Attempt.job_id).where(
                 Attempt.state == AttemptState.RUNNING)
             if backend is not None:
@@ -270,65 +396,66 @@ class Store:
             if grid_name is not None:
                 q = q.join(GridJob, GridJob.job_id == Job.id).join(Grid, Grid.id == GridJob.grid_id).where(
                     Grid.name == grid_name)
-            return [_attempt_row(a, h) for a, h in s.execute(q)]
+            return [_attempt_row(a, h) for a, h in s.execute(q.order_by(Attempt.id))]
 
     def attempts(self, job_hash: str) -> list[AttemptRow]:
-        with self.session() as s:
+        with self.session(write=False) as s:
             q = (select(Attempt, Job.job_hash).join(Job, Job.id == Attempt.job_id)
                  .where(Job.job_hash == job_hash).order_by(Attempt.number))
             return [_attempt_row(a, h) for a, h in s.execute(q)]
 
+    def grid_attempts(self, grid_name: str) -> list[AttemptRow]:
+        """Every attempt of every job of a grid (one query), by job and attempt number."""
+        with self.session(write=False) as s:
+            q = (select(Attempt, Job.job_hash).join(Job, Job.id == Attempt.job_id)
+                 .join(GridJob, GridJob.job_id == Job.id).join(Grid, Grid.id == GridJob.grid_id)
+                 .where(Grid.name == grid_name).order_by(Job.job_hash, Attempt.number))
+            return [_attempt_row(a, h) for a, h in s.execute(q)]
+
     def reset_jobs(self, job_hashes: Sequence[str], from_states: Sequence[str]) -> int:
         """Move jobs in ``from_states`` back to PENDING (e.g. retry failed ones); returns how many."""
-        with self.session() as s:
-            res = s.execute(
-                update(Job).where(Job.job_hash.in_(list(job_hashes)), Job.state.in_(list(from_states)))
-                .values(state=JobState.PENDING, updated_at=utcnow())
-            )
-            return int(res.rowcount or 0)
+        return self.set_state(job_hashes, JobState.PENDING, from_states)
 
     def set_state(self, job_hashes: Sequence[str], state: str, from_states: Sequence[str]) -> int:
         """Conditionally set the state of several jobs; returns how many moved."""
+        hashes = sorted(set(job_hashes))
+        moved = 0
         with self.session() as s:
-            res = s.execute(
-                update(Job).where(Job.job_hash.in_(list(job_hashes)), Job.state.in_(list(from_states)))
-                .values(state=state, updated_at=utcnow())
-            )
-            return int(res.rowcount or 0)
+            for i in range(0, len(hashes), _CHUNK):
+                res = s.execute(
+                    update(Job).where(Job.job_hash.in_(hashes[i:i + _CHUNK]), Job.state.in_(list(from_states)))
+                    .values(state=state, updated_at=utcnow())
+                )
+                moved += int(res.rowcount or 0)
+        return moved
 
     # --- metrics ------------------------------------------------------------------------------
     def log_metrics(self, job_hash: str, epoch: int, values: dict[str, float], attempt_id: int | None) -> None:
-        """Record metrics of one epoch (or ``FINAL_EPOCH``); a re-run epoch overwrites its values."""
+        """Record metrics of one epoch (or ``FINAL_EPOCH``); a re-run epoch overwrites its values.
+
+        One ``INSERT ... ON CONFLICT DO UPDATE``: idempotent and safe to retry. NaN is stored as NULL and
+        read back as NaN.
+        """
+        if not values:
+            return
         with self.session() as s:
-            job_id = s.scalar(select(Job.id).where(Job.job_hash == job_hash))
-            if job_id is None:
-                raise KeyError(f"job {job_hash} not found")
-            existing = {
-                m.name: m for m in s.scalars(
-                    select(Metric).where(Metric.job_id == job_id, Metric.epoch == epoch,
-                                         Metric.name.in_(list(values))))
-            }
-            for name, value in values.items():
-                m = existing.get(name)
-                if m is None:
-                    s.add(Metric(job_id=job_id, attempt_id=attempt_id, epoch=epoch, name=name, value=float(value)))
-                else:
-                    m.value, m.attempt_id = float(value), attempt_id
+            _upsert_metrics(s, _metric_rows(self._job_id(s, job_hash), attempt_id, epoch, values))
 
     def metrics(self, job_hash: str, final_only: bool = False) -> dict[int, dict[str, float]]:
         """``{epoch: {name: value}}`` of a job (``FINAL_EPOCH`` = -1 for final metrics)."""
-        with self.session() as s:
-            q = select(Metric).join(Job, Job.id == Metric.job_id).where(Job.job_hash == job_hash)
+        with self.session(write=False) as s:
+            q = (select(Metric.epoch, Metric.name, Metric.value).join(Job, Job.id == Metric.job_id)
+                 .where(Job.job_hash == job_hash))
             if final_only:
                 q = q.where(Metric.epoch == FINAL_EPOCH)
             out: dict[int, dict[str, float]] = {}
-            for m in s.scalars(q):
-                out.setdefault(m.epoch, {})[m.name] = m.value
+            for epoch, name, value in s.execute(q):
+                out.setdefault(epoch, {})[name] = _from_db(value)
             return out
 
     def final_metrics(self, grid_name: str) -> dict[str, dict[str, float]]:
         """``{job_hash: {name: value}}`` of the final metrics of every job of a grid (one query)."""
-        with self.session() as s:
+        with self.session(write=False) as s:
             q = (
                 select(Job.job_hash, Metric.name, Metric.value)
                 .join(Metric, Metric.job_id == Job.id)
@@ -338,11 +465,23 @@ class Store:
             )
             out: dict[str, dict[str, float]] = {}
             for h, name, value in s.execute(q):
-                out.setdefault(h, {})[name] = value
+                out.setdefault(h, {})[name] = _from_db(value)
             return out
 
+    def grid_metrics(self, grid_name: str) -> list[MetricRow]:
+        """Every metric of every job of a grid, long form (one query), by job, epoch and name."""
+        with self.session(write=False) as s:
+            q = (
+                select(Job.job_hash, Metric.epoch, Metric.name, Metric.value, Metric.attempt_id)
+                .join(Metric, Metric.job_id == Job.id)
+                .join(GridJob, GridJob.job_id == Job.id)
+                .join(Grid, and_(Grid.id == GridJob.grid_id, Grid.name == grid_name))
+                .order_by(Job.job_hash, Metric.epoch, Metric.name)
+            )
+            return [MetricRow(h, e, n, _from_db(v), a) for h, e, n, v, a in s.execute(q)]
+
     def state_counts(self, grid_name: str) -> dict[str, int]:
-        with self.session() as s:
+        with self.session(write=False) as s:
             q = (
                 select(Job.state, func.count())
                 .join(GridJob, GridJob.job_id == Job.id)
@@ -351,6 +490,141 @@ class Store:
                 .group_by(Job.state)
             )
             return {state: int(n) for state, n in s.execute(q)}
+
+    # --- results on disk ----------------------------------------------------------------------
+    def ingest_job_dir(self, job_hash: str, job_dir: str | os.PathLike[str]) -> bool:
+        """Complete a job from ``<job_dir>/final_metrics.json`` if the database does not know it finished.
+
+        Applies to a job that is not COMPLETED, or COMPLETED without final metrics: records the final and
+        per-epoch metrics, closes its open attempts as COMPLETED, marks it COMPLETED and
+        ``ingested_from_disk``. Returns True if it changed anything (idempotent: False the second time).
+        A missing file returns False; an unusable one is logged and returns False.
+        """
+        try:
+            result = read_final_metrics(job_dir)
+        except ResultFileError as exc:
+            log.warning("not ingested: %s", exc)
+            return False
+        if result is None:
+            return False
+        if result.job_hash != job_hash:
+            log.warning("not ingested: %s: job_hash: expected %s, got %s", Path(job_dir) / "final_metrics.json",
+                        job_hash, result.job_hash)
+            return False
+        with self.session() as s:
+            job_id = self._job_id(s, job_hash)
+            job = s.get(Job, job_id, with_for_update={"key_share": True})
+            assert job is not None
+            has_final = s.scalar(select(exists().where(Metric.job_id == job_id, Metric.epoch == FINAL_EPOCH)))
+            if job.state == JobState.COMPLETED and has_final:
+                return False
+            open_attempts = list(s.scalars(
+                select(Attempt).where(Attempt.job_id == job_id, Attempt.state == AttemptState.RUNNING)
+                .order_by(Attempt.number).with_for_update(key_share=True)))
+            attempt_id = open_attempts[-1].id if open_attempts else s.scalar(
+                select(func.max(Attempt.id)).where(Attempt.job_id == job_id))
+            rows = _metric_rows(job_id, attempt_id, FINAL_EPOCH, result.metrics)
+            for epoch, values in result.epoch_metrics.items():
+                rows += _metric_rows(job_id, attempt_id, epoch, values)
+            _upsert_metrics(s, rows)
+            reason = f"result ingested from {Path(job_dir) / 'final_metrics.json'}"
+            for attempt in open_attempts:
+                attempt.state, attempt.ended_at, attempt.exit_reason = AttemptState.COMPLETED, utcnow(), reason
+            _complete_job(job)
+            job.ingested_from_disk = True
+            log.info("job %s: COMPLETED from its job directory (%d metrics)", job_hash, len(rows))
+            return True
+
+    def ingest_finished(self, grid_name: str) -> list[str]:
+        """Ingest the job directories of a grid's jobs that ran but are not known as finished.
+
+        Looks only at jobs with at least one attempt that are not COMPLETED or lack final metrics (one
+        query, then one file check each). Returns the hashes of the jobs it completed.
+        """
+        with self.session(write=False) as s:
+            has_final = exists().where(Metric.job_id == Job.id, Metric.epoch == FINAL_EPOCH)
+            q = (select(Job.job_hash, Job.job_dir).join(GridJob, GridJob.job_id == Job.id)
+                 .join(Grid, Grid.id == GridJob.grid_id)
+                 .where(Grid.name == grid_name, Job.attempt_count > 0,
+                        (Job.state != JobState.COMPLETED) | ~has_final))
+            candidates = list(s.execute(q).tuples())
+        return [h for h, d in candidates if Path(d).is_dir() and self.ingest_job_dir(h, d)]
+
+
+# --- helpers ------------------------------------------------------------------------------------
+def _dialect_insert(s: Session, model: Any) -> Any:
+    insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
+    return insert(model.__table__)
+
+
+def _upsert(s: Session, model: Any, rows: list[dict[str, Any]], keys: list[str], update_cols: list[str]) -> None:
+    """``INSERT ... ON CONFLICT (keys) DO UPDATE SET update_cols`` in chunks (same SQL on both backends)."""
+    for i in range(0, len(rows), _CHUNK):
+        stmt = _dialect_insert(s, model).values(rows[i:i + _CHUNK])
+        s.execute(stmt.on_conflict_do_update(index_elements=keys,
+                                             set_={c: stmt.excluded[c] for c in update_cols}))
+
+
+def _insert_ignore(s: Session, model: Any, rows: list[dict[str, Any]], keys: list[str]) -> int:
+    """``INSERT ... ON CONFLICT (keys) DO NOTHING``; returns how many rows were new."""
+    new = 0
+    table = model.__table__
+    for i in range(0, len(rows), _CHUNK):
+        stmt = _dialect_insert(s, model).values(rows[i:i + _CHUNK]).on_conflict_do_nothing(index_elements=keys)
+        new += len(s.execute(stmt.returning(table.c[keys[0]])).all())
+    return new
+
+
+def _metric_rows(job_id: int, attempt_id: int | None, epoch: int, values: dict[str, float]) -> list[dict[str, Any]]:
+    now = utcnow()
+    return [{"job_id": job_id, "attempt_id": attempt_id, "epoch": int(epoch), "name": name,
+             "value": _to_db(value), "created_at": now} for name, value in sorted(values.items())]
+
+
+def _upsert_metrics(s: Session, rows: list[dict[str, Any]]) -> None:
+    _upsert(s, Metric, rows, ["job_id", "epoch", "name"], ["value", "attempt_id"])
+
+
+def _to_db(value: float) -> float | None:
+    v = float(value)
+    return None if math.isnan(v) else v
+
+
+def _from_db(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _complete_job(job: Job) -> None:
+    job.state, job.last_error, job.updated_at = JobState.COMPLETED, None, utcnow()
+
+
+def _close_attempt(
+    job: Job, attempt: Attempt, state: str, *, exit_code: int | None, reason: str | None, log_tail: str | None,
+) -> str:
+    """Close ``attempt`` as ``state`` and move ``job`` (both locked by the caller); returns the job state."""
+    if attempt.state != AttemptState.RUNNING:
+        if state != AttemptState.COMPLETED or attempt.state == AttemptState.COMPLETED:
+            return job.state
+        log.warning("attempt %d was closed as %s but its worker completed: recording COMPLETED",
+                    attempt.id, attempt.state)
+        reason = f"completed after being marked {attempt.state}" + (f": {reason}" if reason else "")
+    attempt.state, attempt.ended_at = state, utcnow()
+    attempt.exit_code, attempt.exit_reason, attempt.log_tail = exit_code, reason, log_tail
+    if job.state == JobState.COMPLETED:
+        return job.state
+    if state == AttemptState.COMPLETED:
+        _complete_job(job)
+        return job.state
+    if state in AttemptState.REQUEUE:
+        job.state = JobState.QUEUED
+    elif state == AttemptState.CANCELLED:
+        job.state = JobState.CANCELLED
+    else:
+        job.state = JobState.FAILED
+        job.failure_count += 1
+        job.last_error = _last_line(reason or log_tail or state)
+    job.updated_at = utcnow()
+    return job.state
 
 
 def _last_line(text: str) -> str:
@@ -368,6 +642,7 @@ def _job_row(j: Job, subset_name: str, config_name: str) -> JobRow:
         config_key=j.config_key, method=j.method, seed=j.seed, state=j.state, job_dir=j.job_dir,
         attempt_count=j.attempt_count, failure_count=j.failure_count, backend=j.backend,
         backend_id=j.backend_id, last_error=j.last_error, heartbeat_at=j.heartbeat_at,
+        ingested_from_disk=j.ingested_from_disk,
     )
 
 
@@ -377,3 +652,6 @@ def _attempt_row(a: Attempt, job_hash: str) -> AttemptRow:
         host=a.host, pid=a.pid, started_at=a.started_at, ended_at=a.ended_at, exit_code=a.exit_code,
         exit_reason=a.exit_reason, log_path=a.log_path,
     )
+
+
+__all__ = ["AttemptRow", "GridRow", "JobRow", "MetricRow", "NewJob", "Store", "StoreError"]

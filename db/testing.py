@@ -1,0 +1,107 @@
+"""Helpers for tests and benchmarks: scratch PostgreSQL databases and a store URL fixture for both backends.
+
+The server is the one ``scripts/postgres.sh up`` starts; its URL comes from ``DLTH_TEST_PG_URL`` (else
+the script's default). Each scratch database is created fresh and dropped afterwards. Under ``CI=true``
+a missing server fails the test instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
+from db.engine import first_line
+
+DEFAULT_PG_URL = "postgresql+psycopg://dlth:dlth@127.0.0.1:5432/dlth"
+
+
+def postgres_server_url() -> str:
+    """URL of the PostgreSQL database used to create scratch databases."""
+    return os.environ.get("DLTH_TEST_PG_URL", DEFAULT_PG_URL)
+
+
+def postgres_problem(url: str | None = None) -> str | None:
+    """Why the PostgreSQL server cannot be used, or ``None`` when it can."""
+    engine = create_engine(url or postgres_server_url(), connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return None
+    except DBAPIError as exc:
+        return f"PostgreSQL at {make_url(url or postgres_server_url()).render_as_string()}: {first_line(exc)}"
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def scratch_postgres(prefix: str = "dlth_t") -> Iterator[str]:
+    """Create an empty database on the server, yield its URL, drop it (closing its sessions) afterwards."""
+    server = make_url(postgres_server_url())
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def require_postgres() -> None:
+    """Skip the calling test when no PostgreSQL server is reachable, or fail under ``CI=true``."""
+    import pytest
+
+    problem = postgres_problem()
+    if problem is None:
+        return
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{problem} (CI=true: PostgreSQL tests must run; start it with scripts/postgres.sh up)")
+    pytest.skip(f"{problem} (start it with scripts/postgres.sh up)")
+
+
+def _backend_params() -> list[Any]:
+    import pytest
+
+    return ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@contextmanager
+def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A URL of a fresh, empty database of ``backend`` (``"sqlite"`` or ``"postgres"``)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'dlth.db'}"
+        return
+    require_postgres()
+    with scratch_postgres() as url:
+        yield url
+
+
+def _make_db_url_fixture():  # type: ignore[no-untyped-def]
+    import pytest
+
+    @pytest.fixture(params=_backend_params())
+    def db_url(request: Any, tmp_path: Path) -> Iterator[str]:
+        """URL of a fresh empty database, once on SQLite and once on PostgreSQL (``-m postgres``)."""
+        with database_url(request.param, tmp_path) as url:
+            yield url
+
+    return db_url
+
+
+def __getattr__(name: str) -> Any:
+    """``from db.testing import db_url  # noqa: F401`` gives a test module the fixture (pytest loads lazily)."""
+    if name == "db_url":
+        fixture = _make_db_url_fixture()
+        globals()["db_url"] = fixture
+        return fixture
+    raise AttributeError(name)
