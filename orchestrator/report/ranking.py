@@ -1,0 +1,441 @@
+"""Rank-consistency statistics: does each subset rank training configurations like the reference does?
+
+Pure functions over :class:`JobResult` rows (no I/O). :func:`build_report` groups the rows per
+(subset, configuration), averages the ranking metric over the completed seeds and compares every
+subset's ranking of the configurations it shares with the reference (Kendall tau-b, Spearman rho,
+top-1 agreement, top-k overlap, pairwise order agreement, a seed-bootstrap CI for tau), plus cost and
+completeness. The result is a frozen :class:`Report` that round-trips through ``to_dict``/``from_dict``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+import numpy as np
+from scipy.stats import kendalltau, rankdata, spearmanr
+
+from db import JobState
+
+log = logging.getLogger(__name__)
+
+MIN_CONFIGS_FOR_CORRELATION = 3
+CI_LEVELS = (2.5, 97.5)
+_BOOT_CHUNK_CELLS = 2_000_000  # bootstrap replicates x config pairs held in memory at once
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """One job of a grid as the report sees it (gathered from the store by the CLI)."""
+
+    subset: str  # subset name in the grid, e.g. "full", "uniform100"
+    config: str  # configuration label, e.g. "simclr[lr=0.1,temperature=0.2]"
+    config_key: str  # stable hash of the configuration (same across subsets and seeds)
+    seed: int
+    state: str  # PENDING/QUEUED/RUNNING/COMPLETED/FAILED/CANCELLED
+    metrics: dict[str, float]  # final metrics of COMPLETED jobs
+
+
+@dataclass(frozen=True)
+class ConfigStat:
+    """The ranking metric of one configuration on one subset, over its completed seeds."""
+
+    config: str
+    config_key: str
+    mean: float | None  # None: no completed seed with the metric
+    std: float | None  # sample std (ddof=1); None with fewer than 2 seeds
+    n_done: int
+    n_expected: int
+    seeds: tuple[int, ...]
+    values: tuple[float, ...]  # per seed, in the order of ``seeds``
+    rank: int | None  # 1 = best among this subset's configurations with a mean (ties share the best rank)
+    ref_rank: int | None  # the configuration's rank on the reference (None if it has no mean there)
+
+
+@dataclass(frozen=True)
+class FailedJob:
+    config: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class Consistency:
+    """How one subset's ranking agrees with the reference's, over the configurations both have."""
+
+    n_common: int
+    kendall_tau: float | None
+    kendall_p: float | None
+    kendall_tau_ci: tuple[float, float] | None  # bootstrap over seeds, 2.5/97.5 percentiles
+    spearman_rho: float | None
+    spearman_p: float | None
+    undefined_reason: str | None  # why tau/rho are None
+    top1_agree: bool | None
+    top_k: int
+    top_k_overlap: float | None
+    pairwise_agreement: float | None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SubsetReport:
+    """One subset: completeness, cost, per-configuration means and (unless reference) consistency."""
+
+    subset: str
+    is_reference: bool
+    jobs_total: int
+    jobs_completed: int
+    state_counts: dict[str, int]
+    failed: tuple[FailedJob, ...]
+    provisional: bool  # this subset or the reference is not finished
+    num_classes: float | None
+    num_train_samples: float | None
+    train_time_s: float  # sum over completed jobs
+    cost_ratio: float | None  # train_time_s / reference's train_time_s
+    cost_ratio_per_job: float | None  # mean train time per completed job / the reference's
+    configs: tuple[ConfigStat, ...]
+    consistency: Consistency | None  # None for the reference
+
+
+@dataclass(frozen=True)
+class Report:
+    """The rank-consistency report of one grid."""
+
+    grid: str
+    metric: str
+    reference: str
+    higher_is_better: bool
+    top_k: int
+    bootstrap: int
+    seed: int
+    complete: bool
+    jobs_total: int
+    jobs_completed: int
+    warning: str | None  # one line when the grid is incomplete
+    warnings: tuple[str, ...]
+    subsets: tuple[SubsetReport, ...]  # reference first, then by Kendall tau (desc)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (no NaN: undefined numbers are None)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        """Inverse of :meth:`to_dict` (also accepts the dict parsed back from JSON)."""
+        subs = []
+        for s in data["subsets"]:
+            cons = s["consistency"]
+            if cons is not None:
+                ci = cons["kendall_tau_ci"]
+                cons = Consistency(**{**cons, "kendall_tau_ci": tuple(ci) if ci is not None else None,
+                                      "notes": tuple(cons["notes"])})
+            configs = tuple(ConfigStat(**{**c, "seeds": tuple(c["seeds"]), "values": tuple(c["values"])})
+                            for c in s["configs"])
+            failed = tuple(FailedJob(**f) for f in s["failed"])
+            subs.append(SubsetReport(**{**s, "configs": configs, "failed": failed, "consistency": cons}))
+        top = {f.name: data[f.name] for f in fields(cls)}
+        return cls(**{**top, "warnings": tuple(top["warnings"]), "subsets": tuple(subs)})
+
+    def subset(self, name: str) -> SubsetReport:
+        """The entry of subset ``name`` (KeyError if absent)."""
+        for s in self.subsets:
+            if s.subset == name:
+                return s
+        raise KeyError(name)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# statistics on plain arrays
+
+
+def competition_ranks(means: Sequence[float], higher_is_better: bool = True) -> list[int]:
+    """1 = best; tied values share the best rank of their group (1, 2, 2, 4)."""
+    x = np.asarray(means, dtype=float)
+    return [int(r) for r in rankdata(-x if higher_is_better else x, method="min")]
+
+
+def pairwise_agreement(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Fraction of pairs ordered the same way by ``a`` and ``b``; a pair tied on either side counts half."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(x) < 2:
+        return None
+    i, j = np.triu_indices(len(x), 1)
+    sx, sy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+    score = np.where((sx == 0) | (sy == 0), 0.5, (sx == sy).astype(float))
+    return float(score.mean())
+
+
+def top_set(labels: Sequence[str], means: Sequence[float], k: int, higher_is_better: bool = True) -> list[str]:
+    """The ``k`` best labels; ties at the boundary are broken by label so the choice is deterministic."""
+    sign = -1.0 if higher_is_better else 1.0
+    order = sorted(range(len(labels)), key=lambda n: (sign * means[n], labels[n]))
+    return [labels[n] for n in order[:k]]
+
+
+def best_set(labels: Sequence[str], means: Sequence[float], higher_is_better: bool = True) -> set[str]:
+    """Every label that shares the best value."""
+    best = max(means) if higher_is_better else min(means)
+    return {lab for lab, m in zip(labels, means, strict=True) if m == best}
+
+
+def kendall_tau_b_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Kendall tau-b between matching rows of ``x`` and ``y`` (shape R x n); NaN where a row is all tied.
+
+    tau-b = sum(sign dx * sign dy) / sqrt(#pairs untied in x * #pairs untied in y), the same number as
+    ``scipy.stats.kendalltau`` but vectorised over bootstrap replicates.
+    """
+    i, j = np.triu_indices(x.shape[1], 1)
+    out = np.empty(x.shape[0])
+    step = max(1, _BOOT_CHUNK_CELLS // max(1, len(i)))
+    for lo in range(0, x.shape[0], step):
+        sx = np.sign(x[lo:lo + step, i] - x[lo:lo + step, j])
+        sy = np.sign(y[lo:lo + step, i] - y[lo:lo + step, j])
+        den = np.sqrt(np.count_nonzero(sx, axis=1).astype(float) * np.count_nonzero(sy, axis=1))
+        num = (sx * sy).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[lo:lo + step] = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    return out
+
+
+def bootstrap_tau_ci(sub_values: Sequence[Sequence[float]], ref_values: Sequence[Sequence[float]],
+                     n_boot: int, rng: np.random.Generator) -> tuple[tuple[float, float] | None, str | None]:
+    """Percentile CI of Kendall tau when each configuration's seeds are resampled with replacement on both sides.
+
+    ``sub_values[c]`` / ``ref_values[c]``: the per-seed metric of configuration c. Returns (ci, note).
+    """
+    if n_boot <= 0:
+        return None, "bootstrap disabled"
+    n = len(sub_values)
+
+    def resampled_means(values: Sequence[Sequence[float]]) -> np.ndarray:
+        out = np.empty((n_boot, n))
+        for c, v in enumerate(values):
+            arr = np.asarray(v, dtype=float)
+            out[:, c] = arr[rng.integers(0, len(arr), size=(n_boot, len(arr)))].mean(axis=1)
+        return out
+
+    taus = kendall_tau_b_rows(resampled_means(sub_values), resampled_means(ref_values))
+    ok = taus[~np.isnan(taus)]
+    if len(ok) < n_boot / 2:
+        return None, f"tau CI undefined: {n_boot - len(ok)} of {n_boot} bootstrap samples were all tied"
+    low, high = np.percentile(ok, CI_LEVELS)
+    note = None if len(ok) == n_boot else f"tau CI over {len(ok)} of {n_boot} bootstrap samples (rest all tied)"
+    return (float(low), float(high)), note
+
+
+def compare_rankings(labels: Sequence[str], sub_values: Sequence[Sequence[float]],
+                     ref_values: Sequence[Sequence[float]], *, top_k: int, higher_is_better: bool,
+                     n_boot: int, rng: np.random.Generator) -> Consistency:
+    """All agreement statistics between a subset and the reference over the configurations both have."""
+    n = len(labels)
+    sub = [float(np.mean(v)) for v in sub_values]
+    ref = [float(np.mean(v)) for v in ref_values]
+    notes: list[str] = []
+    tau = tau_p = rho = rho_p = None
+    ci = None
+    reason = None
+    if n < MIN_CONFIGS_FOR_CORRELATION:
+        reason = f"only {n} configuration(s) in common with the reference (need >= {MIN_CONFIGS_FOR_CORRELATION})"
+    elif len(set(sub)) == 1 or len(set(ref)) == 1:
+        side = "subset" if len(set(sub)) == 1 else "reference"
+        reason = f"every configuration ties on the {side}: no ranking to compare"
+    else:
+        kt, sr = kendalltau(sub, ref), spearmanr(sub, ref)
+        tau, tau_p, rho, rho_p = (_finite(kt.statistic), _finite(kt.pvalue), _finite(sr.statistic),
+                                  _finite(sr.pvalue))
+        ci, note = bootstrap_tau_ci(sub_values, ref_values, n_boot, rng)
+        if note:
+            notes.append(note)
+        if all(len(v) < 2 for v in (*sub_values, *ref_values)):
+            notes.append("one seed per configuration: the tau CI has no seed uncertainty to show")
+    top1 = None
+    overlap = None
+    if n >= 2:
+        top1 = bool(best_set(labels, sub, higher_is_better) & best_set(labels, ref, higher_is_better))
+    if n > top_k:
+        common_top = set(top_set(labels, sub, top_k, higher_is_better)) & set(top_set(labels, ref, top_k,
+                                                                                      higher_is_better))
+        overlap = len(common_top) / top_k
+    elif n:
+        notes.append(f"top-{top_k} overlap undefined: only {n} configuration(s) in common")
+    return Consistency(n_common=n, kendall_tau=tau, kendall_p=tau_p, kendall_tau_ci=ci, spearman_rho=rho,
+                       spearman_p=rho_p, undefined_reason=reason, top1_agree=top1, top_k=top_k,
+                       top_k_overlap=overlap, pairwise_agreement=pairwise_agreement(sub, ref), notes=tuple(notes))
+
+
+def _finite(x: Any) -> float | None:
+    v = float(x)
+    return v if math.isfinite(v) else None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# grouping job rows into the report
+
+
+@dataclass
+class _Group:
+    config: str
+    config_key: str
+    expected: int = 0
+    done: list[tuple[int, float]] = field(default_factory=list)  # (seed, value) of completed seeds
+
+
+def build_report(grid_name: str, results: list[JobResult], *, metric: str = "knn_top1", reference: str = "full",
+                 top_k: int = 3, higher_is_better: bool = True, bootstrap: int = 1000, seed: int = 0) -> Report:
+    """The rank-consistency report of a grid from its jobs (finished or not; unfinished ones are counted).
+
+    Raises ValueError when ``reference`` is not a subset of the grid, ``top_k`` < 1, or no completed job
+    has ``metric``.
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k: expected an integer >= 1, got {top_k}")
+    by_subset: dict[str, list[JobResult]] = {}
+    for r in results:
+        by_subset.setdefault(r.subset, []).append(r)
+    if results and reference not in by_subset:
+        raise ValueError(f"reference: expected one of the grid's subsets ({', '.join(sorted(by_subset))}), "
+                         f"got {reference!r}")
+    completed = [r for r in results if r.state == JobState.COMPLETED]
+    if completed and not any(metric in r.metrics for r in completed):
+        have = sorted({k for r in completed for k in r.metrics})
+        raise ValueError(f"metric: no completed job has {metric!r} (have: {', '.join(have)})")
+
+    warnings: list[str] = []
+    groups = {name: _group(name, rows, metric, warnings) for name, rows in by_subset.items()}
+    ref_groups = groups.get(reference, {})
+    ref_means = {k: _mean(g) for k, g in ref_groups.items() if g.done}
+    ref_ranks = _ranks(ref_means, higher_is_better)
+    ref_rows = by_subset.get(reference, [])
+
+    subsets = []
+    for name, rows in by_subset.items():
+        grp = groups[name]
+        is_ref = name == reference
+        means = {k: _mean(g) for k, g in grp.items() if g.done}
+        ranks = _ranks(means, higher_is_better)
+        configs = tuple(_config_stat(g, ranks.get(k), ref_ranks.get(k))
+                        for k, g in sorted(grp.items(), key=lambda kv: kv[1].config))
+        consistency = None
+        if not is_ref:
+            common = sorted((k for k in means if k in ref_means), key=lambda k: grp[k].config)
+            rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+            consistency = compare_rankings([grp[k].config for k in common],
+                                           [[v for _, v in grp[k].done] for k in common],
+                                           [[v for _, v in ref_groups[k].done] for k in common],
+                                           top_k=top_k, higher_is_better=higher_is_better, n_boot=bootstrap, rng=rng)
+            extra = _coverage_notes(means, ref_means, grp, ref_groups, reference)
+            if extra:
+                consistency = replace(consistency, notes=consistency.notes + extra)
+        subsets.append(_subset_report(name, rows, is_ref, ref_rows, configs, consistency))
+        if subsets[-1].failed:
+            failed = ", ".join(f"{f.config} seed {f.seed}" for f in subsets[-1].failed)
+            warnings.append(f"{name}: {len(subsets[-1].failed)} FAILED job(s): {failed}")
+
+    subsets.sort(key=lambda s: _subset_order(s, reference))
+    n_done = len(completed)
+    complete = n_done == len(results) and bool(results)
+    warning = None
+    if not results:
+        warning = f"grid {grid_name!r} has no jobs"
+    elif not complete:
+        counts = _state_counts(results)
+        rest = ", ".join(f"{n} {s}" for s, n in counts.items() if s != JobState.COMPLETED and n)
+        warning = (f"incomplete grid: {n_done}/{len(results)} jobs completed ({rest}); "
+                   "statistics are provisional (computed on finished jobs only)")
+    return Report(grid=grid_name, metric=metric, reference=reference, higher_is_better=higher_is_better,
+                  top_k=top_k, bootstrap=bootstrap, seed=seed, complete=complete, jobs_total=len(results),
+                  jobs_completed=n_done, warning=warning, warnings=tuple(warnings), subsets=tuple(subsets))
+
+
+def _group(subset: str, rows: Iterable[JobResult], metric: str, warnings: list[str]) -> dict[str, _Group]:
+    """config_key -> its jobs' expected count and completed (seed, value) pairs."""
+    out: dict[str, _Group] = {}
+    missing: list[str] = []
+    for r in sorted(rows, key=lambda r: (r.config_key, r.seed)):
+        g = out.setdefault(r.config_key, _Group(r.config, r.config_key))
+        g.expected += 1
+        if r.state != JobState.COMPLETED:
+            continue
+        value = r.metrics.get(metric)
+        if value is None or not math.isfinite(float(value)):
+            missing.append(f"{r.config} seed {r.seed}")
+            continue
+        g.done.append((r.seed, float(value)))
+    if missing:
+        warnings.append(f"{subset}: {len(missing)} completed job(s) without a finite {metric!r}, left out: "
+                        + ", ".join(missing))
+    return out
+
+
+def _mean(g: _Group) -> float:
+    return float(np.mean([v for _, v in g.done]))
+
+
+def _ranks(means: dict[str, float], higher_is_better: bool) -> dict[str, int]:
+    keys = list(means)
+    return dict(zip(keys, competition_ranks([means[k] for k in keys], higher_is_better), strict=True))
+
+
+def _config_stat(g: _Group, rank: int | None, ref_rank: int | None) -> ConfigStat:
+    vals = [v for _, v in g.done]
+    return ConfigStat(config=g.config, config_key=g.config_key, mean=float(np.mean(vals)) if vals else None,
+                      std=float(np.std(vals, ddof=1)) if len(vals) >= 2 else None, n_done=len(vals),
+                      n_expected=g.expected, seeds=tuple(s for s, _ in g.done), values=tuple(vals), rank=rank,
+                      ref_rank=ref_rank)
+
+
+def _coverage_notes(means: dict[str, float], ref_means: dict[str, float], grp: dict[str, _Group],
+                    ref_groups: dict[str, _Group], reference: str) -> tuple[str, ...]:
+    notes = []
+    only_ref = sorted(ref_groups[k].config for k in ref_means if k not in means)
+    only_sub = sorted(grp[k].config for k in means if k not in ref_means)
+    if only_ref:
+        notes.append(f"not compared (no result on this subset yet): {', '.join(only_ref)}")
+    if only_sub:
+        notes.append(f"not compared (no result on {reference} yet): {', '.join(only_sub)}")
+    return tuple(notes)
+
+
+def _state_counts(rows: Iterable[JobResult]) -> dict[str, int]:
+    counts = dict.fromkeys(JobState.ALL, 0)
+    for r in rows:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    return counts
+
+
+def _train_time(rows: Iterable[JobResult]) -> float:
+    return float(sum(r.metrics.get("train_time_s", 0.0) for r in rows if r.state == JobState.COMPLETED))
+
+
+def _mean_metric(rows: Sequence[JobResult], name: str) -> float | None:
+    vals = [r.metrics[name] for r in rows if r.state == JobState.COMPLETED and name in r.metrics]
+    return float(np.mean(vals)) if vals else None
+
+
+def _subset_report(name: str, rows: list[JobResult], is_ref: bool, ref_rows: list[JobResult],
+                   configs: tuple[ConfigStat, ...], consistency: Consistency | None) -> SubsetReport:
+    done = [r for r in rows if r.state == JobState.COMPLETED]
+    time, ref_time = _train_time(rows), _train_time(ref_rows)
+    per_job, ref_per_job = _mean_metric(rows, "train_time_s"), _mean_metric(ref_rows, "train_time_s")
+    return SubsetReport(
+        subset=name, is_reference=is_ref, jobs_total=len(rows), jobs_completed=len(done),
+        state_counts=_state_counts(rows),
+        failed=tuple(FailedJob(r.config, r.seed) for r in sorted(rows, key=lambda r: (r.config, r.seed))
+                     if r.state == JobState.FAILED),
+        provisional=len(done) < len(rows) or any(r.state != JobState.COMPLETED for r in ref_rows),
+        num_classes=_mean_metric(rows, "num_classes"), num_train_samples=_mean_metric(rows, "num_train_samples"),
+        train_time_s=time, cost_ratio=time / ref_time if done and ref_time > 0 else None,
+        cost_ratio_per_job=per_job / ref_per_job if per_job is not None and ref_per_job else None,
+        configs=configs, consistency=consistency,
+    )
+
+
+def _subset_order(s: SubsetReport, reference: str) -> tuple[int, float, str]:
+    """Reference first, then by Kendall tau (desc), undefined tau last, then by name."""
+    if s.subset == reference:
+        return (0, 0.0, s.subset)
+    tau = s.consistency.kendall_tau if s.consistency else None
+    return (1, -tau, s.subset) if tau is not None else (2, 0.0, s.subset)

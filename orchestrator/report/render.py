@@ -1,0 +1,255 @@
+"""Render a :class:`Report`: rich terminal tables, JSON, and report.md / report.html files with plots.
+
+The three text forms share one set of row builders (:func:`summary_rows`, :func:`ranking_rows`) so the
+terminal, Markdown and HTML tables always show the same numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from orchestrator.report.plots import PLOTS
+from orchestrator.report.ranking import ConfigStat, Report, SubsetReport
+
+log = logging.getLogger(__name__)
+DASH = "—"
+PLOT_TITLES = {"tau": "Kendall tau per subset", "scatter": "Per-configuration means, subset vs reference",
+               "cost": "Agreement vs cost"}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# cells shared by every form
+
+
+def _num(x: float | None, digits: int = 3) -> str:
+    return DASH if x is None else f"{x:.{digits}f}"
+
+
+def _bool(x: bool | None) -> str:
+    return DASH if x is None else ("yes" if x else "no")
+
+
+def _size(s: SubsetReport) -> str:
+    parts = []
+    if s.num_classes is not None:
+        parts.append(f"{s.num_classes:,.0f}")
+    if s.num_train_samples is not None:
+        parts.append(f"{s.num_train_samples:,.0f}")
+    return " / ".join(parts) if parts else DASH
+
+
+def _tau(s: SubsetReport) -> str:
+    if s.is_reference:
+        return "reference"
+    c = s.consistency
+    if c is None or c.kendall_tau is None:
+        return f"{DASH} (n={c.n_common})" if c else DASH
+    ci = f" [{c.kendall_tau_ci[0]:.2f}, {c.kendall_tau_ci[1]:.2f}]" if c.kendall_tau_ci else ""
+    return f"{c.kendall_tau:.3f}{ci}"
+
+
+def _cost(s: SubsetReport) -> str:
+    return DASH if s.cost_ratio is None else f"{s.cost_ratio:.2f}x"
+
+
+def summary_header(report: Report) -> list[str]:
+    """Column names of the summary table."""
+    return ["subset", "classes / samples", "done/total", "Kendall tau [95% CI]", "Spearman rho", "top-1 agree",
+            f"top-{report.top_k} overlap", "pairwise", f"cost vs {report.reference}"]
+
+
+def summary_rows(report: Report) -> list[list[str]]:
+    """One row per subset, in report order."""
+    rows = []
+    for s in report.subsets:
+        c = s.consistency
+        rows.append([
+            s.subset + (" *" if s.provisional else ""), _size(s), f"{s.jobs_completed}/{s.jobs_total}", _tau(s),
+            _num(c.spearman_rho) if c else DASH, _bool(c.top1_agree) if c else DASH,
+            _num(c.top_k_overlap, 2) if c else DASH, _num(c.pairwise_agreement, 2) if c else DASH, _cost(s),
+        ])
+    return rows
+
+
+RANKING_HEADER = ["config", "mean ± std", "seeds", "rank", "ref rank"]
+
+
+def _mean_std(c: ConfigStat) -> str:
+    if c.mean is None:
+        return DASH
+    return f"{c.mean:.4f}" + (f" ± {c.std:.4f}" if c.std is not None else "")
+
+
+def ranking_rows(s: SubsetReport) -> list[list[str]]:
+    """A subset's configurations, best first (configurations without a result last)."""
+    order = sorted(s.configs, key=lambda c: (c.rank is None, c.rank or 0, c.config))
+    return [[c.config, _mean_std(c), f"{c.n_done}/{c.n_expected}", DASH if c.rank is None else str(c.rank),
+             DASH if c.ref_rank is None else str(c.ref_rank)] for c in order]
+
+
+def subset_notes(s: SubsetReport) -> list[str]:
+    """Why numbers are missing, what was left out."""
+    c = s.consistency
+    if c is None:
+        return []
+    return ([f"tau/rho undefined: {c.undefined_reason}"] if c.undefined_reason else []) + list(c.notes)
+
+
+def warning_lines(report: Report) -> list[str]:
+    """The incomplete-grid warning first, then failed jobs and left-out results."""
+    return ([report.warning] if report.warning else []) + list(report.warnings)
+
+
+def _settings_line(report: Report) -> str:
+    direction = "higher is better" if report.higher_is_better else "lower is better"
+    return (f"metric {report.metric} ({direction}), reference {report.reference}, "
+            f"{report.jobs_completed}/{report.jobs_total} jobs completed, tau CI from {report.bootstrap} "
+            f"bootstrap samples over seeds (seed {report.seed})")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# terminal and JSON
+
+
+def print_report(report: Report, console: Console) -> None:
+    """The summary table, one ranking table per subset, then warnings."""
+    title = f"Rank consistency: {report.grid}" + ("" if report.complete else " (PROVISIONAL)")
+    caption = _settings_line(report) + ("" if report.complete else "; * = provisional")
+    table = Table(title=escape(title), caption=escape(caption))
+    for n, name in enumerate(summary_header(report)):
+        table.add_column(name, justify="left" if n == 0 else "right", no_wrap=n == 0)
+    for row in summary_rows(report):
+        table.add_row(*map(escape, row))
+    console.print(table)
+    for s in report.subsets:
+        t = Table(title=escape(s.subset + (" (reference)" if s.is_reference else "")), title_justify="left")
+        for n, name in enumerate(RANKING_HEADER):
+            t.add_column(name, justify="left" if n == 0 else "right")
+        for row in ranking_rows(s):
+            t.add_row(*map(escape, row))
+        console.print(t)
+        for note in subset_notes(s):
+            console.print(f"  [dim]{escape(note)}[/dim]")
+    for n, line in enumerate(warning_lines(report)):
+        style = "bold red" if n == 0 and not report.complete else "bold yellow"
+        console.print(f"[{style}]warning:[/{style}] {escape(line)}")
+
+
+def report_json(report: Report) -> str:
+    """The report as JSON (strict: undefined numbers are null, never NaN)."""
+    return json.dumps(report.to_dict(), indent=1, allow_nan=False)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Markdown and HTML files
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |",
+             "|" + "|".join(":---" if n == 0 else "---:" for n in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(report: Report, images: dict[str, str]) -> str:
+    """report.md; ``images`` maps plot name -> file name next to it."""
+    out = [f"# Rank-consistency report: {report.grid}", "", _settings_line(report) + ".", ""]
+    for n, line in enumerate(warning_lines(report)):
+        out.append(f"> **{'PROVISIONAL' if n == 0 and not report.complete else 'warning'}:** {line}")
+    out += ["", "## Summary", "", _md_table(summary_header(report), summary_rows(report)), ""]
+    if not report.complete:
+        out += ["`*` = provisional: the subset or the reference has unfinished jobs.", ""]
+    for name, file in images.items():
+        out += [f"![{PLOT_TITLES[name]}]({file})", ""]
+    for s in report.subsets:
+        out += [f"## {s.subset}" + (" (reference)" if s.is_reference else ""), "",
+                _md_table(RANKING_HEADER, ranking_rows(s)), ""]
+        out += [f"- {note}" for note in subset_notes(s)]
+        out += [""] if subset_notes(s) else []
+    return "\n".join(out).rstrip() + "\n"
+
+
+CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+th,td{border:1px solid #ddd;padding:.3em .6em;text-align:right}th{background:#f4f4f4}
+td:first-child,th:first-child{text-align:left}tr:nth-child(even) td{background:#fafafa}
+.warn{background:#fff4e5;border-left:4px solid #f0a020;padding:.5em 1em;margin:.4em 0}
+.prov{background:#fdecea;border-left:4px solid #d62728;padding:.5em 1em;margin:.4em 0;font-weight:bold}
+.muted{color:#666;font-size:.9em}img{max-width:100%;display:block;margin:1em 0}
+"""
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(report: Report, pngs: dict[str, bytes]) -> str:
+    """report.html: self-contained (inline CSS, plots as base64 PNG)."""
+    e = html.escape
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Rank consistency: {e(report.grid)}</title>"
+             f"<style>{CSS}</style></head><body>", f"<h1>Rank-consistency report: {e(report.grid)}</h1>",
+             f"<p class='muted'>{e(_settings_line(report))}</p>"]
+    for n, line in enumerate(warning_lines(report)):
+        cls = "prov" if n == 0 and not report.complete else "warn"
+        parts.append(f"<div class='{cls}'>{e(line)}</div>")
+    parts += ["<h2>Summary</h2>", _html_table(summary_header(report), summary_rows(report))]
+    if not report.complete:
+        parts.append("<p class='muted'>* = provisional: the subset or the reference has unfinished jobs.</p>")
+    for name, data in pngs.items():
+        b64 = base64.b64encode(data).decode("ascii")
+        parts.append(f"<h2>{e(PLOT_TITLES[name])}</h2><img alt='{e(PLOT_TITLES[name])}' "
+                     f"src='data:image/png;base64,{b64}'>")
+    for s in report.subsets:
+        parts += [f"<h2>{e(s.subset)}{' (reference)' if s.is_reference else ''}</h2>",
+                  _html_table(RANKING_HEADER, ranking_rows(s))]
+        parts += [f"<p class='muted'>{e(note)}</p>" for note in subset_notes(s)]
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_report_files(report: Report, out_dir: Path | str) -> list[Path]:
+    """Write report.md (+ its PNG plots), report.html (self-contained) and report.json; each atomically."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pngs = {name: data for name, plot in PLOTS.items() if (data := plot(report)) is not None}
+    written = []
+    for name, data in pngs.items():
+        _write_atomic(out / f"{name}.png", data)
+        written.append(out / f"{name}.png")
+    texts = {"report.md": render_markdown(report, {name: f"{name}.png" for name in pngs}),
+             "report.html": render_html(report, pngs), "report.json": report_json(report) + "\n"}
+    for file, text in texts.items():
+        _write_atomic(out / file, text.encode("utf-8"))
+        written.append(out / file)
+    log.info("report of %s written to %s", report.grid, out)
+    return written
