@@ -22,6 +22,17 @@ from subsets.meta import ClassInfo, DatasetMeta
 COMMON_KEYS = {"strategy", "fraction", "fraction_seed"}
 
 
+class _Optional:
+    """Marker default of a parameter that may be left out (and is then absent from the canonical params)."""
+
+    def __repr__(self) -> str:
+        return "OPTIONAL"
+
+
+#: ``params`` default meaning "optional, no default": absent keys stay absent.
+OPTIONAL: Any = _Optional()
+
+
 class SubsetError(ValueError):
     """A subset table is invalid: names the key and what was expected."""
 
@@ -34,8 +45,12 @@ class Strategy(ABC):
     """Chooses classes. Subclasses live one per file and register with :func:`register`."""
 
     name: ClassVar[str]
-    #: parameter name -> default (None means required). Unknown keys are rejected.
+    #: parameter name -> default (None means required, OPTIONAL may be absent). Unknown keys are rejected.
     params: ClassVar[dict[str, Any]] = {}
+    #: parameters holding file paths: kept in the params (the worker re-reads the file) but left out of
+    #: the manifest's content hash, so moving a grid does not change job identities. A strategy that
+    #: reads a file puts a hash of its content into the params instead (e.g. ``accuracy_sha``).
+    path_params: ClassVar[tuple[str, ...]] = ()
 
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:
         """Check the strategy's own parameters; return them with defaults filled in."""
@@ -48,7 +63,8 @@ class Strategy(ABC):
         for key, default in self.params.items():
             if key not in params and default is None:
                 raise SubsetError(key, f"a value (required by strategy '{self.name}')")
-            out[key] = params.get(key, default)
+            if key in params or default is not OPTIONAL:
+                out[key] = params.get(key, default)
         return out
 
     @abstractmethod
@@ -84,6 +100,12 @@ def strategy_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def identity_params(strategy: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` without the strategy's path parameters: the part that defines what a subset is."""
+    skip = set(get_strategy(strategy).path_params)
+    return {k: v for k, v in params.items() if k not in skip}
+
+
 @dataclass
 class Manifest:
     """What a job sees: the chosen classes and the sample indices of each split."""
@@ -112,7 +134,7 @@ class Manifest:
         head = {
             "dataset": self.dataset_fingerprint,
             "strategy": self.strategy,
-            "params": self.params,
+            "params": identity_params(self.strategy, self.params),
             "classes": [c.wnid for c in self.classes],
         }
         h.update(json.dumps(head, sort_keys=True, default=str).encode())
@@ -152,21 +174,27 @@ def validate_table(table: dict[str, Any]) -> dict[str, Any]:
     if fraction != 1.0:
         canonical["fraction"] = float(fraction)
         seed = table.get("fraction_seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise SubsetError("fraction_seed", "an integer")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise SubsetError("fraction_seed", "a non-negative integer")
         canonical["fraction_seed"] = seed
     return canonical
 
 
 def stratified_fraction(labels: np.ndarray, indices: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Keep ``fraction`` of each class's samples among ``indices`` (at least one per class), seeded."""
-    rng = np.random.default_rng(seed)
+    """Keep ``fraction`` of each class's samples among ``indices`` (at least one per class), seeded.
+
+    Each class draws from its own generator, seeded by ``(seed, class index)``, and keeps a prefix of
+    one random permutation of its samples. So a class keeps the same samples whichever other classes
+    a subset holds, and a smaller fraction keeps a subset of a larger one's samples (same seed).
+    """
     keep = []
-    for cls in np.unique(labels[indices]):
-        members = indices[labels[indices] == cls]
-        n = max(1, int(round(fraction * len(members))))
-        keep.append(np.sort(rng.choice(members, size=n, replace=False)))
-    return np.sort(np.concatenate(keep)) if keep else indices[:0]
+    present = labels[indices]
+    for cls in np.unique(present):
+        members = indices[present == cls]
+        n = max(1, int(np.floor(fraction * len(members) + 0.5)))
+        order = np.random.default_rng([int(seed), int(cls)]).permutation(len(members))
+        keep.append(members[order[:n]])
+    return np.sort(np.concatenate(keep)).astype(np.int64) if keep else indices[:0]
 
 
 def resolve(name: str, table: dict[str, Any], meta: DatasetMeta) -> Manifest:

@@ -1,3 +1,9 @@
 """Importing this module registers every strategy: one import line per strategy file."""
 
-from subsets import full, uniform  # noqa: F401
+from subsets import (  # noqa: F401
+    full,
+    named,
+    per_class_accuracy,
+    uniform,
+    wordnet,
+)

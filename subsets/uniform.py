@@ -24,8 +24,8 @@ class Uniform(Strategy):
             raise SubsetError("k", "a positive integer number of classes")
         if out["mode"] not in MODES:
             raise SubsetError("mode", f"one of {', '.join(MODES)}")
-        if isinstance(out["seed"], bool) or not isinstance(out["seed"], int):
-            raise SubsetError("seed", "an integer")
+        if isinstance(out["seed"], bool) or not isinstance(out["seed"], int) or out["seed"] < 0:
+            raise SubsetError("seed", "a non-negative integer")
         if out["mode"] == "even":
             out.pop("seed")
         return out
