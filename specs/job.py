@@ -59,6 +59,9 @@ class Resources:
     mem_gb: float = field(default=4.0, metadata={"min": 0.1})
     time_min: int = field(default=60, metadata={"min": 1})
     loader_workers: int = field(default=1, metadata={"min": 0})
+    # FFCV's numba JIT: "auto" compiles only for subsets of >= 20,000 training images (compiling costs
+    # ~10-20 s per pipeline, more than reading a tiny dataset without it)
+    ffcv_jit: str = field(default="auto", metadata={"choices": ("auto", "on", "off")})
     # free-form overrides of the cluster profile (partition, account, qos, constraint, exclude)
     slurm: dict = field(default_factory=dict)
 

@@ -22,18 +22,27 @@ def extract_features(
 
 
 @torch.no_grad()
+def knn_votes(
+    train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor, *, k: int, temperature: float,
+    num_classes: int,
+) -> torch.Tensor:
+    """Class scores (N x num_classes) of a temperature-weighted vote of the k nearest training features."""
+    sim = test_feats @ train_feats.t()
+    w, idx = sim.topk(min(k, len(train_labels)), dim=1)
+    votes = torch.zeros(sim.shape[0], num_classes)
+    return votes.scatter_add_(1, train_labels[idx], (w / temperature).exp())
+
+
+@torch.no_grad()
 def knn_accuracy(
     train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor, test_labels: torch.Tensor,
     *, k: int, temperature: float, num_classes: int, chunk: int = 1024,
 ) -> dict[str, float]:
     """Top-1 and top-5 accuracy of a temperature-weighted kNN vote (cosine similarity)."""
-    k = min(k, len(train_labels))
     top1 = top5 = 0
     for start in range(0, len(test_labels), chunk):
-        sim = test_feats[start:start + chunk] @ train_feats.t()
-        w, idx = sim.topk(k, dim=1)
-        votes = torch.zeros(sim.shape[0], num_classes)
-        votes.scatter_add_(1, train_labels[idx], (w / temperature).exp())
+        votes = knn_votes(train_feats, train_labels, test_feats[start:start + chunk], k=k, temperature=temperature,
+                          num_classes=num_classes)
         pred = votes.topk(min(5, num_classes), dim=1).indices
         y = test_labels[start:start + chunk]
         top1 += int((pred[:, 0] == y).sum())

@@ -16,6 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from specs.job import JobSpec
 from subsets import DatasetMeta, Manifest, resolve
 from workers.checkpoint import load_checkpoint, save_checkpoint
+from workers.data.jit import configure_jit
 from workers.data.loader import build_loader
 from workers.distributed import DistContext, all_reduce_mean, barrier
 from workers.knn import extract_features, knn_accuracy
@@ -72,6 +73,7 @@ class Trainer:
             return dict(json.loads(done.read_text())["metrics"])
         spec, ctx, cfg = self.spec, self.ctx, self.spec.train
         meta, manifest = load_manifest(spec)
+        configure_jit(spec.resources.ffcv_jit, len(manifest.indices["train"]))
         torch.manual_seed(spec.seed)
         method = build_method(spec, manifest.num_classes).to(ctx.device)
         if ctx.device.type == "cuda":

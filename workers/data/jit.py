@@ -1,0 +1,18 @@
+"""FFCV's numba JIT switch: compile pipelines for real datasets, skip compilation for tiny ones."""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+AUTO_JIT_MIN_SAMPLES = 20_000
+
+
+def configure_jit(mode: str, num_train_samples: int) -> bool:
+    """Enable or disable FFCV's pipeline compiler for this process; returns whether it is enabled."""
+    from ffcv.pipeline.compiler import Compiler
+
+    enabled = mode == "on" or (mode == "auto" and num_train_samples >= AUTO_JIT_MIN_SAMPLES)
+    Compiler.set_enabled(enabled)
+    log.info("FFCV JIT %s (%s, %d training samples)", "on" if enabled else "off", mode, num_train_samples)
+    return enabled
