@@ -22,6 +22,8 @@ SUPPORTED_DRIVERS = SQLITE_DRIVERS + POSTGRES_DRIVERS
 SQLITE_MAGIC = b"SQLite format 3\x00"
 DEFAULT_SQLITE_TIMEOUT_S = 60.0
 WRITE_OPTION = "dlth_write"
+# connection failures that retrying cannot cure (psycopg gives no SQLSTATE for them)
+_PERMANENT_CONNECT_ERRORS = ("does not exist", "authentication failed", "no pg_hba.conf entry")
 
 
 class StoreError(ValueError):
@@ -121,7 +123,7 @@ def _sqlite_engine(parsed: URL, *, must_exist: bool) -> Engine:
     if path.exists():
         check_sqlite_file(path)
     elif must_exist:
-        raise StoreError(f"database {path}: no such file (workers never create the database; "
+        raise StoreError(f"database {path}: no such file (only the orchestrator creates it: "
                          "run `dlth-orch db upgrade` or launch a grid first)")
     else:
         try:
@@ -166,8 +168,11 @@ def connection_error(engine: Engine, exc: DBAPIError) -> StoreError:
     """Turn a DBAPI error raised while connecting into a one-line :class:`StoreError`.
 
     Operational errors (server down, refused, lock held past the busy timeout) become
-    :class:`StoreUnavailable`, which :func:`db.retry.with_retries` retries.
+    :class:`StoreUnavailable`, which :func:`db.retry.with_retries` retries; a wrong password or an
+    unknown database or role stays a plain :class:`StoreError` (retrying cannot help).
     """
-    cls = StoreUnavailable if isinstance(exc, OperationalError) else StoreError
+    line = first_line(exc)
+    permanent = any(m in line for m in _PERMANENT_CONNECT_ERRORS)
+    cls = StoreUnavailable if isinstance(exc, OperationalError) and not permanent else StoreError
     where = sqlite_path(engine) if is_sqlite(engine) else redact(engine.url)
-    return cls(f"database {where}: cannot open ({first_line(exc)})")
+    return cls(f"database {where}: cannot open ({line})")

@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +51,7 @@ def alembic_config(connection: Connection | None = None):  # type: ignore[no-unt
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("path_separator", "os")
     cfg.set_main_option("version_locations", str(MIGRATIONS_DIR / "versions"))
     if connection is not None:
         cfg.attributes["connection"] = connection
@@ -105,32 +108,67 @@ def _newer_message(engine: Engine, revision: str) -> str:
             f"to {HEAD}): the database was upgraded by a newer dlth-orch; upgrade dlth-orch here too")
 
 
+@contextmanager
+def _migration_transaction(engine: Engine) -> Iterator[Connection]:
+    """A connection inside one write transaction holding the migration lock.
+
+    On SQLite, foreign keys are off while migrating: alembic's batch mode rebuilds a table by copying and
+    dropping it, and dropping a parent with foreign keys on would cascade-delete its children's rows.
+    ``PRAGMA foreign_key_check`` then verifies the result before the commit.
+    """
+    try:
+        with engine.connect() as conn:
+            conn = conn.execution_options(**{WRITE_OPTION: True})
+            sqlite = conn.dialect.name == "sqlite"
+            if sqlite:  # must run outside a transaction to take effect
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+            try:
+                with conn.begin():
+                    if conn.dialect.name == "postgresql":
+                        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+                    yield conn
+                    if sqlite:
+                        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                        if broken:
+                            raise StoreError(f"database {_where(engine)}: migration broke foreign keys "
+                                             f"({len(broken)} rows, e.g. {tuple(broken[0])}); rolled back")
+            finally:
+                if sqlite:
+                    conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
+    except DBAPIError as exc:
+        raise connection_error(engine, exc) from exc
+
+
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     """Migrate to ``revision`` in one locked transaction; return ``(revision before, revision after)``."""
     from alembic import command
 
-    try:
-        with engine.connect() as conn:
-            conn = conn.execution_options(**{WRITE_OPTION: True})
-            with conn.begin():
-                if conn.dialect.name == "postgresql":
-                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
-                state = schema_state(conn)
-                if state.revision is not None and not _known(state.revision):
-                    raise StoreError(_newer_message(engine, state.revision))
-                cfg = alembic_config(conn)
-                if state.legacy:
-                    log.info("database %s: tables without a revision: stamping %s", _where(engine),
-                             BASE_REVISION)
-                    command.stamp(cfg, BASE_REVISION)
-                before = state.revision or (BASE_REVISION if state.legacy else None)
-                command.upgrade(cfg, revision)
-                after = schema_state(conn).revision
-    except DBAPIError as exc:
-        raise connection_error(engine, exc) from exc
+    with _migration_transaction(engine) as conn:
+        state = schema_state(conn)
+        if state.revision is not None and not _known(state.revision):
+            raise StoreError(_newer_message(engine, state.revision))
+        cfg = alembic_config(conn)
+        if state.legacy:
+            log.info("database %s: tables without a revision: stamping %s", _where(engine), BASE_REVISION)
+            command.stamp(cfg, BASE_REVISION)
+        before = state.revision or (BASE_REVISION if state.legacy else None)
+        command.upgrade(cfg, revision)
+        after = schema_state(conn).revision
     assert after is not None
     if before != after:
         log.info("database %s: schema upgraded %s -> %s", _where(engine), before or "(empty)", after)
+    return before, after
+
+
+def downgrade(engine: Engine, revision: str) -> tuple[str | None, str | None]:
+    """Migrate back to ``revision`` (for recovering from a bad upgrade); ``(before, after)``."""
+    from alembic import command
+
+    with _migration_transaction(engine) as conn:
+        before = schema_state(conn).revision
+        command.downgrade(alembic_config(conn), revision)
+        after = schema_state(conn).revision
+    log.info("database %s: schema downgraded %s -> %s", _where(engine), before, after or "(empty)")
     return before, after
 
 

@@ -277,7 +277,7 @@ class Store:
             )
             if states is not None:
                 q = q.where(Job.state.in_(list(states)))
-            return [JobRow(*row) for row in s.execute(q).tuples()]
+            return [JobRow(*row) for row in s.execute(q)]
 
     def job(self, job_hash: str) -> JobRow | None:
         with self.session(write=False) as s:
@@ -547,7 +547,7 @@ class Store:
                  .join(Grid, Grid.id == GridJob.grid_id)
                  .where(Grid.name == grid_name, Job.attempt_count > 0,
                         (Job.state != JobState.COMPLETED) | ~has_final))
-            candidates = list(s.execute(q).tuples())
+            candidates = list(s.execute(q))
         return [h for h, d in candidates if Path(d).is_dir() and self.ingest_job_dir(h, d)]
 
 
