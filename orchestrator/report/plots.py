@@ -48,9 +48,9 @@ def _ci_err(s: SubsetReport) -> tuple[float, float]:
 
 
 def tau_plot(report: Report) -> bytes | None:
-    """Kendall tau per subset (report order) with its bootstrap CI; None when nothing is compared."""
+    """Kendall tau per subset (report order) with its bootstrap CI; None when no subset has a tau."""
     subs = _compared(report)
-    if not subs:
+    if not any(s.consistency and s.consistency.kendall_tau is not None for s in subs):
         return None
     fig = Figure(figsize=(max(4.5, 0.9 * len(subs) + 2), 3.6))
     ax = fig.add_subplot()

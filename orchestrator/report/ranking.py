@@ -221,9 +221,9 @@ def bootstrap_tau_ci(sub_values: Sequence[Sequence[float]], ref_values: Sequence
     ok = taus[~np.isnan(taus)]
     if len(ok) < n_boot / 2:
         return None, f"tau CI undefined: {n_boot - len(ok)} of {n_boot} bootstrap samples were all tied"
-    low, high = np.percentile(ok, CI_LEVELS)
+    low, high = (round(float(q), 12) for q in np.percentile(ok, CI_LEVELS))
     note = None if len(ok) == n_boot else f"tau CI over {len(ok)} of {n_boot} bootstrap samples (rest all tied)"
-    return (float(low), float(high)), note
+    return (low, high), note
 
 
 def compare_rankings(labels: Sequence[str], sub_values: Sequence[Sequence[float]],
@@ -244,8 +244,7 @@ def compare_rankings(labels: Sequence[str], sub_values: Sequence[Sequence[float]
         reason = f"every configuration ties on the {side}: no ranking to compare"
     else:
         kt, sr = kendalltau(sub, ref), spearmanr(sub, ref)
-        tau, tau_p, rho, rho_p = (_finite(kt.statistic), _finite(kt.pvalue), _finite(sr.statistic),
-                                  _finite(sr.pvalue))
+        tau, tau_p, rho, rho_p = (_stat(kt.statistic), _finite(kt.pvalue), _stat(sr.statistic), _finite(sr.pvalue))
         ci, note = bootstrap_tau_ci(sub_values, ref_values, n_boot, rng)
         if note:
             notes.append(note)
@@ -269,6 +268,12 @@ def compare_rankings(labels: Sequence[str], sub_values: Sequence[Sequence[float]
 def _finite(x: Any) -> float | None:
     v = float(x)
     return v if math.isfinite(v) else None
+
+
+def _stat(x: Any) -> float | None:
+    """A correlation rounded to 12 decimals, so that a perfect agreement reads exactly 1.0 (scipy: 0.999...)."""
+    v = _finite(x)
+    return None if v is None else round(v, 12)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 DASH = "—"
 PLOT_TITLES = {"tau": "Kendall tau per subset", "scatter": "Per-configuration means, subset vs reference",
                "cost": "Agreement vs cost"}
+NO_PLOTS = "No plots yet: no subset shares enough finished configurations with the reference."
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -170,12 +171,14 @@ def render_markdown(report: Report, images: dict[str, str]) -> str:
     """report.md; ``images`` maps plot name -> file name next to it."""
     out = [f"# Rank-consistency report: {report.grid}", "", _settings_line(report) + ".", ""]
     for n, line in enumerate(warning_lines(report)):
-        out.append(f"> **{'PROVISIONAL' if n == 0 and not report.complete else 'warning'}:** {line}")
-    out += ["", "## Summary", "", _md_table(summary_header(report), summary_rows(report)), ""]
+        out += [f"> **{'PROVISIONAL' if n == 0 and not report.complete else 'warning'}:** {line}", ""]
+    out += ["## Summary", "", _md_table(summary_header(report), summary_rows(report)), ""]
     if not report.complete:
         out += ["`*` = provisional: the subset or the reference has unfinished jobs.", ""]
     for name, file in images.items():
         out += [f"![{PLOT_TITLES[name]}]({file})", ""]
+    if not images:
+        out += [NO_PLOTS, ""]
     for s in report.subsets:
         out += [f"## {s.subset}" + (" (reference)" if s.is_reference else ""), "",
                 _md_table(RANKING_HEADER, ranking_rows(s)), ""]
@@ -218,6 +221,8 @@ def render_html(report: Report, pngs: dict[str, bytes]) -> str:
         b64 = base64.b64encode(data).decode("ascii")
         parts.append(f"<h2>{e(PLOT_TITLES[name])}</h2><img alt='{e(PLOT_TITLES[name])}' "
                      f"src='data:image/png;base64,{b64}'>")
+    if not pngs:
+        parts.append(f"<p class='muted'>{e(NO_PLOTS)}</p>")
     for s in report.subsets:
         parts += [f"<h2>{e(s.subset)}{' (reference)' if s.is_reference else ''}</h2>",
                   _html_table(RANKING_HEADER, ranking_rows(s))]
@@ -238,18 +243,20 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def write_report_files(report: Report, out_dir: Path | str) -> list[Path]:
-    """Write report.md (+ its PNG plots), report.html (self-contained) and report.json; each atomically."""
+    """Write report.md (+ its PNG plots), report.html (self-contained) and report.json into ``out_dir``.
+
+    Everything is rendered before anything is written, and each file is replaced atomically.
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     pngs = {name: data for name, plot in PLOTS.items() if (data := plot(report)) is not None}
-    written = []
-    for name, data in pngs.items():
-        _write_atomic(out / f"{name}.png", data)
-        written.append(out / f"{name}.png")
-    texts = {"report.md": render_markdown(report, {name: f"{name}.png" for name in pngs}),
-             "report.html": render_html(report, pngs), "report.json": report_json(report) + "\n"}
-    for file, text in texts.items():
-        _write_atomic(out / file, text.encode("utf-8"))
-        written.append(out / file)
+    files: dict[str, bytes] = {f"{name}.png": data for name, data in pngs.items()}
+    files["report.md"] = render_markdown(report, {name: f"{name}.png" for name in pngs}).encode("utf-8")
+    files["report.html"] = render_html(report, pngs).encode("utf-8")
+    files["report.json"] = (report_json(report) + "\n").encode("utf-8")
+    out.mkdir(parents=True, exist_ok=True)
+    for file, data in files.items():
+        _write_atomic(out / file, data)
+    for name in PLOTS.keys() - pngs.keys():  # a plot an earlier report had and this one has not
+        (out / f"{name}.png").unlink(missing_ok=True)
     log.info("report of %s written to %s", report.grid, out)
-    return written
+    return [out / file for file in files]
