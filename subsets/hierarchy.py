@@ -65,8 +65,15 @@ class Hierarchy:
         self.nodes = dict(nodes)
         self.lemmas = dict(lemmas)  # wnid -> lemma names
         self.by_wnid = {n.wnid: name for name, n in self.nodes.items()}
-        self.reader = reader  # nltk WordNet reader, or None
+        self._reader = reader
         self._paths: dict[str, list[tuple[str, ...]]] = {}
+
+    @property
+    def reader(self) -> Any | None:
+        """nltk's WordNet reader, opened on first use; None when no corpus is installed."""
+        if self._reader is None:
+            self._reader = wordnet_reader() or False
+        return self._reader or None
 
     # --- building ---------------------------------------------------------------------------
     def add_synset(self, synset: Any) -> str:
@@ -155,8 +162,8 @@ def load_hierarchy(wnids: Iterable[str], key: str = "strategy") -> Hierarchy:
     nodes, lemmas = _shipped()
     wnids = list(wnids)
     missing = [w for w in wnids if w not in lemmas]
-    reader = wordnet_reader() if missing else None
-    hier = Hierarchy(nodes, lemmas, reader)
+    hier = Hierarchy(nodes, lemmas)
+    reader = hier.reader if missing else None
     if missing and reader is None:
         raise SubsetError(
             key,

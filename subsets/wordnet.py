@@ -2,12 +2,12 @@
 
 ``mode = "cover"`` (k required): k classes spread over the hierarchy. The classes are grouped by the
 synset at ``depth`` on their grouping path (depth 0 is ``entity.n.01``; ImageNet-1K has 14 groups at
-depth 4, 33 at 5, 76 at 6 (the default: animal, device, conveyance, ...), 194 at 7), the k picks are split over the groups (``allocation = "even"``:
-as equal as possible, a small group is taken whole and its unused share goes to the others;
-``"proportional"``: in proportion to group size, largest remainder), and inside a group the picks are
-evenly spaced over its classes in hierarchy order (sorted by grouping path), so they spread over its
-subgroups too. Leftover single picks go to the larger groups first; ``seed`` orders groups of equal
-size. Everything is deterministic.
+depth 4, 33 at 5, 76 at 6 (the default: animal, device, conveyance, ...), 194 at 7). The k picks are
+split over the groups (``allocation = "even"``: as equal as possible, a small group is taken whole and
+its unused share goes to the others; ``"proportional"``: in proportion to group size, largest
+remainder), and inside a group the picks are evenly spaced over its classes in hierarchy order
+(sorted by grouping path), so they spread over its subgroups too. Leftover single picks go to the
+larger groups first; ``seed`` orders groups of equal size. Everything is deterministic.
 
 ``mode = "subtree"``: the classes under any of ``roots`` (synset names such as ``"dog.n.01"`` or
 wnids), on any hypernym path; all of them, or, with ``k``, k of them spread as in ``cover``.
