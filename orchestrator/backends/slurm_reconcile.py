@@ -1,0 +1,254 @@
+"""Bring a grid's database rows in line with what SLURM says (one batched query per refresh).
+
+- Arrays submitted but never recorded (the orchestrator died after ``sbatch``) are *adopted*: their
+  tasks are found by job name and mapped to jobs through their submission manifest (``WorkDir``).
+  A job that already has a live SLURM task is never given a second one; a spare one is cancelled.
+- An attempt left open by a worker that died (killed, out of memory, node failure, time limit) is
+  closed with SLURM's verdict, exit code and the last lines of its log.
+- A worker that stops on a signal records PREEMPTED; when SLURM says the run was cancelled or hit its
+  time limit, the attempt is corrected to CANCELLED / TIMEOUT.
+- A job SLURM has finished with, but which is neither done nor failed (timed out, requeue refused, the
+  worker found nothing to do), goes back to PENDING so the next submission runs it again.
+- A RUNNING job whose heartbeat stopped while SLURM says RUNNING is *flagged* (logged, listed), never killed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from db import AttemptRow, AttemptState, JobRow, JobState, Store
+from db.models import utcnow
+from db.slurm_queries import correct_stop_reason
+from orchestrator.backends.slurm_cmd import scancel
+from orchestrator.backends.slurm_sacct import SlurmRun, SlurmView, query
+from orchestrator.backends.slurm_submit import first_submission, read_manifest, submitted_at
+from orchestrator.workspace import log_tail
+
+log = logging.getLogger(__name__)
+BACKEND = "slurm"
+OOM_PATTERN = re.compile(r"exceeded job memory limit|out of memory|oom[-_ ]kill|OUT_OF_MEMORY", re.IGNORECASE)
+TERMINAL_TO_ATTEMPT = {
+    "COMPLETED": AttemptState.COMPLETED, "FAILED": AttemptState.FAILED, "CANCELLED": AttemptState.CANCELLED,
+    "TIMEOUT": AttemptState.TIMEOUT, "DEADLINE": AttemptState.TIMEOUT, "OUT_OF_MEMORY": AttemptState.OUT_OF_MEMORY,
+    "NODE_FAIL": AttemptState.NODE_FAIL, "BOOT_FAIL": AttemptState.NODE_FAIL, "PREEMPTED": AttemptState.PREEMPTED,
+    "REQUEUED": AttemptState.PREEMPTED, "REVOKED": AttemptState.CANCELLED,
+}
+UNKNOWN_GRACE = timedelta(minutes=10)  # a recorded SLURM id missing from sacct and squeue this long is gone
+CLOCK_SLACK = timedelta(seconds=30)
+
+
+@dataclass
+class ReconcileResult:
+    """What one refresh found and changed."""
+
+    commands: int = 0
+    adopted: int = 0
+    closed: int = 0
+    corrected: int = 0
+    requeued: int = 0  # jobs put back to PENDING for another submission
+    cancelled_spares: int = 0
+    unknown: int = 0
+    stale: list[str] = field(default_factory=list)
+    alive: int = 0  # jobs with a live SLURM task
+
+    def changed(self) -> bool:
+        return bool(self.adopted or self.closed or self.corrected or self.requeued or self.cancelled_spares)
+
+
+def verdict(run: SlurmRun, tail: str, signal_delay_s: int) -> str:
+    """The attempt state that a finished SLURM run stands for."""
+    state = TERMINAL_TO_ATTEMPT.get(run.state, AttemptState.FAILED)
+    if state == AttemptState.PREEMPTED and run.timelimit_s and run.elapsed_s is not None \
+            and run.elapsed_s >= run.timelimit_s - signal_delay_s - 30:
+        return AttemptState.TIMEOUT  # requeued on the time limit's SIGUSR2
+    if state == AttemptState.FAILED and (run.signal == 9 or run.exit_code == 137) and OOM_PATTERN.search(tail):
+        return AttemptState.OUT_OF_MEMORY
+    return state
+
+
+def describe(run: SlurmRun) -> str:
+    code = "" if run.exit_code is None else f" exit code {run.exit_code}"
+    sig = f" signal {run.signal}" if run.signal else ""
+    return f"SLURM {run.slurm_id} {run.state}{code}{sig} on {run.nodes or '?'}"
+
+
+def _run_of(attempt: AttemptRow, runs: list[SlurmRun]) -> SlurmRun | None:
+    """The run during which ``attempt`` started (the latest run that started before it)."""
+    best = None
+    for run in runs:
+        if run.start is not None and run.start <= attempt.started_at + CLOCK_SLACK:
+            best = run
+    return best
+
+
+class _Manifests:
+    def __init__(self) -> None:
+        self._cache: dict[str, dict[str, Any] | None] = {}
+
+    def job_of(self, run: SlurmRun) -> str | None:
+        if not run.workdir:
+            return None
+        if run.workdir not in self._cache:
+            self._cache[run.workdir] = read_manifest(run.workdir)
+        m = self._cache[run.workdir]
+        if m is None or run.task_index >= len(m["tasks"]):
+            return None
+        return str(m["tasks"][run.task_index]["job_hash"])
+
+    def signal_delay(self, run: SlurmRun, default: int = 90) -> int:
+        if not run.workdir:
+            return default
+        if run.workdir not in self._cache:
+            self._cache[run.workdir] = read_manifest(run.workdir)
+        m = self._cache[run.workdir]
+        return int(m.get("signal_delay_s", default)) if m else default
+
+
+def _stale_after() -> timedelta:
+    return timedelta(seconds=float(os.environ.get("DLTH_STALE_S", "600")))
+
+
+def reconcile_grid(store: Store, grid_name: str, job_name: str) -> ReconcileResult:
+    """One refresh of a grid's SLURM jobs (one sacct, plus one squeue when accounting lags)."""
+    res = ReconcileResult()
+    since = first_submission(job_name)
+    if since is None:
+        return res  # never submitted to SLURM from this workspace
+    jobs = {j.job_hash: j for j in store.jobs(grid_name)}
+    expect = [j.backend_id for j in jobs.values()
+              if j.backend == BACKEND and j.state in JobState.ACTIVE and j.backend_id]
+    view = query(job_name, since, expect)
+    res.commands = view.commands
+    manifests = _Manifests()
+    _adopt(store, jobs, view, manifests, res)
+    attempts: dict[str, list[AttemptRow]] = defaultdict(list)
+    for a in store.grid_attempts(grid_name):
+        if a.backend == BACKEND:
+            attempts[a.job_hash].append(a)
+    _correct_stops(store, attempts, view, manifests, res)
+    jobs = {j.job_hash: j for j in store.jobs(grid_name)}
+    for job in jobs.values():
+        if job.backend == BACKEND and job.state in JobState.ACTIVE and job.backend_id:
+            _settle(store, job_name, job, attempts.get(job.job_hash, []), view, manifests, res)
+    return res
+
+
+def _adopt(store: Store, jobs: dict[str, JobRow], view: SlurmView, manifests: _Manifests,
+           res: ReconcileResult) -> None:
+    """Record live SLURM tasks the database does not know (submitted, then the orchestrator died)."""
+    live_ids = {sid for sid, runs in view.runs.items() if runs[-1].alive}
+    spare: list[str] = []
+    for sid in sorted(live_ids):
+        run = view.runs[sid][-1]
+        h = manifests.job_of(run)
+        job = jobs.get(h) if h else None
+        if job is None or job.backend_id == sid:
+            continue
+        recorded_alive = job.backend == BACKEND and job.backend_id in live_ids
+        if job.state in (JobState.COMPLETED, JobState.CANCELLED) or recorded_alive or job.state == JobState.RUNNING:
+            if run.state == "PENDING":
+                spare.append(sid)
+            continue
+        store.mark_queued([job.job_hash], BACKEND, [sid])
+        jobs[job.job_hash] = store.job(job.job_hash) or job
+        res.adopted += 1
+        log.warning("adopted SLURM task %s for job %s (submitted but never recorded)", sid, job.job_hash)
+    if spare:
+        scancel(spare)
+        res.cancelled_spares += len(spare)
+        log.warning("cancelled %d spare SLURM tasks of jobs that already have one or are finished", len(spare))
+
+
+def _correct_stops(store: Store, attempts: dict[str, list[AttemptRow]], view: SlurmView, manifests: _Manifests,
+                   res: ReconcileResult) -> None:
+    """PREEMPTED attempts (the worker's guess on a signal) whose run SLURM calls TIMEOUT or CANCELLED."""
+    for job_attempts in attempts.values():
+        for a in job_attempts:
+            if a.state != AttemptState.PREEMPTED or not a.backend_id or a.backend_id not in view.runs:
+                continue
+            runs = view.runs[a.backend_id]
+            run = _run_of(a, runs)
+            if run is None or run.alive:
+                continue
+            state = verdict(run, "", manifests.signal_delay(run))
+            if state in (AttemptState.TIMEOUT, AttemptState.CANCELLED) and correct_stop_reason(
+                    store, a.id, state, f"{describe(run)}"):
+                res.corrected += 1
+
+
+def _settle(store: Store, job_name: str, job: JobRow, attempts: list[AttemptRow], view: SlurmView,
+            manifests: _Manifests, res: ReconcileResult) -> None:
+    sid = job.backend_id
+    assert sid is not None
+    runs = view.runs.get(sid)
+    if not runs:
+        res.unknown += 1
+        seen = [a.started_at for a in attempts if a.backend_id == sid]
+        seen.append(submitted_at(job_name, sid.split("_", 1)[0]) or utcnow())
+        if job.state == JobState.QUEUED and utcnow() - max(seen) > UNKNOWN_GRACE:
+            log.warning("job %s: SLURM has no record of %s: resubmitting it", job.job_hash, sid)
+            res.requeued += store.set_state([job.job_hash], JobState.PENDING, [JobState.QUEUED])
+        return
+    latest = runs[-1]
+    open_attempts = [a for a in attempts if a.state == AttemptState.RUNNING and a.backend_id == sid]
+    if latest.alive:
+        res.alive += 1
+        for a in open_attempts:  # left open by an earlier run of a requeued task
+            run = _run_of(a, runs)
+            if run is not None and run is not latest and not run.alive:
+                _close(store, a, run, manifests, res)
+        hb = job.heartbeat_at
+        if latest.state == "RUNNING" and job.state == JobState.RUNNING and hb and utcnow() - hb > _stale_after():
+            res.stale.append(job.job_hash)
+            log.warning("job %s: SLURM says %s is RUNNING but its heartbeat stopped %ds ago (not killed)",
+                        job.job_hash, sid, int((utcnow() - hb).total_seconds()))
+        return
+    for a in open_attempts:
+        _close(store, a, _run_of(a, runs) or latest, manifests, res)
+    fresh = store.job(job.job_hash)
+    if fresh is None or fresh.state != JobState.QUEUED:
+        return
+    ran = [a for a in attempts if a.backend_id == sid and latest.start and a.started_at + CLOCK_SLACK >= latest.start]
+    tail = log_tail(_task_log(latest), 20)
+    state = verdict(latest, tail, manifests.signal_delay(latest))
+    if state == AttemptState.CANCELLED:
+        res.requeued += store.set_state([job.job_hash], JobState.CANCELLED, [JobState.QUEUED])
+        log.info("job %s: SLURM task %s was cancelled", job.job_hash, sid)
+    elif not ran and state in AttemptState.FAILURES:
+        # the task died before the worker claimed the job: record that as a failed attempt
+        attempt_id = store.claim(job.job_hash, backend=BACKEND, backend_id=sid, host=latest.nodes or "?", pid=None,
+                                 log_path=str(_task_log(latest) or "") or None)
+        if attempt_id is not None:
+            store.finish_attempt(attempt_id, state, exit_code=latest.exit_code,
+                                 reason=f"{describe(latest)} before the worker started", log_tail=tail)
+            res.closed += 1
+    else:
+        res.requeued += store.set_state([job.job_hash], JobState.PENDING, [JobState.QUEUED])
+        log.info("job %s: SLURM is done with %s (%s) but the job is not: back to PENDING", job.job_hash, sid,
+                 latest.state)
+
+
+def _task_log(run: SlurmRun) -> Path | None:
+    if not run.workdir:
+        return None
+    path = Path(run.workdir) / "logs" / run.slurm_id / f"{run.slurm_id}_0_log.out"
+    return path if path.is_file() else None
+
+
+def _close(store: Store, a: AttemptRow, run: SlurmRun, manifests: _Manifests, res: ReconcileResult) -> None:
+    """Close an attempt the worker left open, with SLURM's verdict on the run it belonged to."""
+    tail = log_tail(a.log_path or _task_log(run), 20)
+    state = verdict(run, tail, manifests.signal_delay(run))
+    if state == AttemptState.COMPLETED:  # SLURM finished but the worker never said so: it left no result
+        state = AttemptState.LOST
+    store.finish_attempt(a.id, state, exit_code=run.exit_code,
+                         reason=f"{describe(run)}; the worker did not record its end", log_tail=tail)
+    res.closed += 1
+    log.warning("job %s attempt %d: closed %s (%s)", a.job_hash, a.number, state, describe(run))

@@ -1,0 +1,169 @@
+"""Submitting jobs as SLURM job arrays through submitit, crash-safe.
+
+Every array gets a *submission directory* ``<workspace>/slurm/<job name>/<token>/`` whose
+``manifest.json`` (the array's jobs in index order, the database URL, requeue settings) is written
+*before* ``sbatch``. The array runs with that directory as its working directory, so SLURM reports it
+(``WorkDir`` in sacct, ``%Z`` in squeue): if the orchestrator dies between ``sbatch`` and recording the
+ids, the next refresh finds the array by job name and maps its tasks back to jobs through the manifest
+(see :mod:`orchestrator.backends.slurm_reconcile`). Array tasks need nothing from the orchestrator after
+``sbatch``: each reads its job from the manifest (``python -m workers.slurm_env``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from db import JobRow, Store, workspace_dir
+from orchestrator.backends.slurm_cmd import COMMANDS, max_array_size
+from orchestrator.backends.slurm_profile import SlurmProfile, executor_parameters, group_key
+from orchestrator.workspace import JOB_FILE
+from specs.job import JobSpec
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"  # same name as workers.slurm_env.MANIFEST (the worker side reads it)
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TOKEN_TIME = "%Y%m%dT%H%M%S"
+
+
+def grid_dir(name: str) -> Path:
+    """Where the submission directories of the grid whose SLURM job name is ``name`` live."""
+    return workspace_dir() / "slurm" / name
+
+
+def absolute_db_url(url: str) -> str:
+    """Compute nodes start elsewhere: make a relative SQLite path absolute."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url[len(prefix):] not in ("", ":memory:"):
+        return prefix + str(Path(url[len(prefix):]).resolve())
+    return url
+
+
+def first_submission(name: str) -> datetime | None:
+    """UTC time of the grid's oldest submission directory (its name starts with the time)."""
+    d = grid_dir(name)
+    if not d.is_dir():
+        return None
+    times = []
+    for entry in d.iterdir():
+        try:
+            times.append(datetime.strptime(entry.name.split("-", 1)[0], TOKEN_TIME))
+        except ValueError:
+            continue
+    return min(times) if times else None
+
+
+def submitted_at(name: str, array_id: str) -> datetime | None:
+    """UTC submission time of the array ``array_id`` of grid ``name`` (from its submission directory)."""
+    d = grid_dir(name)
+    for entry in d.iterdir() if d.is_dir() else []:
+        try:
+            if (entry / "array_id").read_text().strip() == array_id:
+                return datetime.strptime(entry.name.split("-", 1)[0], TOKEN_TIME)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def read_manifest(sub_dir: str | Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((Path(sub_dir) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class _ArrayExecutor(submitit.SlurmExecutor):
+    """submitit's SLURM executor whose array tasks start ``python -m workers.slurm_env <submission dir>``."""
+
+    def __init__(self, sub_dir: Path, python: str, max_requeues: int) -> None:
+        super().__init__(folder=sub_dir / "logs" / "%j", max_num_timeout=max_requeues, python=shlex.quote(python))
+        self.sub_dir = sub_dir
+
+    @property
+    def _submitit_command_str(self) -> str:
+        return f"{self.python} -u -m workers.slurm_env {shlex.quote(str(self.sub_dir))}"
+
+    def submit_array(self, n: int) -> str:
+        """sbatch an array of ``n`` tasks; returns the array's job id."""
+        self.parameters["map_count"] = n  # what submitit's own map_array sets
+        COMMANDS["sbatch"] += 1
+        return str(self._submit_command(self._submitit_command_str).job_id)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    array_id: str
+    sub_dir: Path
+    job_hashes: list[str]
+
+    @property
+    def slurm_ids(self) -> list[str]:
+        return [f"{self.array_id}_{i}" for i in range(len(self.job_hashes))]
+
+
+def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, path)
+
+
+def plan_arrays(jobs: list[JobRow], profile: SlurmProfile, chunk: int) -> Iterator[tuple[dict[str, Any], list[JobRow]]]:
+    """Group jobs by their SLURM parameters, then cut each group into arrays of at most ``chunk`` tasks."""
+    groups: dict[str, tuple[dict[str, Any], list[JobRow]]] = {}
+    for job in jobs:
+        params = executor_parameters(JobSpec.from_json(job.spec_json).resources, profile)
+        groups.setdefault(group_key(params), (params, []))[1].append(job)
+    for params, members in groups.values():
+        for i in range(0, len(members), chunk):
+            yield params, members[i:i + chunk]
+
+
+def submit_jobs(
+    store: Store, name: str, jobs: list[JobRow], profile: SlurmProfile, db_url: str,
+    *, max_chunk: int | None = None, on_submitted: Callable[[Submitted], None] | None = None,
+) -> list[Submitted]:
+    """Submit ``jobs`` as arrays named ``name`` and record each array's ids as soon as sbatch returns.
+
+    Arrays are cut at the cluster's MaxArraySize (``scontrol show config``; the profile's
+    ``max_array_size`` if unreadable) or ``max_chunk``, and throttled to ``profile.array_throttle``.
+    """
+    chunk = max_array_size(profile.max_array_size)
+    if max_chunk:
+        chunk = min(chunk, max_chunk)
+    db_url = absolute_db_url(db_url)
+    root = grid_dir(name)
+    setup = [f"export PYTHONPATH={shlex.quote(str(REPO_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}", *profile.setup]
+    out: list[Submitted] = []
+    for params, members in plan_arrays(jobs, profile, chunk):
+        token = f"{datetime.now(UTC):{TOKEN_TIME}}-{uuid.uuid4().hex[:8]}"
+        sub_dir = root / token
+        (sub_dir / "logs").mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(sub_dir / MANIFEST, {
+            "version": 1, "job_name": name, "token": token, "db_url": db_url,
+            "time_min": params["time"], "signal_delay_s": profile.signal_delay_s,
+            "stop_grace_s": max(5, profile.signal_delay_s - 20), "max_requeues": profile.max_requeues,
+            "tasks": [{"job_hash": j.job_hash, "job_file": str(Path(j.job_dir) / JOB_FILE)} for j in members],
+        })
+        ex = _ArrayExecutor(sub_dir, profile.interpreter, profile.max_requeues)
+        extra = {**params.get("additional_parameters", {}), "chdir": str(sub_dir)}
+        ex.update_parameters(**{**params, "additional_parameters": extra}, job_name=name, setup=setup,
+                             array_parallelism=profile.array_throttle)
+        array_id = ex.submit_array(len(members))
+        sub = Submitted(array_id, sub_dir, [j.job_hash for j in members])
+        (sub_dir / "array_id").write_text(array_id)
+        store.mark_queued(sub.job_hashes, "slurm", sub.slurm_ids)
+        log.info("submitted array %s (%d jobs) from %s", array_id, len(members), sub_dir)
+        out.append(sub)
+        if on_submitted:
+            on_submitted(sub)
+    return out

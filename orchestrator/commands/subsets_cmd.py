@@ -1,0 +1,99 @@
+"""``dlth-orch subsets``: inspect the subsets of a grid before spending GPU hours on them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from specs.base import SpecError
+from subsets import SubsetError
+
+
+@click.group()
+def subsets() -> None:
+    """Inspect subsets: sizes, classes, WordNet coverage."""
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    shown = {k: (Path(v).name if k.endswith("_file") and isinstance(v, str) else v) for k, v in params.items()}
+    return " ".join(f"{k}={v}" for k, v in shown.items() if not k.endswith("_sha")) or "-"
+
+
+def render(report: dict[str, Any], console: Console, max_classes: int = 20) -> None:
+    """Print a :func:`subsets.show.subsets_report` as rich tables."""
+    ds = report["dataset"]
+    console.print(f"dataset [bold]{ds['name']}[/] ({ds['root']}): {ds['num_classes']} classes, "
+                  + ", ".join(f"{n} {s} images" for s, n in ds["num_samples"].items()))
+    summary = Table(title="subsets", title_justify="left")
+    for col in ("subset", "strategy", "params", "classes", "train", "val", "of full (train)", "hash"):
+        summary.add_column(col, justify="right" if col in ("classes", "train", "val", "of full (train)") else "left")
+    for name, sub in report["subsets"].items():
+        summary.add_row(
+            name, sub["strategy"], _params_text(sub["params"]), str(sub["num_classes"]),
+            str(sub["num_samples"].get("train", 0)), str(sub["num_samples"].get("val", 0)),
+            f"{100 * sub['fraction_of_full'].get('train', 0):.1f}%", sub["hash"],
+        )
+    console.print(summary)
+    for name, sub in report["subsets"].items():
+        classes = sub["classes"]
+        limit = len(classes) if max_classes <= 0 else min(max_classes, len(classes))
+        table = Table(title=f"{name}: {len(classes)} classes", title_justify="left")
+        for col in ("index", "wnid", "name"):
+            table.add_column(col)
+        for c in classes[:limit]:
+            table.add_row(str(c["index"]), c["wnid"], c["name"])
+        if limit < len(classes):
+            table.add_row("...", "", f"{len(classes) - limit} more (--max-classes 0 shows all)")
+        console.print(table)
+        details = sub.get("details", {})
+        if "wordnet" in details:
+            _render_wordnet(name, details["wordnet"], console, max_classes)
+        if "accuracy" in details:
+            a = details["accuracy"]
+            console.print(f"{name}: per-class accuracy of the chosen classes {a['min']:.3f} .. {a['max']:.3f} "
+                          f"(mean {a['mean']:.3f})")
+
+
+def _render_wordnet(name: str, wn: dict[str, Any], console: Console, max_rows: int) -> None:
+    roots = f", roots {', '.join(wn['roots'])}" if wn.get("roots") else ""
+    table = Table(title=f"{name}: WordNet groups at depth {wn['depth']}: {wn['groups_covered']} of "
+                        f"{wn['groups_total']} covered{roots}", title_justify="left")
+    for col in ("group", "chosen", "of"):
+        table.add_column(col, justify="left" if col == "group" else "right")
+    groups = wn["groups"]
+    limit = len(groups) if max_rows <= 0 else min(max_rows, len(groups))
+    for g in groups[:limit]:
+        table.add_row(g["group"], str(g["chosen"]), str(g["total"]))
+    if limit < len(groups):
+        table.add_row(f"... {len(groups) - limit} more groups", "", "")
+    console.print(table)
+
+
+@subsets.command()
+@click.argument("grid_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (every class, every group) instead of tables.")
+@click.option("--max-classes", default=20, show_default=True, metavar="N",
+              help="Classes (and WordNet groups) listed per subset; 0 lists all.")
+def show(grid_file: Path, as_json: bool, max_classes: int) -> None:
+    """Each subset of GRID_FILE: size, fraction of the full data, classes, WordNet group coverage."""
+    from orchestrator.grid import load_grid
+    from orchestrator.launch import ensure_dataset
+    from subsets.show import dataset_summary, subset_report
+
+    grid = load_grid(grid_file)
+    meta = ensure_dataset(grid)
+    report: dict[str, Any] = {"dataset": dataset_summary(meta), "subsets": {}}
+    for name, table in grid.subsets.items():
+        try:
+            report["subsets"][name] = subset_report(name, table, meta)
+        except SubsetError as exc:  # one line naming the file and the key
+            raise SpecError(f"subsets.{name}.{exc.key}", exc.expected, str(grid_file)) from None
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+    else:
+        render(report, Console(), max_classes)

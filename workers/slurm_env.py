@@ -1,0 +1,182 @@
+"""The SLURM side of a worker: array-task bootstrap, process-group environment, checkpoint-and-requeue.
+
+Each SLURM array task runs ``python -m workers.slurm_env SUBMISSION_DIR`` (one process per task, started
+by ``srun``). The submission directory was written by the orchestrator *before* ``sbatch``:
+``manifest.json`` lists the array's jobs in index order, so a task finds its job from
+``SLURM_ARRAY_TASK_ID`` alone and never depends on anything the orchestrator does after ``sbatch``.
+
+The bootstrap places submitit's pickle for this task (a :class:`SlurmTask`) and hands over to submitit's
+own job runner, which installs the ``SIGUSR2`` handler. :class:`SlurmTask` runs the real worker
+(``python -m workers.entry``) as a child process with ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``... taken from
+SLURM's environment. On ``SIGUSR2`` (preemption, or the time limit ``signal_delay_s`` away) the child
+stops after its current batch and records the attempt (its last epoch checkpoint is on disk); then
+submitit calls :meth:`SlurmTask.checkpoint` and requeues the SLURM job, which resumes from that checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import submitit
+from submitit.core import submission, utils
+
+log = logging.getLogger("workers.slurm_env")
+MANIFEST = "manifest.json"
+LOG_SUBDIR = "logs"
+
+
+def slurm_job_id(environ: dict[str, str] | None = None) -> str:
+    """This task's SLURM id as squeue/sacct print it: ``ARRAY_TASK`` for array tasks, else the job id."""
+    env = os.environ if environ is None else environ
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID", "")
+
+
+def distributed_env() -> dict[str, str]:
+    """``MASTER_ADDR``, ``MASTER_PORT``, ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE`` of
+    this SLURM task (torch's ``env://`` initialisation), from submitit's reading of SLURM's variables."""
+    dist = submitit.helpers.TorchDistributedEnvironment()
+    return {
+        "MASTER_ADDR": dist.master_addr,
+        "MASTER_PORT": str(dist.master_port),
+        "RANK": str(dist.rank),
+        "WORLD_SIZE": str(dist.world_size),
+        "LOCAL_RANK": str(dist.local_rank),
+        "LOCAL_WORLD_SIZE": str(dist.local_world_size),
+    }
+
+
+def _exited(pid: int) -> bool:
+    """True once ``pid`` has exited (gone, or a zombie waiting to be reaped); never reaps it."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+class SlurmTask(submitit.helpers.Checkpointable):
+    """One job of an array, run under submitit: the worker is a child process, requeued on ``SIGUSR2``."""
+
+    def __init__(self, job_hash: str, job_file: str, db_url: str, stop_grace_s: float) -> None:
+        self.job_hash, self.job_file, self.db_url = job_hash, job_file, db_url
+        self.stop_grace_s = stop_grace_s
+        self._proc: subprocess.Popen | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_proc"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._proc = None
+
+    def worker_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+            env.pop(key, None)
+        job_env = submitit.JobEnvironment()
+        env.update(distributed_env())
+        env.update({"DLTH_BACKEND": "slurm", "DLTH_BACKEND_ID": slurm_job_id(), "PYTHONUNBUFFERED": "1",
+                    "DLTH_LOG_PATH": str(job_env.paths.stdout)})
+        threads = os.environ.get("SLURM_CPUS_PER_TASK", "1")
+        env.setdefault("OMP_NUM_THREADS", threads)
+        env.setdefault("MKL_NUM_THREADS", threads)
+        return env
+
+    def __call__(self) -> None:
+        if submitit.JobEnvironment().global_rank == 0:
+            close_stale_attempts(self.db_url, self.job_hash, slurm_job_id())
+        cmd = [sys.executable, "-u", "-m", "workers.entry", self.job_file, "--db", self.db_url]
+        self._proc = subprocess.Popen(cmd, env=self.worker_env())
+        while (rc := self._proc.poll()) is None:  # poll, not wait: the SIGUSR2 handler must not find a lock
+            time.sleep(0.2)
+        if rc != 0:
+            raise RuntimeError(f"worker exited with code {rc} (job {self.job_hash})")
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        """Called by submitit's ``SIGUSR2`` handler: let the worker stop and record its attempt, then requeue.
+
+        The worker saved a checkpoint at the end of its last epoch; the requeued task resumes from it.
+        """
+        proc = self._proc
+        if proc is not None and not _exited(proc.pid):
+            with contextlib.suppress(ProcessLookupError):  # SLURM may have signalled it already
+                proc.send_signal(signal.SIGUSR2)
+            deadline = time.time() + self.stop_grace_s
+            while not _exited(proc.pid) and time.time() < deadline:
+                time.sleep(0.2)
+            if not _exited(proc.pid):
+                log.warning("worker %d did not stop within %.0fs: requeueing anyway", proc.pid, self.stop_grace_s)
+        fresh = SlurmTask(self.job_hash, self.job_file, self.db_url, self.stop_grace_s)
+        return submitit.helpers.DelayedSubmission(fresh)
+
+
+def close_stale_attempts(db_url: str, job_hash: str, backend_id: str) -> None:
+    """Close attempts still open under this very SLURM id: a requeued task's previous run was killed
+    before it could record its end (one SLURM id never runs twice at once, so they are stale)."""
+    from db import AttemptState, Store
+    from db.retry import with_retries
+
+    try:
+        store = Store(db_url, create=False)
+    except Exception as exc:  # the worker itself reports a missing database clearly
+        log.warning("cannot check for stale attempts: %s", exc)
+        return
+    try:
+        stale = with_retries(lambda: [a for a in store.open_attempts(backend="slurm")
+                                      if a.job_hash == job_hash and a.backend_id == backend_id],
+                             what="open attempts")
+        for a in stale:
+            log.warning("attempt %d of %s was left open by a previous run of %s: closing it PREEMPTED",
+                        a.number, job_hash, backend_id)
+            with_retries(lambda a=a: store.finish_attempt(
+                a.id, AttemptState.PREEMPTED, reason=f"SLURM job {backend_id} was requeued before this "
+                "attempt recorded its end"), what="close stale attempt")
+    finally:
+        store.close()
+
+
+def _dump_atomic(delayed: utils.DelayedSubmission, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    delayed.dump(tmp)
+    os.replace(tmp, path)
+
+
+def bootstrap(submission_dir: Path) -> None:
+    """Run this array task's job: place submitit's pickle for it (first run only), then submitit's runner."""
+    manifest = json.loads((submission_dir / MANIFEST).read_text())
+    index = int(os.environ.get("SLURM_ARRAY_TASK_ID", "0"))
+    task = manifest["tasks"][index]
+    folder = submission_dir / LOG_SUBDIR / "%j"
+    job_env = submitit.JobEnvironment()
+    paths = utils.JobPaths(folder, job_id=job_env.job_id, task_id=job_env.global_rank)
+    if not paths.submitted_pickle.exists():  # a requeued task finds the checkpointed one instead
+        delayed = utils.DelayedSubmission(SlurmTask(task["job_hash"], task["job_file"], manifest["db_url"],
+                                                    float(manifest["stop_grace_s"])))
+        delayed.set_timeout(int(manifest["time_min"]), int(manifest["max_requeues"]))
+        _dump_atomic(delayed, paths.submitted_pickle)
+    submission.process_job(str(folder))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        sys.exit("usage: python -m workers.slurm_env SUBMISSION_DIR")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    bootstrap(Path(args[0]).resolve())
+
+
+if __name__ == "__main__":
+    main()
