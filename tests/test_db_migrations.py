@@ -139,7 +139,7 @@ def _open_at_once(url: str, barrier: mp.synchronize.Barrier) -> str | None:
 
 
 def test_orchestrators_opening_an_empty_database_at_once_migrate_it_once(db_url: str) -> None:  # noqa: F811
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("fork")  # fast start; no engine is open in the parent at fork time
     barrier = ctx.Manager().Barrier(3)
     with ctx.Pool(3) as pool:
         revisions = pool.starmap(_open_at_once, [(db_url, barrier)] * 3)
