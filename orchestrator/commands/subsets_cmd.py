@@ -29,7 +29,7 @@ def render(report: dict[str, Any], console: Console, max_classes: int = 20) -> N
     ds = report["dataset"]
     console.print(f"dataset [bold]{ds['name']}[/] ({ds['root']}): {ds['num_classes']} classes, "
                   + ", ".join(f"{n} {s} images" for s, n in ds["num_samples"].items()))
-    summary = Table(title="subsets", title_justify="left")
+    summary = Table()
     for col in ("subset", "strategy", "params", "classes", "train", "val", "of full (train)", "hash"):
         summary.add_column(col, justify="right" if col in ("classes", "train", "val", "of full (train)") else "left")
     for name, sub in report["subsets"].items():
@@ -42,7 +42,8 @@ def render(report: dict[str, Any], console: Console, max_classes: int = 20) -> N
     for name, sub in report["subsets"].items():
         classes = sub["classes"]
         limit = len(classes) if max_classes <= 0 else min(max_classes, len(classes))
-        table = Table(title=f"{name}: {len(classes)} classes", title_justify="left")
+        console.print(f"[bold]{name}[/]: {len(classes)} classes")
+        table = Table()
         for col in ("index", "wnid", "name"):
             table.add_column(col)
         for c in classes[:limit]:
@@ -61,11 +62,12 @@ def render(report: dict[str, Any], console: Console, max_classes: int = 20) -> N
 
 def _render_wordnet(name: str, wn: dict[str, Any], console: Console, max_rows: int) -> None:
     roots = f", roots {', '.join(wn['roots'])}" if wn.get("roots") else ""
-    table = Table(title=f"{name}: WordNet groups at depth {wn['depth']}: {wn['groups_covered']} of "
-                        f"{wn['groups_total']} covered{roots}", title_justify="left")
+    console.print(f"[bold]{name}[/]: WordNet groups at depth {wn['depth']}: {wn['groups_covered']} of "
+                  f"{wn['groups_total']} covered{roots}")
+    table = Table()
     for col in ("group", "chosen", "of"):
         table.add_column(col, justify="left" if col == "group" else "right")
-    groups = wn["groups"]
+    groups = sorted(wn["groups"], key=lambda g: (-g["chosen"], -g["total"], g["group"]))
     limit = len(groups) if max_rows <= 0 else min(max_rows, len(groups))
     for g in groups[:limit]:
         table.add_row(g["group"], str(g["chosen"]), str(g["total"]))
