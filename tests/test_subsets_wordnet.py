@@ -286,3 +286,21 @@ def test_wordnet_manifests_identical_across_processes(meta, tmp_path, no_corpus)
         out = subprocess.run([sys.executable, "-c", script, str(classes), json.dumps(tables)], capture_output=True,
                              text=True, check=True, env=env)
         assert json.loads(out.stdout) == here
+
+
+PINNED = {  # manifest hashes on the in-memory ImageNet-1K of meta_of(): they enter every job's identity
+    "full": ({"strategy": "full"}, "73f1e37ea54baf88"),
+    "even100": ({"strategy": "uniform", "k": 100}, "d8ab08716109a9eb"),
+    "in100": ({"strategy": "named", "list": "imagenet100"}, "53216200bbebd15e"),
+    "cover100": ({"strategy": "wordnet", "k": 100}, "fd58d3972e170430"),
+    "dogs": ({"strategy": "wordnet", "mode": "subtree", "roots": ["dog.n.01"]}, "098a2ab8aa0f92a9"),
+    "half": ({"strategy": "full", "fraction": 0.5, "fraction_seed": 1}, "30d47709144b1fab"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_pinned_manifest_hashes(meta, no_corpus, name):
+    """A change here changes the identity of every job on these subsets: only ever on purpose."""
+    assert meta.fingerprint == "d2882b7119fe7c91"
+    table, expected = PINNED[name]
+    assert resolve(name, table, meta).content_hash == expected
