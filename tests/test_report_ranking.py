@@ -111,6 +111,7 @@ def test_lower_is_better_flips_ranks_and_top1_but_not_tau() -> None:
 def test_helpers_on_plain_arrays() -> None:
     assert competition_ranks([3.0, 1.0, 3.0, 2.0]) == [1, 4, 1, 3]
     assert competition_ranks([3.0, 1.0, 3.0, 2.0], higher_is_better=False) == [3, 1, 3, 2]
+    assert competition_ranks([2.0, 2.0, 2.0, 1.0]) == [1, 1, 1, 4]
     assert pairwise_agreement([1, 2], [2, 1]) == 0.0
     assert pairwise_agreement([1, 1], [1, 1]) == 0.5  # ties count half, even on both sides
     assert pairwise_agreement([1], [1]) is None
@@ -260,3 +261,11 @@ def test_json_round_trip_is_exact_and_strict() -> None:
     assert back == rep
     assert back.subset("sub").consistency.kendall_tau_ci == rep.subset("sub").consistency.kendall_tau_ci
     assert back.subset("tiny").consistency.kendall_tau is None
+
+
+def test_top_k_overlap_needs_more_configs_than_k() -> None:
+    # with k = 3 of 3 configurations the overlap would be 1.0 whatever the order: undefined, not 1.0
+    res = rows("full", single(REF[:3], CONFIGS[:3])) + rows("sub", single(REF[:3][::-1], CONFIGS[:3]))
+    c = build_report("g", res, top_k=3).subset("sub").consistency
+    assert c.top_k_overlap is None and any("top-3 overlap undefined" in n for n in c.notes)
+    assert build_report("g", res, top_k=2).subset("sub").consistency.top_k_overlap == 0.5

@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -41,12 +42,14 @@ def _bool(x: bool | None) -> str:
     return DASH if x is None else ("yes" if x else "no")
 
 
-def _size(s: SubsetReport) -> str:
-    parts = []
-    if s.num_classes is not None:
-        parts.append(f"{s.num_classes:,.0f}")
-    if s.num_train_samples is not None:
-        parts.append(f"{s.num_train_samples:,.0f}")
+def _count(x: float, compact: bool) -> str:
+    if compact and x >= 10_000:
+        return f"{x / 1e6:.1f}M" if x >= 1e6 else f"{x / 1e3:.0f}k"
+    return f"{x:,.0f}"
+
+
+def _size(s: SubsetReport, compact: bool = False) -> str:
+    parts = [_count(x, compact) for x in (s.num_classes, s.num_train_samples) if x is not None]
     return " / ".join(parts) if parts else DASH
 
 
@@ -64,19 +67,29 @@ def _cost(s: SubsetReport) -> str:
     return DASH if s.cost_ratio is None else f"{s.cost_ratio:.2f}x"
 
 
-def summary_header(report: Report) -> list[str]:
-    """Column names of the summary table."""
+def summary_header(report: Report, short: bool = False) -> list[str]:
+    """Column names of the summary table (``short``: for 80-column terminals, explained in the caption)."""
+    if short:
+        return ["subset", "size", "done", "tau [95% CI]", "rho", "top-1", f"top-{report.top_k}", "pairs", "cost"]
     return ["subset", "classes / samples", "done/total", "Kendall tau [95% CI]", "Spearman rho", "top-1 agree",
             f"top-{report.top_k} overlap", "pairwise", f"cost vs {report.reference}"]
 
 
-def summary_rows(report: Report) -> list[list[str]]:
-    """One row per subset, in report order."""
+def _short_legend(report: Report) -> str:
+    ref, k = report.reference, report.top_k
+    return (f"size: classes / training samples; tau: Kendall tau-b vs {ref} (95% CI over seeds); rho: Spearman; "
+            f"top-1: same best config; top-{k}: overlap of the top {k}; pairs: share of config pairs in the same "
+            f"order; cost: training time vs {ref}")
+
+
+def summary_rows(report: Report, compact: bool = False) -> list[list[str]]:
+    """One row per subset, in report order (``compact``: sample counts as 13k, 1.3M for narrow terminals)."""
     rows = []
     for s in report.subsets:
         c = s.consistency
         rows.append([
-            s.subset + (" *" if s.provisional else ""), _size(s), f"{s.jobs_completed}/{s.jobs_total}", _tau(s),
+            s.subset + (" *" if s.provisional else ""), _size(s, compact), f"{s.jobs_completed}/{s.jobs_total}",
+            _tau(s),
             _num(c.spearman_rho) if c else DASH, _bool(c.top1_agree) if c else DASH,
             _num(c.top_k_overlap, 2) if c else DASH, _num(c.pairwise_agreement, 2) if c else DASH, _cost(s),
         ])
@@ -97,6 +110,13 @@ def ranking_rows(s: SubsetReport) -> list[list[str]]:
     order = sorted(s.configs, key=lambda c: (c.rank is None, c.rank or 0, c.config))
     return [[c.config, _mean_std(c), f"{c.n_done}/{c.n_expected}", DASH if c.rank is None else str(c.rank),
              DASH if c.ref_rank is None else str(c.ref_rank)] for c in order]
+
+
+def _section_title(s: SubsetReport) -> str:
+    if s.is_reference:
+        return f"{s.subset} (reference)"
+    tau = s.consistency.kendall_tau if s.consistency else None
+    return f"{s.subset}: tau {_num(tau)}, {s.jobs_completed}/{s.jobs_total} jobs done"
 
 
 def subset_notes(s: SubsetReport) -> list[str]:
@@ -126,15 +146,17 @@ def _settings_line(report: Report) -> str:
 def print_report(report: Report, console: Console) -> None:
     """The summary table, one ranking table per subset, then warnings."""
     title = f"Rank consistency: {report.grid}" + ("" if report.complete else " (PROVISIONAL)")
-    caption = _settings_line(report) + ("" if report.complete else "; * = provisional")
-    table = Table(title=escape(title), caption=escape(caption))
-    for n, name in enumerate(summary_header(report)):
-        table.add_column(name, justify="left" if n == 0 else "right", no_wrap=n == 0)
-    for row in summary_rows(report):
+    table = Table(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for n, name in enumerate(summary_header(report, short=True)):
+        table.add_column(name, justify="left" if n == 0 else "right", no_wrap=n in (0, 3))  # 3: tau and its CI
+    for row in summary_rows(report, compact=True):
         table.add_row(*map(escape, row))
     console.print(table)
+    legend = _settings_line(report) + ("" if report.complete else "; * = provisional") + ". " + _short_legend(report)
+    console.print(f"[dim]{escape(legend)}[/dim]")
     for s in report.subsets:
-        t = Table(title=escape(s.subset + (" (reference)" if s.is_reference else "")), title_justify="left")
+        t = Table(title=escape(_section_title(s)), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True)
         for n, name in enumerate(RANKING_HEADER):
             t.add_column(name, justify="left" if n == 0 else "right")
         for row in ranking_rows(s):
@@ -180,7 +202,7 @@ def render_markdown(report: Report, images: dict[str, str]) -> str:
     if not images:
         out += [NO_PLOTS, ""]
     for s in report.subsets:
-        out += [f"## {s.subset}" + (" (reference)" if s.is_reference else ""), "",
+        out += [f"## {_section_title(s)}", "",
                 _md_table(RANKING_HEADER, ranking_rows(s)), ""]
         out += [f"- {note}" for note in subset_notes(s)]
         out += [""] if subset_notes(s) else []
@@ -224,7 +246,7 @@ def render_html(report: Report, pngs: dict[str, bytes]) -> str:
     if not pngs:
         parts.append(f"<p class='muted'>{e(NO_PLOTS)}</p>")
     for s in report.subsets:
-        parts += [f"<h2>{e(s.subset)}{' (reference)' if s.is_reference else ''}</h2>",
+        parts += [f"<h2>{e(_section_title(s))}</h2>",
                   _html_table(RANKING_HEADER, ranking_rows(s))]
         parts += [f"<p class='muted'>{e(note)}</p>" for note in subset_notes(s)]
     parts.append("</body></html>")
