@@ -7,7 +7,12 @@ a missing server fails the test instead of skipping it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,6 +72,68 @@ def require_postgres() -> None:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"{problem} (CI=true: PostgreSQL tests must run; start it with scripts/postgres.sh up)")
     pytest.skip(f"{problem} (start it with scripts/postgres.sh up)")
+
+
+class PrivatePostgres:
+    """A throw-away PostgreSQL server of this test alone (its own data directory and port), which a test
+    may stop and start again without disturbing anyone else's server. Trust authentication on 127.0.0.1.
+    """
+
+    def __init__(self, bindir: Path, datadir: Path, port: int) -> None:
+        self.bindir, self.datadir, self.port = bindir, datadir, port
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/dlth"
+
+    def _run(self, *args: str) -> None:
+        cmd = [str(self.bindir / args[0]), *args[1:]]
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.datadir), "-o", opts, "-l", str(self.datadir / "server.log"),
+                  "-w", "start")
+
+    def stop(self) -> None:
+        """Stop at once, as a crash or a network cut would look to clients."""
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop")
+
+
+def postgres_bindir() -> Path | None:
+    """The newest installed PostgreSQL server's bin directory (Debian layout), if any."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
+    return found[-1].parent if found else None
+
+
+@contextmanager
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """Start a private PostgreSQL server with an empty database ``dlth``; remove it all afterwards."""
+    import pytest
+
+    bindir = postgres_bindir()
+    if bindir is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("no PostgreSQL server binaries (CI=true: run scripts/postgres.sh up first)")
+        pytest.skip("no PostgreSQL server binaries (install with scripts/postgres.sh up)")
+    datadir = Path(tempfile.mkdtemp(prefix="dlth-pg-"))  # not under pytest's 0700 tmp: postgres must reach it
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = PrivatePostgres(bindir, datadir, port)
+    if os.geteuid() == 0:
+        shutil.chown(datadir, "postgres", "postgres")
+    try:
+        server._run("initdb", "-D", str(datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        server.start()
+        admin = create_engine(server.url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text("CREATE DATABASE dlth"))
+        admin.dispose()
+        yield server
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            server.stop()
+        shutil.rmtree(datadir, ignore_errors=True)
 
 
 def _backend_params() -> list[Any]:

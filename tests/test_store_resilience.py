@@ -1,0 +1,157 @@
+"""A worker whose database goes away mid-run still delivers its result: it retries with back-off, and
+when the database stays away, the orchestrator ingests the result from the job directory.
+
+PostgreSQL: a private server of this test is stopped (``pg_ctl stop -m immediate``) while the worker
+trains, then started again. SQLite: another process holds the write lock (a stuck writer, or a lock left
+behind on a network file system) longer than the worker's busy timeout; chmod cannot make the file
+unwritable here because the tests run as root.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from db import FINAL_EPOCH, JobState, NewJob, Store, read_final_metrics, write_final_metrics
+from db.retry import with_retries
+from db.testing import private_postgres
+
+pytestmark = pytest.mark.slow
+EPOCHS = 5
+JOB = "job0"
+DELIVERED, ON_DISK_ONLY = 0, 3  # worker exit codes
+
+
+class _CountFailures(logging.Handler):
+    def __init__(self, counter: Any) -> None:
+        super().__init__(logging.WARNING)
+        self.counter = counter
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self.counter.get_lock():
+            self.counter.value += 1
+
+
+def _worker(url: str, job_dir: str, attempts: int, epoch_done: Any, go_on: Any, failures: Any) -> None:
+    """The worker protocol: epoch metrics to the DB (retried, never fatal); the final result to
+    ``final_metrics.json`` first, then to the DB (retried). Exits 3 if only the disk has the result.
+    Counts the failed database calls that db.retry logs in ``failures``."""
+    logging.getLogger("db.retry").addHandler(_CountFailures(failures))
+    store = Store(url, create=False)
+    attempt = store.claim(JOB, backend="local", backend_id=None, host="n1", pid=1)
+    epochs: dict[int, dict[str, float]] = {}
+    for epoch in range(EPOCHS):
+        epochs[epoch] = {"acc": 0.1 * (epoch + 1), "loss": 1.0 / (epoch + 1)}
+        try:
+            with_retries(lambda e=epoch: store.log_metrics(JOB, e, epochs[e], attempt),
+                         what=f"epoch {epoch} metrics", attempts=attempts, base_delay=0.2)
+        except Exception:
+            logging.warning("epoch %d metrics kept for the final file only", epoch)
+        if epoch == 1:
+            epoch_done.set()  # the test now takes the database away
+            go_on.wait(30)
+    final = {"acc": 0.5, "loss": 0.2}
+    write_final_metrics(job_dir, JOB, final, epochs)
+    try:
+        with_retries(lambda: store.complete(JOB, attempt, final), what="final result", attempts=attempts,
+                     base_delay=0.2)
+    except Exception:
+        raise SystemExit(ON_DISK_ONLY) from None
+    raise SystemExit(DELIVERED)
+
+
+@dataclass
+class Outage:
+    url: str
+    take_away: Callable[[], None]
+    bring_back: Callable[[], None]
+
+
+def run_worker(outage: Outage, tmp_path: Path, attempts: int, back_after_s: float | None) -> tuple[int, Path]:
+    """Record a job, run the worker, take the DB away after its epoch 1; bring it back after
+    ``back_after_s`` (while the worker still retries) or only once the worker has exited (``None``).
+    Returns the worker's exit code and job directory; checks that the worker did see the outage."""
+    job_dir = tmp_path / JOB
+    job_dir.mkdir()
+    with Store(outage.url) as store:
+        gid = store.upsert_grid("g", "{}", "h", "", 2)
+        store.add_jobs(gid, [NewJob(JOB, "{}", "supervised", "ck", 0, str(job_dir), "full", "sup")])
+    ctx = mp.get_context("fork")  # no engine is open in this process at fork time
+    epoch_done, go_on, failures = ctx.Event(), ctx.Event(), ctx.Value("i", 0)
+    proc = ctx.Process(target=_worker, args=(outage.url, str(job_dir), attempts, epoch_done, go_on, failures))
+    proc.start()
+    assert epoch_done.wait(60), "the worker did not reach epoch 1"
+    outage.take_away()
+    go_on.set()
+    if back_after_s is not None:
+        time.sleep(back_after_s)
+        outage.bring_back()
+    proc.join(120)
+    if back_after_s is None:
+        outage.bring_back()
+    assert failures.value > 0, "the worker never noticed the outage"
+    return proc.exitcode, job_dir
+
+
+def assert_everything_recorded(store: Store, *, ingested: bool) -> None:
+    job = store.job(JOB)
+    assert job.state == JobState.COMPLETED and job.ingested_from_disk is ingested
+    m = store.metrics(JOB)
+    assert m[FINAL_EPOCH] == {"acc": 0.5, "loss": 0.2}
+    assert sorted(e for e in m if e != FINAL_EPOCH) == list(range(EPOCHS))  # also the epochs of the outage
+    assert [a.state for a in store.attempts(JOB)] == ["COMPLETED"]
+
+
+@pytest.fixture
+def postgres_outage() -> Iterator[Outage]:
+    with private_postgres() as server:
+        yield Outage(server.url, server.stop, server.start)
+
+
+@pytest.fixture
+def sqlite_outage(tmp_path: Path) -> Iterator[Outage]:
+    path = tmp_path / "dlth.db"
+    holder: list[sqlite3.Connection] = []
+
+    def take_away() -> None:  # another process's write transaction that does not end
+        con = sqlite3.connect(path, isolation_level=None)
+        con.execute("BEGIN IMMEDIATE")
+        holder.append(con)
+
+    def bring_back() -> None:
+        holder.pop().close()
+
+    yield Outage(f"sqlite:///{path}?timeout=0.3", take_away, bring_back)
+    for con in holder:
+        con.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def outage(request: pytest.FixtureRequest) -> Outage:
+    return request.getfixturevalue(f"{request.param}_outage")
+
+
+def test_a_result_the_db_never_heard_of_is_ingested_from_disk(outage: Outage, tmp_path: Path) -> None:
+    code, job_dir = run_worker(outage, tmp_path, attempts=3, back_after_s=None)
+    assert code == ON_DISK_ONLY
+    assert read_final_metrics(job_dir).metrics == {"acc": 0.5, "loss": 0.2}
+    with Store(outage.url) as store:
+        assert store.job(JOB).state == JobState.RUNNING  # the DB never heard the end
+        assert store.ingest_finished("g") == [JOB]  # what `dlth-orch status` does
+        assert_everything_recorded(store, ingested=True)
+        assert store.ingest_finished("g") == []
+
+
+def test_a_worker_outlives_a_short_outage_by_retrying(outage: Outage, tmp_path: Path) -> None:
+    code, _ = run_worker(outage, tmp_path, attempts=8, back_after_s=1.5)
+    assert code == DELIVERED
+    with Store(outage.url) as store:
+        assert_everything_recorded(store, ingested=False)
