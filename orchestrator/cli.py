@@ -197,7 +197,10 @@ def report(grid: str | None, metric: str | None, reference: str | None, as_json:
         settings["metric"] = metric
     if reference:
         settings["reference"] = reference
-    rep = build_report(name, grid_results(store, name), **settings)
+    try:
+        rep = build_report(name, grid_results(store, name), **settings)
+    except ValueError as exc:
+        fail(str(exc))
     out_dir = out_dir or workspace_dir() / "reports" / name
     files = write_report_files(rep, out_dir)
     if as_json:
