@@ -33,12 +33,12 @@ from specs.base import SpecError, coerce, from_table, stable_hash
 from specs.job import EvalConfig, Resources, TrainConfig
 from specs.methods import hparams_class
 from subsets import SubsetError, validate_table
+from subsets.base import get_strategy
 
 TOP_KEYS = {"name", "seeds", "failure_budget", "dataset", "train", "eval", "resources", "report", "cluster",
             "subsets", "methods"}
 METHOD_META_KEYS = {"method", "seeds", "zip", "resources"}
 BUILTIN_DATASETS = ("digits",)
-PATH_KEYS = ("accuracy_file", "wnids_file")  # subset keys holding paths relative to the grid file
 
 
 @dataclass(frozen=True)
@@ -145,8 +145,7 @@ def _parse(path: Path, raw: dict[str, Any]) -> GridSpec:
     for sname, table in subsets_raw.items():
         if not isinstance(table, dict):
             raise SpecError(f"subsets.{sname}", "a table")
-        table = {k: (str((base / v).resolve()) if k in PATH_KEYS and isinstance(v, str) else v)
-                 for k, v in table.items()}
+        table = _absolute_paths(table, base)
         try:
             subsets[sname] = validate_table(table)
         except SubsetError as exc:
@@ -166,6 +165,15 @@ def _parse(path: Path, raw: dict[str, Any]) -> GridSpec:
         train=dict(train), eval=eval_cfg, resources=resources, report=report, cluster=dict(cluster),
         subsets=subsets, methods=methods, raw=raw,
     )
+
+
+def _absolute_paths(table: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make the strategy's file parameters (e.g. accuracy_file) absolute, relative to the grid file."""
+    try:
+        keys = set(get_strategy(table.get("strategy")).path_params)
+    except SubsetError:
+        return table  # validate_table names the bad strategy
+    return {k: (str((base / v).resolve()) if k in keys and isinstance(v, str) else v) for k, v in table.items()}
 
 
 def _seed_list(value: Any, key: str) -> list[int]:

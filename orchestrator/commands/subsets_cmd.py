@@ -10,6 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from orchestrator.cli_common import db_option, fail, open_store
 from specs.base import SpecError
 from subsets import SubsetError
 
@@ -99,3 +100,33 @@ def show(grid_file: Path, as_json: bool, max_classes: int) -> None:
         click.echo(json.dumps(report, indent=1))
     else:
         render(report, Console(), max_classes)
+
+
+@subsets.command("class-accuracy")
+@click.argument("job")
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Accuracy file to write (.csv or .json), for a per_class_accuracy subset's accuracy_file.")
+@db_option
+def class_accuracy(job: str, out_file: Path, db_url: str) -> None:
+    """Evaluate a finished JOB (job hash or job directory) per class and write {wnid: accuracy}.
+
+    Take a strong supervised model, e.g. the ``supervised`` job on ``full`` of a grid (``dlth-orch status``
+    and ``dlth-orch export`` list job hashes).
+    """
+    from subsets.accuracy_file import write_accuracy_file
+    from workers.class_accuracy import NoCheckpoint, per_class_accuracy
+
+    job_dir = Path(job)
+    if not (job_dir / "job.json").is_file():
+        row = open_store(db_url).job(job)
+        if row is None:
+            fail(f"JOB {job!r}: expected a job hash or a job directory holding job.json")
+            return
+        job_dir = Path(row.job_dir)
+    try:
+        acc = per_class_accuracy(job_dir)
+    except NoCheckpoint as exc:
+        fail(str(exc))
+    path = write_accuracy_file(out_file, acc)
+    mean = sum(acc.values()) / max(1, len(acc))
+    click.echo(f"{len(acc)} classes, mean accuracy {mean:.4f}: {path}")
