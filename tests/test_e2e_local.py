@@ -102,6 +102,25 @@ def test_quickstart_like_grid_trains_reports_and_relaunches_idempotently(tmp_pat
         assert mean == pytest.approx(knn[key])
     assert (tmp_path / "reports" / "e2e" / "report.html").is_file()
 
+    # per-class accuracy of the best supervised model on full feeds a per_class_accuracy subset
+    sup = max((j for j in jobs if j.subset_name == "full" and j.method == "supervised"),
+              key=lambda j: finals[j.job_hash]["val_top1"])
+    acc_file = tmp_path / "acc.csv"
+    cli("subsets", "class-accuracy", sup.job_hash, "--out", str(acc_file), db=db, home=tmp_path)
+    rows = [ln.split(",") for ln in acc_file.read_text().splitlines() if ln and not ln.startswith("wnid")]
+    acc = {w: float(a) for w, a in rows}
+    assert sorted(acc) == [f"digit{i}" for i in range(10)]
+    assert abs(sum(acc.values()) / 10 - finals[sup.job_hash]["val_top1"]) < 0.1
+    hard = tmp_path / "hard.toml"
+    hard.write_text(grid.read_text().replace('strategy = "uniform"\nk = 5',
+                                             f'strategy = "per_class_accuracy"\nk = 3\nmode = "hardest"\n'
+                                             f'accuracy_file = "{acc_file}"'))
+    shown = json.loads(subprocess.run([sys.executable, "-m", "orchestrator.cli", "subsets", "show", str(hard),
+                                       "--json"], capture_output=True, text=True, check=True,
+                                      env={**os.environ, "DLTH_HOME": str(tmp_path)}).stdout)
+    hardest = sorted(acc, key=lambda w: (acc[w], w))[:3]
+    assert sorted(c["wnid"] for c in shown["subsets"]["even5"]["classes"]) == sorted(hardest)
+
     # relaunch: nothing new, nothing rerun
     out = cli("launch", str(grid), "--cluster", "local", "--no-progress", db=db, home=tmp_path)
     assert "0 new" in out.stderr and "0 jobs to run" in out.stderr
@@ -204,3 +223,16 @@ def test_launcher_killed_mid_run_resumes_on_next_launch(tmp_path: Path, digits: 
     epochs = _epochs_logged(job_dir)
     assert sorted(set(epochs)) == list(range(8)) and epochs.count(0) == 1
     assert "resuming from" in Path(attempts[1].log_path).read_text()
+
+
+def test_detach_returns_at_once_and_the_background_launcher_finishes(tmp_path: Path, digits: Path) -> None:
+    grid, db = _one_job_grid(tmp_path, digits, "detached", epochs=1)
+    t0 = time.time()
+    cli("launch", str(grid), "--detach", db=db, home=tmp_path)
+    assert time.time() - t0 < 60
+    store = Store(db)
+    job = store.jobs("detached")[0]
+    _wait_for(lambda: store.job(job.job_hash).state == JobState.COMPLETED, 300, "the detached job")
+    status = json.loads(cli("status", "--json", db=db, home=tmp_path).stdout)
+    assert status["grid"] == "detached" and status["counts"]["COMPLETED"] == 1 and status["total"] == 1
+    assert (tmp_path / "logs" / "launch-detached.log").is_file()
