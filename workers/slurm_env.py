@@ -158,7 +158,7 @@ def bootstrap(submission_dir: Path) -> None:
     manifest = json.loads((submission_dir / MANIFEST).read_text())
     index = int(os.environ.get("SLURM_ARRAY_TASK_ID", "0"))
     task = manifest["tasks"][index]
-    folder = submission_dir / LOG_SUBDIR / "%j"
+    folder = submission_dir / LOG_SUBDIR  # every task logs here: %A_%a_0_log.out
     job_env = submitit.JobEnvironment()
     paths = utils.JobPaths(folder, job_id=job_env.job_id, task_id=job_env.global_rank)
     if not paths.submitted_pickle.exists():  # a requeued task finds the checkpointed one instead
@@ -173,8 +173,10 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         sys.exit("usage: python -m workers.slurm_env SUBMISSION_DIR")
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)  # submitit logs through its own handler
+    log.setLevel(logging.INFO)
     bootstrap(Path(args[0]).resolve())
 
 

@@ -70,6 +70,11 @@ def runnable(store: Store, grid_name: str, failure_budget: int, only: set[str] |
             and (j.state == JobState.PENDING or j.failure_count <= failure_budget)]
 
 
+def _detail(counts: dict[str, int], res: ReconcileResult) -> str:
+    text = "  ".join(f"{s.lower()} {counts.get(s, 0)}" for s in (JobState.QUEUED, JobState.RUNNING, JobState.FAILED))
+    return text + (f"  [yellow]stale {len(res.stale)}[/]" if res.stale else "")
+
+
 class SlurmBackend(Backend):
     name = BACKEND
 
@@ -118,9 +123,7 @@ class SlurmBackend(Backend):
                     if runnable(store, grid, ctx.failure_budget):
                         resubmitted = self._submit(ctx, profile, name, None)
                     counts = store.state_counts(grid)
-                    progress.update(task, completed=counts.get(JobState.COMPLETED, 0), detail=(
-                        f"queued {counts.get(JobState.QUEUED, 0)}  running {counts.get(JobState.RUNNING, 0)}  "
-                        f"failed {counts.get(JobState.FAILED, 0)}" + (f"  stale {len(res.stale)}" if res.stale else "")))
+                    progress.update(task, completed=counts.get(JobState.COMPLETED, 0), detail=_detail(counts, res))
                     if not any(counts.get(s, 0) for s in JobState.ACTIVE) and not resubmitted:
                         return
                     changed = res.changed() or resubmitted > 0 or counts != last

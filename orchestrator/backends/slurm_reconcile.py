@@ -238,7 +238,7 @@ def _settle(store: Store, job_name: str, job: JobRow, attempts: list[AttemptRow]
 def _task_log(run: SlurmRun) -> Path | None:
     if not run.workdir:
         return None
-    path = Path(run.workdir) / "logs" / run.slurm_id / f"{run.slurm_id}_0_log.out"
+    path = Path(run.workdir) / "logs" / f"{run.slurm_id}_0_log.out"
     return path if path.is_file() else None
 
 

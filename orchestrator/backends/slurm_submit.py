@@ -86,7 +86,7 @@ class _ArrayExecutor(submitit.SlurmExecutor):
     """submitit's SLURM executor whose array tasks start ``python -m workers.slurm_env <submission dir>``."""
 
     def __init__(self, sub_dir: Path, python: str, max_requeues: int) -> None:
-        super().__init__(folder=sub_dir / "logs" / "%j", max_num_timeout=max_requeues, python=shlex.quote(python))
+        super().__init__(folder=sub_dir / "logs", max_num_timeout=max_requeues, python=shlex.quote(python))
         self.sub_dir = sub_dir
 
     @property

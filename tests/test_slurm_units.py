@@ -1,0 +1,115 @@
+"""SLURM backend pieces that need no cluster: sacct/squeue parsing (on output copied from the local
+SLURM 22.05 cluster), verdicts, profile validation and merging, array planning, back-off."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from db import AttemptState
+from orchestrator.backends.slurm import Backoff
+from orchestrator.backends.slurm_profile import SlurmProfile, executor_parameters, group_key
+from orchestrator.backends.slurm_reconcile import verdict
+from orchestrator.backends.slurm_sacct import expand_ids, parse_duration, parse_sacct, parse_squeue
+from orchestrator.backends.slurm_submit import absolute_db_url
+from specs.base import SpecError
+from specs.job import Resources
+
+# `sacct -X -D -P -n -o JobID,State,ExitCode,Submit,Start,End,Elapsed,Timelimit,NodeList,WorkDir` (trimmed)
+SACCT = """\
+6_0|COMPLETED|0:0|2026-11-22T00:03:01|2026-11-22T00:03:06|2026-11-22T00:03:06|00:00:00|UNLIMITED|vm|/w/a
+6_[2-3%2]|PENDING|0:0|2026-11-22T00:03:01|Unknown|Unknown|00:00:00|UNLIMITED|None assigned|/w/a
+2|FAILED|3:0|2026-11-22T00:03:01|2026-11-22T00:03:01|2026-11-22T00:03:01|00:00:00|UNLIMITED|vm|/w/b
+3|FAILED|0:9|2026-11-22T00:03:04|2026-11-22T00:03:04|2026-11-22T00:03:05|00:00:01|UNLIMITED|vm|/w/b
+5|CANCELLED by 0|0:0|2026-11-22T00:03:05|2026-11-22T00:03:05|2026-11-22T00:03:06|00:00:01|UNLIMITED|vm|/w/b
+16|REQUEUED|0:0|2026-11-22T00:05:01|2026-11-22T00:05:01|2026-11-22T00:05:06|00:00:05|00:05:00|vm|/w/c
+16|COMPLETED|0:0|2026-11-22T00:05:06|2026-11-22T00:05:15|2026-11-22T00:05:35|00:00:20|00:05:00|vm|/w/c
+4|TIMEOUT|0:0|2026-11-22T00:03:04|2026-11-22T00:03:04|2026-11-22T00:04:25|00:01:21|00:01:00|vm|/w/b
+"""
+
+
+def test_sacct_rows_parse_with_array_ranges_expanded_and_requeues_kept() -> None:
+    runs = parse_sacct(SACCT)
+    ids = [r.slurm_id for r in runs]
+    assert ids == ["6_0", "6_2", "6_3", "2", "3", "5", "16", "16", "4"]
+    pending = runs[1]
+    assert pending.state == "PENDING" and pending.alive and pending.start is None and pending.task_index == 2
+    assert runs[3].exit_code == 3 and runs[3].signal == 0
+    assert runs[4].signal == 9
+    assert runs[5].state == "CANCELLED" and not runs[5].alive
+    assert [r.state for r in runs if r.slurm_id == "16"] == ["REQUEUED", "COMPLETED"]
+    assert runs[-1].timelimit_s == 60 and runs[-1].elapsed_s == 81
+    assert runs[0].start == datetime(2026, 11, 22, 0, 3, 6) and runs[0].workdir == "/w/a"
+
+
+def test_squeue_rows_parse() -> None:
+    text = "7_1|RUNNING|2026-11-22T00:03:01|2026-11-22T00:03:06|0:05|30:00|vm|/w/a\n" \
+           "7_[2-4]|PENDING|2026-11-22T00:03:01|N/A|0:00|30:00||/w/a\n"
+    runs = parse_squeue(text)
+    assert [r.slurm_id for r in runs] == ["7_1", "7_2", "7_3", "7_4"]
+    assert runs[0].alive and runs[0].elapsed_s == 5 and runs[0].timelimit_s == 1800
+    assert runs[1].start is None
+
+
+@pytest.mark.parametrize(("text", "secs"), [("00:01:21", 81), ("1-02:03:04", 93784), ("30:00", 1800),
+                                            ("45", 2700), ("UNLIMITED", None), ("Partition_Limit", None)])
+def test_durations(text: str, secs: int | None) -> None:
+    assert parse_duration(text) == secs
+
+
+def test_expand_ids() -> None:
+    assert expand_ids("12_[0-2,5%3]") == ["12_0", "12_1", "12_2", "12_5"]
+    assert expand_ids("12_7") == ["12_7"] and expand_ids("12") == ["12"]
+
+
+def test_verdicts_tell_timeout_preemption_oom_and_failure_apart() -> None:
+    runs = {r.slurm_id + r.state: r for r in parse_sacct(SACCT)}
+    assert verdict(runs["4TIMEOUT"], "", 30) == AttemptState.TIMEOUT
+    assert verdict(runs["16REQUEUED"], "", 30) == AttemptState.PREEMPTED  # 5 s of a 5 min limit: preempted
+    assert verdict(runs["5CANCELLED"], "", 30) == AttemptState.CANCELLED
+    assert verdict(runs["2FAILED"], "Traceback ...", 30) == AttemptState.FAILED
+    oom_tail = "slurmstepd-vm: error: Exceeded job memory limit"
+    assert verdict(runs["3FAILED"], oom_tail, 30) == AttemptState.OUT_OF_MEMORY
+    assert verdict(runs["3FAILED"], "killed for another reason", 30) == AttemptState.FAILED
+    near_limit = parse_sacct("9|REQUEUED|0:0|2026-11-22T00:00:00|2026-11-22T00:00:00|2026-11-22T00:04:31|"
+                             "00:04:31|00:05:00|vm|/w\n")[0]
+    assert verdict(near_limit, "", 30) == AttemptState.TIMEOUT  # requeued on the limit's SIGUSR2
+
+
+def test_profile_rejects_unknown_keys_and_bad_types_with_one_line() -> None:
+    with pytest.raises(SpecError, match=r"cluster\.partiton: expected a SLURM profile key"):
+        SlurmProfile.from_dict({"partiton": "gpu"})
+    with pytest.raises(SpecError, match=r"cluster\.array_throttle: expected an integer >= 1"):
+        SlurmProfile.from_dict({"array_throttle": 0})
+    with pytest.raises(SpecError, match=r"cluster\.backend"):
+        SlurmProfile.from_dict({"backend": "local"})
+
+
+def test_resources_override_the_profile_and_the_slurm_table_overrides_both() -> None:
+    profile = SlurmProfile.from_dict({"partition": "gpu", "account": "lab", "cpus_per_task": 8, "mem_gb": 32.0,
+                                      "time_min": 600, "gpus_per_node": 1, "sbatch": {"mail-type": "FAIL"}})
+    base = executor_parameters(Resources(), profile)
+    assert base["cpus_per_task"] == 8 and base["mem"] == "32768M" and base["time"] == 600
+    assert base["gpus_per_node"] == 1 and base["partition"] == "gpu" and base["account"] == "lab"
+    assert base["additional_parameters"] == {"mail-type": "FAIL"}
+    big = executor_parameters(Resources(nodes=2, nproc_per_node=4, gpus_per_node=4, time_min=30,
+                                        slurm={"partition": "long", "qos": "high", "account": "",
+                                               "reservation": "r1"}), profile)
+    assert (big["nodes"], big["ntasks_per_node"], big["gpus_per_node"], big["time"]) == (2, 4, 4, 30)
+    assert big["partition"] == "long" and big["qos"] == "high" and "account" not in big
+    assert big["additional_parameters"] == {"mail-type": "FAIL", "reservation": "r1"}
+    assert group_key(base) != group_key(big)
+
+
+def test_backoff_grows_while_nothing_changes_and_resets_on_change() -> None:
+    b = Backoff(1.0, 5.0)
+    assert [b.next(False) for _ in range(5)] == [1.5, 2.25, 3.375, 5.0, 5.0]
+    assert b.next(True) == 1.0
+
+
+def test_relative_sqlite_urls_become_absolute(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    assert absolute_db_url("sqlite:///x.db") == f"sqlite:///{tmp_path / 'x.db'}"
+    assert absolute_db_url("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+    assert absolute_db_url("postgresql+psycopg://u:p@h/db") == "postgresql+psycopg://u:p@h/db"
