@@ -59,6 +59,7 @@ class AttemptState:
     LOST = "LOST"  # the process vanished without a word (killed, machine rebooted)
 
     REQUEUE = (PREEMPTED, TIMEOUT)
+    STOPS = (PREEMPTED, TIMEOUT, CANCELLED)  # stopped from outside: not failures
     FAILURES = (FAILED, NODE_FAIL, OUT_OF_MEMORY, LOST)
 
 

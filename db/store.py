@@ -351,6 +351,25 @@ class Store:
             job, attempt = self._lock_attempt(s, attempt_id)
             return _close_attempt(job, attempt, state, exit_code=exit_code, reason=reason, log_tail=log_tail)
 
+    def correct_stop_reason(self, attempt_id: int, state: str, reason: str) -> bool:
+        """Change a closed attempt's stop reason (PREEMPTED/TIMEOUT/CANCELLED) to ``state``; True if changed.
+
+        A worker stopped by a signal records PREEMPTED; the backend's accounting can tell later whether it
+        was its time limit (TIMEOUT) or ``scancel`` (CANCELLED). A job that was QUEUED because of the stop
+        becomes CANCELLED when the attempt turns out CANCELLED. Failures and completions are never touched.
+        """
+        if state not in AttemptState.STOPS:
+            raise ValueError(f"state: expected one of {', '.join(AttemptState.STOPS)}, got {state!r}")
+        with self.session() as s:
+            job, attempt = self._lock_attempt(s, attempt_id)
+            if attempt.state not in AttemptState.STOPS or attempt.state == state:
+                return False
+            attempt.state = state
+            attempt.exit_reason = f"{reason} (the worker recorded {attempt.exit_reason or 'a stop'})"
+            if state == AttemptState.CANCELLED and job.state == JobState.QUEUED:
+                job.state, job.updated_at = JobState.CANCELLED, utcnow()
+            return True
+
     def _lock_attempt(self, s: Session, attempt_id: int) -> tuple[Job, Attempt]:
         job_id = s.scalar(select(Attempt.job_id).where(Attempt.id == attempt_id))
         if job_id is None:
