@@ -1,0 +1,115 @@
+"""Datasets that ship with the package: ``digits``, the quickstart's small real dataset.
+
+scikit-learn bundles ``load_digits``: 1,797 real 8x8 handwritten digits in 10 classes. They are
+upscaled to ``image_size`` RGB, split ~80/20 (stratified, seeded) and written like any other dataset.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from subsets.meta import META_FILE, SPLITS, ClassInfo, DatasetMeta, DatasetMetaError
+from workers.data.beton import ImageOptions
+from workers.data.write import write_dataset
+
+log = logging.getLogger(__name__)
+
+DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+DIGIT_CLASSES = [ClassInfo(i, f"digit{i}", name) for i, name in enumerate(DIGIT_NAMES)]
+VAL_FRACTION = 0.2
+SPLIT_SEED = 0
+
+
+@dataclass
+class ArraySource:
+    """An :class:`~workers.data.beton.ImageSource` over in-memory uint8 images."""
+
+    images: np.ndarray  # N x H x W x 3 uint8
+    labels: np.ndarray
+
+    @property
+    def paths(self) -> list[str]:
+        return [f"<digit sample {i}>" for i in range(len(self.images))]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load_image(self, i: int) -> np.ndarray:
+        return self.images[i]
+
+
+def digits_name(image_size: int) -> str:
+    return f"digits-{image_size}px"
+
+
+def _existing(root: Path, image_size: int) -> DatasetMeta | None:
+    """The dataset at ``root`` if it is a complete digits dataset of this size, else None."""
+    if not (root / META_FILE).is_file():
+        return None
+    try:
+        meta = DatasetMeta.load(root)
+    except (DatasetMetaError, OSError, KeyError, ValueError) as exc:
+        log.warning("%s: rebuilding the digits dataset (%s)", root, exc)
+        return None
+    complete = (
+        meta.name == digits_name(image_size)
+        and meta.classes == DIGIT_CLASSES
+        and sum(len(v) for v in meta.labels.values()) == 1797
+        and all(meta.beton_path(s).is_file() and meta.beton_path(s).stat().st_size > 0 for s in SPLITS)
+    )
+    return meta if complete else None
+
+
+def digits_images(image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """All 1,797 digits as N x image_size x image_size x 3 uint8 (bright strokes on black), and labels."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    small = np.clip(data.images * (255.0 / 16.0), 0, 255).astype(np.uint8)  # values 0..16
+    big = np.stack([
+        np.asarray(Image.fromarray(im).resize((image_size, image_size), Image.BICUBIC)) for im in small
+    ])
+    return np.repeat(big[..., None], 3, axis=-1), data.target.astype(np.int64)
+
+
+def digits_split(labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Seeded, stratified ~80/20 split of sample indices; each split sorted by (class, index)."""
+    rng = np.random.default_rng(SPLIT_SEED)
+    out: dict[str, list[np.ndarray]] = {"train": [], "val": []}
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        n_val = int(round(VAL_FRACTION * len(members)))
+        out["val"].append(np.sort(members[:n_val]))
+        out["train"].append(np.sort(members[n_val:]))
+    return {s: np.concatenate(v) for s, v in out.items()}
+
+
+def prepare_digits(root: str | Path, image_size: int = 32, *, progress: bool = False) -> DatasetMeta:
+    """Write (or return the already written) digits dataset in ``root``.
+
+    Idempotent: a complete dataset of the same size is returned without touching it. Files are
+    written under temporary names and ``meta.json`` last, so an interrupted call leaves no dataset
+    (and the next call builds it).
+    """
+    root = Path(root)
+    if image_size < 8:
+        raise ValueError(f"image_size: expected an integer >= 8, got {image_size}")
+    meta = _existing(root, image_size)
+    if meta is not None:
+        return meta
+    images, labels = digits_images(image_size)
+    split = digits_split(labels)
+    sources = {s: ArraySource(images[split[s]], labels[split[s]]) for s in SPLITS}
+    options = ImageOptions(max_resolution=image_size, write_mode="raw")
+    meta, _ = write_dataset(
+        root, DIGIT_CLASSES, sources, options, page_size=2**21, num_workers=1,
+        progress=progress, name=digits_name(image_size),
+    )
+    log.info("wrote the digits dataset to %s (%d train, %d val)", root, len(meta.labels["train"]),
+             len(meta.labels["val"]))
+    return meta

@@ -1,0 +1,241 @@
+"""Subset loaders: FFCV loaders over a dataset's ``.beton`` that read only a manifest's samples.
+
+``build_loader`` turns (dataset meta, subset manifest, split, recipe, batch size, distributed or not)
+into a :class:`SubsetLoader` that yields ``(views, labels)``: ``views`` is a list of float32
+N x 3 x H x W batches normalised with the ImageNet mean/std (channels_last on a GPU), ``labels`` the
+int64 class indices remapped to 0..k-1 of the subset.
+
+Decisions worth knowing:
+
+- Order: training uses FFCV's ``OrderOption.RANDOM`` (a permutation drawn from ``seed + epoch``),
+  evaluation ``SEQUENTIAL``. ``drop_last`` is set on purpose: True for training, False for eval.
+- Distributed: every rank gets the same seed and a *disjoint* share (``order[rank::world]``) of the
+  same per-epoch permutation. FFCV's own ``distributed=True`` pads the order with repeated samples
+  (PyTorch's ``DistributedSampler(drop_last=False)``), so ranks would overlap; :class:`ShardedOrder`
+  drops the few tail samples instead when training (different ones every epoch, and every rank gets
+  the same number of batches), and leaves shares uneven by at most one sample for eval (the shares
+  then cover the split exactly; the last rank may get one batch fewer).
+- Batches come from FFCV's reused buffers but every tensor yielded here is freshly computed (the float
+  conversion and the label remap allocate), so they may be kept across iterations.
+- FFCV sets torch's intra-op thread count to its ``num_workers``; the loader restores the caller's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from subsets.base import Manifest
+from subsets.meta import DatasetMeta
+from workers.data._ffcv import import_ffcv
+from workers.data.recipes import EVAL_CROP_RATIO, Recipe, ViewSpec, get_recipe
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _sharded_order_class() -> type:
+    import_ffcv()
+    from ffcv.traversal_order.base import TraversalOrder
+
+    class ShardedOrder(TraversalOrder):
+        """This rank's disjoint share of a (shuffled) order; see the module docstring.
+
+        FFCV 1.0.2 instantiates a custom order as ``order(loader)``, so an instance is passed in and
+        ``__call__`` binds it to the loader.
+        """
+
+        def __init__(self, *, shuffle: bool, rank: int, world_size: int, even: bool) -> None:
+            self.shuffle, self.rank, self.world_size, self.even = shuffle, rank, world_size, even
+
+        def __call__(self, loader: Any) -> ShardedOrder:
+            TraversalOrder.__init__(self, loader)
+            return self
+
+        def sample_order(self, epoch: int) -> np.ndarray:
+            order = np.asarray(self.indices)
+            if self.shuffle:
+                order = np.random.default_rng(self.seed + epoch).permutation(order)
+            if self.even:
+                order = order[: len(order) - len(order) % self.world_size]
+            return order[self.rank :: self.world_size]
+
+    return ShardedOrder
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError("build_loader(distributed=True) needs torch.distributed to be initialised first")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _image_pipeline(view: ViewSpec, image_size: int, device: torch.device) -> list:
+    import_ffcv()
+    from ffcv.fields.decoders import CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder
+    from ffcv.transforms import RandomHorizontalFlip, ToDevice, ToTensor, ToTorchImage
+
+    size = view.output_size(image_size)
+    if view.crop == "center":
+        decoder = CenterCropRGBImageDecoder((size, size), ratio=EVAL_CROP_RATIO)
+    else:
+        decoder = RandomResizedCropRGBImageDecoder((size, size), scale=view.scale, ratio=view.ratio)
+    ops: list = [decoder]
+    if view.flip:
+        ops.append(RandomHorizontalFlip())
+    ops.append(ToTensor())
+    if device.type != "cpu":
+        ops.append(ToDevice(device, non_blocking=True))
+    ops.append(ToTorchImage(channels_last=True))  # a permuted view, no copy
+    return ops
+
+
+class SubsetLoader:
+    """Iterates ``(views, labels)`` batches of one split of one subset (a thin wrapper over FFCV's Loader)."""
+
+    def __init__(self, ffcv_loader: Any, recipe: Recipe, label_map: np.ndarray, *, device: torch.device,
+                 seed: int, rank: int, torch_threads: int) -> None:
+        self._loader = ffcv_loader
+        self.recipe = recipe
+        self.num_views = recipe.num_views
+        self.device = device
+        self.batch_size = int(ffcv_loader.batch_size)
+        self._seed, self._rank, self._torch_threads = seed, rank, torch_threads
+        self._label_map = torch.as_tensor(label_map, dtype=torch.int64, device=device)
+        names = list(ffcv_loader.pipeline_specs)
+        self._label_pos = names.index("label")
+        self._view_pos = [names.index("image" if v == 0 else f"image_{v}") for v in range(self.num_views)]
+        shape = (1, 3, 1, 1)
+        self._mean = torch.tensor(IMAGENET_MEAN, device=device).view(shape)
+        self._std = torch.tensor(IMAGENET_STD, device=device).view(shape)
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank."""
+        return len(self._loader)
+
+    @property
+    def num_samples(self) -> int:
+        """Samples this rank yields per epoch."""
+        n = len(self._loader.first_traversal_order)
+        return len(self) * self.batch_size if self._loader.drop_last else n
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next iteration runs."""
+        return int(self._loader.next_epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration run ``epoch``'s order (a resumed run sees the same order)."""
+        self._loader.next_epoch = int(epoch)
+
+    def _generator(self, epoch: int) -> torch.Generator:
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed((self._seed * 1_000_003 + epoch * 1009 + self._rank) % 2**63)
+        return gen
+
+    def _finish(self, images: torch.Tensor, view: ViewSpec, gen: torch.Generator) -> torch.Tensor:
+        fmt = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
+        x = images.to(dtype=torch.float32, memory_format=fmt)
+        if view.ops:
+            x.div_(255.0)
+            for op in view.ops:
+                x = op(x, gen)
+            return x.sub_(self._mean).div_(self._std)
+        return x.sub_(self._mean * 255.0).div_(self._std * 255.0)
+
+    def __iter__(self) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+        gen = self._generator(self.epoch)
+        iterator = iter(self._loader)
+        torch.set_num_threads(self._torch_threads)
+        for batch in iterator:
+            labels = self._label_map[batch[self._label_pos].to(torch.int64)]
+            views = [
+                self._finish(batch[p], view, gen) for p, view in zip(self._view_pos, self.recipe.views, strict=True)
+            ]
+            yield views, labels
+
+
+def build_loader(
+    meta: DatasetMeta,
+    manifest: Manifest,
+    split: str,
+    *,
+    recipe: str,
+    batch_size: int,
+    image_size: int,
+    seed: int,
+    train: bool,
+    distributed: bool = False,
+    num_workers: int = 1,
+    device: torch.device | str = "cpu",
+) -> SubsetLoader:
+    """An FFCV loader over ``manifest.indices[split]`` of ``meta``'s ``.beton`` (see the module docstring).
+
+    ``batch_size`` is per rank. With ``distributed`` torch.distributed must already be initialised.
+    """
+    import_ffcv()
+    from ffcv.fields.basics import IntDecoder
+    from ffcv.loader import Loader, OrderOption
+    from ffcv.pipeline import PipelineSpec
+    from ffcv.transforms import Squeeze, ToDevice, ToTensor
+
+    if split not in meta.split_files or split not in manifest.indices:
+        raise ValueError(f"split: expected one of {', '.join(sorted(manifest.indices))}, got {split!r}")
+    if manifest.dataset_fingerprint != meta.fingerprint:
+        raise ValueError(
+            f"manifest {manifest.name!r} was resolved against dataset {manifest.dataset_fingerprint}, "
+            f"not {meta.fingerprint} ({meta.root})"
+        )
+    if batch_size < 1 or image_size < 8 or num_workers < 1:
+        raise ValueError("batch_size, num_workers: expected >= 1; image_size: expected >= 8")
+    spec = get_recipe(recipe)
+    dev = torch.device(device)
+    indices = np.asarray(manifest.indices[split], dtype=np.int64)
+    label_map = manifest.label_map(meta.num_classes)
+    if len(indices) == 0:
+        raise ValueError(f"subset {manifest.name!r} has no {split} samples")
+    if (label_map[meta.labels[split][indices]] < 0).any():
+        raise ValueError(f"subset {manifest.name!r}: {split} indices include samples of classes outside the subset")
+
+    rank, world = _dist_rank_world() if distributed else (0, 1)
+    if distributed:
+        order: Any = _sharded_order_class()(shuffle=train, rank=rank, world_size=world, even=train)
+    else:
+        order = OrderOption.RANDOM if train else OrderOption.SEQUENTIAL
+    if train and len(indices) // world < batch_size:
+        raise ValueError(
+            f"subset {manifest.name!r} has {len(indices)} {split} samples ({len(indices) // world} per rank), "
+            f"fewer than one batch of {batch_size}: training would run no step (drop_last)"
+        )
+
+    label_ops: list = [IntDecoder(), ToTensor(), Squeeze()]
+    if dev.type != "cpu":
+        label_ops.append(ToDevice(dev, non_blocking=True))
+    pipelines: dict[str, Any] = {"label": label_ops}
+    for v, view in enumerate(spec.views):
+        ops = _image_pipeline(view, image_size, dev)
+        pipelines["image" if v == 0 else f"image_{v}"] = (
+            ops if v == 0 else PipelineSpec("image", decoder=ops[0], transforms=ops[1:])
+        )
+    threads = torch.get_num_threads()
+    loader = Loader(
+        str(meta.beton_path(split)),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        order=order,
+        os_cache=True,
+        distributed=False,  # sharding is ShardedOrder's job (no padded duplicates)
+        seed=seed,
+        indices=indices,
+        pipelines=pipelines,
+        drop_last=train,
+    )
+    torch.set_num_threads(threads)
+    return SubsetLoader(loader, spec, label_map, device=dev, seed=seed, rank=rank, torch_threads=threads)

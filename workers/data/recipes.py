@@ -1,0 +1,137 @@
+"""Augmentation recipes: name -> :class:`Recipe` (a tuple of views, each a crop plus batched ops).
+
+Every view is decoded separately by FFCV from the same sample (crop and flip happen in FFCV's JIT
+pipeline, per sample); the view's ``ops`` then run on the decoded float batch on the batch's device
+(:mod:`workers.data.augment`). Parameters follow the papers, for 224-pixel crops:
+
+- ``eval``: resize + centre crop (crop = 224/256 of the shorter side), no flip.
+- ``supervised``: random resized crop (0.08-1) + flip.
+- ``simclr`` (Chen et al. 2020): 2 views; crop 0.08-1, flip, colour jitter (0.8, 0.8, 0.8, 0.2) p=0.8,
+  grayscale p=0.2, blur p=0.5.
+- ``mocov2`` (Chen et al. 2020b): 2 views; crop 0.2-1, colour jitter (0.4, 0.4, 0.4, 0.1) p=0.8,
+  grayscale p=0.2, blur p=0.5, flip.
+- ``byol`` (Grill et al. 2020): 2 asymmetric views; crop 0.08-1, flip, colour jitter
+  (0.4, 0.4, 0.2, 0.1) p=0.8, grayscale p=0.2, blur p=1.0 / 0.1, solarisation p=0 / 0.2.
+- ``dino`` (Caron et al. 2021): 2 global crops (0.4-1) as BYOL's two views, plus N local crops
+  (0.05-0.4, 96/224 of the global size, blur p=0.5); ``dino`` has 8 local crops, ``dino:N`` has N.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from workers.data.augment import ColorJitter, GaussianBlur, RandomGrayscale, Solarize
+
+EVAL_CROP_RATIO = 224 / 256
+DEFAULT_DINO_LOCAL_CROPS = 8
+
+
+class BatchOp(Protocol):
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """One view: how FFCV crops it, its size relative to ``image_size``, and the batched ops after."""
+
+    crop: str = "random"  # "random": random resized crop; "center": resize + centre crop
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    size_ratio: float = 1.0
+    flip: bool = True
+    ops: tuple[BatchOp, ...] = ()
+
+    def output_size(self, image_size: int) -> int:
+        return max(1, round(image_size * self.size_ratio))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named augmentation recipe: the views every sample is turned into."""
+
+    name: str
+    views: tuple[ViewSpec, ...]
+
+    @property
+    def num_views(self) -> int:
+        return len(self.views)
+
+
+def _ssl_colour(jitter: tuple[float, float, float, float], blur_p: float, solarize_p: float = 0.0,
+                ref_size: int = 224) -> tuple[BatchOp, ...]:
+    ops: list[BatchOp] = [ColorJitter(*jitter, p=0.8), RandomGrayscale(p=0.2)]
+    if blur_p > 0:
+        ops.append(GaussianBlur(p=blur_p, ref_size=ref_size))
+    if solarize_p > 0:
+        ops.append(Solarize(p=solarize_p))
+    return tuple(ops)
+
+
+def _eval() -> Recipe:
+    return Recipe("eval", (ViewSpec(crop="center", flip=False),))
+
+
+def _supervised() -> Recipe:
+    return Recipe("supervised", (ViewSpec(),))
+
+
+def _simclr() -> Recipe:
+    view = ViewSpec(ops=_ssl_colour((0.8, 0.8, 0.8, 0.2), blur_p=0.5))
+    return Recipe("simclr", (view, view))
+
+
+def _mocov2() -> Recipe:
+    view = ViewSpec(scale=(0.2, 1.0), ops=_ssl_colour((0.4, 0.4, 0.4, 0.1), blur_p=0.5))
+    return Recipe("mocov2", (view, view))
+
+
+_BYOL_JITTER = (0.4, 0.4, 0.2, 0.1)
+
+
+def _byol() -> Recipe:
+    return Recipe("byol", (
+        ViewSpec(ops=_ssl_colour(_BYOL_JITTER, blur_p=1.0)),
+        ViewSpec(ops=_ssl_colour(_BYOL_JITTER, blur_p=0.1, solarize_p=0.2)),
+    ))
+
+
+def _dino(local_crops: int = DEFAULT_DINO_LOCAL_CROPS) -> Recipe:
+    glob = (0.4, 1.0)
+    local = ViewSpec(scale=(0.05, 0.4), size_ratio=96 / 224, ops=_ssl_colour(_BYOL_JITTER, 0.5, ref_size=96))
+    views = (
+        ViewSpec(scale=glob, ops=_ssl_colour(_BYOL_JITTER, blur_p=1.0)),
+        ViewSpec(scale=glob, ops=_ssl_colour(_BYOL_JITTER, blur_p=0.1, solarize_p=0.2)),
+        *([local] * local_crops),
+    )
+    name = "dino" if local_crops == DEFAULT_DINO_LOCAL_CROPS else f"dino:{local_crops}"
+    return Recipe(name, views)
+
+
+RECIPES: dict[str, Callable[..., Recipe]] = {
+    "eval": _eval,
+    "supervised": _supervised,
+    "simclr": _simclr,
+    "mocov2": _mocov2,
+    "byol": _byol,
+    "dino": _dino,
+}
+
+
+def recipe_names() -> list[str]:
+    return sorted(RECIPES)
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe registered as ``name``; ``dino:N`` is DINO with N local crops (N >= 0)."""
+    base, _, arg = name.partition(":")
+    if base not in RECIPES or (arg and base != "dino"):
+        raise ValueError(f"recipe: expected one of {', '.join(recipe_names())} (or dino:N), got {name!r}")
+    if not arg:
+        return RECIPES[base]()
+    if not arg.isdigit():
+        raise ValueError(f"recipe: expected dino:N with N a number of local crops, got {name!r}")
+    return _dino(int(arg))
