@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -288,15 +288,16 @@ class Store:
     def mark_queued(self, job_hashes: Sequence[str], backend: str, backend_ids: Sequence[str | None]) -> None:
         """Jobs handed to a backend: PENDING/FAILED/QUEUED/CANCELLED -> QUEUED with the backend's id."""
         pairs = sorted(zip(job_hashes, backend_ids, strict=True))  # a fixed lock order: no deadlock
+        if not pairs:
+            return
+        jobs = Job.__table__
+        stmt = (jobs.update()
+                .where(jobs.c.job_hash == bindparam("h"), or_(*(  # not IN: executemany cannot expand lists
+                    jobs.c.state == st for st in (JobState.PENDING, JobState.FAILED, JobState.QUEUED,
+                                                  JobState.CANCELLED))))
+                .values(state=JobState.QUEUED, backend=backend, backend_id=bindparam("bid"), updated_at=utcnow()))
         with self.session() as s:
-            now = utcnow()
-            for h, bid in pairs:
-                s.execute(
-                    update(Job)
-                    .where(Job.job_hash == h, Job.state.in_(
-                        [JobState.PENDING, JobState.FAILED, JobState.QUEUED, JobState.CANCELLED]))
-                    .values(state=JobState.QUEUED, backend=backend, backend_id=bid, updated_at=now)
-                )
+            s.execute(stmt, [{"h": h, "bid": bid} for h, bid in pairs])
 
     def claim(
         self, job_hash: str, *, backend: str, backend_id: str | None, host: str, pid: int | None,
@@ -577,21 +578,23 @@ def _dialect_insert(s: Session, model: Any) -> Any:
 
 
 def _upsert(s: Session, model: Any, rows: list[dict[str, Any]], keys: list[str], update_cols: list[str]) -> None:
-    """``INSERT ... ON CONFLICT (keys) DO UPDATE SET update_cols`` in chunks (same SQL on both backends)."""
-    for i in range(0, len(rows), _CHUNK):
-        stmt = _dialect_insert(s, model).values(rows[i:i + _CHUNK])
-        s.execute(stmt.on_conflict_do_update(index_elements=keys,
-                                             set_={c: stmt.excluded[c] for c in update_cols}))
+    """``INSERT ... ON CONFLICT (keys) DO UPDATE SET update_cols`` for many rows (same SQL on both backends).
+
+    Rows go as parameter sets of one cached statement (SQLAlchemy batches them into multi-row INSERTs).
+    """
+    if not rows:
+        return
+    stmt = _dialect_insert(s, model)
+    stmt = stmt.on_conflict_do_update(index_elements=keys, set_={c: stmt.excluded[c] for c in update_cols})
+    s.execute(stmt, rows)
 
 
 def _insert_ignore(s: Session, model: Any, rows: list[dict[str, Any]], keys: list[str]) -> int:
-    """``INSERT ... ON CONFLICT (keys) DO NOTHING``; returns how many rows were new."""
-    new = 0
-    table = model.__table__
-    for i in range(0, len(rows), _CHUNK):
-        stmt = _dialect_insert(s, model).values(rows[i:i + _CHUNK]).on_conflict_do_nothing(index_elements=keys)
-        new += len(s.execute(stmt.returning(table.c[keys[0]])).all())
-    return new
+    """``INSERT ... ON CONFLICT (keys) DO NOTHING`` for many rows; returns how many were new."""
+    if not rows:
+        return 0
+    stmt = _dialect_insert(s, model).on_conflict_do_nothing(index_elements=keys)
+    return len(s.execute(stmt.returning(model.__table__.c[keys[0]]), rows).all())
 
 
 def _metric_rows(job_id: int, attempt_id: int | None, epoch: int, values: dict[str, float]) -> list[dict[str, Any]]:
