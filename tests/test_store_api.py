@@ -221,3 +221,21 @@ def test_a_worker_store_never_creates_a_database(db_url: str) -> None:  # noqa: 
         assert orchestrator.schema_revision() is not None
     with Store(db_url, create=False) as worker:
         assert worker.list_grids() == []
+
+
+def test_the_backend_can_correct_a_stop_reason_but_never_a_failure(store: Store, tmp_path: Path) -> None:
+    gid = store.upsert_grid("g", "{}", "h", "", 2)
+    store.add_jobs(gid, new_jobs(tmp_path, 2))
+    a = claim(store, "full-sup-0")
+    assert store.finish_attempt(a, AttemptState.PREEMPTED, reason="signal") == JobState.QUEUED
+    assert store.correct_stop_reason(a, AttemptState.TIMEOUT, "sacct: TIMEOUT") is True
+    assert store.attempts("full-sup-0")[0].exit_reason == "sacct: TIMEOUT (the worker recorded signal)"
+    assert store.correct_stop_reason(a, AttemptState.TIMEOUT, "again") is False
+    assert store.correct_stop_reason(a, AttemptState.CANCELLED, "sacct: CANCELLED") is True
+    assert store.job("full-sup-0").state == JobState.CANCELLED and store.job("full-sup-0").failure_count == 0
+    b = claim(store, "full-sup-1")
+    store.finish_attempt(b, AttemptState.FAILED, reason="boom")
+    assert store.correct_stop_reason(b, AttemptState.CANCELLED, "sacct") is False
+    assert store.job("full-sup-1").state == JobState.FAILED
+    with pytest.raises(ValueError, match="state: expected one of"):
+        store.correct_stop_reason(b, AttemptState.COMPLETED, "x")
