@@ -72,6 +72,9 @@ def test_verdicts_tell_timeout_preemption_oom_and_failure_apart() -> None:
     oom_tail = "slurmstepd-vm: error: Exceeded job memory limit"
     assert verdict(runs["3FAILED"], oom_tail, 30) == AttemptState.OUT_OF_MEMORY
     assert verdict(runs["3FAILED"], "killed for another reason", 30) == AttemptState.FAILED
+    srun_killed = parse_sacct("8_0|FAILED|9:0|2026-11-22T00:00:00|2026-11-22T00:00:00|2026-11-22T00:00:03|"
+                              "00:00:03|00:30:00|vm|/w\n")[0]  # the batch script exits 9 when srun's task is killed
+    assert verdict(srun_killed, oom_tail, 30) == AttemptState.OUT_OF_MEMORY
     near_limit = parse_sacct("9|REQUEUED|0:0|2026-11-22T00:00:00|2026-11-22T00:00:00|2026-11-22T00:04:31|"
                              "00:04:31|00:05:00|vm|/w\n")[0]
     assert verdict(near_limit, "", 30) == AttemptState.TIMEOUT  # requeued on the limit's SIGUSR2

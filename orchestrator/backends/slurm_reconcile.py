@@ -68,15 +68,22 @@ def verdict(run: SlurmRun, tail: str, signal_delay_s: int) -> str:
     if state == AttemptState.PREEMPTED and run.timelimit_s and run.elapsed_s is not None \
             and run.elapsed_s >= run.timelimit_s - signal_delay_s - 30:
         return AttemptState.TIMEOUT  # requeued on the time limit's SIGUSR2
-    if state == AttemptState.FAILED and (run.signal == 9 or run.exit_code == 137) and OOM_PATTERN.search(tail):
+    if state == AttemptState.FAILED and OOM_PATTERN.search(tail):  # killed by OverMemoryKill (no cgroups)
         return AttemptState.OUT_OF_MEMORY
     return state
 
 
-def describe(run: SlurmRun) -> str:
+READABLE = {AttemptState.OUT_OF_MEMORY: "out of memory", AttemptState.TIMEOUT: "time limit",
+            AttemptState.NODE_FAIL: "node failure", AttemptState.CANCELLED: "cancelled",
+            AttemptState.PREEMPTED: "preempted", AttemptState.FAILED: "failed", AttemptState.LOST: "lost"}
+
+
+def describe(run: SlurmRun, state: str | None = None) -> str:
+    """``out of memory: SLURM 12_3 FAILED exit code 0 signal 9 on node7``."""
     code = "" if run.exit_code is None else f" exit code {run.exit_code}"
     sig = f" signal {run.signal}" if run.signal else ""
-    return f"SLURM {run.slurm_id} {run.state}{code}{sig} on {run.nodes or '?'}"
+    head = f"{READABLE.get(state, state.lower())}: " if state else ""
+    return f"{head}SLURM {run.slurm_id} {run.state}{code}{sig} on {run.nodes or '?'}"
 
 
 def _run_of(attempt: AttemptRow, runs: list[SlurmRun]) -> SlurmRun | None:
@@ -179,7 +186,7 @@ def _correct_stops(store: Store, attempts: dict[str, list[AttemptRow]], view: Sl
                 continue
             state = verdict(run, "", manifests.signal_delay(run))
             if state in (AttemptState.TIMEOUT, AttemptState.CANCELLED) and correct_stop_reason(
-                    store, a.id, state, f"{describe(run)}"):
+                    store, a.id, state, describe(run, state)):
                 res.corrected += 1
 
 
@@ -227,7 +234,7 @@ def _settle(store: Store, job_name: str, job: JobRow, attempts: list[AttemptRow]
                                  log_path=str(_task_log(latest) or "") or None)
         if attempt_id is not None:
             store.finish_attempt(attempt_id, state, exit_code=latest.exit_code,
-                                 reason=f"{describe(latest)} before the worker started", log_tail=tail)
+                                 reason=f"{describe(latest, state)}, before the worker started", log_tail=tail)
             res.closed += 1
     else:
         res.requeued += store.set_state([job.job_hash], JobState.PENDING, [JobState.QUEUED])
@@ -249,6 +256,6 @@ def _close(store: Store, a: AttemptRow, run: SlurmRun, manifests: _Manifests, re
     if state == AttemptState.COMPLETED:  # SLURM finished but the worker never said so: it left no result
         state = AttemptState.LOST
     store.finish_attempt(a.id, state, exit_code=run.exit_code,
-                         reason=f"{describe(run)}; the worker did not record its end", log_tail=tail)
+                         reason=f"{describe(run, state)}; the worker did not record its end", log_tail=tail)
     res.closed += 1
-    log.warning("job %s attempt %d: closed %s (%s)", a.job_hash, a.number, state, describe(run))
+    log.warning("job %s attempt %d: closed %s (%s)", a.job_hash, a.number, state, describe(run, state))
