@@ -177,7 +177,7 @@ def _one_job_grid(tmp_path: Path, digits: Path, name: str, epochs: int) -> tuple
 
 
 def test_worker_killed_mid_run_is_retried_and_resumes_from_its_checkpoint(tmp_path: Path, digits: Path) -> None:
-    grid, db = _one_job_grid(tmp_path, digits, "killw", epochs=8)
+    grid, db = _one_job_grid(tmp_path, digits, "killw", epochs=5)
     env = {**os.environ, "DLTH_HOME": str(tmp_path), "DLTH_HEARTBEAT_S": "1"}
     launcher = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "launch", str(grid), "--no-progress",
                                  "--db", db], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -194,12 +194,12 @@ def test_worker_killed_mid_run_is_retried_and_resumes_from_its_checkpoint(tmp_pa
     states = [a.state for a in store.attempts(job.job_hash)]
     assert states[0] in (AttemptState.FAILED, AttemptState.LOST) and states[-1] == AttemptState.COMPLETED
     epochs = _epochs_logged(job_dir)
-    assert sorted(set(epochs)) == list(range(8))
+    assert sorted(set(epochs)) == list(range(5))
     assert epochs.count(0) == 1 and epochs.count(1) == 1  # resumed, not restarted from scratch
 
 
 def test_launcher_killed_mid_run_resumes_on_next_launch(tmp_path: Path, digits: Path) -> None:
-    grid, db = _one_job_grid(tmp_path, digits, "killl", epochs=8)
+    grid, db = _one_job_grid(tmp_path, digits, "killl", epochs=5)
     env = {**os.environ, "DLTH_HOME": str(tmp_path), "DLTH_HEARTBEAT_S": "1"}
     launcher = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "launch", str(grid), "--no-progress",
                                  "--db", db], env=env, start_new_session=True)
@@ -221,7 +221,7 @@ def test_launcher_killed_mid_run_resumes_on_next_launch(tmp_path: Path, digits: 
     attempts = store.attempts(job.job_hash)
     assert [a.state for a in attempts] == [AttemptState.LOST, AttemptState.COMPLETED]
     epochs = _epochs_logged(job_dir)
-    assert sorted(set(epochs)) == list(range(8)) and epochs.count(0) == 1
+    assert sorted(set(epochs)) == list(range(5)) and epochs.count(0) == 1
     assert "resuming from" in Path(attempts[1].log_path).read_text()
 
 
