@@ -7,6 +7,7 @@ from pathlib import Path
 
 from db import workspace_dir
 from specs.job import JobSpec
+from subsets.atomic import write_text_atomic
 
 JOB_FILE = "job.json"
 
@@ -25,10 +26,7 @@ def write_job_file(spec: JobSpec, job_dir: Path) -> Path:
     text = spec.to_json()
     if path.is_file() and path.read_text() == text:
         return path
-    tmp = job_dir / f".{JOB_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, text)
 
 
 def log_tail(path: str | Path | None, lines: int = 20) -> str:

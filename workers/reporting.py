@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from db import FINAL_EPOCH, Store
 from db.retry import with_retries
+from subsets.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -26,9 +27,7 @@ EPOCH_METRICS_FILE = "metrics.jsonl"
 
 
 def write_json_atomic(path: Path, doc: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(doc, indent=1, sort_keys=True))
 
 
 class JobReporter:
