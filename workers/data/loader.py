@@ -154,12 +154,16 @@ class SubsetLoader:
         gen = self._generator(self.epoch)
         iterator = iter(self._loader)
         torch.set_num_threads(self._torch_threads)
-        for batch in iterator:
-            labels = self._label_map[batch[self._label_pos].to(torch.int64)]
-            views = [
-                self._finish(batch[p], view, gen) for p, view in zip(self._view_pos, self.recipe.views, strict=True)
-            ]
-            yield views, labels
+        try:
+            for batch in iterator:
+                labels = self._label_map[batch[self._label_pos].to(torch.int64)]
+                views = [
+                    self._finish(batch[p], view, gen)
+                    for p, view in zip(self._view_pos, self.recipe.views, strict=True)
+                ]
+                yield views, labels
+        finally:
+            iterator.close()  # stops FFCV's prefetch thread when an epoch is left early
 
 
 def build_loader(

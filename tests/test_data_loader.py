@@ -1,0 +1,164 @@
+"""Subset loaders against real .beton files: exact samples, remapped labels, order, views, DDP shares.
+
+Every image of the test dataset is one flat colour encoding its position in the split
+(tests/data_fixtures.py), so the loaders' outputs identify exactly which samples were read.
+FFCV compiles every new loader with numba (seconds each): the dataset is shared per module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from subsets.base import resolve
+from subsets.meta import DatasetMeta
+from tests.data_fixtures import SPLIT_MARK, decode_ids, distributed_rank_main, make_id_folder
+from workers.data.loader import build_loader
+from workers.data.write import write_image_folder
+
+NUM_CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS = 7, 10, 5
+
+# numba's dispatcher finalizer can race with FFCV's prefetch thread when a loader is collected (harmless)
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <finalize object:pytest.PytestUnraisableExceptionWarning"
+)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[DatasetMeta, dict[str, np.ndarray]]:
+    root = tmp_path_factory.mktemp("idset")
+    expected = make_id_folder(root / "src", NUM_CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS)
+    meta = write_image_folder(root / "src", root / "ds", write_mode="raw", max_resolution=64, page_size=2**21,
+                              num_workers=1, progress=False)
+    return meta, expected
+
+
+def _collect(loader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ids, marks, labels = [], [], []
+    for views, lab in loader:
+        i, m = decode_ids(views[0])
+        ids.append(i)
+        marks.append(m)
+        labels.append(lab.numpy())
+    return np.concatenate(ids), np.concatenate(marks), np.concatenate(labels)
+
+
+def test_write_then_read_back_every_sample_in_order(dataset) -> None:
+    meta, expected = dataset
+    for split in ("train", "val"):
+        np.testing.assert_array_equal(meta.labels[split], expected[split])
+    full = resolve("full", {"strategy": "full"}, meta)
+    loader = build_loader(meta, full, "val", recipe="eval", batch_size=8, image_size=32, seed=0, train=False)
+    assert len(loader) == 5 and loader.num_samples == 35  # eval keeps the last, partial batch
+    ids, marks, labels = _collect(loader)
+    np.testing.assert_array_equal(ids, np.arange(NUM_CLASSES * VAL_PER_CLASS))
+    assert set(marks) == {SPLIT_MARK["val"]}
+    np.testing.assert_array_equal(labels, expected["val"])
+
+
+def test_class_subset_reads_exactly_its_samples_with_remapped_labels(dataset) -> None:
+    meta, expected = dataset
+    manifest = resolve("k3", {"strategy": "uniform", "k": 3}, meta)
+    chosen = [c.index for c in manifest.classes]
+    want = np.flatnonzero(np.isin(expected["train"], chosen))
+    np.testing.assert_array_equal(manifest.indices["train"], want)
+    loader = build_loader(meta, manifest, "train", recipe="eval", batch_size=8, image_size=24, seed=0, train=False)
+    ids, marks, labels = _collect(loader)
+    np.testing.assert_array_equal(ids, want)
+    assert set(marks) == {SPLIT_MARK["train"]}
+    remap = {orig: new for new, orig in enumerate(chosen)}
+    np.testing.assert_array_equal(labels, [remap[c] for c in expected["train"][want]])
+    assert set(labels) == {0, 1, 2}
+
+
+def test_training_order_is_seeded_per_epoch_and_drops_the_last_partial_batch(dataset) -> None:
+    meta, expected = dataset
+    manifest = resolve("k3", {"strategy": "uniform", "k": 3}, meta)  # 30 train samples
+    remap = manifest.label_map(meta.num_classes)
+    loader = build_loader(meta, manifest, "train", recipe="supervised", batch_size=8, image_size=32, seed=3,
+                          train=True)
+    assert len(loader) == 3 and loader.num_samples == 24
+    epochs = []
+    for _ in range(2):
+        ids, _, labels = _collect(loader)
+        assert len(ids) == 24 and len(set(ids)) == 24 and set(ids) <= set(manifest.indices["train"])
+        np.testing.assert_array_equal(labels, remap[expected["train"][ids]])
+        epochs.append(ids)
+    assert not np.array_equal(epochs[0], epochs[1])
+    loader.set_epoch(0)  # a resumed run sees epoch 0's order again
+    np.testing.assert_array_equal(_collect(loader)[0], epochs[0])
+    views, labels = next(iter(loader))
+    assert views[0].shape == (8, 3, 32, 32) and views[0].dtype == torch.float32 and labels.dtype == torch.int64
+
+
+@pytest.mark.parametrize(("recipe", "sizes"), [
+    ("simclr", [32, 32]),
+    ("mocov2", [32, 32]),
+    ("byol", [32, 32]),
+    ("dino:2", [32, 32, 14, 14]),
+])
+def test_ssl_recipes_yield_their_views(dataset, recipe: str, sizes: list[int]) -> None:
+    meta, _ = dataset
+    full = resolve("full", {"strategy": "full"}, meta)
+    loader = build_loader(meta, full, "train", recipe=recipe, batch_size=6, image_size=32, seed=0, train=True)
+    assert loader.num_views == len(sizes)
+    views, labels = next(iter(loader))
+    assert [tuple(v.shape) for v in views] == [(6, 3, s, s) for s in sizes]
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in views)
+    assert labels.shape == (6,) and labels.dtype == torch.int64
+    # colour ops act per sample on flat images: views of one batch are not all the same colour shift
+    assert not torch.allclose(views[0], views[1])
+
+
+def test_loader_rejects_a_foreign_manifest_and_a_subset_smaller_than_a_batch(dataset, tmp_path: Path) -> None:
+    meta, _ = dataset
+    manifest = resolve("k1", {"strategy": "uniform", "k": 1}, meta)
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        build_loader(meta, manifest, "train", recipe="supervised", batch_size=64, image_size=32, seed=0, train=True)
+    manifest.dataset_fingerprint = "0" * 16
+    with pytest.raises(ValueError, match="resolved against dataset"):
+        build_loader(meta, manifest, "val", recipe="eval", batch_size=4, image_size=32, seed=0, train=False)
+    with pytest.raises(ValueError, match="recipe"):
+        build_loader(meta, resolve("f", {"strategy": "full"}, meta), "val", recipe="nope", batch_size=4,
+                     image_size=32, seed=0, train=False)
+
+
+def test_sharded_order_gives_disjoint_shares(dataset) -> None:
+    """The per-rank order alone (no processes): train drops the tail evenly, eval covers all unevenly."""
+    from types import SimpleNamespace
+
+    from workers.data.loader import _sharded_order_class
+
+    order_cls = _sharded_order_class()
+    fake_loader = SimpleNamespace(indices=np.arange(100, 135), seed=5, distributed=False)
+    for shuffle, even, sizes in ((True, True, [17, 17]), (False, False, [18, 17])):
+        shares = [order_cls(shuffle=shuffle, rank=r, world_size=2, even=even)(fake_loader).sample_order(3)
+                  for r in range(2)]
+        assert [len(s) for s in shares] == sizes and not set(shares[0]) & set(shares[1])
+        union = np.concatenate(shares)
+        assert set(union) <= set(range(100, 135)) and len(union) == sum(sizes)
+    again = order_cls(shuffle=True, rank=0, world_size=2, even=True)(fake_loader)
+    assert not np.array_equal(again.sample_order(3), again.sample_order(4))
+
+
+def test_distributed_ranks_get_disjoint_shares_that_cover_the_subset(dataset, tmp_path: Path) -> None:
+    """Two real processes with gloo on the CPU (several nodes/GPUs cannot exist here)."""
+    import torch.multiprocessing as tmp_mp
+
+    meta, expected = dataset
+    tmp_mp.spawn(distributed_rank_main, args=(2, str(tmp_path / "pg"), str(meta.root), str(tmp_path)), nprocs=2)
+    ranks = [np.load(tmp_path / f"rank{r}.npy", allow_pickle=True).item() for r in range(2)]
+    manifest = resolve("k3", {"strategy": "uniform", "k": 3}, meta)
+    train_idx, remap = manifest.indices["train"], manifest.label_map(meta.num_classes)  # 30 samples
+    assert ranks[0]["train_len"] == ranks[1]["train_len"] == [3]  # 15 per rank, batches of 5
+    for epoch in ("train0", "train1"):
+        a, b = ranks[0][epoch][0], ranks[1][epoch][0]
+        assert not set(a) & set(b)
+        np.testing.assert_array_equal(np.sort(np.concatenate([a, b])), train_idx)
+        for r in range(2):
+            ids, labels = ranks[r][epoch]
+            np.testing.assert_array_equal(labels, remap[expected["train"][ids]])
+    assert not np.array_equal(ranks[0]["train0"][0], ranks[0]["train1"][0])
