@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from sqlalchemy.exc import OperationalError
 
 from db import Store, StoreError, workspace_dir
 from orchestrator.cli_common import db_option, fail, open_store, resolve_grid_name
@@ -251,6 +252,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(exc.exit_code) from None
     except _usage_errors() as exc:
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except OperationalError as exc:  # the database went away mid-command
+        fail(f"database: {str(exc.orig or exc).strip().splitlines()[0]} (retry when it is back)")
 
 
 if __name__ == "__main__":

@@ -11,5 +11,4 @@ if [ "$(id -u)" = 0 ]; then
 else
   echo "[test] not root: SLURM and PostgreSQL tests will be skipped (they never skip under CI=true)" >&2
 fi
-export DLTH_PG_URL="${DLTH_PG_URL:-$(scripts/postgres.sh url 2>/dev/null || true)}"
 exec .venv/bin/python -m pytest "$@"

@@ -18,6 +18,7 @@ import traceback
 from pathlib import Path
 
 from db import AttemptState, Store
+from db.retry import with_retries
 from specs.job import JobSpec
 from workers.distributed import DistContext, broadcast_flag, setup_distributed, teardown
 from workers.reporting import JobReporter
@@ -46,7 +47,7 @@ def run(job_file: Path, db_url: str, ctx: DistContext) -> int:
     reporter: JobReporter | None = None
     claimed = True
     if ctx.is_main:
-        store = Store(db_url, create=False)
+        store = with_retries(lambda: Store(db_url, create=False), what="open database")
         reporter = JobReporter(store, spec.job_hash, job_dir)
         attempt = reporter.claim(
             backend=os.environ.get("DLTH_BACKEND", "local"), backend_id=os.environ.get("DLTH_BACKEND_ID"),

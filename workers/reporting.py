@@ -14,20 +14,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from db import FINAL_EPOCH, Store
+from db import Store, write_final_metrics
 from db.retry import with_retries
-from subsets.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-FINAL_METRICS_FILE = "final_metrics.json"
 EPOCH_METRICS_FILE = "metrics.jsonl"
-
-
-def write_json_atomic(path: Path, doc: Any) -> None:
-    write_text_atomic(path, json.dumps(doc, indent=1, sort_keys=True))
 
 
 class JobReporter:
@@ -73,12 +67,13 @@ class JobReporter:
         self._db("epoch metrics", lambda: self.store.log_metrics(self.job_hash, epoch, values, self.attempt_id))
 
     def final(self, values: dict[str, float]) -> None:
-        """Final metrics: to ``final_metrics.json`` (atomically) first, then the DB; closes the attempt."""
-        write_json_atomic(self.job_dir / FINAL_METRICS_FILE, {"job_hash": self.job_hash, "metrics": values,
-                                                              "epoch_metrics": read_epoch_metrics(self.job_dir)})
-        self._db("final metrics", lambda: self.store.log_metrics(self.job_hash, FINAL_EPOCH, values,
-                                                                 self.attempt_id))
-        self.close("COMPLETED")
+        """Final metrics: to ``final_metrics.json`` (fsync + rename) first, then the DB in one transaction."""
+        epochs = {int(e): v for e, v in read_epoch_metrics(self.job_dir).items()}
+        write_final_metrics(self.job_dir, self.job_hash, values, epochs)
+        self.stop_heartbeat()
+        attempt_id = self.attempt_id
+        self._db("final metrics", lambda: self.store.complete(self.job_hash, attempt_id, values))
+        self.attempt_id = None
 
     def close(self, state: str, *, exit_code: int | None = None, reason: str | None = None) -> None:
         self.stop_heartbeat()

@@ -13,6 +13,7 @@ import timm
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from db import FINAL_METRICS_FILE
 from specs.job import JobSpec
 from subsets import DatasetMeta, Manifest, resolve
 from workers.checkpoint import load_checkpoint, save_checkpoint
@@ -22,7 +23,7 @@ from workers.distributed import DistContext, all_reduce_mean, barrier
 from workers.knn import extract_features, knn_accuracy
 from workers.methods.base import Method
 from workers.methods.registry import method_class
-from workers.reporting import FINAL_METRICS_FILE, JobReporter
+from workers.reporting import JobReporter
 from workers.schedule import build_optimizer, lr_at, set_lr
 
 log = logging.getLogger(__name__)
