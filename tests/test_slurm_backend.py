@@ -129,8 +129,13 @@ def squeue_state(slurm_id: str) -> str:
 
 
 def release_requeued(slurm_id: str) -> None:
-    """A requeued job waits ~2 minutes (BeginTime) before it may start again: make it eligible now."""
+    """A requeued job waits ~2 minutes (BeginTime) before it may start again: make it eligible now.
+
+    Not in the very second of the requeue: slurmd refuses to launch a job within the second its previous
+    run's credential was revoked ("Job credential revoked"), and the job fails.
+    """
     wait_for(f"{slurm_id} requeued", lambda: squeue_state(slurm_id) == "PENDING", timeout=60, every=0.2)
+    time.sleep(2)
     subprocess.run(["scontrol", "update", f"jobid={slurm_id}", "StartTime=now"], check=True)
 
 
@@ -183,7 +188,7 @@ def test_array_grid_completes_with_metrics_and_one_query_per_refresh(tmp_path: P
 
 def test_sigusr2_and_scontrol_requeue_resume_from_the_last_checkpoint(tmp_path: Path, home: Path,
                                                                       digits: Path) -> None:
-    grid = write_grid(tmp_path / "grid.toml", "requeue", digits, epochs=14, methods="[methods.supervised]")
+    grid = write_grid(tmp_path / "grid.toml", "requeue", digits, epochs=8, methods="[methods.supervised]")
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     cli("launch", str(grid), "--cluster", "slurm", "--no-wait", "--no-progress", db=db)
     store = Store(db)
@@ -213,10 +218,10 @@ def test_sigusr2_and_scontrol_requeue_resume_from_the_last_checkpoint(tmp_path: 
     assert {a.backend_id for a in store.attempts(job.job_hash)} == {sid}, "requeued, not resubmitted"
     log = next((home / "slurm").glob(f"*/*/logs/{sid}_0_log.out")).read_text()
     resumed = [int(line.rsplit("epoch ", 1)[1].split()[0]) for line in log.splitlines() if "resuming from" in line]
-    assert len(resumed) == 2 and 1 <= resumed[0] < resumed[1] < 14, resumed
+    assert len(resumed) == 2 and 1 <= resumed[0] < resumed[1] < 8, resumed
     epochs = [json.loads(line)["epoch"] for line in (job_dir / "metrics.jsonl").read_text().splitlines()]
-    assert sorted(set(epochs)) == list(range(14))
-    assert len(epochs) <= 14 + 2, "an interrupted epoch may run twice, nothing more is redone"
+    assert sorted(set(epochs)) == list(range(8))
+    assert len(epochs) <= 8 + 2, "an interrupted epoch may run twice, nothing more is redone"
     assert "knn_top1" in store.final_metrics("requeue")[job.job_hash]
 
 
