@@ -1,0 +1,1 @@
+"""Speed and scale benchmarks that print ratios against a baseline measured in the same run."""
