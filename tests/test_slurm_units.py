@@ -116,3 +116,21 @@ def test_relative_sqlite_urls_become_absolute(tmp_path, monkeypatch) -> None:  #
     assert absolute_db_url("sqlite:///x.db") == f"sqlite:///{tmp_path / 'x.db'}"
     assert absolute_db_url("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
     assert absolute_db_url("postgresql+psycopg://u:p@h/db") == "postgresql+psycopg://u:p@h/db"
+
+
+def test_arrays_are_cut_at_the_array_size_and_split_by_resources(tmp_path, meta_dir) -> None:  # type: ignore[no-untyped-def]
+    from db import Store
+    from orchestrator.backends.slurm_submit import plan_arrays
+    from orchestrator.grid import load_grid
+    from orchestrator.launch import record_grid
+    from subsets import DatasetMeta
+
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f'name = "g"\nseeds = [0, 1, 2, 3, 4, 5, 6]\n[dataset]\nroot = "{meta_dir}"\n'
+                    '[subsets.full]\nstrategy = "full"\n[methods.supervised]\n'
+                    '[methods.simclr]\nseeds = [0, 1]\n[methods.simclr.resources]\nnproc_per_node = 2\n')
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    record_grid(store, load_grid(grid), DatasetMeta.load(meta_dir))
+    plan = list(plan_arrays(store.jobs("g"), SlurmProfile(), chunk=3))
+    sizes = sorted((p["ntasks_per_node"], len(members)) for p, members in plan)
+    assert sizes == [(1, 1), (1, 3), (1, 3), (2, 2)]  # 7 supervised jobs in arrays of <= 3; simclr apart

@@ -90,6 +90,8 @@ class SlurmBackend(Backend):
 
     def submit(self, ctx: LaunchContext, jobs: list[JobRow]) -> None:
         profile = SlurmProfile.from_dict(ctx.profile)
+        if not slurm_available():
+            raise SlurmError("sbatch/sacct not found: run on a SLURM login node (or scripts/slurm-cluster.sh up)")
         name = job_name(ctx.store, ctx.grid_name)
         self._submit(ctx, profile, name, {j.job_hash for j in jobs})
         if ctx.wait:

@@ -50,15 +50,19 @@ class SlurmProfile:
     def from_dict(cls, raw: dict[str, Any]) -> SlurmProfile:
         """Validate a loaded profile; unknown keys and wrong types raise a one-line :class:`SpecError`."""
         known = {f.name: f for f in fields(cls)}
+        where = f"cluster profile {raw.get('name', '?')!r} (or the grid's [cluster])"
         values: dict[str, Any] = {}
         for key, value in raw.items():
             f = known.get(key)
             if f is None:
-                raise SpecError(f"cluster.{key}", "a SLURM profile key (" + ", ".join(sorted(known)) + ")")
+                raise SpecError(f"cluster.{key}", "a SLURM profile key (" + ", ".join(sorted(known)) + ")", where)
             tp = {"int": int, "float": float, "str": str, "list": list, "dict": dict}[str(f.type)]
-            values[key] = coerce(value, tp, f"cluster.{key}", f.metadata)
+            try:
+                values[key] = coerce(value, tp, f"cluster.{key}", f.metadata)
+            except SpecError as exc:
+                raise exc.in_file(where) from None
         if values.get("backend", "slurm") != "slurm":
-            raise SpecError("cluster.backend", "'slurm' in a SLURM profile")
+            raise SpecError("cluster.backend", "'slurm' in a SLURM profile", where)
         return cls(**values)
 
     @property
