@@ -11,8 +11,8 @@ import logging
 import os
 import subprocess
 import sys
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
@@ -84,7 +84,7 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
         _detach_local(grid.name, db_url, profile_name)
         console.print("launched in the background; follow with: dlth-orch status")
         return
-    with grid_lock(grid.name) if cluster == "local" else _nullcontext(True) as got:
+    with grid_lock(grid.name) if cluster == "local" else nullcontext(True) as got:
         if not got:
             fail(f"grid {grid.name!r}: another local launcher is running it (see {workspace_dir() / 'locks'})")
         jobs = runnable_jobs(store, grid.name, grid.failure_budget, include_queued=cluster == "local")
@@ -95,17 +95,6 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
             console.print("[yellow]interrupted: running jobs were stopped and will resume on the next launch")
             raise SystemExit(130) from None
     _print_summary(store, grid.name, console)
-
-
-class _nullcontext:
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __enter__(self) -> Any:
-        return self.value
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _detach_local(grid_name: str, db_url: str, profile: str) -> None:
