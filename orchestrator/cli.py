@@ -54,10 +54,10 @@ def cli(ctx: click.Context, db_url: str | None, verbose: int) -> None:
 @click.option("--profile", default=None, help="Cluster profile name or .toml path (default: the grid's "
               "[cluster].profile, else 'local' / 'slurm-local').")
 @click.option("--detach", is_flag=True, help="Return at once; local jobs run in a background launcher.")
-@click.option("--wait/--no-wait", default=None, help="Follow SLURM jobs to the end (local: default wait).")
+@click.option("--wait/--no-wait", default=False, help="SLURM: follow the jobs to the end with a live view.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @db_option
-def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wait: bool | None,
+def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wait: bool,
            progress: bool, db_url: str) -> None:
     """Validate GRID_FILE, record its jobs and run (or submit) the ones not done yet."""
     from orchestrator.backends.base import LaunchContext
@@ -77,9 +77,10 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
     console.print(f"grid [bold]{grid.name}[/]: {len(rec.jobs)} jobs ({rec.new} new, {rec.known} already known)")
     backend = get_backend(cluster)
     refresh(store, grid.name)
-    follow = (not detach) if wait is None else (wait and not detach)
+    # SLURM: return once submitted unless --wait; local: the launcher runs the jobs (or --detach)
+    follow = bool(wait) and not detach if cluster == "slurm" else True
     ctx = LaunchContext(store=store, db_url=db_url, grid_name=grid.name, failure_budget=grid.failure_budget,
-                        profile=prof, wait=follow if cluster == "slurm" else True, progress=progress)
+                        profile=prof, wait=follow, progress=progress)
     if cluster == "local" and detach:
         _detach_local(grid.name, db_url, profile_name)
         console.print("launched in the background; follow with: dlth-orch status")
