@@ -2,16 +2,18 @@
 
     .venv/bin/python -m benchmarks.bench_loader [--classes 20 --per-class 150 --workers 2 ...]
 
-Both loaders read the same generated JPEGs (~256-500 px; FFCV from the .beton written from them) with
-the same augmentation (random resized crop to 160 + horizontal flip, uint8 -> float32 normalised) and
-the same number of CPU workers (FFCV: JIT threads; torchvision: DataLoader worker processes).
+Both loaders read the same generated JPEGs (~256-500 px; FFCV from .beton files written from them)
+with the same augmentation (random resized crop to 160 + horizontal flip, uint8 -> float32
+normalised) and the same number of CPU workers (FFCV: JIT threads; torchvision: DataLoader worker
+processes). Two FFCV stores by default: ``jpg:256`` (the ``dlth-orch data write`` default: JPEG q90,
+longer side <= 256 px) and ``jpg:500`` (the same pixels as the source JPEGs, re-encoded).
 
-- warm: an epoch after a warm-up epoch (FFCV's numba compilation, worker start-up and the page cache
-  are all warm).
+- warm: epochs after a warm-up epoch (FFCV's numba compilation, worker start-up and the page cache all
+  warm). The loaders take turns, round after round, so that load from other processes on a shared
+  machine hits all of them alike; the median round is reported, and the best.
 - cold: an epoch right after dropping the page cache (``echo 3 > /proc/sys/vm/drop_caches``; FFCV's
-  memory map is released first). Needs root; otherwise the cold figures are reported as skipped.
-
-Prints every figure and the ratio FFCV / torchvision.
+  memory map is released first, and util-linux ``fincore`` shows how much was still cached).
+  Needs root; otherwise the cold figures are reported as skipped.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import logging
 import mmap
 import os
 import shutil
+import statistics
 import subprocess
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -41,12 +45,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--image-size", type=int, default=160)
-    p.add_argument("--max-resolution", type=int, default=None,
-                   help="longer side stored in the .beton [default: --max-size, i.e. the same pixels]")
-    p.add_argument("--write-mode", choices=["raw", "jpg", "proportion"], default="jpg")
+    p.add_argument("--stores", default="jpg:256,jpg:500",
+                   help="FFCV stores to compare, MODE:MAX_RESOLUTION (MODE raw, jpg or proportion)")
     p.add_argument("--jpeg-quality", type=int, default=90)
+    p.add_argument("--rounds", type=int, default=3, help="warm epochs per loader (taking turns)")
     p.add_argument("--no-cold", action="store_true", help="skip the cold-cache epochs")
+    p.add_argument("--rewrite", action="store_true", help="write the .beton files again even if they exist")
     return p.parse_args(argv)
+
+
+@dataclass
+class Contender:
+    """One loader under test and its figures."""
+
+    name: str
+    loader: Iterable
+    files: list[Path]
+    release: Callable[[], None] = lambda: None
+    warm: list[float] = field(default_factory=list)
+    cold: float | str | None = None
 
 
 def timed_epoch(batches: Iterable) -> tuple[int, float]:
@@ -102,69 +119,89 @@ def release_ffcv_mapping(loader: object) -> None:
         memmap._mmap.madvise(mmap.MADV_DONTNEED)  # noqa: SLF001
 
 
-def measure(name: str, loader: Iterable, files: list[Path], before_cold: Callable[[], None],
-            cold: bool) -> dict[str, float | str]:
-    """Warm-up, warm and cold epochs of ``loader`` (re-iterable), printed and returned (images/s)."""
-    out: dict[str, float | str] = {}
-    n, secs = timed_epoch(loader)
-    out["first epoch s"] = secs
-    print(f"{name:12s} warm-up epoch: {n} images in {secs:.1f} s (compilation / worker start-up included)")
-    n, secs = timed_epoch(loader)
-    out["warm"] = n / secs
-    print(f"{name:12s} warm:  {n / secs:8.0f} images/s ({n} images in {secs:.1f} s)")
-    if cold:
-        before_cold()
+def ffcv_contender(src: Path, store: str, args: argparse.Namespace) -> Contender:
+    from subsets.base import resolve
+    from subsets.meta import DatasetMeta
+    from workers.data.loader import build_loader
+    from workers.data.write import write_image_folder
+
+    mode, res = store.split(":")
+    out = args.work_dir / f"ffcv-{src.name}-{mode}{res}q{args.jpeg_quality}"
+    t = time.perf_counter()
+    if (out / "meta.json").is_file() and not args.rewrite:
+        meta, how = DatasetMeta.load(out), "reused (--rewrite to time the write)"
+    else:
+        meta = write_image_folder(src, out, max_resolution=int(res), write_mode=mode, jpeg_quality=args.jpeg_quality,
+                                  num_workers=args.workers, overwrite=True, progress=False)
+        how = f"written in {time.perf_counter() - t:.1f} s with {args.workers} workers"
+    beton = meta.beton_path("train")
+    print(f"ffcv {store}: {beton.stat().st_size / 2**20:.0f} MiB .beton, {how}")
+    loader = build_loader(meta, resolve("full", {"strategy": "full"}, meta), "train", recipe="supervised",
+                          batch_size=args.batch_size, image_size=args.image_size, seed=0, train=True,
+                          num_workers=args.workers)
+    return Contender(f"ffcv {store}", loader, [beton], lambda: release_ffcv_mapping(loader))
+
+
+def run_rounds(contenders: list[Contender], args: argparse.Namespace) -> None:
+    for c in contenders:
+        n, secs = timed_epoch(c.loader)
+        print(f"{c.name:16s} warm-up epoch: {n} images in {secs:.1f} s (JIT compilation / worker start-up)")
+    for r in range(args.rounds):
+        for c in contenders:
+            n, secs = timed_epoch(c.loader)
+            c.warm.append(n / secs)
+        print(f"round {r + 1}: " + ", ".join(f"{c.name} {c.warm[-1]:.0f}" for c in contenders) + " images/s")
+    if args.no_cold:
+        return
+    for c in contenders:
+        c.release()
         why = drop_page_cache()
         if why:
-            out["cold"] = f"skipped: {why}"
-            print(f"{name:12s} cold:  skipped ({why})")
-        else:
-            res = resident_fraction(files)
-            n, secs = timed_epoch(loader)
-            out["cold"] = n / secs
-            cached = "" if res is None else f", {100 * res:.1f}% of its files cached before"
-            print(f"{name:12s} cold:  {n / secs:8.0f} images/s ({n} images in {secs:.1f} s{cached})")
-    return out
+            c.cold = f"skipped: {why}"
+            continue
+        res = resident_fraction(c.files)
+        n, secs = timed_epoch(c.loader)
+        c.cold = n / secs
+        cached = "" if res is None else f" ({100 * res:.1f}% of its files still cached after the drop)"
+        print(f"{c.name:16s} cold epoch: {n / secs:.0f} images/s{cached}")
+
+
+def report(contenders: list[Contender], baseline: Contender) -> None:
+    print("\nimages/s          warm median   warm best    cold")
+    for c in contenders:
+        cold = f"{c.cold:8.0f}" if isinstance(c.cold, float) else f"  {c.cold}"
+        print(f"{c.name:16s} {statistics.median(c.warm):12.0f} {max(c.warm):10.0f} {cold}")
+    for c in contenders:
+        if c is baseline:
+            continue
+        warm = statistics.median(c.warm) / statistics.median(baseline.warm)
+        best = max(c.warm) / max(baseline.warm)
+        line = f"ratio {c.name} / torchvision: warm {warm:.2f}x (best {best:.2f}x)"
+        if isinstance(c.cold, float) and isinstance(baseline.cold, float):
+            line += f", cold {c.cold / baseline.cold:.2f}x"
+        print(line)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    from subsets.base import resolve
-    from workers.data.loader import build_loader
     from workers.data.synthetic import make_synthetic_image_folder
-    from workers.data.write import write_image_folder
 
-    max_res = args.max_resolution or args.max_size
-    work = args.work_dir
     t = time.perf_counter()
-    src = make_synthetic_image_folder(work / f"src-{args.classes}x{args.per_class}-{args.min_size}-{args.max_size}",
-                                      args.classes, args.per_class, 1, min_size=args.min_size,
-                                      max_size=args.max_size, seed=0, num_workers=args.workers)
+    src = make_synthetic_image_folder(
+        args.work_dir / f"src-{args.classes}x{args.per_class}-{args.min_size}-{args.max_size}", args.classes,
+        args.per_class, 1, min_size=args.min_size, max_size=args.max_size, seed=0, num_workers=args.workers,
+    )
     jpegs = sorted((src / "train").rglob("*.JPEG"))
     print(f"images: {len(jpegs)} train JPEGs of {args.min_size}-{args.max_size} px, "
           f"{sum(f.stat().st_size for f in jpegs) / 2**20:.0f} MiB ({time.perf_counter() - t:.0f} s to make/find)")
-    t = time.perf_counter()
-    meta = write_image_folder(src, work / f"ffcv-{src.name}-{args.write_mode}{max_res}q{args.jpeg_quality}",
-                              max_resolution=max_res, write_mode=args.write_mode, jpeg_quality=args.jpeg_quality,
-                              num_workers=args.workers, overwrite=True, progress=False)
-    beton = meta.beton_path("train")
-    print(f"ffcv write: {beton.stat().st_size / 2**20:.0f} MiB .beton ({args.write_mode}, max {max_res} px) "
-          f"in {time.perf_counter() - t:.1f} s with {args.workers} workers")
+    contenders = [ffcv_contender(src, store, args) for store in args.stores.split(",")]
+    baseline = Contender("torchvision", torchvision_loader(src / "train", args), jpegs)
+    contenders.append(baseline)
     print(f"loaders: batch {args.batch_size}, random resized crop {args.image_size} + flip + normalise, "
           f"{args.workers} CPU workers each, torch threads {torch.get_num_threads()}")
-
-    full = resolve("full", {"strategy": "full"}, meta)
-    ffcv_loader = build_loader(meta, full, "train", recipe="supervised", batch_size=args.batch_size,
-                               image_size=args.image_size, seed=0, train=True, num_workers=args.workers)
-    res_ffcv = measure("ffcv", ffcv_loader, [beton], lambda: release_ffcv_mapping(ffcv_loader), not args.no_cold)
-    tv_loader = torchvision_loader(src / "train", args)
-    res_tv = measure("torchvision", tv_loader, jpegs, lambda: None, not args.no_cold)
-
-    for key in ("warm", "cold"):
-        a, b = res_ffcv.get(key), res_tv.get(key)
-        if isinstance(a, float) and isinstance(b, float):
-            print(f"ratio ffcv/torchvision ({key}): {a / b:.2f}x  ({a:.0f} vs {b:.0f} images/s)")
+    run_rounds(contenders, args)
+    report(contenders, baseline)
 
 
 if __name__ == "__main__":

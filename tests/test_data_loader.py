@@ -113,6 +113,26 @@ def test_ssl_recipes_yield_their_views(dataset, recipe: str, sizes: list[int]) -
     assert not torch.allclose(views[0], views[1])
 
 
+def test_loader_reads_the_same_without_ffcv_jit(dataset) -> None:
+    """Tiny subsets run FFCV uncompiled (workers.data.jit): conversion then happens in torch, same values."""
+    from ffcv.pipeline.compiler import Compiler
+
+    meta, expected = dataset
+    manifest = resolve("k3", {"strategy": "uniform", "k": 3}, meta)
+    was = Compiler.is_enabled
+    Compiler.set_enabled(False)
+    try:
+        loader = build_loader(meta, manifest, "val", recipe="eval", batch_size=4, image_size=16, seed=0, train=False)
+        ids, marks, labels = _collect(loader)
+        views, _ = next(iter(build_loader(meta, manifest, "train", recipe="byol", batch_size=4, image_size=16,
+                                          seed=0, train=True)))
+    finally:
+        Compiler.set_enabled(was)
+    np.testing.assert_array_equal(ids, manifest.indices["val"])
+    np.testing.assert_array_equal(labels, manifest.label_map(meta.num_classes)[expected["val"][ids]])
+    assert [tuple(v.shape) for v in views] == [(4, 3, 16, 16)] * 2
+
+
 def test_loader_rejects_a_foreign_manifest_and_a_subset_smaller_than_a_batch(dataset, tmp_path: Path) -> None:
     meta, _ = dataset
     manifest = resolve("k1", {"strategy": "uniform", "k": 1}, meta)
