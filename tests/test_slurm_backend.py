@@ -151,7 +151,7 @@ def test_array_grid_completes_with_metrics_and_one_query_per_refresh(tmp_path: P
 
     grid = write_grid(tmp_path / "grid.toml", "arr", digits, subsets='[subsets.even5]\nstrategy = "uniform"\nk = 5')
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    out = cli("launch", str(grid), "--cluster", "slurm", "--no-progress", db=db)
+    out = cli("launch", str(grid), "--cluster", "slurm", "--wait", "--no-progress", db=db)
     assert "4 jobs to run" in out.stderr + out.stdout
 
     store = Store(db)
@@ -180,7 +180,7 @@ def test_array_grid_completes_with_metrics_and_one_query_per_refresh(tmp_path: P
     ran = {k: COMMANDS[k] - before.get(k, 0) for k in COMMANDS}
     assert ran.get("sacct") == 1 and sum(ran.values()) == 1, ran
 
-    # relaunching changes nothing and submits nothing
+    # relaunching (returns once submitted: nothing to submit) changes nothing
     out = cli("launch", str(grid), "--cluster", "slurm", "--no-progress", db=db)
     assert "0 jobs to run" in out.stderr + out.stdout
     assert len(submission_dirs(home)) == 1
@@ -209,7 +209,7 @@ def test_sigusr2_and_scontrol_requeue_resume_from_the_last_checkpoint(tmp_path: 
     wait_for("an epoch after the first resume", lambda: epochs_done() > first)
     subprocess.run(["scontrol", "requeue", sid], check=True)
     release_requeued(sid)
-    cli("launch", str(grid), "--cluster", "slurm", "--no-progress", db=db)  # follow it to the end
+    cli("launch", str(grid), "--cluster", "slurm", "--wait", "--no-progress", db=db)  # follow it to the end
 
     job = store.job(job.job_hash)
     assert job is not None and job.state == JobState.COMPLETED and job.failure_count == 0
@@ -229,7 +229,7 @@ def test_cancelled_job_is_recorded_and_retried_and_a_stale_heartbeat_is_only_fla
         tmp_path: Path, home: Path, digits: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from orchestrator.backends.slurm import SlurmBackend
 
-    grid = write_grid(tmp_path / "grid.toml", "cancel", digits, epochs=20)
+    grid = write_grid(tmp_path / "grid.toml", "cancel", digits, epochs=12)
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     cli("launch", str(grid), "--cluster", "slurm", "--no-wait", "--no-progress", db=db)
     store = Store(db)
@@ -262,7 +262,7 @@ def test_cancelled_job_is_recorded_and_retried_and_a_stale_heartbeat_is_only_fla
 
     cli("retry", "cancel", "--cancelled", db=db)
     assert store.job(victim.job_hash).state == JobState.PENDING  # type: ignore[union-attr]
-    cli("launch", str(grid), "--cluster", "slurm", "--no-progress", db=db)
+    cli("launch", str(grid), "--cluster", "slurm", "--wait", "--no-progress", db=db)
     assert [a.state for a in store.attempts(victim.job_hash)] == [AttemptState.CANCELLED, AttemptState.COMPLETED]
     assert [a.state for a in store.attempts(other.job_hash)] == [AttemptState.COMPLETED]
 
@@ -313,7 +313,7 @@ def test_orchestrator_killed_right_after_sbatch_is_reconciled_without_duplicates
     assert sorted(j.backend_id for j in jobs) == [f"{array_id}_0", f"{array_id}_1"]  # type: ignore[type-var]
 
     subprocess.run(["scontrol", "release", array_id], check=True)
-    cli("launch", str(grid), "--cluster", "slurm", "--no-progress", db=db)
+    cli("launch", str(grid), "--cluster", "slurm", "--wait", "--no-progress", db=db)
     jobs = store.jobs("crash")
     assert {j.state for j in jobs} == {JobState.COMPLETED}
     assert all([a.backend_id for a in store.attempts(j.job_hash)] == [j.backend_id] for j in jobs)
@@ -324,7 +324,7 @@ def test_two_task_ddp_job_runs_on_gloo(tmp_path: Path, home: Path, digits: Path)
     grid = write_grid(tmp_path / "grid.toml", "ddp", digits, epochs=2, methods="[methods.supervised]",
                       resources="nproc_per_node = 2")
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    cli("launch", str(grid), "--cluster", "slurm", "--no-progress", db=db)
+    cli("launch", str(grid), "--cluster", "slurm", "--wait", "--no-progress", db=db)
     store = Store(db)
     (job,) = store.jobs("ddp")
     assert job.state == JobState.COMPLETED
@@ -339,7 +339,7 @@ def test_out_of_memory_is_recorded_and_counted_as_a_failure(tmp_path: Path, home
     grid = write_grid(tmp_path / "grid.toml", "oom", digits, budget=0, methods="[methods.supervised]",
                       resources="mem_gb = 0.2")
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    cli("launch", str(grid), "--cluster", "slurm", "--no-progress", db=db)
+    cli("launch", str(grid), "--cluster", "slurm", "--wait", "--no-progress", db=db)
     store = Store(db)
     (job,) = store.jobs("oom")
     assert job.state == JobState.FAILED and job.failure_count == 1
