@@ -21,11 +21,6 @@ from workers.data.write import write_image_folder
 
 NUM_CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS = 7, 10, 5
 
-# numba's dispatcher finalizer can race with FFCV's prefetch thread when a loader is collected (harmless)
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <finalize object:pytest.PytestUnraisableExceptionWarning"
-)
-
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[DatasetMeta, dict[str, np.ndarray]]:
@@ -122,7 +117,8 @@ def test_loader_reads_the_same_without_ffcv_jit(dataset) -> None:
     was = Compiler.is_enabled
     Compiler.set_enabled(False)
     try:
-        loader = build_loader(meta, manifest, "val", recipe="eval", batch_size=4, image_size=16, seed=0, train=False)
+        loader = build_loader(meta, manifest, "val", recipe="eval", batch_size=4, image_size=16, seed=0, train=False,
+                              num_workers=64)  # more threads than numba may use: clamped
         ids, marks, labels = _collect(loader)
         views, _ = next(iter(build_loader(meta, manifest, "train", recipe="byol", batch_size=4, image_size=16,
                                           seed=0, train=True)))
@@ -131,6 +127,24 @@ def test_loader_reads_the_same_without_ffcv_jit(dataset) -> None:
     np.testing.assert_array_equal(ids, manifest.indices["val"])
     np.testing.assert_array_equal(labels, manifest.label_map(meta.num_classes)[expected["val"][ids]])
     assert [tuple(v.shape) for v in views] == [(4, 3, 16, 16)] * 2
+
+
+def test_gpu_pipeline_copies_uint8_to_the_device_without_blocking() -> None:
+    """No GPU here: only the pipeline a CUDA loader would run is checked (the CPU path runs everywhere)."""
+    from ffcv.transforms import NormalizeImage, ToDevice, ToTorchImage
+
+    from workers.data.loader import _image_pipeline
+    from workers.data.recipes import get_recipe
+
+    view = get_recipe("supervised").views[0]
+    gpu = _image_pipeline(view, 32, torch.device("cuda", 0))
+    assert [type(op).__name__ for op in gpu] == [
+        "RandomResizedCropRGBImageDecoder", "RandomHorizontalFlip", "ToTensor", "ToDevice", "ToTorchImage"
+    ]
+    assert isinstance(gpu[3], ToDevice) and gpu[3].non_blocking and gpu[4].channels_last
+    cpu = _image_pipeline(view, 32, torch.device("cpu"))
+    assert isinstance(cpu[2], NormalizeImage) and isinstance(cpu[-1], ToTorchImage)
+    assert not any(isinstance(op, ToDevice) for op in cpu)
 
 
 def test_loader_rejects_a_foreign_manifest_and_a_subset_smaller_than_a_batch(dataset, tmp_path: Path) -> None:

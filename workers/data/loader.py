@@ -244,6 +244,12 @@ def build_loader(
         pipelines["image" if v == 0 else f"image_{v}"] = (
             ops if v == 0 else PipelineSpec("image", decoder=ops[0], transforms=ops[1:])
         )
+    import numba
+
+    if num_workers > numba.config.NUMBA_NUM_THREADS:  # numba refuses more threads than it was started with
+        log.warning("num_workers %d > %d cores numba may use: using %d", num_workers,
+                    numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS)
+        num_workers = numba.config.NUMBA_NUM_THREADS
     threads = torch.get_num_threads()
     loader = Loader(
         str(meta.beton_path(split)),
