@@ -16,11 +16,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from db import AttemptState, JobState, Store
+from orchestrator.backends.slurm_reconcile import ReconcileResult
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -57,10 +60,20 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def home(_isolated_workspace: Path, slurm_cluster: None) -> Iterator[Path]:
     """The test's workspace; SLURM jobs it left behind are cancelled afterwards."""
     yield _isolated_workspace
-    out = subprocess.run(["squeue", "-h", "-o", "%i|%Z"], capture_output=True, text=True).stdout
-    mine = [line.split("|")[0] for line in out.splitlines() if str(_isolated_workspace) in line]
-    if mine:
-        subprocess.run(["scancel", *mine], check=False)
+
+    def mine() -> list[str]:
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T|%Z"], capture_output=True, text=True).stdout
+        return [line.split("|")[0] for line in out.splitlines()
+                if str(_isolated_workspace) in line and "|PENDING|" not in line]
+
+    # a task's process outlives the result it recorded by a few seconds: let running ones end
+    deadline = time.time() + 20
+    while mine() and time.time() < deadline:
+        time.sleep(0.5)
+    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%Z"], capture_output=True, text=True).stdout
+    left = [line.split("|")[0] for line in out.splitlines() if str(_isolated_workspace) in line]
+    if left:
+        subprocess.run(["scancel", *left], check=False)
 
 
 GRID = """
@@ -113,6 +126,37 @@ def cli(*args: str, db: str, check: bool = True, timeout: float = 600) -> subpro
     return proc
 
 
+@contextmanager
+def opened(db: str) -> Iterator[Store]:
+    store = Store(db)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+class Fresh:
+    """Store reads, each through a new Store: a Store kept open in a process that opened a second one can
+    miss later writes of other processes (SQLite; reported to the store's owner), and workers write."""
+
+    def __init__(self, db: str) -> None:
+        self.db = db
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with opened(self.db) as store:
+                return getattr(store, name)(*args, **kwargs)
+
+        return call
+
+
+def refresh(db: str, grid: str) -> ReconcileResult:
+    from orchestrator.backends.slurm import SlurmBackend
+
+    with opened(db) as store:
+        return SlurmBackend().refresh(store, grid)
+
+
 def wait_for(what: str, cond: Callable[[], object], timeout: float = 180, every: float = 0.5) -> object:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -145,7 +189,6 @@ def submission_dirs(home: Path) -> list[Path]:
 
 def test_array_grid_completes_with_metrics_and_one_query_per_refresh(tmp_path: Path, home: Path,
                                                                      digits: Path) -> None:
-    from orchestrator.backends.slurm import SlurmBackend
     from orchestrator.backends.slurm_cmd import COMMANDS
     from orchestrator.backends.slurm_profile import job_name
 
@@ -154,7 +197,7 @@ def test_array_grid_completes_with_metrics_and_one_query_per_refresh(tmp_path: P
     out = cli("launch", str(grid), "--cluster", "slurm", "--wait", "--no-progress", db=db)
     assert "4 jobs to run" in out.stderr + out.stdout
 
-    store = Store(db)
+    store = Fresh(db)
     jobs = store.jobs("arr")
     assert len(jobs) == 4 and {j.state for j in jobs} == {JobState.COMPLETED}
     finals = store.final_metrics("arr")
@@ -166,7 +209,8 @@ def test_array_grid_completes_with_metrics_and_one_query_per_refresh(tmp_path: P
         (a,) = store.attempts(j.job_hash)
         assert (a.state, a.backend, a.backend_id) == (AttemptState.COMPLETED, "slurm", j.backend_id)
 
-    name = job_name(store, "arr")
+    with opened(db) as real:
+        name = job_name(real, "arr")
 
     def by_name() -> list[str]:
         return sorted(subprocess.run(["sacct", "-X", "-P", "-n", f"--name={name}", "-S", "now-1hours", "-o",
@@ -176,7 +220,7 @@ def test_array_grid_completes_with_metrics_and_one_query_per_refresh(tmp_path: P
     expected = sorted(f"{j.backend_id}|COMPLETED" for j in jobs)
     wait_for("SLURM to list the grid's tasks COMPLETED under its one name", lambda: by_name() == expected, 60)
     before = dict(COMMANDS)
-    SlurmBackend().refresh(store, "arr")
+    refresh(db, "arr")
     ran = {k: COMMANDS[k] - before.get(k, 0) for k in COMMANDS}
     assert ran.get("sacct") == 1 and sum(ran.values()) == 1, ran
 
@@ -191,7 +235,7 @@ def test_sigusr2_and_scontrol_requeue_resume_from_the_last_checkpoint(tmp_path: 
     grid = write_grid(tmp_path / "grid.toml", "requeue", digits, epochs=8, methods="[methods.supervised]")
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     cli("launch", str(grid), "--cluster", "slurm", "--no-wait", "--no-progress", db=db)
-    store = Store(db)
+    store = Fresh(db)
     (job,) = store.jobs("requeue")
     sid, job_dir = job.backend_id, Path(job.job_dir)
     assert sid
@@ -227,12 +271,11 @@ def test_sigusr2_and_scontrol_requeue_resume_from_the_last_checkpoint(tmp_path: 
 
 def test_cancelled_job_is_recorded_and_retried_and_a_stale_heartbeat_is_only_flagged(
         tmp_path: Path, home: Path, digits: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator.backends.slurm import SlurmBackend
 
     grid = write_grid(tmp_path / "grid.toml", "cancel", digits, epochs=12)
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     cli("launch", str(grid), "--cluster", "slurm", "--no-wait", "--no-progress", db=db)
-    store = Store(db)
+    store = Fresh(db)
     victim, other = store.jobs("cancel")
     wait_for("both jobs running", lambda: all(store.job(j.job_hash).state == JobState.RUNNING  # type: ignore[union-attr]
                                               for j in (victim, other)))
@@ -244,7 +287,7 @@ def test_cancelled_job_is_recorded_and_retried_and_a_stale_heartbeat_is_only_fla
     os.kill(attempt.pid, signal.SIGSTOP)
     try:
         time.sleep(5)
-        res = SlurmBackend().refresh(store, "cancel")
+        res = refresh(db, "cancel")
         assert res.stale == [other.job_hash]
         assert squeue_state(other.backend_id) == "RUNNING"  # type: ignore[arg-type]
         assert store.job(other.job_hash).state == JobState.RUNNING  # type: ignore[union-attr]
@@ -255,7 +298,7 @@ def test_cancelled_job_is_recorded_and_retried_and_a_stale_heartbeat_is_only_fla
 
     # cancelled outside dlth-orch: SLURM's verdict is recorded (the worker could only tell it was stopped)
     subprocess.run(["scancel", victim.backend_id], check=True)  # type: ignore[list-item]
-    wait_for("the cancellation recorded", lambda: SlurmBackend().refresh(store, "cancel") and
+    wait_for("the cancellation recorded", lambda: refresh(db, "cancel") and
              store.job(victim.job_hash).state == JobState.CANCELLED, timeout=60, every=1)  # type: ignore[union-attr]
     (cancelled,) = store.attempts(victim.job_hash)
     assert cancelled.state == AttemptState.CANCELLED and store.job(victim.job_hash).failure_count == 0  # type: ignore[union-attr]
@@ -267,18 +310,39 @@ def test_cancelled_job_is_recorded_and_retried_and_a_stale_heartbeat_is_only_fla
     assert [a.state for a in store.attempts(other.job_hash)] == [AttemptState.COMPLETED]
 
 
-def test_cancel_command_cancels_the_slurm_tasks(tmp_path: Path, home: Path, digits: Path) -> None:
+def slurm_cmd(*args: str) -> str:
+    """``dlth-orch slurm ...`` (the group the CLI mounts), in this process."""
+    from click.testing import CliRunner
+
+    from orchestrator.commands.slurm_cmds import slurm
+
+    result = CliRunner().invoke(slurm, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_cancel_command_cancels_the_slurm_tasks_and_resubmit_brings_them_back(tmp_path: Path, home: Path,
+                                                                              digits: Path) -> None:
     grid = write_grid(tmp_path / "grid.toml", "cmdcancel", digits, cluster="sbatch = { hold = true }")
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     cli("launch", str(grid), "--cluster", "slurm", "--no-wait", "--no-progress", db=db)
-    store = Store(db)
+    store = Fresh(db)
     ids = [j.backend_id for j in store.jobs("cmdcancel")]
     assert all(squeue_state(i) == "PENDING" for i in ids)  # type: ignore[arg-type]
+    view = json.loads(slurm_cmd("jobs", "cmdcancel", "--json", "--db", db))
+    assert sorted((r["slurm_id"], r["slurm_state"]) for r in view["jobs"]) == [(i, "PENDING") for i in sorted(ids)]
+
     cli("cancel", "cmdcancel", "--yes", db=db)
     assert {j.state for j in store.jobs("cmdcancel")} == {JobState.CANCELLED}
     wait_for("the tasks gone from the queue", lambda: not any(squeue_state(i) for i in ids), timeout=30)  # type: ignore[arg-type]
     cli("status", "cmdcancel", db=db)  # a refresh keeps them cancelled
     assert {j.state for j in store.jobs("cmdcancel")} == {JobState.CANCELLED}
+
+    cli("retry", "cmdcancel", "--cancelled", db=db)
+    slurm_cmd("resubmit", "cmdcancel", "--db", db)
+    jobs = store.jobs("cmdcancel")
+    assert {j.state for j in jobs} == {JobState.QUEUED} and not {j.backend_id for j in jobs} & set(ids)
+    assert all(squeue_state(j.backend_id) == "PENDING" for j in jobs)  # type: ignore[arg-type]
 
 
 CRASH_AFTER_SBATCH = """
@@ -299,7 +363,7 @@ def test_orchestrator_killed_right_after_sbatch_is_reconciled_without_duplicates
     proc = subprocess.run([sys.executable, "-c", CRASH_AFTER_SBATCH, "launch", str(grid), "--cluster", "slurm",
                            "--no-wait", "--no-progress", "--db", db], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
-    store = Store(db)
+    store = Fresh(db)
     assert {j.state for j in store.jobs("crash")} == {JobState.PENDING}, "the ids were never recorded"
     (sub,) = submission_dirs(home)
     array_id = (sub / "array_id").read_text()
@@ -325,7 +389,7 @@ def test_two_task_ddp_job_runs_on_gloo(tmp_path: Path, home: Path, digits: Path)
                       resources="nproc_per_node = 2")
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     cli("launch", str(grid), "--cluster", "slurm", "--wait", "--no-progress", db=db)
-    store = Store(db)
+    store = Fresh(db)
     (job,) = store.jobs("ddp")
     assert job.state == JobState.COMPLETED
     assert [a.state for a in store.attempts(job.job_hash)] == [AttemptState.COMPLETED]
@@ -340,7 +404,7 @@ def test_out_of_memory_is_recorded_and_counted_as_a_failure(tmp_path: Path, home
                       resources="mem_gb = 0.2")
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     cli("launch", str(grid), "--cluster", "slurm", "--wait", "--no-progress", db=db)
-    store = Store(db)
+    store = Fresh(db)
     (job,) = store.jobs("oom")
     assert job.state == JobState.FAILED and job.failure_count == 1
     (a,) = store.attempts(job.job_hash)
