@@ -10,7 +10,9 @@ longer side <= 256 px) and ``jpg:500`` (the same pixels as the source JPEGs, re-
 
 - warm: epochs after a warm-up epoch (FFCV's numba compilation, worker start-up and the page cache all
   warm). The loaders take turns, round after round, so that load from other processes on a shared
-  machine hits all of them alike; the median round is reported, and the best.
+  machine hits all of them alike; the median round is reported, and the best. Images per CPU-second
+  (this process's threads plus the DataLoader's worker processes, from /proc) is also reported: it
+  does not depend on what else runs on the machine.
 - cold: an epoch right after dropping the page cache (``echo 3 > /proc/sys/vm/drop_caches``; FFCV's
   memory map is released first, and util-linux ``fincore`` shows how much was still cached).
   Needs root; otherwise the cold figures are reported as skipped.
@@ -62,16 +64,27 @@ class Contender:
     loader: Iterable
     files: list[Path]
     release: Callable[[], None] = lambda: None
-    warm: list[float] = field(default_factory=list)
+    helper_pids: Callable[[], list[int]] = list  # processes besides this one that do its work
+    warm: list[float] = field(default_factory=list)  # images/s
+    warm_cpu: list[float] = field(default_factory=list)  # images per CPU-second
     cold: float | str | None = None
 
+    def epoch(self) -> tuple[int, float, float]:
+        """(images, wall seconds, CPU seconds of this process and the helpers) of one pass."""
+        pids = [os.getpid(), *self.helper_pids()]
+        n, cpu0, start = 0, cpu_seconds(pids), time.perf_counter()
+        for images, _ in self.loader:
+            n += (images[0] if isinstance(images, list) else images).shape[0]
+        return n, time.perf_counter() - start, cpu_seconds(pids) - cpu0
 
-def timed_epoch(batches: Iterable) -> tuple[int, float]:
-    """(images, seconds) of one pass over ``batches``."""
-    n, start = 0, time.perf_counter()
-    for images, _ in batches:
-        n += (images[0] if isinstance(images, list) else images).shape[0]
-    return n, time.perf_counter() - start
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of the processes (all their threads), from /proc."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def drop_page_cache() -> str | None:
@@ -112,6 +125,12 @@ def torchvision_loader(root: Path, args: argparse.Namespace) -> torch.utils.data
                                        num_workers=args.workers, persistent_workers=True)
 
 
+def dataloader_worker_pids(loader: torch.utils.data.DataLoader) -> list[int]:
+    """PIDs of a persistent DataLoader's worker processes (none before its first epoch)."""
+    it = loader._iterator  # noqa: SLF001 - the persistent iterator owns the workers
+    return [w.pid for w in it._workers] if it is not None else []  # noqa: SLF001
+
+
 def release_ffcv_mapping(loader: object) -> None:
     """Let the kernel drop the .beton's pages: unmap them from this process (MADV_DONTNEED)."""
     memmap = loader._loader.memory_manager.context.mmap  # noqa: SLF001 - FFCV keeps its np.memmap here
@@ -144,12 +163,13 @@ def ffcv_contender(src: Path, store: str, args: argparse.Namespace) -> Contender
 
 def run_rounds(contenders: list[Contender], args: argparse.Namespace) -> None:
     for c in contenders:
-        n, secs = timed_epoch(c.loader)
+        n, secs, _ = c.epoch()
         print(f"{c.name:16s} warm-up epoch: {n} images in {secs:.1f} s (JIT compilation / worker start-up)")
     for r in range(args.rounds):
         for c in contenders:
-            n, secs = timed_epoch(c.loader)
+            n, secs, cpu = c.epoch()
             c.warm.append(n / secs)
+            c.warm_cpu.append(n / cpu)
         print(f"round {r + 1}: " + ", ".join(f"{c.name} {c.warm[-1]:.0f}" for c in contenders) + " images/s")
     if args.no_cold:
         return
@@ -160,23 +180,25 @@ def run_rounds(contenders: list[Contender], args: argparse.Namespace) -> None:
             c.cold = f"skipped: {why}"
             continue
         res = resident_fraction(c.files)
-        n, secs = timed_epoch(c.loader)
+        n, secs, _ = c.epoch()
         c.cold = n / secs
         cached = "" if res is None else f" ({100 * res:.1f}% of its files still cached after the drop)"
         print(f"{c.name:16s} cold epoch: {n / secs:.0f} images/s{cached}")
 
 
 def report(contenders: list[Contender], baseline: Contender) -> None:
-    print("\nimages/s          warm median   warm best    cold")
+    print("\n                 images/s: warm median  warm best     cold   images per CPU-second (median)")
     for c in contenders:
         cold = f"{c.cold:8.0f}" if isinstance(c.cold, float) else f"  {c.cold}"
-        print(f"{c.name:16s} {statistics.median(c.warm):12.0f} {max(c.warm):10.0f} {cold}")
+        print(f"{c.name:16s} {statistics.median(c.warm):22.0f} {max(c.warm):10.0f} {cold} "
+              f"{statistics.median(c.warm_cpu):12.0f}")
     for c in contenders:
         if c is baseline:
             continue
         warm = statistics.median(c.warm) / statistics.median(baseline.warm)
         best = max(c.warm) / max(baseline.warm)
-        line = f"ratio {c.name} / torchvision: warm {warm:.2f}x (best {best:.2f}x)"
+        cpu = statistics.median(c.warm_cpu) / statistics.median(baseline.warm_cpu)
+        line = f"ratio {c.name} / torchvision: warm {warm:.2f}x (best {best:.2f}x), per CPU-second {cpu:.2f}x"
         if isinstance(c.cold, float) and isinstance(baseline.cold, float):
             line += f", cold {c.cold / baseline.cold:.2f}x"
         print(line)
@@ -196,7 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"images: {len(jpegs)} train JPEGs of {args.min_size}-{args.max_size} px, "
           f"{sum(f.stat().st_size for f in jpegs) / 2**20:.0f} MiB ({time.perf_counter() - t:.0f} s to make/find)")
     contenders = [ffcv_contender(src, store, args) for store in args.stores.split(",")]
-    baseline = Contender("torchvision", torchvision_loader(src / "train", args), jpegs)
+    tv_loader = torchvision_loader(src / "train", args)
+    baseline = Contender("torchvision", tv_loader, jpegs, helper_pids=lambda: dataloader_worker_pids(tv_loader))
     contenders.append(baseline)
     print(f"loaders: batch {args.batch_size}, random resized crop {args.image_size} + flip + normalise, "
           f"{args.workers} CPU workers each, torch threads {torch.get_num_threads()}")
