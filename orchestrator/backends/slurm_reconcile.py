@@ -25,7 +25,6 @@ from typing import Any
 
 from db import AttemptRow, AttemptState, JobRow, JobState, Store
 from db.models import utcnow
-from db.slurm_queries import correct_stop_reason
 from orchestrator.backends.slurm_cmd import scancel
 from orchestrator.backends.slurm_sacct import SlurmRun, SlurmView, query
 from orchestrator.backends.slurm_submit import first_submission, read_manifest, submitted_at
@@ -185,8 +184,8 @@ def _correct_stops(store: Store, attempts: dict[str, list[AttemptRow]], view: Sl
             if run is None or run.alive:
                 continue
             state = verdict(run, "", manifests.signal_delay(run))
-            if state in (AttemptState.TIMEOUT, AttemptState.CANCELLED) and correct_stop_reason(
-                    store, a.id, state, describe(run, state)):
+            if state in (AttemptState.TIMEOUT, AttemptState.CANCELLED) and store.correct_stop_reason(
+                    a.id, state, describe(run, state)):
                 res.corrected += 1
 
 
