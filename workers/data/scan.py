@@ -62,8 +62,7 @@ def _image_files(class_dir: Path) -> tuple[list[str], list[str], int]:
     good: list[str] = []
     bad: list[str] = []
     ignored = 0
-    for dirpath, dirnames, filenames in sorted(os.walk(class_dir, followlinks=True)):
-        dirnames.sort()
+    for dirpath, dirnames, filenames in sorted(os.walk(class_dir, followlinks=True)):  # like ImageFolder
         for name in sorted(filenames) + [d for d in dirnames if _is_image_name(d)]:
             path = os.path.join(dirpath, name)
             if not _is_image_name(name):
