@@ -10,6 +10,8 @@ for a write transaction with the execution option ``dlth_write=True`` (see :meth
 from __future__ import annotations
 
 import os
+import sqlite3
+import urllib.parse
 from pathlib import Path
 
 from sqlalchemy import create_engine, event
@@ -19,7 +21,6 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, Operati
 SQLITE_DRIVERS = ("sqlite", "sqlite+pysqlite")
 POSTGRES_DRIVERS = ("postgresql", "postgresql+psycopg")
 SUPPORTED_DRIVERS = SQLITE_DRIVERS + POSTGRES_DRIVERS
-SQLITE_MAGIC = b"SQLite format 3\x00"
 DEFAULT_SQLITE_TIMEOUT_S = 60.0
 WRITE_OPTION = "dlth_write"
 # connection failures that retrying cannot cure (psycopg gives no SQLSTATE for them)
@@ -152,16 +153,25 @@ def _sqlite_engine(parsed: URL, *, must_exist: bool) -> Engine:
 
 
 def check_sqlite_file(path: Path) -> None:
-    """Raise :class:`StoreError` unless ``path`` is empty or starts with the SQLite header."""
+    """Raise :class:`StoreError` unless ``path`` is missing, empty or a readable SQLite database.
+
+    The check goes through sqlite3 itself, never a plain ``open()``: closing any descriptor of the file
+    would drop this process's POSIX locks on it, including those of open SQLite connections.
+    """
+    if path.is_dir():
+        raise StoreError(f"database {path}: is a directory, expected a SQLite file")
+    if not path.exists() or path.stat().st_size == 0:
+        return
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(len(SQLITE_MAGIC))
-    except IsADirectoryError as exc:
-        raise StoreError(f"database {path}: is a directory, expected a SQLite file") from exc
-    except OSError as exc:
-        raise StoreError(f"database {path}: cannot read ({exc.strerror})") from exc
-    if head and head != SQLITE_MAGIC:
-        raise StoreError(f"database {path}: not a SQLite database (unexpected file header)")
+        con = sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True, timeout=60)
+        try:
+            con.execute("PRAGMA schema_version")
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        if "not a database" in str(exc) or "malformed" in str(exc):
+            raise StoreError(f"database {path}: not a SQLite database ({exc})") from exc
+        raise StoreError(f"database {path}: cannot read ({exc})") from exc
 
 
 def connection_error(engine: Engine, exc: DBAPIError) -> StoreError:

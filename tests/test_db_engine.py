@@ -139,3 +139,24 @@ def test_a_store_on_nfs_records_the_orchestrator_host_and_refuses_remote_workers
     assert "SQLite file on a network file system (nfs4) used by a worker on host 'node7'" in msg
     with Store(url) as second_orchestrator:  # an orchestrator elsewhere is allowed (and warned)
         assert second_orchestrator.get_meta("orchestrator_hosts") == '["login1", "node7"]'
+
+
+def test_opening_a_second_store_never_leaves_the_first_reading_a_stale_snapshot(tmp_path) -> None:  # noqa: ANN001
+    """Regression: checking a SQLite file with a plain open()/close() dropped this process's POSIX locks,
+    and an open Store went on reading an old snapshot after another process changed the rows."""
+    import subprocess
+    import sys
+
+    from db import NewJob, Store
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    first = Store(url)
+    gid = first.upsert_grid("g", "{}", "h", "", 1)
+    first.add_jobs(gid, [NewJob(f"h{i}", "{}", "supervised", "k", i, str(tmp_path), "full", "c") for i in range(2)])
+    states = ["PENDING", "QUEUED", "CANCELLED", "PENDING"]
+    for src, dst in zip(states, states[1:], strict=False):
+        assert {j.state for j in first.jobs("g")} == {src}
+        Store(url).close()  # a second store in the same process checks the file
+        subprocess.run([sys.executable, "-c", f"from db import Store; Store({url!r}).set_state(['h0', 'h1'], "
+                        f"{dst!r}, [{src!r}])"], check=True)
+        assert {j.state for j in first.jobs("g")} == {dst}
