@@ -28,11 +28,21 @@ USAGE_ERRORS: tuple[type[Exception], ...] = (SpecError, SubsetError, DatasetMeta
 
 
 def _usage_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean bad input or an unusable environment: one line, exit 2."""
+    extra: list[type[Exception]] = []
     try:
         from workers.data.errors import DataWriteError
+
+        extra.append(DataWriteError)
     except ImportError:
-        return USAGE_ERRORS
-    return (*USAGE_ERRORS, DataWriteError)
+        pass
+    try:
+        from orchestrator.backends.slurm_cmd import SlurmError
+
+        extra.append(SlurmError)
+    except ImportError:  # submitit missing: no SLURM backend
+        pass
+    return (*USAGE_ERRORS, *extra)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -71,6 +81,10 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
     grid = load_grid(grid_file)
     profile_name = profile or grid.cluster.get("profile") or ("local" if cluster == "local" else "slurm-local")
     prof = load_profile(profile_name, {k: v for k, v in grid.cluster.items() if k != "profile"})
+    if cluster == "slurm":  # a bad profile is reported before any job is recorded
+        from orchestrator.backends.slurm_profile import SlurmProfile
+
+        SlurmProfile.from_dict(prof)
     meta = ensure_dataset(grid)
     store = open_store(db_url)
     rec = record_grid(store, grid, meta)
@@ -211,6 +225,7 @@ def _mount_optional_groups() -> None:
         ("orchestrator.commands.db_cmds", "export"),
         ("orchestrator.commands.jobs_cmds", "retry"),
         ("orchestrator.commands.jobs_cmds", "cancel"),
+        ("orchestrator.commands.slurm_cmds", "slurm"),
     ]
     import importlib
 

@@ -55,15 +55,25 @@ def broadcast_flag(ctx: DistContext, value: bool) -> bool:
     """Rank 0's ``value`` on every rank."""
     if not ctx.distributed:
         return value
-    t = torch.tensor([1 if value else 0], dtype=torch.int64)
+    t = torch.tensor([1 if value else 0], dtype=torch.int64, device=ctx.device)  # NCCL: tensors on the GPU
     dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def any_rank(ctx: DistContext, value: bool) -> bool:
+    """True on every rank if ``value`` is true on any rank (so all ranks stop at the same batch)."""
+    if not ctx.distributed:
+        return value
+    t = torch.tensor([1 if value else 0], dtype=torch.int64, device=ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
 
 
 def all_reduce_mean(ctx: DistContext, value: float) -> float:
     if not ctx.distributed:
         return value
-    t = torch.tensor([value], dtype=torch.float64)
+    t = torch.tensor([value], dtype=torch.float64 if ctx.device.type == "cpu" else torch.float32,
+                     device=ctx.device)
     dist.all_reduce(t)
     return float(t.item()) / ctx.world_size
 

@@ -82,9 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("job_file", type=Path, help="the job's job.json")
     parser.add_argument("--db", required=True, help="database URL")
     args = parser.parse_args(argv)
-    ctx = setup_distributed()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s [rank {ctx.rank}] %(levelname)s %(name)s: %(message)s")
+                        format=f"%(asctime)s [rank {os.environ.get('RANK', '0')}] %(levelname)s %(name)s: "
+                               "%(message)s")
+    ctx = setup_distributed()
     try:
         return run(args.job_file.resolve(), args.db, ctx)
     finally:

@@ -19,7 +19,7 @@ from subsets import DatasetMeta, Manifest, resolve
 from workers.checkpoint import load_checkpoint, save_checkpoint
 from workers.data.jit import configure_jit
 from workers.data.loader import build_loader
-from workers.distributed import DistContext, all_reduce_mean, barrier
+from workers.distributed import DistContext, all_reduce_mean, any_rank, barrier
 from workers.knn import extract_features, knn_accuracy
 from workers.methods.base import Method
 from workers.methods.registry import method_class
@@ -105,7 +105,7 @@ class Trainer:
             model.train()
             t0, total, n_batches, n_images = time.time(), 0.0, 0, 0
             for i, (views, labels) in enumerate(loader):
-                if self.stop.is_set():
+                if any_rank(ctx, self.stop.is_set()):
                     return None
                 lr = lr_at(cfg, epoch * steps + i, steps)
                 set_lr(opt, lr)
@@ -118,7 +118,7 @@ class Trainer:
                 total += float(loss.detach())
                 n_batches += 1
                 n_images += int(labels.shape[0])
-            if self.stop.is_set():
+            if any_rank(ctx, self.stop.is_set()):
                 return None
             elapsed = time.time() - t0
             train_time += elapsed
