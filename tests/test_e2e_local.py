@@ -236,3 +236,21 @@ def test_detach_returns_at_once_and_the_background_launcher_finishes(tmp_path: P
     status = json.loads(cli("status", "--json", db=db, home=tmp_path).stdout)
     assert status["grid"] == "detached" and status["counts"]["COMPLETED"] == 1 and status["total"] == 1
     assert (tmp_path / "logs" / "launch-detached.log").is_file()
+
+
+def test_two_rank_ddp_job_under_torchrun(tmp_path: Path, digits: Path) -> None:
+    """A job with nproc_per_node = 2 runs as one torchrun process group (gloo on the CPU); SimCLR gathers
+    its negatives across both ranks. (Several nodes cannot exist here; SLURM's test covers 2 tasks.)"""
+    grid = tmp_path / "grid.toml"
+    text = GRID.format(name="ddp", root=digits, epochs=2, methods="[methods.simclr]\ntemperature = 0.2\n")
+    text = text.replace('[subsets.even5]\nstrategy = "uniform"\nk = 5\n', "").replace(
+        "cpus_per_task = 1", "cpus_per_task = 1\nnproc_per_node = 2")
+    grid.write_text(text)
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    cli("launch", str(grid), "--no-progress", db=db, home=tmp_path)
+    store = Store(db)
+    (job,) = store.jobs("ddp")
+    assert job.state == JobState.COMPLETED
+    log = Path(store.attempts(job.job_hash)[0].log_path).read_text()
+    assert "rank 0/2" in log and "rank 1/2" in log
+    assert store.final_metrics("ddp")[job.job_hash]["knn_top1"] > 0.1
