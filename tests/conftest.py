@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from subsets import ClassInfo, DatasetMeta
+
+# FFCV compiles its pipelines with numba; unoptimised compiles are about twice as fast and the tests'
+# datasets are tiny (set before numba is first imported; inherited by worker subprocesses)
+os.environ.setdefault("NUMBA_OPT", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 
