@@ -76,6 +76,20 @@ class Strategy(ABC):
         return {}
 
 
+def check_class_count(k: Any) -> int:
+    """``k`` (a number of classes) must be a positive integer."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise SubsetError("k", "a positive integer number of classes")
+    return k
+
+
+def check_choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
+    """``value`` must be one of ``choices``."""
+    if value not in choices:
+        raise SubsetError(key, f"one of {', '.join(choices)}")
+    return value
+
+
 _REGISTRY: dict[str, type[Strategy]] = {}
 
 

@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from subsets.accuracy_file import KEY, accuracy_sha, read_accuracy_file
-from subsets.base import OPTIONAL, Strategy, SubsetError, register
+from subsets.base import OPTIONAL, Strategy, SubsetError, check_choice, check_class_count, register
 from subsets.meta import DatasetMeta
 from subsets.spread import pick_evenly
 
@@ -36,11 +36,8 @@ class PerClassAccuracy(Strategy):
 
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:
         out = super().validate(params)
-        k = out["k"]
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise SubsetError("k", "a positive integer number of classes")
-        if out["mode"] not in MODES:
-            raise SubsetError("mode", f"one of {', '.join(MODES)}")
+        check_class_count(out["k"])
+        check_choice("mode", out["mode"], MODES)
         if not isinstance(out[KEY], str) or not out[KEY]:
             raise SubsetError(KEY, "the path of a per-class accuracy file (CSV wnid,accuracy or JSON)")
         sha = accuracy_sha(read_accuracy_file(out[KEY]))

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from subsets.base import Strategy, SubsetError, register
+from subsets.base import Strategy, SubsetError, check_choice, check_class_count, register
 from subsets.meta import DatasetMeta
 
 MODES = ("even", "random")
@@ -19,11 +19,8 @@ class Uniform(Strategy):
 
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:
         out = super().validate(params)
-        k = out["k"]
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise SubsetError("k", "a positive integer number of classes")
-        if out["mode"] not in MODES:
-            raise SubsetError("mode", f"one of {', '.join(MODES)}")
+        check_class_count(out["k"])
+        check_choice("mode", out["mode"], MODES)
         if isinstance(out["seed"], bool) or not isinstance(out["seed"], int) or out["seed"] < 0:
             raise SubsetError("seed", "a non-negative integer")
         if out["mode"] == "even":

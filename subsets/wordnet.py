@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from subsets.base import OPTIONAL, Strategy, SubsetError, register
+from subsets.base import OPTIONAL, Strategy, SubsetError, check_class_count, register
 from subsets.hierarchy import Hierarchy, group_coverage, load_hierarchy
 from subsets.meta import DatasetMeta
 from subsets.spread import ALLOCATIONS, allocate, pick_evenly
@@ -66,8 +66,7 @@ class WordNet(Strategy):
         out = super().validate(params)
         if "k" in out:
             k = out["k"]
-            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-                raise SubsetError("k", "a positive integer number of classes")
+            check_class_count(k)
             depth = out["depth"]
             if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
                 raise SubsetError("depth", "a non-negative integer (0 is entity.n.01)")
