@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import random
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import timm
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -45,6 +47,15 @@ def load_manifest(spec: JobSpec) -> tuple[DatasetMeta, Manifest]:
     return meta, manifest
 
 
+def seed_everything(seed: int, rank: int) -> None:
+    """Seed torch (same model init on every rank) and the Python/NumPy RNGs that data augmentation draws
+    from (per rank). FFCV's compiled (numba) ops keep per-thread RNGs that cannot be seeded from here, so
+    runs are bit-reproducible only with the FFCV JIT off (``resources.ffcv_jit``)."""
+    torch.manual_seed(seed)
+    random.seed(seed * 1000 + rank)
+    np.random.seed((seed * 1000 + rank) % 2**32)
+
+
 def build_method(spec: JobSpec, num_classes: int) -> Method:
     """The job's method around a timm backbone built from scratch (no pretrained download)."""
     backbone = timm.create_model(spec.train.backbone, pretrained=False, num_classes=0)
@@ -75,7 +86,7 @@ class Trainer:
         spec, ctx, cfg = self.spec, self.ctx, self.spec.train
         meta, manifest = load_manifest(spec)
         configure_jit(spec.resources.ffcv_jit, len(manifest.indices["train"]))
-        torch.manual_seed(spec.seed)
+        seed_everything(spec.seed, ctx.rank)
         method = build_method(spec, manifest.num_classes).to(ctx.device)
         if ctx.device.type == "cuda":
             method = method.to(memory_format=torch.channels_last)
