@@ -39,6 +39,16 @@ def write_meta_dir(root: Path, num_classes: int = 6, train_per_class: int = 10, 
     return DatasetMeta.load(root)
 
 
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real handwritten-digits dataset at 32 px as FFCV .beton files (built once per session)."""
+    from workers.data.builtin import prepare_digits
+
+    root = tmp_path_factory.mktemp("digits") / "digits"
+    prepare_digits(root, image_size=32)
+    return root
+
+
 @pytest.fixture
 def meta_dir(tmp_path: Path) -> Path:
     write_meta_dir(tmp_path / "ds")

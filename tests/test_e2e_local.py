@@ -49,15 +49,6 @@ temperature = 0.2
 """
 
 
-@pytest.fixture(scope="session")
-def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from workers.data.builtin import prepare_digits
-
-    root = tmp_path_factory.mktemp("digits") / "digits"
-    prepare_digits(root, image_size=32)
-    return root
-
-
 def cli(*args: str, db: str, home: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "DLTH_HOME": str(home), "DLTH_HEARTBEAT_S": "1"}
     proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args, "--db", db], capture_output=True,

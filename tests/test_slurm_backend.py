@@ -47,15 +47,6 @@ def slurm_cluster() -> None:
     subprocess.run(["bash", str(REPO / "scripts" / "slurm-cluster.sh"), "up"], check=True, timeout=300)
 
 
-@pytest.fixture(scope="session")
-def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from workers.data.builtin import prepare_digits
-
-    root = tmp_path_factory.mktemp("digits") / "digits"
-    prepare_digits(root, image_size=32)
-    return root
-
-
 @pytest.fixture
 def home(_isolated_workspace: Path, slurm_cluster: None) -> Iterator[Path]:
     """The test's workspace; SLURM jobs it left behind are cancelled afterwards."""

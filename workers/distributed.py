@@ -78,6 +78,41 @@ def all_reduce_mean(ctx: DistContext, value: float) -> float:
     return float(t.item()) / ctx.world_size
 
 
+def all_reduce_sum(ctx: DistContext, values: list[float]) -> list[float]:
+    """Element-wise sum of ``values`` over all ranks (every rank must pass the same length)."""
+    if not ctx.distributed:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64 if ctx.device.type == "cpu" else torch.float32, device=ctx.device)
+    dist.all_reduce(t)
+    return [float(v) for v in t.tolist()]
+
+
+def all_gather_rows(ctx: DistContext, t: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``t`` concatenated along dim 0 in rank order; ranks may hold different row counts.
+
+    ``t`` must live on ``ctx.device`` (NCCL gathers GPU tensors only)."""
+    if not ctx.distributed:
+        return t
+    count = torch.tensor([t.shape[0]], dtype=torch.int64, device=t.device)
+    counts = [torch.zeros_like(count) for _ in range(ctx.world_size)]
+    dist.all_gather(counts, count)
+    sizes = [int(c.item()) for c in counts]
+    padded = t.new_zeros((max(sizes), *t.shape[1:]))
+    padded[: t.shape[0]] = t
+    parts = [torch.empty_like(padded) for _ in range(ctx.world_size)]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)])
+
+
+def broadcast_buffers(ctx: DistContext, module: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (e.g. BatchNorm running statistics, which each rank updated on its own last
+    batch) to every rank, so that every rank evaluates the model rank 0 checkpoints."""
+    if not ctx.distributed:
+        return
+    for buf in module.buffers():
+        dist.broadcast(buf.data, src=0)
+
+
 def teardown(ctx: DistContext) -> None:
     if ctx.distributed and dist.is_initialized():
         dist.destroy_process_group()

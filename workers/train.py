@@ -21,7 +21,14 @@ from subsets import DatasetMeta, Manifest, resolve
 from workers.checkpoint import load_checkpoint, save_checkpoint
 from workers.data.jit import configure_jit
 from workers.data.loader import build_loader
-from workers.distributed import DistContext, all_reduce_mean, any_rank, barrier
+from workers.distributed import (
+    DistContext,
+    all_reduce_mean,
+    all_reduce_sum,
+    any_rank,
+    barrier,
+    broadcast_buffers,
+)
 from workers.knn import extract_features, knn_accuracy
 from workers.methods.base import Method
 from workers.methods.registry import method_class
@@ -156,24 +163,29 @@ class Trainer:
         return final
 
     def evaluate(self, method: Method, meta: DatasetMeta, manifest: Manifest) -> dict[str, float]:
-        """kNN (every method) and method-specific metrics on the subset's validation classes (rank 0)."""
-        out: dict[str, float] = {}
-        if self.ctx.is_main:
-            spec = self.spec
-            method.eval()
+        """kNN (every method) and method-specific metrics on the subset's validation classes.
 
-            def eval_loader(split: str):  # type: ignore[no-untyped-def]
-                return build_loader(meta, manifest, split, recipe="eval", batch_size=256,
-                                    image_size=spec.train.image_size, seed=spec.seed, train=False,
-                                    num_workers=spec.resources.loader_workers, device=self.ctx.device)
+        Every rank evaluates its own share of both splits with rank 0's weights and buffers; the kNN
+        merges neighbours across ranks and method metrics (per-sample means) are weighted by share size."""
+        spec, ctx = self.spec, self.ctx
+        broadcast_buffers(ctx, method)
+        method.eval()
 
-            with autocast_for(spec, self.ctx.device):
-                bank, bank_y = extract_features(method.backbone, eval_loader("train"))
-                val_loader = eval_loader("val")
-                feats, ys = extract_features(method.backbone, val_loader)
-                out.update(method.evaluate(val_loader))
-            out.update(knn_accuracy(bank, bank_y, feats, ys, k=spec.eval.knn_k,
-                                    temperature=spec.eval.knn_temperature, num_classes=manifest.num_classes))
-            method.train()
-        barrier(self.ctx)
+        def eval_loader(split: str):  # type: ignore[no-untyped-def]
+            return build_loader(meta, manifest, split, recipe="eval", batch_size=256,
+                                image_size=spec.train.image_size, seed=spec.seed, train=False,
+                                distributed=ctx.distributed, num_workers=spec.resources.loader_workers,
+                                device=ctx.device)
+
+        with autocast_for(spec, ctx.device):
+            bank, bank_y = extract_features(method.backbone, eval_loader("train"), ctx.device)
+            val_loader = eval_loader("val")
+            feats, ys = extract_features(method.backbone, val_loader, ctx.device)
+            own = method.evaluate(val_loader)
+        names = sorted(own)
+        sums = all_reduce_sum(ctx, [own[name] * len(ys) for name in names] + [float(len(ys))])
+        out = {name: total / max(1.0, sums[-1]) for name, total in zip(names, sums, strict=False)}
+        out.update(knn_accuracy(bank, bank_y, feats, ys, k=spec.eval.knn_k, temperature=spec.eval.knn_temperature,
+                                num_classes=manifest.num_classes, ctx=ctx))
+        method.train()
         return out
