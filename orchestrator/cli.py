@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from sqlalchemy.exc import OperationalError
 
 from db import Store, StoreError, workspace_dir
@@ -88,7 +89,7 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
     meta = ensure_dataset(grid)
     store = open_store(db_url)
     rec = record_grid(store, grid, meta)
-    console.print(f"grid [bold]{grid.name}[/]: {len(rec.jobs)} jobs ({rec.new} new, {rec.known} already known)")
+    console.print(f"grid [bold]{escape(grid.name)}[/]: {len(rec.jobs)} jobs ({rec.new} new, {rec.known} already known)")
     backend = get_backend(cluster)
     refresh(store, grid.name)
     # SLURM: return once submitted unless --wait; local: the launcher runs the jobs (or --detach)

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from db import JobState, Store
@@ -83,16 +84,17 @@ def grid_status(store: Store, grid_name: str, stale_after_s: float | None = None
 def print_status(st: GridStatus, console: Console) -> None:
     counts = "  ".join(f"[{STATE_STYLE[s]}]{s.lower()} {n}[/]" for s, n in st.counts.items() if n)
     done = st.counts.get(JobState.COMPLETED, 0)
-    console.print(f"[bold]{st.grid}[/]: {done}/{st.total} completed   {counts}")
+    console.print(f"[bold]{escape(st.grid)}[/]: {done}/{st.total} completed   {counts}")
     table = Table(show_edge=False, pad_edge=False)
     for col in ("subset", "config", "done", "running", "failed"):
         table.add_column(col, justify="right" if col in ("done", "running", "failed") else "left")
     for g in st.groups:
-        table.add_row(g.subset, g.config, f"{g.completed}/{g.total}", str(g.running or ""),
+        table.add_row(escape(g.subset), escape(g.config), f"{g.completed}/{g.total}", str(g.running or ""),
                       f"[red]{g.failed}[/]" if g.failed else "")
     console.print(table)
     for f in st.failed:
-        console.print(f"[red]FAILED[/] {f['label']} ({f['job']}, {f['failures']} failures): {f['error']}")
+        console.print(f"[red]FAILED[/] {escape(f['label'])} ({f['job']}, {f['failures']} failures): "
+                      f"{escape(str(f['error']))}")
     for s in st.stale:
-        console.print(f"[yellow]STALE[/] {s['label']} ({s['job']}): RUNNING but no heartbeat for "
+        console.print(f"[yellow]STALE[/] {escape(s['label'])} ({s['job']}): RUNNING but no heartbeat for "
                       f"{s['heartbeat_age_s']}s")

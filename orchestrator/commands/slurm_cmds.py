@@ -10,6 +10,7 @@ import json
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.cli_common import db_option, fail, open_store, resolve_grid_name
@@ -45,11 +46,11 @@ def jobs_cmd(grid: str | None, as_json: bool, db_url: str) -> None:
     if as_json:
         click.echo(json.dumps({"grid": name, "slurm_job_name": sname, "jobs": out}, indent=1))
         return
-    table = Table(title=f"{name} (SLURM job name {sname})", show_edge=False)
+    table = Table(title=escape(f"{name} (SLURM job name {sname})"), show_edge=False)
     for col in ("label", "job", "state", "slurm id", "slurm state", "node", "attempts", "failures"):
         table.add_column(col)
     for r in out:
-        table.add_row(r["label"], r["job"], r["state"], r["slurm_id"] or "", r["slurm_state"], r["node"],
+        table.add_row(escape(r["label"]), r["job"], r["state"], r["slurm_id"] or "", r["slurm_state"], r["node"],
                       str(r["attempts"]), str(r["failures"]))
     Console().print(table)
 

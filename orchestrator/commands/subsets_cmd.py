@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.cli_common import db_option, fail, open_store
@@ -28,14 +29,14 @@ def _params_text(params: dict[str, Any]) -> str:
 def render(report: dict[str, Any], console: Console, max_classes: int = 20) -> None:
     """Print a :func:`subsets.show.subsets_report` as rich tables."""
     ds = report["dataset"]
-    console.print(f"dataset [bold]{ds['name']}[/] ({ds['root']}): {ds['num_classes']} classes, "
+    console.print(f"dataset [bold]{escape(ds['name'])}[/] ({escape(str(ds['root']))}): {ds['num_classes']} classes, "
                   + ", ".join(f"{n} {s} images" for s, n in ds["num_samples"].items()))
     summary = Table()
     for col in ("subset", "strategy", "params", "classes", "train", "val", "of full (train)", "hash"):
         summary.add_column(col, justify="right" if col in ("classes", "train", "val", "of full (train)") else "left")
     for name, sub in report["subsets"].items():
         summary.add_row(
-            name, sub["strategy"], _params_text(sub["params"]), str(sub["num_classes"]),
+            escape(name), sub["strategy"], escape(_params_text(sub["params"])), str(sub["num_classes"]),
             str(sub["num_samples"].get("train", 0)), str(sub["num_samples"].get("val", 0)),
             f"{100 * sub['fraction_of_full'].get('train', 0):.1f}%", sub["hash"],
         )
@@ -43,12 +44,12 @@ def render(report: dict[str, Any], console: Console, max_classes: int = 20) -> N
     for name, sub in report["subsets"].items():
         classes = sub["classes"]
         limit = len(classes) if max_classes <= 0 else min(max_classes, len(classes))
-        console.print(f"[bold]{name}[/]: {len(classes)} classes")
+        console.print(f"[bold]{escape(name)}[/]: {len(classes)} classes")
         table = Table()
         for col in ("index", "wnid", "name"):
             table.add_column(col)
         for c in classes[:limit]:
-            table.add_row(str(c["index"]), c["wnid"], c["name"])
+            table.add_row(str(c["index"]), escape(c["wnid"]), escape(c["name"]))
         if limit < len(classes):
             table.add_row("...", "", f"{len(classes) - limit} more (--max-classes 0 shows all)")
         console.print(table)
@@ -57,13 +58,13 @@ def render(report: dict[str, Any], console: Console, max_classes: int = 20) -> N
             _render_wordnet(name, details["wordnet"], console, max_classes)
         if "accuracy" in details:
             a = details["accuracy"]
-            console.print(f"{name}: per-class accuracy of the chosen classes {a['min']:.3f} .. {a['max']:.3f} "
+            console.print(f"{escape(name)}: per-class accuracy of the chosen classes {a['min']:.3f} .. {a['max']:.3f} "
                           f"(mean {a['mean']:.3f})")
 
 
 def _render_wordnet(name: str, wn: dict[str, Any], console: Console, max_rows: int) -> None:
-    roots = f", roots {', '.join(wn['roots'])}" if wn.get("roots") else ""
-    console.print(f"[bold]{name}[/]: WordNet groups at depth {wn['depth']}: {wn['groups_covered']} of "
+    roots = escape(f", roots {', '.join(wn['roots'])}") if wn.get("roots") else ""
+    console.print(f"[bold]{escape(name)}[/]: WordNet groups at depth {wn['depth']}: {wn['groups_covered']} of "
                   f"{wn['groups_total']} covered{roots}")
     table = Table()
     for col in ("group", "chosen", "of"):
@@ -71,7 +72,7 @@ def _render_wordnet(name: str, wn: dict[str, Any], console: Console, max_rows: i
     groups = sorted(wn["groups"], key=lambda g: (-g["chosen"], -g["total"], g["group"]))
     limit = len(groups) if max_rows <= 0 else min(max_rows, len(groups))
     for g in groups[:limit]:
-        table.add_row(g["group"], str(g["chosen"]), str(g["total"]))
+        table.add_row(escape(g["group"]), str(g["chosen"]), str(g["total"]))
     if limit < len(groups):
         table.add_row(f"... {len(groups) - limit} more groups", "", "")
     console.print(table)
