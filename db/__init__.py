@@ -1,6 +1,6 @@
 """Persistence: SQLAlchemy models, migrations and the store API (the only module that speaks SQL)."""
 
-from db.engine import StoreError, StoreUnavailable, default_url, workspace_dir
+from db.engine import StoreError, StoreUnavailable, default_url, require_database, workspace_dir
 from db.ingest import FINAL_METRICS_FILE, FinalResult, ResultFileError, read_final_metrics, write_final_metrics
 from db.models import FINAL_EPOCH, AttemptState, JobState
 from db.store import AttemptRow, GridRow, JobRow, MetricRow, NewJob, Store
@@ -22,6 +22,7 @@ __all__ = [
     "StoreUnavailable",
     "default_url",
     "read_final_metrics",
+    "require_database",
     "workspace_dir",
     "write_final_metrics",
 ]

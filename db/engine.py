@@ -92,6 +92,15 @@ def sqlite_path(engine_or_url: Engine | URL) -> Path:
     return Path(url.database).expanduser().resolve()
 
 
+def require_database(url: str) -> None:
+    """Raise :class:`StoreError` if ``url`` names a SQLite file that does not exist yet (commands that
+    only read a grid must not create an empty database where the user happens to stand)."""
+    parsed = parse_url(url)
+    if is_sqlite(parsed) and not sqlite_path(parsed).exists():
+        raise StoreError(f"database {sqlite_path(parsed)}: no such file (launch a grid first, or name the "
+                         "database with --db URL or DLTH_DB)")
+
+
 def make_engine(url: str, *, must_exist: bool = False) -> Engine:
     """Create an engine for ``url`` (SQLite file or PostgreSQL), or raise :class:`StoreError`.
 

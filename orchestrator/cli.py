@@ -87,7 +87,7 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
 
         SlurmProfile.from_dict(prof)
     meta = ensure_dataset(grid)
-    store = open_store(db_url)
+    store = open_store(db_url, create=True)
     rec = record_grid(store, grid, meta)
     console.print(f"grid [bold]{escape(grid.name)}[/]: {len(rec.jobs)} jobs ({rec.new} new, {rec.known} already known)")
     backend = get_backend(cluster)

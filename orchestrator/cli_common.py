@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from db import Store, default_url
+from db import Store, default_url, require_database
 
 
 def fail(message: str) -> None:
@@ -33,7 +33,10 @@ def db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, create: bool = False) -> Store:
+    """The store at ``url``; a missing SQLite file is an error unless ``create`` (only ``launch`` creates)."""
+    if not create:
+        require_database(url)
     return Store(url)
 
 

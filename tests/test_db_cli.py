@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -14,7 +15,7 @@ from db import FINAL_EPOCH, AttemptState, NewJob, Store
 from db.engine import make_engine
 from db.migrate import BASE_REVISION, HEAD, current, upgrade
 from db.testing import db_url  # noqa: F401  (fixture: a fresh database on each backend)
-from orchestrator.cli import cli
+from orchestrator.cli import cli, main
 
 
 def invoke(*args: str) -> tuple[int, str]:
@@ -50,6 +51,21 @@ def test_db_commands_refuse_bad_urls_with_exit_code_2(tmp_path: Path) -> None:
     assert code == 2 and "not a SQLite database" in out
     code, out = invoke("--db", f"sqlite:///{tmp_path / 'ok.db'}", "db", "upgrade", "--revision", "0042")
     assert code == 2 and "--revision" in out
+
+
+def test_reading_commands_never_create_a_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """status, report, export, retry, cancel and slurm jobs on a missing SQLite file: one line, exit 2, no file."""
+    missing = tmp_path / "here" / "dlth.db"
+    url = f"sqlite:///{missing}"
+    for args in (["status"], ["report"], ["export", "g", "--out", str(tmp_path / "x")], ["retry"],
+                 ["cancel", "--yes"], ["slurm", "jobs"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--db", url, *args])  # the console script: usage errors become one line and exit code 2
+        out = capsys.readouterr().err
+        assert exit_info.value.code == 2, (args, out)
+        assert out.strip() == f"error: database {missing}: no such file (launch a grid first, or name the " \
+                              "database with --db URL or DLTH_DB)", args
+    assert not (tmp_path / "here").exists() and not (tmp_path / "x").exists()
 
 
 def populate(url: str, tmp_path: Path) -> None:
