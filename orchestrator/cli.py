@@ -75,6 +75,7 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
     from orchestrator.backends.registry import get_backend
     from orchestrator.grid import load_grid
     from orchestrator.launch import ensure_dataset, grid_lock, record_grid, runnable_jobs
+    from orchestrator.preflight import check_backbones
     from orchestrator.profiles import load_profile
     from orchestrator.status import refresh
 
@@ -86,6 +87,7 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
         from orchestrator.backends.slurm_profile import SlurmProfile
 
         SlurmProfile.from_dict(prof)
+    check_backbones(grid)  # a model the workers could not build fails here, not in every job
     meta = ensure_dataset(grid)
     store = open_store(db_url, create=True)
     rec = record_grid(store, grid, meta)

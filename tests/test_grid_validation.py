@@ -98,3 +98,47 @@ def test_cli_bad_grid_exit_2_one_line_nothing_written(tmp_path: Path, meta_dir: 
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines == [f"error: {path}: train.epochs: expected an integer >= 1"]
     assert not db.exists()
+
+
+# backbones: checked by `launch` on PyTorch's meta device before anything is recorded
+SMALL = GOOD.replace("lr = 0.1\n[subsets", 'lr = 0.1\nbackbone = "test_resnet"\nimage_size = 32\n[subsets')
+
+
+def test_grid_backbones_that_the_workers_can_build_pass(tmp_path: Path, meta_dir: Path) -> None:
+    from orchestrator.preflight import backbone_uses, check_backbones
+
+    grid = load_grid(write(tmp_path, SMALL.replace("[methods.simclr]", '[methods.simclr]\nbackbone = "resnet18"')))
+    assert backbone_uses(grid) == {("test_resnet", 32): "train.backbone",
+                                   ("resnet18", 32): "methods.simclr.backbone"}
+    check_backbones(grid)
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ('backbone = "test_resnet"', 'backbone = "resnet5000"',
+     "train.backbone: expected a timm model name (got 'resnet5000'; e.g. resnet50, vit_small_patch16_224)"),
+    ('backbone = "test_resnet"', 'backbone = "vit_tiny_patch16_224"',
+     "train.backbone: expected a timm model that takes 32 px images (train.image_size); vit_tiny_patch16_224: "
+     "Input height (32) doesn't match model (224)."),
+    ("[methods.supervised]", '[methods.supervised]\nbackbone = ["test_resnet", "resnt18"]',
+     "methods.supervised.backbone: expected a timm model name (got 'resnt18'"),
+])
+def test_grid_backbones_the_workers_cannot_build_are_refused(tmp_path: Path, meta_dir: Path, old: str, new: str,
+                                                            message: str) -> None:
+    from orchestrator.preflight import check_backbones
+
+    path = write(tmp_path, SMALL.replace(old, new))
+    with pytest.raises(SpecError) as info:
+        check_backbones(load_grid(path))
+    assert str(info.value).startswith(f"{path}: {message}")
+
+
+def test_cli_unknown_backbone_exit_2_nothing_written(tmp_path: Path, meta_dir: Path) -> None:
+    path = write(tmp_path, SMALL.replace('backbone = "test_resnet"', 'backbone = "resnet5000"'))
+    db = tmp_path / "db.sqlite"
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "launch", str(path), "--db", f"sqlite:///{db}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert [ln for ln in proc.stderr.splitlines() if ln.strip()] == [
+        f"error: {path}: train.backbone: expected a timm model name (got 'resnet5000'; e.g. resnet50, "
+        "vit_small_patch16_224)"]
+    assert not db.exists()

@@ -1,0 +1,68 @@
+"""Checks run by ``launch`` before any job is recorded, for mistakes that would otherwise fail every job.
+
+Backbones: every (backbone, image size) of the grid must build in timm and map a batch of images of
+that size to feature vectors, as the worker will ask it to. The check runs on PyTorch's ``meta``
+device (shapes only: no weights allocated, nothing computed), so it takes well under a second per model
+even for billion-parameter models on a login node; a model that cannot be built on ``meta`` is tried
+for real on the CPU before it is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from orchestrator.expand import method_combinations, split_values
+from orchestrator.grid import GridSpec
+from specs.base import SpecError
+from specs.job import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def backbone_uses(grid: GridSpec) -> dict[tuple[str, int], str]:
+    """``(backbone, image_size) -> the grid key that chose the backbone``, over every configuration."""
+    uses: dict[tuple[str, int], str] = {}
+    for mt in grid.methods.values():
+        for combo in method_combinations(mt):
+            _, overrides = split_values(mt, combo)
+            train = {**grid.train, **overrides}
+            backbone = str(train.get("backbone", TrainConfig.backbone))
+            size = int(train.get("image_size", TrainConfig.image_size))
+            key = f"methods.{mt.name}.backbone" if "backbone" in overrides else "train.backbone"
+            uses.setdefault((backbone, size), key)
+    return uses
+
+
+def _feature_shape(backbone: str, image_size: int, device: str) -> tuple[tuple[int, ...], int]:
+    import timm
+    import torch
+
+    with torch.device(device), torch.no_grad():
+        model = timm.create_model(backbone, pretrained=False, num_classes=0)
+        out: Any = model(torch.zeros(2, 3, image_size, image_size))
+    return tuple(out.shape), int(model.num_features)
+
+
+def check_backbones(grid: GridSpec) -> None:
+    """Raise :class:`SpecError` (naming the grid file and key) for a backbone the workers could not train."""
+    import timm
+
+    for (backbone, size), key in backbone_uses(grid).items():
+        if not timm.is_model(backbone):
+            raise SpecError(key, f"a timm model name (got {backbone!r}; e.g. resnet50, vit_small_patch16_224)",
+                            str(grid.path))
+        try:
+            try:
+                shape, width = _feature_shape(backbone, size, "meta")
+            except Exception:  # noqa: BLE001  (an op without a meta kernel: build it for real)
+                log.debug("%s cannot be built on the meta device; trying the CPU", backbone, exc_info=True)
+                shape, width = _feature_shape(backbone, size, "cpu")
+        except Exception as exc:  # noqa: BLE001  (whatever timm raises, the user needs one line)
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise SpecError(key, f"a timm model that takes {size} px images (train.image_size); "
+                                 f"{backbone}: {reason}", str(grid.path)) from None
+        if shape != (2, width):
+            raise SpecError(key, f"a backbone that maps images to feature vectors ({backbone} gives "
+                                 f"{list(shape)} for 2 images of {size} px)", str(grid.path))
+        log.debug("backbone %s at %d px: %d features", backbone, size, width)
