@@ -89,11 +89,15 @@ def test_toml_syntax_error(tmp_path: Path) -> None:
         load_grid(path)
 
 
+def launch_cli(grid: Path, db: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", "launch", str(grid), "--db", f"sqlite:///{db}"],
+                          capture_output=True, text=True, timeout=120)
+
+
 def test_cli_bad_grid_exit_2_one_line_nothing_written(tmp_path: Path, meta_dir: Path) -> None:
     path = write(tmp_path, GOOD.replace("epochs = 2", "epochs = -1"))
     db = tmp_path / "db.sqlite"
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "launch", str(path), "--db", f"sqlite:///{db}"],
-                          capture_output=True, text=True, timeout=120)
+    proc = launch_cli(path, db)
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines == [f"error: {path}: train.epochs: expected an integer >= 1"]
@@ -135,8 +139,7 @@ def test_grid_backbones_the_workers_cannot_build_are_refused(tmp_path: Path, met
 def test_cli_unknown_backbone_exit_2_nothing_written(tmp_path: Path, meta_dir: Path) -> None:
     path = write(tmp_path, SMALL.replace('backbone = "test_resnet"', 'backbone = "resnet5000"'))
     db = tmp_path / "db.sqlite"
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "launch", str(path), "--db", f"sqlite:///{db}"],
-                          capture_output=True, text=True, timeout=120)
+    proc = launch_cli(path, db)
     assert proc.returncode == 2, proc.stderr
     assert [ln for ln in proc.stderr.splitlines() if ln.strip()] == [
         f"error: {path}: train.backbone: expected a timm model name (got 'resnet5000'; e.g. resnet50, "
