@@ -1,0 +1,60 @@
+"""The shipped example grids stay valid: they parse, their subsets resolve and their models build.
+
+``examples/imagenet.toml`` points at an ImageNet-1K that cannot exist here; it is checked against
+metadata of the real 1,000 ImageNet classes (wnids and names from timm, sample labels only; no images).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from orchestrator.expand import expand
+from orchestrator.grid import load_grid
+from orchestrator.preflight import check_backbones
+from subsets import ClassInfo, DatasetMeta, resolve
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def imagenet_meta_dir(root: Path, train_per_class: int = 20, val_per_class: int = 2) -> DatasetMeta:
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo("imagenet-1k")
+    classes = [ClassInfo(i, w, info.index_to_description(i).split(",")[0]) for i, w in enumerate(info.label_names())]
+    n = len(classes)
+    labels = {"train": np.repeat(np.arange(n), train_per_class), "val": np.repeat(np.arange(n), val_per_class)}
+    meta = DatasetMeta(root, "imagenet-1k", classes, {"train": "train.beton", "val": "val.beton"}, labels)
+    meta.save()
+    return DatasetMeta.load(root)
+
+
+def test_imagenet_example_expands_to_the_study_it_describes(tmp_path: Path) -> None:
+    meta = imagenet_meta_dir(tmp_path / "imagenet-ffcv")
+    text = (REPO / "examples" / "imagenet.toml").read_text()
+    assert 'root = "/datasets/imagenet-ffcv"' in text
+    grid_file = tmp_path / "imagenet.toml"
+    grid_file.write_text(text.replace('root = "/datasets/imagenet-ffcv"', f'root = "{meta.root}"'))
+    grid = load_grid(grid_file)
+    check_backbones(grid)
+    jobs = expand(grid, meta)
+    assert len(jobs) == 240  # 8 subsets x 10 configurations x 3 seeds, as its header says
+    per_subset = Counter(j.subset_name for j in jobs)
+    assert set(per_subset.values()) == {30}
+    sizes = {name: resolve(name, grid.subsets[name], meta) for name in per_subset}
+    assert {n: m.num_classes for n, m in sizes.items()} == {
+        "full": 1000, "even100": 100, "random100": 100, "imagenet100": 100, "wordnet_cover100": 100,
+        "dogs": 118, "full_10pct": 1000, "even100_30pct": 100}
+    assert len(sizes["full_10pct"].indices["train"]) == 2000  # 10% of 20 images per class
+    assert len(sizes["even100_30pct"].indices["train"]) == 600
+    configs = {j.config_name for j in jobs}
+    assert len(configs) == 10 and "simclr[backbone=resnet50,lr=0.6,temperature=0.2]" in configs, configs
+
+
+def test_quickstart_example_is_the_grid_the_readme_describes() -> None:
+    grid = load_grid(REPO / "examples" / "quickstart.toml")
+    assert grid.dataset_prepare == "digits"
+    assert set(grid.subsets) == {"full", "even5", "full_30pct"}
+    check_backbones(grid)
