@@ -75,7 +75,7 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
     from orchestrator.backends.registry import get_backend
     from orchestrator.grid import load_grid
     from orchestrator.launch import ensure_dataset, grid_lock, record_grid, runnable_jobs
-    from orchestrator.preflight import check_backbones
+    from orchestrator.preflight import check_backbones, check_local_resources
     from orchestrator.profiles import load_profile
     from orchestrator.status import refresh
 
@@ -88,6 +88,8 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
 
         SlurmProfile.from_dict(prof)
     check_backbones(grid)  # a model the workers could not build fails here, not in every job
+    if cluster == "local":
+        check_local_resources(grid, prof)
     meta = ensure_dataset(grid)
     store = open_store(db_url, create=True)
     rec = record_grid(store, grid, meta)

@@ -1,5 +1,8 @@
 """Checks run by ``launch`` before any job is recorded, for mistakes that would otherwise fail every job.
 
+Local resources: on a GPU machine every rank needs a GPU of its own, so a job cannot ask for more ranks
+per node than the local profile offers GPUs (see :mod:`orchestrator.backends.local_slots`).
+
 Backbones: every (backbone, image size) of the grid must build in timm and map a batch of images of
 that size to feature vectors, as the worker will ask it to. The check runs on PyTorch's ``meta``
 device (shapes only: no weights allocated, nothing computed), so it takes well under a second per model
@@ -66,3 +69,22 @@ def check_backbones(grid: GridSpec) -> None:
             raise SpecError(key, f"a backbone that maps images to feature vectors ({backbone} gives "
                                  f"{list(shape)} for 2 images of {size} px)", str(grid.path))
         log.debug("backbone %s at %d px: %d features", backbone, size, width)
+
+
+def check_local_resources(grid: GridSpec, profile: dict[str, Any]) -> None:
+    """Raise :class:`SpecError` if the local profile is malformed or a job can never run on this machine."""
+    from orchestrator.backends.local_slots import SlotPool
+
+    try:
+        pool = SlotPool.for_profile(profile)
+    except SpecError as exc:
+        key = exc.key.split(".")[-1]
+        source = str(grid.path) if key in grid.cluster else f"cluster profile {profile.get('name', '?')}"
+        raise exc.in_file(source) from None
+    for mt in grid.methods.values():
+        own = grid.raw.get("methods", {}).get(mt.name, {}).get("resources", {})
+        prefix = f"methods.{mt.name}.resources" if {"nproc_per_node", "gpus_per_node"} & set(own) else "resources"
+        try:
+            pool.check_fits(mt.resources, f"{prefix}.nproc_per_node")
+        except SpecError as exc:
+            raise exc.in_file(str(grid.path)) from None

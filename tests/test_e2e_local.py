@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -245,3 +246,29 @@ def test_two_rank_ddp_job_under_torchrun(tmp_path: Path, digits: Path) -> None:
     log = Path(store.attempts(job.job_hash)[0].log_path).read_text()
     assert "rank 0/2" in log and "rank 1/2" in log
     assert store.final_metrics("ddp")[job.job_hash]["knn_top1"] > 0.1
+
+
+def test_jobs_on_a_gpu_machine_get_gpus_of_their_own(tmp_path: Path, digits: Path) -> None:
+    """No GPU exists here: the grid's [cluster] table hands the local backend two GPU ids, as on a GPU box.
+    The two jobs run at the same time, each seeing only its own id; the workers (finding no CUDA device
+    behind the id) train on the CPU. A job wanting more ranks than there are GPUs is refused at launch."""
+    grid, db = _one_job_grid(tmp_path, digits, "gpus", epochs=1)
+    text = grid.read_text().replace("seeds = [0]", "seeds = [0, 1]") + '\n[cluster]\ngpus = ["7", "9"]\n'
+    grid.write_text(text)
+    cli("launch", str(grid), "--no-progress", db=db, home=tmp_path)
+    store = Store(db)
+    jobs = store.jobs("gpus")
+    assert len(jobs) == 2 and {j.state for j in jobs} == {JobState.COMPLETED}
+    attempts = [store.attempts(j.job_hash)[0] for j in jobs]
+    seen = sorted(re.search(r"CUDA_VISIBLE_DEVICES=(\S+)\)", Path(a.log_path).read_text()).group(1)
+                  for a in attempts)
+    assert seen == ["7", "9"]
+    first, second = sorted(attempts, key=lambda a: a.started_at)
+    assert second.started_at < first.ended_at  # side by side, not one after the other
+
+    grid.write_text(text.replace("cpus_per_task = 1", "cpus_per_task = 1\nnproc_per_node = 3"))
+    out = cli("launch", str(grid), "--no-progress", db=db, home=tmp_path, check=False)
+    assert out.returncode == 2
+    assert out.stderr.strip() == (f"error: {grid}: resources.nproc_per_node: expected at most 2 ranks per node: "
+                                  "this machine offers GPUs 7,9 and each rank needs its own")
+    assert len(store.jobs("gpus")) == 2  # nothing recorded

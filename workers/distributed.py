@@ -43,6 +43,8 @@ def setup_distributed() -> DistContext:
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
         log.info("process group %s: rank %d/%d", backend, rank, world)
+    log.info("rank %d runs on %s (CUDA_VISIBLE_DEVICES=%s)", rank, device,
+             os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
     return DistContext(rank=rank, local_rank=local_rank, world_size=world, device=device)
 
 

@@ -1,6 +1,7 @@
 """Local backend: each job is a ``torchrun`` process group on this machine, several at once.
 
-Jobs are packed into the machine's CPU cores (or GPUs): a job occupies ``Resources.slots()``.
+Jobs are packed into the machine's CPU cores, or given GPUs of their own (see
+:mod:`orchestrator.backends.local_slots`).
 Ctrl-C (or SIGTERM) stops the workers cleanly: they record PREEMPTED and resume on the next launch.
 A worker that dies without a word (``kill -9``, OOM killer) is recorded LOST on the next look and
 retried, within the grid's failure budget, from its last epoch checkpoint.
@@ -25,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from db import AttemptState, JobRow, JobState, Store
 from orchestrator.backends.base import Backend, LaunchContext
+from orchestrator.backends.local_slots import Allocation, SlotPool
 from orchestrator.workspace import JOB_FILE, log_tail
 from specs.job import JobSpec
 
@@ -50,20 +52,6 @@ def pid_alive(pid: int | None) -> bool:
         return False
 
 
-def available_slots(profile: dict) -> int:
-    """Cores (or GPUs) this machine offers to jobs: the profile's ``max_slots``, else all of them."""
-    if profile.get("max_slots"):
-        return int(profile["max_slots"])
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return torch.cuda.device_count()
-    except ImportError:
-        pass
-    return len(os.sched_getaffinity(0))
-
-
 @dataclass
 class _Running:
     job: JobRow
@@ -71,7 +59,7 @@ class _Running:
     proc: subprocess.Popen
     log_path: Path
     log_fh: IO[bytes]
-    slots: int
+    alloc: Allocation
 
 
 def worker_command(spec: JobSpec, job_file: Path, db_url: str) -> list[str]:
@@ -109,7 +97,9 @@ class LocalBackend(Backend):
 
     def run(self, ctx: LaunchContext, jobs: list[JobRow]) -> None:
         """Run ``jobs`` to the end: pack them into the free slots, retry failures within the budget."""
-        slots = available_slots(ctx.profile)
+        pool = SlotPool.for_profile(ctx.profile)
+        for job in jobs:  # launch checked the grid; a job recorded by an older grid may still not fit
+            pool.check_fits(JobSpec.from_json(job.spec_json).resources, "resources.nproc_per_node")
         queue: deque[JobRow] = deque(jobs)
         running: dict[str, _Running] = {}
         stopping = False
@@ -125,19 +115,18 @@ class LocalBackend(Backend):
             with progress:
                 task = progress.add_task(ctx.grid_name, total=total, detail="")
                 while queue or running:
-                    free = slots - sum(r.slots for r in running.values())
                     while queue and not stopping:
                         job = queue[0]
                         spec = JobSpec.from_json(job.spec_json)
-                        need = min(spec.resources.slots(), slots)
-                        if need > free and running:
+                        alloc = pool.take(spec.resources)
+                        if alloc is None:
                             break
                         queue.popleft()
-                        running[job.job_hash] = self._start(ctx, job, spec, need)
-                        free -= need
+                        running[job.job_hash] = self._start(ctx, job, spec, alloc)
                     time.sleep(POLL_S)
                     for h in [h for h, r in running.items() if r.proc.poll() is not None]:
                         r = running.pop(h)
+                        pool.give_back(r.alloc)
                         again = self._finished(ctx, r)
                         if again is not None and not stopping:
                             queue.append(again)
@@ -154,7 +143,7 @@ class LocalBackend(Backend):
         if stopping:
             raise KeyboardInterrupt
 
-    def _start(self, ctx: LaunchContext, job: JobRow, spec: JobSpec, slots: int) -> _Running:
+    def _start(self, ctx: LaunchContext, job: JobRow, spec: JobSpec, alloc: Allocation) -> _Running:
         job_dir = Path(job.job_dir)
         (job_dir / "logs").mkdir(parents=True, exist_ok=True)
         log_path = job_dir / "logs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
@@ -162,11 +151,12 @@ class LocalBackend(Backend):
         threads = max(1, spec.resources.cpus_per_task)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                "PYTHONUNBUFFERED": "1", "DLTH_BACKEND": self.name,
-               "DLTH_BACKEND_ID": f"{self.host}:{os.getpid()}", "DLTH_LOG_PATH": str(log_path)}
+               "DLTH_BACKEND_ID": f"{self.host}:{os.getpid()}", "DLTH_LOG_PATH": str(log_path), **alloc.env()}
         cmd = worker_command(spec, job_dir / JOB_FILE, ctx.db_url)
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        log.info("started %s (%s) pid %d", job.job_hash, spec.label(), proc.pid)
-        return _Running(job, spec, proc, log_path, fh, slots)
+        log.info("started %s (%s) pid %d%s", job.job_hash, spec.label(), proc.pid,
+                 f" on GPUs {','.join(alloc.gpus)}" if alloc.gpus else "")
+        return _Running(job, spec, proc, log_path, fh, alloc)
 
     def _finished(self, ctx: LaunchContext, r: _Running) -> JobRow | None:
         """Record how a job's process group ended; return the job if it should run again."""
