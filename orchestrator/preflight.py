@@ -3,11 +3,11 @@
 Local resources: on a GPU machine every rank needs a GPU of its own, so a job cannot ask for more ranks
 per node than the local profile offers GPUs (see :mod:`orchestrator.backends.local_slots`).
 
-Backbones: every (backbone, image size) of the grid must build in timm and map a batch of images of
-that size to feature vectors, as the worker will ask it to. The check runs on PyTorch's ``meta``
-device (shapes only: no weights allocated, nothing computed), so it takes well under a second per model
-even for billion-parameter models on a login node; a model that cannot be built on ``meta`` is tried
-for real on the CPU before it is refused.
+Backbones: every (backbone, image size) of the grid must build in timm (as the workers build it, with
+:func:`specs.backbones.create_backbone`) and map a batch of images of that size to feature vectors.
+The check runs on PyTorch's ``meta`` device (shapes only: no weights allocated, nothing computed), so
+it takes well under a second per model even for billion-parameter models on a login node; a model that
+cannot be built on ``meta`` is tried for real on the CPU before it is refused.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 from orchestrator.expand import method_combinations, split_values
 from orchestrator.grid import GridSpec
+from specs.backbones import create_backbone
 from specs.base import SpecError
 from specs.job import TrainConfig
 
@@ -38,11 +39,10 @@ def backbone_uses(grid: GridSpec) -> dict[tuple[str, int], str]:
 
 
 def _feature_shape(backbone: str, image_size: int, device: str) -> tuple[tuple[int, ...], int]:
-    import timm
     import torch
 
     with torch.device(device), torch.no_grad():
-        model = timm.create_model(backbone, pretrained=False, num_classes=0)
+        model = create_backbone(backbone, image_size)
         out: Any = model(torch.zeros(2, 3, image_size, image_size))
     return tuple(out.shape), int(model.num_features)
 

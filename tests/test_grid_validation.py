@@ -111,18 +111,19 @@ SMALL = GOOD.replace("lr = 0.1\n[subsets", 'lr = 0.1\nbackbone = "test_resnet"\n
 def test_grid_backbones_that_the_workers_can_build_pass(tmp_path: Path, meta_dir: Path) -> None:
     from orchestrator.preflight import backbone_uses, check_backbones
 
-    grid = load_grid(write(tmp_path, SMALL.replace("[methods.simclr]", '[methods.simclr]\nbackbone = "resnet18"')))
-    assert backbone_uses(grid) == {("test_resnet", 32): "train.backbone",
+    grid = load_grid(write(tmp_path, SMALL.replace("[methods.simclr]", '[methods.simclr]\nbackbone = "resnet18"')
+                           .replace("[methods.supervised]", '[methods.supervised]\nbackbone = "vit_tiny_patch16_224"')))
+    assert backbone_uses(grid) == {("vit_tiny_patch16_224", 32): "methods.supervised.backbone",
                                    ("resnet18", 32): "methods.simclr.backbone"}
-    check_backbones(grid)
+    check_backbones(grid)  # a ViT is built for the grid's image size, not only its native 224 px
 
 
 @pytest.mark.parametrize(("old", "new", "message"), [
     ('backbone = "test_resnet"', 'backbone = "resnet5000"',
      "train.backbone: expected a timm model name (got 'resnet5000'; e.g. resnet50, vit_small_patch16_224)"),
-    ('backbone = "test_resnet"', 'backbone = "vit_tiny_patch16_224"',
-     "train.backbone: expected a timm model that takes 32 px images (train.image_size); vit_tiny_patch16_224: "
-     "Input height (32) doesn't match model (224)."),
+    ('backbone = "test_resnet"\nimage_size = 32', 'backbone = "vit_tiny_patch16_224"\nimage_size = 8',
+     "train.backbone: expected a timm model that takes 8 px images (train.image_size); vit_tiny_patch16_224: "
+     "Calculated padded input size per channel: (8 x 8). Kernel size: (16 x 16)."),
     ("[methods.supervised]", '[methods.supervised]\nbackbone = ["test_resnet", "resnt18"]',
      "methods.supervised.backbone: expected a timm model name (got 'resnt18'"),
 ])

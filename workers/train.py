@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from db import FINAL_METRICS_FILE
+from specs.backbones import create_backbone
 from specs.job import JobSpec
 from subsets import DatasetMeta, Manifest, resolve
 from workers.checkpoint import load_checkpoint, save_checkpoint
@@ -65,7 +65,7 @@ def seed_everything(seed: int, rank: int) -> None:
 
 def build_method(spec: JobSpec, num_classes: int) -> Method:
     """The job's method around a timm backbone built from scratch (no pretrained download)."""
-    backbone = timm.create_model(spec.train.backbone, pretrained=False, num_classes=0)
+    backbone = create_backbone(spec.train.backbone, spec.train.image_size)
     return method_class(spec.method)(backbone, backbone.num_features, num_classes, spec.typed_hparams())
 
 
