@@ -260,6 +260,37 @@ def test_sigusr2_and_scontrol_requeue_resume_from_the_last_checkpoint(tmp_path: 
     assert "knn_top1" in store.final_metrics("requeue")[job.job_hash]
 
 
+def test_time_limit_signals_checkpoints_requeues_and_resumes(tmp_path: Path, home: Path, digits: Path) -> None:
+    """SLURM's own time limit, for real: 1-minute runs with SIGUSR2 30 s before the limit (SLURM may send it
+    up to 60 s early, so a run lasts 10-50 s). On each signal the worker checkpoints and submitit
+    requeues; every stopped attempt is recorded TIMEOUT, not a failure, and a rerun resumes."""
+    grid = write_grid(tmp_path / "grid.toml", "timelimit", digits, epochs=400, resources="time_min = 1",
+                      cluster="signal_delay_s = 30", methods="[methods.supervised]")
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    cli("launch", str(grid), "--cluster", "slurm", "--no-wait", "--no-progress", db=db)
+    store = Fresh(db)
+    (job,) = store.jobs("timelimit")
+    sid = job.backend_id
+    assert sid
+
+    def resumed() -> bool:
+        logs = list((home / "slurm").glob(f"*/*/logs/{sid}_0_log.out"))
+        if logs and "resuming from" in logs[0].read_text():
+            return True
+        if squeue_state(sid) == "PENDING" and store.attempts(job.job_hash):  # requeued: start it again now
+            release_requeued(sid)
+        return False
+
+    wait_for("a requeued run to resume from a checkpoint", resumed, timeout=300, every=1)
+    refresh(db, "timelimit")
+    ended = [a for a in store.attempts(job.job_hash) if a.ended_at is not None]
+    assert ended and {a.state for a in ended} == {AttemptState.TIMEOUT}, [(a.state, a.exit_reason) for a in ended]
+    assert all("time limit" in (a.exit_reason or "") for a in ended)
+    job = store.job(job.job_hash)
+    assert job is not None and job.failure_count == 0 and job.backend_id == sid  # requeued, not resubmitted
+    cli("cancel", "timelimit", "--yes", db=db)  # 400 epochs would take several more minutes
+
+
 def test_cancelled_job_is_recorded_and_retried_and_a_stale_heartbeat_is_only_flagged(
         tmp_path: Path, home: Path, digits: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 

@@ -134,3 +134,28 @@ def test_arrays_are_cut_at_the_array_size_and_split_by_resources(tmp_path, meta_
     plan = list(plan_arrays(store.jobs("g"), SlurmProfile(), chunk=3))
     sizes = sorted((p["ntasks_per_node"], len(members)) for p, members in plan)
     assert sizes == [(1, 1), (1, 3), (1, 3), (2, 2)]  # 7 supervised jobs in arrays of <= 3; simclr apart
+
+
+def test_an_attempt_belongs_to_the_run_that_started_nearest_before_it() -> None:
+    """Runs of a requeued job 14 s apart (a 1-minute job signalled early, as seen on the test cluster):
+    within the allowed clock skew of both, each attempt still finds its own run."""
+    from db import AttemptRow
+    from orchestrator.backends.slurm_reconcile import _run_of
+    from orchestrator.backends.slurm_sacct import SlurmRun
+
+    def run(start: str, end: str | None, state: str) -> SlurmRun:
+        return SlurmRun("158_0", state, 0, None, None, datetime.fromisoformat(start),
+                        datetime.fromisoformat(end) if end else None, 11, 60, "vm", "/w")
+
+    def attempt(started: str) -> AttemptRow:
+        return AttemptRow(1, "h", 1, AttemptState.PREEMPTED, "slurm", "158_0", "vm", 1,
+                          datetime.fromisoformat(started), None, None, None, None)
+
+    first = run("2026-11-22T03:17:05", "2026-11-22T03:17:16", "REQUEUED")
+    second = run("2026-11-22T03:17:19", None, "RUNNING")
+    assert _run_of(attempt("2026-11-22T03:17:07"), [first, second]) is first
+    assert _run_of(attempt("2026-11-22T03:17:21"), [first, second]) is second
+    assert _run_of(attempt("2026-11-22T03:17:02"), [first, second]) is first  # the DB's clock 3 s behind
+    assert _run_of(attempt("2026-11-22T04:00:00"), [first]) is None  # no run could have held it
+    # an earlier run of a requeued job is over although its state (REQUEUED) says the job lives on
+    assert first.alive and first.ended and second.alive and not second.ended

@@ -86,12 +86,12 @@ def describe(run: SlurmRun, state: str | None = None) -> str:
 
 
 def _run_of(attempt: AttemptRow, runs: list[SlurmRun]) -> SlurmRun | None:
-    """The run during which ``attempt`` started (the latest run that started before it)."""
-    best = None
-    for run in runs:
-        if run.start is not None and run.start <= attempt.started_at + CLOCK_SLACK:
-            best = run
-    return best
+    """The run during which ``attempt`` started: of the runs that could have held it (started before it
+    and not ended before it, give or take the clocks' skew), the one that started nearest to it. Runs
+    of a requeued job can follow each other within seconds, closer than the skew allowed for."""
+    held = [run for run in runs if run.start is not None and run.start <= attempt.started_at + CLOCK_SLACK
+            and (run.end is None or run.end >= attempt.started_at - CLOCK_SLACK)]
+    return min(held, key=lambda run: abs((attempt.started_at - run.start).total_seconds()), default=None)
 
 
 class _Manifests:
@@ -181,7 +181,7 @@ def _correct_stops(store: Store, attempts: dict[str, list[AttemptRow]], view: Sl
                 continue
             runs = view.runs[a.backend_id]
             run = _run_of(a, runs)
-            if run is None or run.alive:
+            if run is None or not run.ended:
                 continue
             state = verdict(run, "", manifests.signal_delay(run))
             if state in (AttemptState.TIMEOUT, AttemptState.CANCELLED) and store.correct_stop_reason(
@@ -208,7 +208,7 @@ def _settle(store: Store, job_name: str, job: JobRow, attempts: list[AttemptRow]
         res.alive += 1
         for a in open_attempts:  # left open by an earlier run of a requeued task
             run = _run_of(a, runs)
-            if run is not None and run is not latest and not run.alive:
+            if run is not None and run is not latest and run.ended:
                 _close(store, a, run, manifests, res)
         hb = job.heartbeat_at
         if latest.state == "RUNNING" and job.state == JobState.RUNNING and hb and utcnow() - hb > _stale_after():

@@ -57,7 +57,14 @@ class SlurmRun:
 
     @property
     def alive(self) -> bool:
+        """The job lives on (as the latest run of a job: a REQUEUED one will run again)."""
         return self.state in ALIVE
+
+    @property
+    def ended(self) -> bool:
+        """This run is over. Unlike ``not alive``, true for the earlier runs of a requeued job, which
+        sacct lists as REQUEUED with an end time while the job itself lives on."""
+        return self.end is not None or not self.alive
 
     @property
     def array_job_id(self) -> str:
