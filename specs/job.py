@@ -3,7 +3,7 @@
 A job's identity (:attr:`JobSpec.job_hash`) is the hash of its canonical spec: sorted keys, fields
 equal to their defaults dropped, and keys that cannot change results excluded (grid name, dataset
 path, subset name, resources such as worker counts). Relaunching a grid is therefore idempotent and
-editing one value creates only the jobs whose canonical spec changed. ``tests/test_hashes.py`` pins
+editing one value creates only the jobs whose canonical spec changed. ``tests/test_expand.py`` pins
 a few hashes so that identities never change by accident.
 """
 
@@ -87,7 +87,15 @@ class JobSpec:
     eval: EvalConfig
     seed: int
     resources: Resources = field(default_factory=Resources)
-    parent_hash: str | None = None  # a job this one depends on (IMP chains)
+    # --- the job graph (see specs/contract.py for what a child reads from its parents' directories) ---
+    # hashes of the jobs that must be COMPLETED before this one starts (part of the identity)
+    depends_on: tuple[str, ...] = ()
+    # where the initial weights come from, e.g. {"job": HASH, "checkpoint": "final", "exclude": [...],
+    # "strict": false} or {"file": PATH, "sha256": DIGEST, ...}; None: from scratch (part of the identity)
+    init: dict[str, Any] | None = None
+    # lottery-ticket role of the job (level, rewind, mask source...); None for ordinary jobs. Must not hold
+    # anything that would change an earlier level's identity when a chain is extended (e.g. ``levels``)
+    lottery: dict[str, Any] | None = None
 
     # --- identity -------------------------------------------------------------------------
     def config_identity(self) -> dict[str, Any]:
@@ -113,8 +121,12 @@ class JobSpec:
             "manifest": self.manifest_hash,
             "seed": self.seed,
         }
-        if self.parent_hash:
-            ident["parent"] = self.parent_hash
+        if self.depends_on:  # only when set: jobs without parents keep their pinned hashes
+            ident["parents"] = sorted(self.depends_on)
+        if self.init is not None:
+            ident["init"] = self.init
+        if self.lottery is not None:
+            ident["lottery"] = self.lottery
         return stable_hash(ident, 16)
 
     def label(self) -> str:
@@ -134,6 +146,8 @@ class JobSpec:
         raw["train"] = from_table(TrainConfig, raw["train"], "train")
         raw["eval"] = from_table(EvalConfig, raw["eval"], "eval")
         raw["resources"] = from_table(Resources, raw.get("resources", {}), "resources")
+        raw["depends_on"] = tuple(raw.get("depends_on") or ())
+        raw.pop("parent_hash", None)  # written by dlth-orch <= 0.1.0, always None there
         hparams_class(raw["method"])  # validates the method name
         return cls(**raw)
 

@@ -1,0 +1,96 @@
+"""A job's contract: every file of a job directory, named once (as open_lth's ``foundations/paths.py``).
+
+A job is a directory named by its hash (``<workspace>/jobs/<hash[:2]>/<hash>``). The control plane
+writes the spec and the resolved subset manifest at launch; the worker writes checkpoints, metrics,
+the final result and the artifacts a dependent job reads (trained weights, a pruning mask, a rewind
+point). Every package reads these names from here; nobody spells a file name of a job directory
+anywhere else.
+
+Formats:
+- ``job.json``: :meth:`specs.job.JobSpec.to_json`.
+- ``manifest.json``: the resolved subset (``classes`` + ``indices`` per split + ``content_hash``).
+- ``checkpoint.pt``: the epoch checkpoint (``torch.save`` dict with ``epoch``, ``model``, ...).
+- ``metrics.jsonl``: one JSON object per epoch (``{"epoch": e, "values": {...}}``).
+- ``final_metrics.json``: ``{"job_hash", "metrics", "epoch_metrics"}`` (see ``db.ingest``).
+- ``final_weights.pt``: ``{"job_hash", "backbone": state_dict, "model": state_dict}``, the trained
+  model a child job starts from (``init = { from = ..., checkpoint = "final" }``).
+- ``mask.pt`` / ``rewind.pt`` / ``sparsity.json``: lottery-ticket artifacts (pruning mask of a level,
+  the weights its survivors rewind to, the per-layer sparsity report).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+JOB_FILE = "job.json"
+MANIFEST_FILE = "manifest.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+EPOCH_METRICS_FILE = "metrics.jsonl"
+FINAL_METRICS_FILE = "final_metrics.json"
+FINAL_WEIGHTS_FILE = "final_weights.pt"
+MASK_FILE = "mask.pt"
+REWIND_FILE = "rewind.pt"
+SPARSITY_FILE = "sparsity.json"
+WORKER_SETTINGS_FILE = "worker_settings.json"
+LOG_DIR = "logs"
+
+
+def job_dir_for(job_hash: str, workspace: Path) -> Path:
+    """``<workspace>/jobs/<hash[:2]>/<hash>``: stable, shared by every grid that contains the job."""
+    return workspace / "jobs" / job_hash[:2] / job_hash
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    """Every file of one job directory."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, root: str | Path) -> JobPaths:
+        return cls(Path(root))
+
+    @property
+    def job_file(self) -> Path:
+        return self.root / JOB_FILE
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST_FILE
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / CHECKPOINT_FILE
+
+    @property
+    def epoch_metrics(self) -> Path:
+        return self.root / EPOCH_METRICS_FILE
+
+    @property
+    def final_metrics(self) -> Path:
+        return self.root / FINAL_METRICS_FILE
+
+    @property
+    def final_weights(self) -> Path:
+        return self.root / FINAL_WEIGHTS_FILE
+
+    @property
+    def mask(self) -> Path:
+        return self.root / MASK_FILE
+
+    @property
+    def rewind(self) -> Path:
+        return self.root / REWIND_FILE
+
+    @property
+    def sparsity(self) -> Path:
+        return self.root / SPARSITY_FILE
+
+    @property
+    def worker_settings(self) -> Path:
+        return self.root / WORKER_SETTINGS_FILE
+
+    @property
+    def logs(self) -> Path:
+        return self.root / LOG_DIR
