@@ -185,33 +185,37 @@ def status(grid: str | None, as_json: bool, all_grids: bool, db_url: str) -> Non
 
 
 @cli.command()
-@click.argument("grid", required=False)
+@click.argument("grids", nargs=-1)
 @click.option("--metric", default=None, help="Metric to rank by (default: the grid's [report].metric).")
-@click.option("--reference", default=None, help="Reference subset (default: the grid's [report].reference).")
+@click.option("--reference", default=None, help="Reference subset (default: the grid's [report].reference; "
+              "external:NAME for an external table's subset).")
+@click.option("--external", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="CSV",
+              help="Results measured elsewhere (config,subset,metric,value[,seed]); alone without a grid.")
+@click.option("--plan", default=None, metavar="NxS", help="Cost of a study of N configurations x S seeds.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write report.md and report.html here (default: <workspace>/reports/<grid>).")
 @db_option
-def report(grid: str | None, metric: str | None, reference: str | None, as_json: bool, out_dir: Path | None,
-           db_url: str) -> None:
-    """The rank-consistency report: does each subset rank configurations like the reference (full)?"""
-    from orchestrator.report import build_report, print_report, report_json, write_report_files
-    from orchestrator.results import grid_results, report_settings
+def report(grids: tuple[str, ...], metric: str | None, reference: str | None, external: Path | None,
+           plan: str | None, as_json: bool, out_dir: Path | None, db_url: str) -> None:
+    """The report of GRIDS (default: the only grid): which subset ranks configurations like the reference."""
+    from orchestrator.report import print_report, report_json, write_report_files
+    from orchestrator.results import ReportRequest, assemble_report
     from orchestrator.status import refresh
 
-    store = open_store(db_url)
-    name = resolve_grid_name(store, grid)
-    refresh(store, name)
-    settings = report_settings(store, name)
-    if metric:
-        settings["metric"] = metric
-    if reference:
-        settings["reference"] = reference
+    store = None
+    names: list[str] = []
+    if grids or external is None:
+        store = open_store(db_url)
+        names = [resolve_grid_name(store, g) for g in grids or (None,)]
+        for name in names:
+            refresh(store, name)
+    req = ReportRequest(grids=names, external=external, metric=metric, reference=reference, plan=plan)
     try:
-        rep = build_report(name, grid_results(store, name), **settings)
+        rep = assemble_report(store, req)
     except ValueError as exc:
         fail(str(exc))
-    out_dir = out_dir or workspace_dir() / "reports" / name
+    out_dir = out_dir or workspace_dir() / "reports" / rep.grid
     files = write_report_files(rep, out_dir)
     if as_json:
         click.echo(report_json(rep))

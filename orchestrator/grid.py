@@ -47,6 +47,10 @@ class ReportConfig:
     reference: str = "full"
     top_k: int = field(default=3, metadata={"min": 1})
     higher_is_better: bool = True
+    # the recommendation's criterion (see orchestrator/report/decision.py)
+    min_tau: float = field(default=0.8, metadata={"min": -1.0, "max": 1.0})
+    confidence: float = field(default=0.95, metadata={"min": 0.0, "max": 0.999})
+    max_regret: float = field(default=0.01, metadata={"min": 0.0})
 
 
 @dataclass(frozen=True)

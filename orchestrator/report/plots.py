@@ -13,7 +13,7 @@ from matplotlib.lines import Line2D
 from orchestrator.report.ranking import Report, SubsetReport
 
 DPI = 110
-_BLUE, _GREY, _RED, _ORANGE = "#1f77b4", "#888888", "#d62728", "#ff7f0e"
+_BLUE, _GREY, _RED, _ORANGE, _GREEN = "#1f77b4", "#888888", "#d62728", "#ff7f0e", "#2ca02c"
 
 
 def _color(s: SubsetReport) -> str:
@@ -151,4 +151,55 @@ def cost_plot(report: Report) -> bytes | None:
     return _png(fig)
 
 
-PLOTS = {"tau": tau_plot, "scatter": scatter_plot, "cost": cost_plot}
+def _cost_axis(report: Report, subs: list[SubsetReport]) -> tuple[list[float | None], str]:
+    """x of each subset: measured cost per job when every subset has one, else training time vs the reference."""
+    if subs and all(s.cost_hours_per_job is not None for s in subs):
+        units = sorted({s.cost_unit for s in subs})
+        return [s.cost_hours_per_job for s in subs], f"measured cost per job ({', '.join(units)}, all attempts)"
+    return [s.cost_ratio for s in subs], f"training time vs {report.reference} (ratio)"
+
+
+def regret_plot(report: Report) -> bytes | None:
+    """Regret (with its seed CI) vs cost per subset; the criterion's allowed regret as a green band."""
+    subs = [s for s in _compared(report) if s.consistency is not None and s.consistency.regret is not None]
+    if not subs:
+        return None
+    d = report.decision
+    verdicts = {v.subset: v for v in d.verdicts} if d else {}
+    xs, xlabel = _cost_axis(report, subs)
+    if any(x is None for x in xs):  # no cost at all for some: put every subset at its index
+        xs, xlabel = list(range(len(subs))), "subset (no cost measured)"
+    fig = Figure(figsize=(5.6, 3.9))
+    ax = fig.add_subplot()
+    top = max(max((s.consistency.regret_ci or (0, s.consistency.regret))[1] for s in subs if s.consistency), 0.0)
+    if d is not None:
+        top = max(top, d.criterion.max_regret)
+        ax.axhspan(0, d.criterion.max_regret, color=_GREEN, alpha=0.15, lw=0,
+                   label=f"allowed regret (<= {d.criterion.max_regret:g})")
+    for s, x in zip(subs, xs, strict=True):
+        c = s.consistency
+        assert c is not None and c.regret is not None and x is not None
+        lo, hi = (c.regret - c.regret_ci[0], c.regret_ci[1] - c.regret) if c.regret_ci else (0.0, 0.0)
+        v = verdicts.get(s.subset)
+        rec = d is not None and d.recommended == s.subset
+        color = _GREEN if v is not None and v.meets else _RED
+        ax.errorbar([x], [c.regret], yerr=[[max(0.0, lo)], [max(0.0, hi)]], fmt="*" if rec else "o",
+                    ms=14 if rec else 7, color=color, capsize=3)
+        tau = f" (tau {c.kendall_tau:.2f})" if c.kendall_tau is not None else ""
+        ax.annotate(s.subset + tau + (" - recommended" if rec else ""), (x, c.regret), textcoords="offset points",
+                    xytext=(6, 5), fontsize=8, fontweight="bold" if rec else "normal")
+    positive = [x for x in xs if x is not None and x > 0]
+    if len(positive) == len(xs) and max(positive) / min(positive) > 20:
+        ax.set_xscale("log")
+    ax.set_ylim(-0.05 * (top or 1), 1.25 * (top or 1))
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel(f"regret on {report.reference} ({report.metric})", fontsize=9)
+    ax.set_title("green: meets the criterion, red: misses it", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.margins(x=0.25)
+    if d is not None:
+        ax.legend(fontsize=7, loc="upper right")
+    return _png(fig)
+
+
+PLOTS = {"regret": regret_plot, "tau": tau_plot, "scatter": scatter_plot, "cost": cost_plot}

@@ -20,11 +20,20 @@ import numpy as np
 from scipy.stats import kendalltau, rankdata, spearmanr
 
 from db import JobState
+from orchestrator.report.cost import Plan, plan_study
+from orchestrator.report.cost import per_job as cost_per_job
+from orchestrator.report.decision import (
+    Criterion,
+    Decision,
+    decide,
+    percentile_interval,
+    regret_with_ci,
+    resampled_means,
+)
 
 log = logging.getLogger(__name__)
 
 MIN_CONFIGS_FOR_CORRELATION = 3
-CI_LEVELS = (2.5, 97.5)
 _BOOT_CHUNK_CELLS = 2_000_000  # bootstrap replicates x config pairs held in memory at once
 
 
@@ -38,6 +47,9 @@ class JobResult:
     seed: int
     state: str  # PENDING/QUEUED/RUNNING/COMPLETED/FAILED/CANCELLED
     metrics: dict[str, float]  # final metrics of COMPLETED jobs
+    external: bool = False  # a row of an external results table (measured elsewhere)
+    cost_hours: float | None = None  # device-hours of all its attempts (None: no attempt recorded)
+    cost_unit: str = ""  # "GPU-hours" or "CPU-hours"
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,8 @@ class Consistency:
     top_k_overlap: float | None
     pairwise_agreement: float | None
     notes: tuple[str, ...] = ()
+    regret: float | None = None  # reference metric of the reference's best minus that of the subset's best
+    regret_ci: tuple[float, float] | None = None  # bootstrap over seeds, same level as the tau CI
 
 
 @dataclass(frozen=True)
@@ -98,6 +112,10 @@ class SubsetReport:
     cost_ratio_per_job: float | None  # mean train time per completed job / the reference's
     configs: tuple[ConfigStat, ...]
     consistency: Consistency | None  # None for the reference
+    external: bool = False  # results from an external table, not from this grid's jobs
+    cost_hours: float | None = None  # device-hours of every attempt of its jobs (failed/preempted too)
+    cost_hours_per_job: float | None = None
+    cost_unit: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,10 +135,14 @@ class Report:
     warning: str | None  # one line when the grid is incomplete
     warnings: tuple[str, ...]
     subsets: tuple[SubsetReport, ...]  # reference first, then by Kendall tau (desc)
+    decision: Decision | None = None  # the recommendation
+    plan: Plan | None = None  # ``report --plan NxS``
+    sources: tuple[str, ...] = ()  # the grids and external tables in this report
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (no NaN: undefined numbers are None)."""
-        return asdict(self)
+        """A JSON-serialisable dict (no NaN: undefined numbers are None), the decision first."""
+        d = asdict(self)
+        return {"decision": d.pop("decision"), "plan": d.pop("plan"), **d}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
@@ -129,15 +151,19 @@ class Report:
         for s in data["subsets"]:
             cons = s["consistency"]
             if cons is not None:
-                ci = cons["kendall_tau_ci"]
+                ci, rci = cons["kendall_tau_ci"], cons.get("regret_ci")
                 cons = Consistency(**{**cons, "kendall_tau_ci": tuple(ci) if ci is not None else None,
+                                      "regret_ci": tuple(rci) if rci is not None else None,
                                       "notes": tuple(cons["notes"])})
             configs = tuple(ConfigStat(**{**c, "seeds": tuple(c["seeds"]), "values": tuple(c["values"])})
                             for c in s["configs"])
             failed = tuple(FailedJob(**f) for f in s["failed"])
             subs.append(SubsetReport(**{**s, "configs": configs, "failed": failed, "consistency": cons}))
-        top = {f.name: data[f.name] for f in fields(cls)}
-        return cls(**{**top, "warnings": tuple(top["warnings"]), "subsets": tuple(subs)})
+        top = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        dec, plan = top.get("decision"), top.get("plan")
+        return cls(**{**top, "warnings": tuple(top["warnings"]), "subsets": tuple(subs),
+                      "decision": Decision.from_dict(dec) if dec else None, "plan": Plan(**plan) if plan else None,
+                      "sources": tuple(top.get("sources", ()))})
 
     def subset(self, name: str) -> SubsetReport:
         """The entry of subset ``name`` (KeyError if absent)."""
@@ -201,34 +227,26 @@ def kendall_tau_b_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def bootstrap_tau_ci(sub_values: Sequence[Sequence[float]], ref_values: Sequence[Sequence[float]],
-                     n_boot: int, rng: np.random.Generator) -> tuple[tuple[float, float] | None, str | None]:
+                     n_boot: int, rng: np.random.Generator,
+                     level: float = 0.95) -> tuple[tuple[float, float] | None, str | None]:
     """Percentile CI of Kendall tau when each configuration's seeds are resampled with replacement on both sides.
 
     ``sub_values[c]`` / ``ref_values[c]``: the per-seed metric of configuration c. Returns (ci, note).
     """
     if n_boot <= 0:
         return None, "bootstrap disabled"
-    n = len(sub_values)
-
-    def resampled_means(values: Sequence[Sequence[float]]) -> np.ndarray:
-        out = np.empty((n_boot, n))
-        for c, v in enumerate(values):
-            arr = np.asarray(v, dtype=float)
-            out[:, c] = arr[rng.integers(0, len(arr), size=(n_boot, len(arr)))].mean(axis=1)
-        return out
-
-    taus = kendall_tau_b_rows(resampled_means(sub_values), resampled_means(ref_values))
+    taus = kendall_tau_b_rows(resampled_means(sub_values, n_boot, rng), resampled_means(ref_values, n_boot, rng))
     ok = taus[~np.isnan(taus)]
     if len(ok) < n_boot / 2:
         return None, f"tau CI undefined: {n_boot - len(ok)} of {n_boot} bootstrap samples were all tied"
-    low, high = (round(float(q), 12) for q in np.percentile(ok, CI_LEVELS))
+    low, high = percentile_interval(ok, level)
     note = None if len(ok) == n_boot else f"tau CI over {len(ok)} of {n_boot} bootstrap samples (rest all tied)"
     return (low, high), note
 
 
 def compare_rankings(labels: Sequence[str], sub_values: Sequence[Sequence[float]],
                      ref_values: Sequence[Sequence[float]], *, top_k: int, higher_is_better: bool,
-                     n_boot: int, rng: np.random.Generator) -> Consistency:
+                     n_boot: int, rng: np.random.Generator, level: float = 0.95) -> Consistency:
     """All agreement statistics between a subset and the reference over the configurations both have."""
     n = len(labels)
     sub = [float(np.mean(v)) for v in sub_values]
@@ -245,7 +263,7 @@ def compare_rankings(labels: Sequence[str], sub_values: Sequence[Sequence[float]
     else:
         kt, sr = kendalltau(sub, ref), spearmanr(sub, ref)
         tau, tau_p, rho, rho_p = (_stat(kt.statistic), _finite(kt.pvalue), _stat(sr.statistic), _finite(sr.pvalue))
-        ci, note = bootstrap_tau_ci(sub_values, ref_values, n_boot, rng)
+        ci, note = bootstrap_tau_ci(sub_values, ref_values, n_boot, rng, level)
         if note:
             notes.append(note)
         if all(len(v) < 2 for v in (*sub_values, *ref_values)):
@@ -260,9 +278,12 @@ def compare_rankings(labels: Sequence[str], sub_values: Sequence[Sequence[float]
         overlap = len(common_top) / top_k
     elif n:
         notes.append(f"top-{top_k} overlap undefined: only {n} configuration(s) in common")
+    regret, regret_ci = regret_with_ci(sub_values, ref_values, higher_is_better=higher_is_better, n_boot=n_boot,
+                                       rng=rng, level=level)
     return Consistency(n_common=n, kendall_tau=tau, kendall_p=tau_p, kendall_tau_ci=ci, spearman_rho=rho,
                        spearman_p=rho_p, undefined_reason=reason, top1_agree=top1, top_k=top_k,
-                       top_k_overlap=overlap, pairwise_agreement=pairwise_agreement(sub, ref), notes=tuple(notes))
+                       top_k_overlap=overlap, pairwise_agreement=pairwise_agreement(sub, ref), notes=tuple(notes),
+                       regret=regret, regret_ci=regret_ci)
 
 
 def _finite(x: Any) -> float | None:
@@ -289,8 +310,13 @@ class _Group:
 
 
 def build_report(grid_name: str, results: list[JobResult], *, metric: str = "knn_top1", reference: str = "full",
-                 top_k: int = 3, higher_is_better: bool = True, bootstrap: int = 1000, seed: int = 0) -> Report:
+                 top_k: int = 3, higher_is_better: bool = True, bootstrap: int = 1000, seed: int = 0,
+                 criterion: Criterion | None = None, plan: tuple[int, int] | None = None,
+                 sources: Sequence[str] = ()) -> Report:
     """The rank-consistency report of a grid from its jobs (finished or not; unfinished ones are counted).
+
+    ``criterion`` (default: :class:`Criterion`'s defaults) decides the recommendation; ``plan`` =
+    (configurations, seeds) adds the cost of such a study on the reference vs the recommended subset.
 
     Raises ValueError when ``reference`` is not a subset of the grid, ``top_k`` < 1, or no completed job
     has ``metric``.
@@ -308,6 +334,7 @@ def build_report(grid_name: str, results: list[JobResult], *, metric: str = "knn
         have = sorted({k for r in completed for k in r.metrics})
         raise ValueError(f"metric: no completed job has {metric!r} (have: {', '.join(have)})")
 
+    crit = criterion or Criterion()
     warnings: list[str] = []
     groups = {name: _group(name, rows, metric, warnings) for name, rows in by_subset.items()}
     ref_groups = groups.get(reference, {})
@@ -330,7 +357,8 @@ def build_report(grid_name: str, results: list[JobResult], *, metric: str = "knn
             consistency = compare_rankings([grp[k].config for k in common],
                                            [[v for _, v in grp[k].done] for k in common],
                                            [[v for _, v in ref_groups[k].done] for k in common],
-                                           top_k=top_k, higher_is_better=higher_is_better, n_boot=bootstrap, rng=rng)
+                                           top_k=top_k, higher_is_better=higher_is_better, n_boot=bootstrap, rng=rng,
+                                           level=crit.level())
             extra = _coverage_notes(means, ref_means, grp, ref_groups, reference)
             if extra:
                 consistency = replace(consistency, notes=consistency.notes + extra)
@@ -350,9 +378,22 @@ def build_report(grid_name: str, results: list[JobResult], *, metric: str = "knn
         rest = ", ".join(f"{n} {s}" for s, n in counts.items() if s != JobState.COMPLETED and n)
         warning = (f"incomplete grid: {n_done}/{len(results)} jobs completed ({rest}); "
                    "statistics are provisional (computed on finished jobs only)")
+    decision = decide(subsets, reference, crit)
     return Report(grid=grid_name, metric=metric, reference=reference, higher_is_better=higher_is_better,
                   top_k=top_k, bootstrap=bootstrap, seed=seed, complete=complete, jobs_total=len(results),
-                  jobs_completed=n_done, warning=warning, warnings=tuple(warnings), subsets=tuple(subsets))
+                  jobs_completed=n_done, warning=warning, warnings=tuple(warnings), subsets=tuple(subsets),
+                  decision=decision, plan=_plan(plan, subsets, reference, decision) if plan else None,
+                  sources=tuple(sources) or (grid_name,))
+
+
+def _plan(shape: tuple[int, int], subsets: Sequence[SubsetReport], reference: str, decision: Decision) -> Plan:
+    by_name = {s.subset: s for s in subsets}
+    ref = by_name.get(reference)
+    name = decision.recommended or decision.closest
+    sub = by_name.get(name) if name else None
+    return plan_study(shape[0], shape[1], name, decision.recommended is not None,
+                      ref.cost_hours_per_job if ref else None, ref.cost_unit if ref else "",
+                      sub.cost_hours_per_job if sub else None, sub.cost_unit if sub else "")
 
 
 def _group(subset: str, rows: Iterable[JobResult], metric: str, warnings: list[str]) -> dict[str, _Group]:
@@ -423,6 +464,8 @@ def _mean_metric(rows: Sequence[JobResult], name: str) -> float | None:
 def _subset_report(name: str, rows: list[JobResult], is_ref: bool, ref_rows: list[JobResult],
                    configs: tuple[ConfigStat, ...], consistency: Consistency | None) -> SubsetReport:
     done = [r for r in rows if r.state == JobState.COMPLETED]
+    hours = [r.cost_hours for r in rows if r.cost_hours is not None]
+    units = sorted({r.cost_unit for r in rows if r.cost_hours is not None})
     time, ref_time = _train_time(rows), _train_time(ref_rows)
     per_job, ref_per_job = _mean_metric(rows, "train_time_s"), _mean_metric(ref_rows, "train_time_s")
     return SubsetReport(
@@ -434,7 +477,8 @@ def _subset_report(name: str, rows: list[JobResult], is_ref: bool, ref_rows: lis
         num_classes=_mean_metric(rows, "num_classes"), num_train_samples=_mean_metric(rows, "num_train_samples"),
         train_time_s=time, cost_ratio=time / ref_time if done and ref_time > 0 else None,
         cost_ratio_per_job=per_job / ref_per_job if per_job is not None and ref_per_job else None,
-        configs=configs, consistency=consistency,
+        configs=configs, consistency=consistency, external=any(r.external for r in rows),
+        cost_hours=sum(hours) if hours else None, cost_hours_per_job=cost_per_job(hours), cost_unit="+".join(units),
     )
 
 

@@ -22,10 +22,13 @@ from rich.table import Table
 
 from orchestrator.report.plots import PLOTS
 from orchestrator.report.ranking import ConfigStat, Report, SubsetReport
+from orchestrator.report.sections import Section, extra_sections, header_lines, recommendation
 
 log = logging.getLogger(__name__)
 DASH = "—"
-PLOT_TITLES = {"tau": "Kendall tau per subset", "scatter": "Per-configuration means, subset vs reference",
+TOP_PLOTS = ("regret",)  # shown with the recommendation at the top of the HTML report
+PLOT_TITLES = {"regret": "Regret vs cost (the criterion as a band)",
+               "tau": "Kendall tau per subset", "scatter": "Per-configuration means, subset vs reference",
                "cost": "Agreement vs cost"}
 NO_PLOTS = "No plots yet: no subset shares enough finished configurations with the reference."
 
@@ -67,19 +70,58 @@ def _cost(s: SubsetReport) -> str:
     return DASH if s.cost_ratio is None else f"{s.cost_ratio:.2f}x"
 
 
+def _regret(s: SubsetReport) -> str:
+    c = s.consistency
+    if s.is_reference or c is None or c.regret is None:
+        return DASH
+    ci = f" [{c.regret_ci[0]:.3g}, {c.regret_ci[1]:.3g}]" if c.regret_ci else ""
+    return f"{c.regret:.3g}{ci}"
+
+
+def _measured(s: SubsetReport) -> str:
+    if s.cost_hours_per_job is None:
+        return DASH
+    return f"{s.cost_hours_per_job:.3g} {s.cost_unit.replace('-hours', '-h')}"
+
+
+def _verdict(report: Report, s: SubsetReport) -> str:
+    if s.is_reference:
+        return "reference"
+    d = report.decision
+    v = next((v for v in d.verdicts if v.subset == s.subset), None) if d else None
+    if v is None:
+        return DASH
+    if d is not None and d.recommended == s.subset:
+        return "RECOMMENDED"
+    return "meets" if v.meets else "misses"
+
+
+def _name(s: SubsetReport, provisional_mark: bool = True) -> str:
+    return s.subset + (" *" if s.provisional and provisional_mark else "")
+
+
 def summary_header(report: Report, short: bool = False) -> list[str]:
     """Column names of the summary table (``short``: for 80-column terminals, explained in the caption)."""
+    lvl = f"{_level(report):.0%}"
     if short:
-        return ["subset", "size", "done", "tau [95% CI]", "rho", "top-1", f"top-{report.top_k}", "pairs", "cost"]
-    return ["subset", "classes / samples", "done/total", "Kendall tau [95% CI]", "Spearman rho", "top-1 agree",
-            f"top-{report.top_k} overlap", "pairwise", f"cost vs {report.reference}"]
+        return ["subset", "size", "done", f"tau [{lvl} CI]", "rho", "top-1", f"top-{report.top_k}", "pairs",
+                f"regret [{lvl} CI]", "cost", "cost/job", "criterion"]
+    return ["subset", "classes / samples", "done/total", f"Kendall tau [{lvl} CI]", "Spearman rho", "top-1 agree",
+            f"top-{report.top_k} overlap", "pairwise", f"regret [{lvl} CI]", f"train time vs {report.reference}",
+            "measured cost per job", "criterion"]
+
+
+def _level(report: Report) -> float:
+    return report.decision.criterion.level() if report.decision else 0.95
 
 
 def _short_legend(report: Report) -> str:
     ref, k = report.reference, report.top_k
     return (f"size: classes / training samples; tau: Kendall tau-b vs {ref} (95% CI over seeds); rho: Spearman; "
             f"top-1: same best config; top-{k}: overlap of the top {k}; pairs: share of config pairs in the same "
-            f"order; cost: training time vs {ref}")
+            f"order; regret: {report.metric} lost on {ref} by picking the subset's best config; cost: training "
+            f"time vs {ref}; cost/job: measured device-hours per job, all attempts; criterion: see the "
+            "recommendation")
 
 
 def summary_rows(report: Report, compact: bool = False) -> list[list[str]]:
@@ -88,10 +130,11 @@ def summary_rows(report: Report, compact: bool = False) -> list[list[str]]:
     for s in report.subsets:
         c = s.consistency
         rows.append([
-            s.subset + (" *" if s.provisional else ""), _size(s, compact), f"{s.jobs_completed}/{s.jobs_total}",
+            _name(s), _size(s, compact), f"{s.jobs_completed}/{s.jobs_total}",
             _tau(s),
             _num(c.spearman_rho) if c else DASH, _bool(c.top1_agree) if c else DASH,
-            _num(c.top_k_overlap, 2) if c else DASH, _num(c.pairwise_agreement, 2) if c else DASH, _cost(s),
+            _num(c.top_k_overlap, 2) if c else DASH, _num(c.pairwise_agreement, 2) if c else DASH, _regret(s),
+            _cost(s), _measured(s), _verdict(report, s),
         ])
     return rows
 
@@ -113,10 +156,11 @@ def ranking_rows(s: SubsetReport) -> list[list[str]]:
 
 
 def _section_title(s: SubsetReport) -> str:
+    ext = " [external results]" if s.external else ""
     if s.is_reference:
-        return f"{s.subset} (reference)"
+        return f"{s.subset} (reference){ext}"
     tau = s.consistency.kendall_tau if s.consistency else None
-    return f"{s.subset}: tau {_num(tau)}, {s.jobs_completed}/{s.jobs_total} jobs done"
+    return f"{s.subset}: tau {_num(tau)}, {s.jobs_completed}/{s.jobs_total} jobs done{ext}"
 
 
 def subset_notes(s: SubsetReport) -> list[str]:
@@ -134,9 +178,10 @@ def warning_lines(report: Report) -> list[str]:
 
 def _settings_line(report: Report) -> str:
     direction = "higher is better" if report.higher_is_better else "lower is better"
-    return (f"metric {report.metric} ({direction}), reference {report.reference}, "
-            f"{report.jobs_completed}/{report.jobs_total} jobs completed, tau CI from {report.bootstrap} "
-            f"bootstrap samples over seeds (seed {report.seed})")
+    sources = f"sources: {', '.join(report.sources)}; " if len(report.sources) > 1 else ""
+    return (f"{sources}metric {report.metric} ({direction}), reference {report.reference}, "
+            f"{report.jobs_completed}/{report.jobs_total} jobs completed, tau and regret CIs from "
+            f"{report.bootstrap} bootstrap samples over seeds (seed {report.seed})")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -146,6 +191,9 @@ def _settings_line(report: Report) -> str:
 def print_report(report: Report, console: Console) -> None:
     """The summary table, one ranking table per subset, then warnings."""
     title = f"Rank consistency: {report.grid}" + ("" if report.complete else " (PROVISIONAL)")
+    _print_recommendation(report, console)
+    for line in header_lines(report):
+        console.print(escape(line))
     table = Table(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for n, name in enumerate(summary_header(report, short=True)):
         table.add_column(name, justify="left" if n == 0 else "right", no_wrap=n in (0, 3))  # 3: tau and its CI
@@ -154,6 +202,8 @@ def print_report(report: Report, console: Console) -> None:
     console.print(table)
     legend = _settings_line(report) + ("" if report.complete else "; * = provisional") + ". " + _short_legend(report)
     console.print(f"[dim]{escape(legend)}[/dim]")
+    for sec in extra_sections(report):
+        _print_section(sec, console)
     for s in report.subsets:
         t = Table(title=escape(_section_title(s)), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
                   collapse_padding=True)
@@ -167,6 +217,28 @@ def print_report(report: Report, console: Console) -> None:
     for n, line in enumerate(warning_lines(report)):
         style = "bold red" if n == 0 and not report.complete else "bold yellow"
         console.print(f"[{style}]warning:[/{style}] {escape(line)}")
+
+
+def _print_recommendation(report: Report, console: Console) -> None:
+    sec = recommendation(report)
+    status = report.decision.status if report.decision else ""
+    style = "bold green" if status == "met" else "bold yellow"
+    console.print(f"[{style}]{escape(sec.lines[0])}[/{style}]")
+    for line in sec.lines[1:]:
+        console.print(f"  {escape(line)}")
+
+
+def _print_section(sec: Section, console: Console) -> None:
+    console.print(f"[bold]{escape(sec.title)}[/bold]")
+    for line in sec.lines:
+        console.print(f"  {escape(line)}")
+    if sec.header:
+        t = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        for n, name in enumerate(sec.header):
+            t.add_column(name, justify="left" if n == 0 else "right")
+        for row in sec.rows:
+            t.add_row(*map(escape, row))
+        console.print(t)
 
 
 def report_json(report: Report) -> str:
@@ -191,7 +263,10 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def render_markdown(report: Report, images: dict[str, str]) -> str:
     """report.md; ``images`` maps plot name -> file name next to it."""
-    out = [f"# Rank-consistency report: {report.grid}", "", _settings_line(report) + ".", ""]
+    rec = recommendation(report)
+    out = [f"# Rank-consistency report: {report.grid}", ""]
+    out += [f"**{rec.lines[0]}**", ""] + [f"- {line}" for line in rec.lines[1:]] + [""]
+    out += [line + "  " for line in header_lines(report)] + [_settings_line(report) + ".", ""]
     for n, line in enumerate(warning_lines(report)):
         out += [f"> **{'PROVISIONAL' if n == 0 and not report.complete else 'warning'}:** {line}", ""]
     out += ["## Summary", "", _md_table(summary_header(report), summary_rows(report)), ""]
@@ -201,6 +276,9 @@ def render_markdown(report: Report, images: dict[str, str]) -> str:
         out += [f"![{PLOT_TITLES[name]}]({file})", ""]
     if not images:
         out += [NO_PLOTS, ""]
+    for sec in extra_sections(report):
+        out += [f"## {sec.title}", ""] + [f"{line}  " for line in sec.lines] + [""]
+        out += [_md_table(sec.header, sec.rows), ""] if sec.header else []
     for s in report.subsets:
         out += [f"## {_section_title(s)}", "",
                 _md_table(RANKING_HEADER, ranking_rows(s)), ""]
@@ -218,6 +296,10 @@ td:first-child,th:first-child{text-align:left}tr:nth-child(even) td{background:#
 .warn{background:#fff4e5;border-left:4px solid #f0a020;padding:.5em 1em;margin:.4em 0}
 .prov{background:#fdecea;border-left:4px solid #d62728;padding:.5em 1em;margin:.4em 0;font-weight:bold}
 .muted{color:#666;font-size:.9em}img{max-width:100%;display:block;margin:1em 0}
+.decision{border-left:6px solid #2ca02c;background:#eef8ee;padding:.6em 1.2em;margin:1em 0}
+.decision.no{border-left-color:#d62728;background:#fdf0ef}.decision p{margin:.25em 0}
+.decision .head{font-size:1.15em;font-weight:bold}.decision ul{margin:.3em 0 .2em 1.2em;padding:0}
+.top{display:flex;gap:1.5em;align-items:flex-start}.top>div{flex:1 1 0}.top img{margin:.4em 0}
 """
 
 
@@ -232,7 +314,9 @@ def render_html(report: Report, pngs: dict[str, bytes]) -> str:
     e = html.escape
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Rank consistency: {e(report.grid)}</title>"
              f"<style>{CSS}</style></head><body>", f"<h1>Rank-consistency report: {e(report.grid)}</h1>",
-             f"<p class='muted'>{e(_settings_line(report))}</p>"]
+             _html_decision(report, pngs)]
+    parts += [f"<p>{e(line)}</p>" for line in header_lines(report)]
+    parts.append(f"<p class='muted'>{e(_settings_line(report))}</p>")
     for n, line in enumerate(warning_lines(report)):
         cls = "prov" if n == 0 and not report.complete else "warn"
         parts.append(f"<div class='{cls}'>{e(line)}</div>")
@@ -240,17 +324,36 @@ def render_html(report: Report, pngs: dict[str, bytes]) -> str:
     if not report.complete:
         parts.append("<p class='muted'>* = provisional: the subset or the reference has unfinished jobs.</p>")
     for name, data in pngs.items():
-        b64 = base64.b64encode(data).decode("ascii")
-        parts.append(f"<h2>{e(PLOT_TITLES[name])}</h2><img alt='{e(PLOT_TITLES[name])}' "
-                     f"src='data:image/png;base64,{b64}'>")
+        if name not in TOP_PLOTS:
+            parts.append(f"<h2>{e(PLOT_TITLES[name])}</h2>{_img(name, data)}")
     if not pngs:
         parts.append(f"<p class='muted'>{e(NO_PLOTS)}</p>")
+    for sec in extra_sections(report):
+        parts.append(f"<h2>{e(sec.title)}</h2>" + "".join(f"<p>{e(line)}</p>" for line in sec.lines))
+        if sec.header:
+            parts.append(_html_table(sec.header, sec.rows))
     for s in report.subsets:
         parts += [f"<h2>{e(_section_title(s))}</h2>",
                   _html_table(RANKING_HEADER, ranking_rows(s))]
         parts += [f"<p class='muted'>{e(note)}</p>" for note in subset_notes(s)]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _img(name: str, data: bytes) -> str:
+    b64 = base64.b64encode(data).decode("ascii")
+    return f"<img alt='{html.escape(PLOT_TITLES[name])}' src='data:image/png;base64,{b64}'>"
+
+
+def _html_decision(report: Report, pngs: dict[str, bytes]) -> str:
+    """The recommendation box, with the regret-vs-cost plot beside it."""
+    e = html.escape
+    rec = recommendation(report)
+    met = report.decision is not None and report.decision.status == "met"
+    box_ = (f"<div class='decision{'' if met else ' no'}'><p class='head'>{e(rec.lines[0])}</p><ul>"
+            + "".join(f"<li>{e(line)}</li>" for line in rec.lines[1:]) + "</ul></div>")
+    plots = "".join(_img(name, pngs[name]) for name in TOP_PLOTS if name in pngs)
+    return f"<div class='top'><div>{box_}</div><div>{plots}</div></div>" if plots else box_
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
