@@ -234,7 +234,7 @@ def decide(subsets: Sequence[SubsetReport], reference: str, crit: Criterion) -> 
     if meeting:
         best = meeting[0]
         others = [s.subset for s in meeting[1:]]
-        headline = f"Recommended: {best.subset} - the cheapest subset meeting {crit.describe()}."
+        headline = f"Recommended: {best.subset}, the cheapest subset that meets the criterion."
         details.insert(0, _summary(best, next(v for v in verdicts if v.subset == best.subset)))
         if others:
             details.append("also meeting it (dearer): " + ", ".join(others))

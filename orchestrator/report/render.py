@@ -74,8 +74,12 @@ def _regret(s: SubsetReport) -> str:
     c = s.consistency
     if s.is_reference or c is None or c.regret is None:
         return DASH
-    ci = f" [{c.regret_ci[0]:.3g}, {c.regret_ci[1]:.3g}]" if c.regret_ci else ""
-    return f"{c.regret:.3g}{ci}"
+    ci = f" [{_reg(c.regret_ci[0])}, {_reg(c.regret_ci[1])}]" if c.regret_ci else ""
+    return f"{_reg(c.regret)}{ci}"
+
+
+def _reg(x: float) -> str:
+    return f"{x:.3f}" if abs(x) < 100 else f"{x:.4g}"
 
 
 def _measured(s: SubsetReport) -> str:
@@ -291,7 +295,7 @@ CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
-th,td{border:1px solid #ddd;padding:.3em .6em;text-align:right}th{background:#f4f4f4}
+th,td{border:1px solid #ddd;padding:.3em .6em;text-align:right}th{background:#f4f4f4}td{white-space:nowrap}
 td:first-child,th:first-child{text-align:left}tr:nth-child(even) td{background:#fafafa}
 .warn{background:#fff4e5;border-left:4px solid #f0a020;padding:.5em 1em;margin:.4em 0}
 .prov{background:#fdecea;border-left:4px solid #d62728;padding:.5em 1em;margin:.4em 0;font-weight:bold}

@@ -1,0 +1,144 @@
+"""The report's decision: recommendation met / not met / undecidable, regret and its interval, vs scipy."""
+
+from __future__ import annotations
+
+import json
+from math import factorial
+
+import numpy as np
+import pytest
+from scipy.stats import bootstrap, kendalltau, spearmanr
+
+from orchestrator.report import JobResult, Report, build_report, report_json
+from orchestrator.report.decision import Criterion, needed_configs, regret_rows, regret_with_ci
+
+CONFIGS = [f"simclr[lr={lr}]" for lr in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)]
+REF = [0.50, 0.55, 0.60, 0.65, 0.70, 0.75]
+NOISE = (-0.002, 0.0, 0.002)  # three seeds, small spread
+
+
+def rows(subset: str, means: list[float], *, hours: float, noise: tuple[float, ...] = NOISE,
+         configs: list[str] = CONFIGS) -> list[JobResult]:
+    return [JobResult(subset, c, "k" + c, seed, "COMPLETED", {"knn_top1": m + d}, cost_hours=hours,
+                      cost_unit="GPU-hours")
+            for c, m in zip(configs, means, strict=True) for seed, d in enumerate(noise)]
+
+
+def test_recommends_the_cheapest_subset_meeting_the_criterion() -> None:
+    res = (rows("full", REF, hours=4.0) + rows("big", [m + 0.1 for m in REF], hours=2.0)
+           + rows("small", [m - 0.2 for m in REF], hours=0.5)
+           + rows("cheap_wrong", REF[::-1], hours=0.1))  # cheapest, but reversed: must not be chosen
+    rep = build_report("g", res, bootstrap=300, criterion=Criterion(0.8, 0.95, 0.01), plan=(100, 3))
+    d = rep.decision
+    assert d is not None and d.status == "met" and d.recommended == "small"
+    assert {v.subset: v.meets for v in d.verdicts} == {"big": True, "small": True, "cheap_wrong": False}
+    wrong = next(v for v in d.verdicts if v.subset == "cheap_wrong")
+    assert any(m.startswith("tau too low") for m in wrong.misses) and any("regret too high" in m for m in wrong.misses)
+    assert "also meeting it (dearer): big" in d.details
+    # --plan: per-job cost x 300 jobs on the reference vs on the recommended subset
+    assert rep.plan is not None and rep.plan.subset == "small" and rep.plan.recommended
+    assert rep.plan.reference_hours == pytest.approx(1200.0) and rep.plan.subset_hours == pytest.approx(150.0)
+    assert rep.plan.factor == pytest.approx(8.0)
+    # the decision is the first thing of the JSON and survives the round trip
+    text = report_json(rep)
+    assert next(iter(json.loads(text))) == "decision"
+    assert Report.from_dict(json.loads(text)) == rep
+
+
+def test_no_subset_meets_it_names_the_closest_and_what_it_misses() -> None:
+    wide = (-0.06, 0.0, 0.06)  # seeds far apart: the point tau is fine, the interval is not
+    res = (rows("full", REF, hours=4.0, noise=wide) + rows("noisy", [m + 0.1 for m in REF], hours=1.0, noise=wide)
+           + rows("swapped", [0.50, 0.55, 0.60, 0.65, 0.75, 0.70], hours=1.0))
+    rep = build_report("g", res, bootstrap=400, criterion=Criterion(0.8, 0.95, 0.01))
+    d = rep.decision
+    assert d is not None and d.status == "not met" and d.recommended is None
+    by = {v.subset: v for v in d.verdicts}
+    noisy = by["noisy"]
+    assert rep.subset("noisy").consistency.kendall_tau == 1.0  # point estimate perfect ...
+    assert noisy.tau_bound is not None and noisy.tau_bound < 0.8  # ... but the lower bound is not
+    assert any(m.startswith("interval too wide") for m in noisy.misses)
+    # swapped: its two best configurations exchange places -> tau 13/15 is fine, but it picks lr=0.4
+    sw = by["swapped"]
+    assert rep.subset("swapped").consistency.kendall_tau == pytest.approx(13 / 15)
+    assert rep.subset("swapped").consistency.regret == pytest.approx(0.05)
+    assert any(m.startswith("regret too high") for m in sw.misses)
+    assert d.closest == "noisy" and d.headline.startswith("No subset meets")  # same misses, lower regret
+    assert d.details[0].startswith(f"closest: {d.closest}") and "misses:" in d.details[0]
+    # with confidence 0 the point estimates decide, and the noisy subset qualifies
+    point = build_report("g", res, bootstrap=400, criterion=Criterion(0.8, 0.0, 0.01)).decision
+    assert point is not None and point.status == "met" and point.recommended == "noisy"
+
+
+def test_a_grid_too_small_for_the_criterion_is_undecidable_and_says_what_it_needs() -> None:
+    four = CONFIGS[:4]
+    res = rows("full", REF[:4], hours=1.0, configs=four) + rows("sub", REF[:4], hours=0.1, configs=four)
+    rep = build_report("g", res, bootstrap=200, criterion=Criterion(0.8, 0.95, 0.01))
+    d = rep.decision
+    assert d is not None and d.status == "undecidable" and d.recommended is None and d.closest == "sub"
+    assert d.needed_configs == 5 and d.needed_seeds == 2
+    assert "4 configurations cannot give a tau lower bound" in d.headline and ">= 5 configurations" in d.headline
+    assert any("too few configurations (4 in common" in m for m in d.verdicts[0].misses)
+    assert any("only a perfect ranking can meet the criterion" in line for line in d.details)  # 1 swap: tau 0.667
+    # one seed per configuration: no seed interval at all
+    one = rows("full", REF, hours=1.0, noise=(0.0,)) + rows("sub", REF, hours=0.1, noise=(0.0,))
+    d1 = build_report("g", one, bootstrap=200).decision
+    assert d1 is not None and d1.status == "undecidable" and "1 seed(s) per configuration" in d1.headline
+    assert any(m.startswith("too few seeds") for m in d1.verdicts[0].misses)
+
+
+@pytest.mark.parametrize("confidence", [0.8, 0.9, 0.95, 0.99])
+def test_needed_configs_is_the_smallest_grid_where_a_perfect_ranking_is_significant(confidence: float) -> None:
+    n = needed_configs(confidence)
+    p = kendalltau(range(n), range(n), method="exact").pvalue
+    p_less = kendalltau(range(n - 1), range(n - 1), method="exact").pvalue
+    assert p <= 1 - confidence < p_less
+    assert p == pytest.approx(2 / factorial(n))
+
+
+def test_regret_point_ties_and_direction() -> None:
+    ref = np.array([[0.6, 0.7, 0.8]])
+    assert regret_rows(np.array([[3.0, 2.0, 1.0]]), ref)[0] == pytest.approx(0.2)  # picks 0.6 instead of 0.8
+    assert regret_rows(np.array([[1.0, 2.0, 3.0]]), ref)[0] == 0.0
+    assert regret_rows(np.array([[2.0, 2.0, 1.0]]), ref)[0] == pytest.approx(0.8 - 0.65)  # tie: either pick
+    # lower is better (e.g. a loss): the best is the smallest, regret stays >= 0
+    assert regret_rows(np.array([[3.0, 2.0, 1.0]]), ref, higher_is_better=False)[0] == pytest.approx(0.2)
+    assert regret_rows(np.array([[1.0, 2.0, 3.0]]), ref, higher_is_better=False)[0] == 0.0
+
+
+def test_regret_interval_matches_scipy_bootstrap() -> None:
+    # the reference's two best configurations are close: which one is best flips between resamples
+    ref = [[0.70, 0.72, 0.74], [0.71, 0.73, 0.69], [0.60, 0.61, 0.62]]
+    sub = [[0.50, 0.53, 0.49], [0.52, 0.55, 0.47], [0.40, 0.41, 0.39]]
+    point, ci = regret_with_ci(sub, ref, higher_is_better=True, n_boot=20_000, rng=np.random.default_rng(1))
+
+    def stat(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
+        k = len(samples) // 2
+        s = np.stack([x.mean(axis=axis) for x in samples[:k]], axis=-1)
+        r = np.stack([x.mean(axis=axis) for x in samples[k:]], axis=-1)
+        return regret_rows(s.reshape(-1, k), r.reshape(-1, k)).reshape(s.shape[:-1])
+
+    data = tuple(np.array(v) for v in (*sub, *ref))
+    assert point == pytest.approx(float(stat(*data)))
+    sp = bootstrap(data, stat, n_resamples=20_000, vectorized=True, method="percentile", confidence_level=0.95,
+                   rng=np.random.default_rng(2)).confidence_interval
+    assert ci is not None and ci[0] <= point <= ci[1]
+    assert ci == pytest.approx((sp.low, sp.high), abs=0.002)
+
+
+def test_tau_and_rho_match_scipy_on_a_published_style_table_with_ties_and_missing() -> None:
+    # a published-style table: full-data top-1 of SSL methods, and a small subset where two methods tie
+    # and one method has no result yet
+    full = {"simclr": 69.3, "moco-v2": 71.1, "byol": 74.3, "swav": 75.3, "dino": 75.3, "barlow": 73.2}
+    small = {"simclr": 61.0, "moco-v2": 63.5, "byol": 63.5, "swav": 66.0, "dino": 65.1}  # barlow missing
+    res = ([JobResult("full", c, c, 0, "COMPLETED", {"top1": v}) for c, v in full.items()]
+           + [JobResult("small", c, c, 0, "COMPLETED", {"top1": v}) for c, v in small.items()]
+           + [JobResult("small", "barlow", "barlow", 0, "FAILED", {})])
+    c = build_report("pub", res, metric="top1", bootstrap=0).subset("small").consistency
+    assert c is not None and c.n_common == 5
+    common = sorted(small)
+    x, y = [small[k] for k in common], [full[k] for k in common]
+    assert c.kendall_tau == pytest.approx(kendalltau(x, y).statistic, abs=1e-12)
+    assert c.spearman_rho == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
+    assert c.kendall_p == pytest.approx(kendalltau(x, y).pvalue)
+    # full's best is a tie (swav, dino at 75.3); small picks swav: no regret
+    assert c.regret == 0.0
