@@ -192,12 +192,14 @@ def status(grid: str | None, as_json: bool, all_grids: bool, db_url: str) -> Non
 @click.option("--external", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="CSV",
               help="Results measured elsewhere (config,subset,metric,value[,seed]); alone without a grid.")
 @click.option("--plan", default=None, metavar="NxS", help="Cost of a study of N configurations x S seeds.")
+@click.option("--criterion", default=None, metavar="K=V,...", help="Override [report] min_tau, confidence, "
+              "max_regret, e.g. confidence=0,max_regret=0.02.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write report.md and report.html here (default: <workspace>/reports/<grid>).")
 @db_option
 def report(grids: tuple[str, ...], metric: str | None, reference: str | None, external: Path | None,
-           plan: str | None, as_json: bool, out_dir: Path | None, db_url: str) -> None:
+           plan: str | None, criterion: str | None, as_json: bool, out_dir: Path | None, db_url: str) -> None:
     """The report of GRIDS (default: the only grid): which subset ranks configurations like the reference."""
     from orchestrator.report import print_report, report_json, write_report_files
     from orchestrator.results import ReportRequest, assemble_report
@@ -210,7 +212,8 @@ def report(grids: tuple[str, ...], metric: str | None, reference: str | None, ex
         names = [resolve_grid_name(store, g) for g in grids or (None,)]
         for name in names:
             refresh(store, name)
-    req = ReportRequest(grids=names, external=external, metric=metric, reference=reference, plan=plan)
+    req = ReportRequest(grids=names, external=external, metric=metric, reference=reference, plan=plan,
+                        criterion=criterion)
     try:
         rep = assemble_report(store, req)
     except ValueError as exc:

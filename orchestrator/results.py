@@ -74,6 +74,30 @@ def combine_grids(results: dict[str, list[JobResult]]) -> tuple[list[JobResult],
     return rows, warnings
 
 
+CRITERION_KEYS = ("min_tau", "confidence", "max_regret")
+
+
+def parse_criterion(text: str, base: Criterion) -> Criterion:
+    """``"min_tau=0.7,confidence=0"`` applied over ``base``; ValueError naming the bad key."""
+    from specs.base import from_table
+
+    table: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if key.strip() not in CRITERION_KEYS:
+            raise ValueError(f"--criterion: {key.strip()}: expected one of {', '.join(CRITERION_KEYS)}")
+        try:
+            table[key.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--criterion: {key.strip() or part}: expected KEY=NUMBER") from None
+        if not sep:
+            raise ValueError(f"--criterion: {part}: expected KEY=NUMBER")
+    from orchestrator.grid import ReportConfig
+
+    checked = from_table(ReportConfig, table, "--criterion")  # same keys and bounds as the grid file
+    return replace(base, **{k: getattr(checked, k) for k in table})
+
+
 @dataclass
 class ReportRequest:
     """What ``dlth-orch report`` was asked for."""
@@ -83,6 +107,7 @@ class ReportRequest:
     metric: str | None = None
     reference: str | None = None
     plan: str | None = None
+    criterion: str | None = None  # "min_tau=0.7,confidence=0" overrides the grid's [report] criterion
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -122,6 +147,8 @@ def assemble_report(store: Store | None, req: ReportRequest) -> Report:
         settings["metric"] = req.metric
     if req.reference:
         settings["reference"] = req.reference
+    if req.criterion:
+        settings["criterion"] = parse_criterion(req.criterion, settings["criterion"])
     if table is not None and req.external is not None:
         keys = {r.config: r.config_key for r in rows} if rows else None
         rows = rows + external_results(table, settings["metric"], req.external, keys)

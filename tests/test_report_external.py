@@ -70,8 +70,17 @@ def test_external_table_as_the_reference(tmp_path: Path, grid_url: str) -> None:
     ext_values = [0.62, 0.61, 0.70, 0.80, 0.90]
     assert by["full"]["kendall_tau"] == pytest.approx(kendalltau(REF, ext_values).statistic)
     assert by["u5"]["kendall_tau"] == pytest.approx(kendalltau([0.45, 0.40, 0.70, 0.80, 0.90], ext_values).statistic)
-    # external rows have a single value each: no seed interval, the decision says so honestly
+    # external rows have a single value each: no seed interval, the decision says so honestly ...
     assert rep["decision"]["status"] == "undecidable" and "seed" in rep["decision"]["headline"]
+    # ... unless the criterion reads point estimates: u5 swaps the two worst (tau 0.8) and picks the right best
+    code, out, err = _run("g", "--external", str(table), "--reference", "external:full", "--criterion",
+                          "confidence=0,min_tau=0.75", "--json", "--out", str(tmp_path / "r"), "--db", url)
+    assert code == 0, err
+    d = json.loads(out)["decision"]
+    assert d["criterion"] == {"min_tau": 0.75, "confidence": 0.0, "max_regret": 0.01}
+    assert d["status"] == "met" and d["recommended"] == "full"  # full and u5 both cost 1 CPU-hour a job: by name
+    code, _, err = _run("g", "--criterion", "confidence=2", "--out", str(tmp_path / "r2"), "--db", url)
+    assert code == 2 and "--criterion.confidence: expected a number <= 0.999" in err
 
 
 def test_an_external_table_alone_compares_its_own_subsets(tmp_path: Path) -> None:

@@ -106,3 +106,28 @@ def test_report_without_comparable_subsets_still_renders(tmp_path: Path) -> None
     console = Console(record=True, width=200)
     print_report(rep, console)
     assert "only 0 configuration(s) in common" in console.export_text()
+
+
+def test_the_recommendation_comes_first_in_every_form(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.report import sections
+
+    monkeypatch.setattr(sections, "HEADER_LINES", [lambda r: "ranked by kNN on frozen features"])
+    monkeypatch.setattr(sections, "EXTRA_SECTIONS", [lambda r: sections.Section("Lottery", ("a line",), ("a", "b"),
+                                                                                (("1", "2"),)), lambda r: None])
+    rep = _grid()
+    assert rep.decision is not None and rep.decision.recommended == "uniform100"
+    write_report_files(rep, tmp_path)
+    page = (tmp_path / "report.html").read_text()
+    body = page[page.index("<body>"):]
+    head = "Recommended: uniform100, the cheapest subset that meets the criterion."
+    assert body.index(head) < body.index("alt='Regret vs cost") < body.index("<h2>Summary")
+    assert body.index("ranked by kNN") < body.index("<h2>Summary") < body.index("<h2>Lottery")
+    assert "<td>RECOMMENDED</td>" in page
+    md = (tmp_path / "report.md").read_text().splitlines()
+    assert md[0] == "# Rank-consistency report: paper-grid" and md[2] == f"**{head}**"
+    assert "## Lottery" in md and "| 1 | 2 |" in md
+    console = Console(record=True, width=200)
+    print_report(rep, console)
+    text = console.export_text()
+    assert text.startswith(head) and text.index("ranked by kNN") < text.index("Rank consistency: paper-grid")
+    assert "Lottery" in text and "a line" in text
