@@ -186,8 +186,10 @@ def regret_plot(report: Report) -> bytes | None:
         ax.errorbar([x], [c.regret], yerr=[[max(0.0, lo)], [max(0.0, hi)]], fmt="*" if rec else "o",
                     ms=14 if rec else 7, color=color, capsize=3)
         tau = f" (tau {c.kendall_tau:.2f})" if c.kendall_tau is not None else ""
+        right = x == max(xs) and len(xs) > 1  # the rightmost label goes to the left of its point
         ax.annotate(s.subset + tau + (" - recommended" if rec else ""), (x, c.regret), textcoords="offset points",
-                    xytext=(6, 5), fontsize=8, fontweight="bold" if rec else "normal")
+                    xytext=(-6 if right else 6, 5), ha="right" if right else "left", fontsize=8,
+                    fontweight="bold" if rec else "normal")
     positive = [x for x in xs if x is not None and x > 0]
     if len(positive) == len(xs) and max(positive) / min(positive) > 20:
         ax.set_xscale("log")

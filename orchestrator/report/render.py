@@ -292,10 +292,11 @@ def render_markdown(report: Report, images: dict[str, str]) -> str:
 
 
 CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;color:#222;
+padding:0 1em}
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
-th,td{border:1px solid #ddd;padding:.3em .6em;text-align:right}th{background:#f4f4f4}td{white-space:nowrap}
+table{border-collapse:collapse;margin:.6em 0;font-size:.82em}
+th,td{border:1px solid #ddd;padding:.25em .45em;text-align:right}th{background:#f4f4f4}td{white-space:nowrap}
 td:first-child,th:first-child{text-align:left}tr:nth-child(even) td{background:#fafafa}
 .warn{background:#fff4e5;border-left:4px solid #f0a020;padding:.5em 1em;margin:.4em 0}
 .prov{background:#fdecea;border-left:4px solid #d62728;padding:.5em 1em;margin:.4em 0;font-weight:bold}
