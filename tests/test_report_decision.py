@@ -142,3 +142,14 @@ def test_tau_and_rho_match_scipy_on_a_published_style_table_with_ties_and_missin
     assert c.kendall_p == pytest.approx(kendalltau(x, y).pvalue)
     # full's best is a tie (swav, dino at 75.3); small picks swav: no regret
     assert c.regret == 0.0
+
+
+def test_an_unfinished_grid_of_the_right_shape_is_not_called_undecidable() -> None:
+    # six configurations x three seeds planned, only three configurations finished on the subset so far
+    res = rows("full", REF, hours=1.0) + rows("sub", REF, hours=0.1)
+    res = [r if r.subset == "full" or r.config in CONFIGS[:3] else JobResult(r.subset, r.config, r.config_key,
+                                                                             r.seed, "RUNNING", {})
+           for r in res]
+    d = build_report("g", res, bootstrap=200).decision
+    assert d is not None and d.status == "not met" and d.closest == "sub"
+    assert any("too few configurations (3 in common" in m for m in d.verdicts[0].misses)

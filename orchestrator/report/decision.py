@@ -168,6 +168,13 @@ def _min_seeds(s: SubsetReport, ref: SubsetReport) -> int:
     return min(pairs) if pairs else 0
 
 
+def _shape(s: SubsetReport, ref: SubsetReport) -> tuple[int, int]:
+    """(configurations, seeds per configuration) the grid gives this comparison once every job is done."""
+    ref_exp = {c.config_key: c.n_expected for c in ref.configs}
+    common = [min(c.n_expected, ref_exp[c.config_key]) for c in s.configs if c.config_key in ref_exp]
+    return len(common), min(common, default=0)
+
+
 def judge(s: SubsetReport, ref: SubsetReport, crit: Criterion) -> Verdict:
     """Does subset ``s`` meet the criterion against the reference ``ref``? If not, what does it miss."""
     c = s.consistency
@@ -225,7 +232,8 @@ def decide(subsets: Sequence[SubsetReport], reference: str, crit: Criterion) -> 
     by_name = {s.subset: s for s in compared}
     details: list[str] = []
     max_n = max(s.consistency.n_common for s in compared if s.consistency)
-    max_seeds = max(_min_seeds(s, ref) for s in compared)
+    shapes = [_shape(s, ref) for s in compared]
+    grid_n, grid_seeds = max(n for n, _ in shapes), max(k for _, k in shapes)
     if max_n >= 2 and one_swap_tau(max_n) < crit.min_tau <= 1:
         details.append(f"with {max_n} configurations one swapped pair already gives tau {one_swap_tau(max_n):.3f} "
                        f"< {crit.min_tau:g}: only a perfect ranking can meet the criterion "
@@ -240,16 +248,16 @@ def decide(subsets: Sequence[SubsetReport], reference: str, crit: Criterion) -> 
             details.append("also meeting it (dearer): " + ", ".join(others))
         return Decision(crit, "met", best.subset, None, headline, tuple(details), need_n, need_s, tuple(verdicts))
     closest = min(verdicts, key=_closeness)
-    undecidable = max_n < need_n or max_seeds < need_s
+    undecidable = grid_n < need_n or grid_seeds < need_s
     if undecidable:
         shape = []
-        if max_n < need_n:
-            shape.append(f"{max_n} configurations cannot give a tau lower bound above 0 at {crit.confidence:.0%} "
-                         f"(even a perfect ranking of {max_n} happens by chance too often)")
-        if max_seeds < need_s:
-            shape.append(f"{max_seeds} seed(s) per configuration give no seed interval")
+        if grid_n < need_n:
+            shape.append(f"{grid_n} configurations cannot give a tau lower bound above 0 at {crit.confidence:.0%} "
+                         f"(even a perfect ranking of {grid_n} happens by chance too often)")
+        if grid_seeds < need_s:
+            shape.append(f"{grid_seeds} seed(s) per configuration give no seed interval")
         headline = ("Undecidable: this grid is too small for the criterion - " + "; ".join(shape)
-                    + f". It needs >= {max(need_n, max_n)} configurations x >= {max(need_s, 1)} seeds.")
+                    + f". It needs >= {max(need_n, grid_n)} configurations x >= {max(need_s, grid_seeds)} seeds.")
     else:
         headline = f"No subset meets {crit.describe()}."
     details.insert(0, f"closest: {closest.subset} - {_summary(by_name[closest.subset], closest)}; misses: "
