@@ -121,7 +121,8 @@ def _level(report: Report) -> float:
 
 def _short_legend(report: Report) -> str:
     ref, k = report.reference, report.top_k
-    return (f"size: classes / training samples; tau: Kendall tau-b vs {ref} (95% CI over seeds); rho: Spearman; "
+    return (f"size: classes / training samples; tau: Kendall tau-b vs {ref} ({_level(report):.0%} CI over seeds); "
+            "rho: Spearman; "
             f"top-1: same best config; top-{k}: overlap of the top {k}; pairs: share of config pairs in the same "
             f"order; regret: {report.metric} lost on {ref} by picking the subset's best config; cost: training "
             f"time vs {ref}; cost/job: measured device-hours per job, all attempts; criterion: see the "
