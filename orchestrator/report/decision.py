@@ -184,6 +184,9 @@ def judge(s: SubsetReport, ref: SubsetReport, crit: Criterion) -> Verdict:
     interval = crit.confidence > 0
     tau_b = c.kendall_tau if not interval else (c.kendall_tau_ci[0] if c.kendall_tau_ci else None)
     reg_b = c.regret if not interval else (c.regret_ci[1] if c.regret_ci else None)
+    if c.n_common == 0:
+        return Verdict(s.subset, False, None, None, (f"no results yet on configurations the reference also has "
+                                                    f"({_shape(s, ref)[0]} to come)",))
     if c.n_common < need_n:
         misses.append(f"too few configurations ({c.n_common} in common with the reference; the criterion needs "
                       f">= {need_n} at {crit.confidence:.0%})" if interval else

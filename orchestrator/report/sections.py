@@ -52,8 +52,9 @@ def plan_line(report: Report) -> str | None:
         ref = f"{_hours(p.reference_hours)} {p.unit} on {report.reference}" if p.reference_hours is not None else ""
         return head + (ref + "; " if ref else "") + p.note
     which = "recommended" if p.recommended else "closest, NOT meeting the criterion"
+    saving = f"{p.factor:.1f}x cheaper" if p.factor >= 1 else f"{1 / p.factor:.1f}x dearer"
     return (head + f"{_hours(p.reference_hours)} {p.unit} on {report.reference} vs {_hours(p.subset_hours)} "
-            f"on {p.subset} ({which}): {p.factor:.1f}x cheaper")
+            f"on {p.subset} ({which}): {saving}")
 
 
 def recommendation(report: Report) -> Section:
