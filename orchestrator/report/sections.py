@@ -62,8 +62,8 @@ def recommendation(report: Report) -> Section:
     d = report.decision
     if d is None:
         return Section("Recommendation", ("No recommendation computed.",))
-    lines = [d.headline, *d.details, f"criterion: {d.criterion.describe()} (grid [report] min_tau, confidence, "
-             "max_regret)"]
+    lines = [d.headline, *d.details, f"criterion: {d.criterion.describe()} (set by [report] min_tau, confidence, "
+             "max_regret or --criterion)"]
     if not report.complete:
         lines.insert(1, "provisional: the grid has unfinished jobs; the recommendation may change when they finish")
     if (pl := plan_line(report)) is not None:
