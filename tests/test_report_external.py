@@ -11,7 +11,9 @@ from scipy.stats import kendalltau
 
 from db import Store
 from orchestrator.cli import cli
+from orchestrator.report import Criterion
 from orchestrator.report.external import ExternalTableError, read_external
+from orchestrator.results import ReportRequest, assemble_report
 from tests.report_store import make_grid
 
 REF = [0.50, 0.60, 0.70, 0.80, 0.90]
@@ -73,12 +75,11 @@ def test_external_table_as_the_reference(tmp_path: Path, grid_url: str) -> None:
     # external rows have a single value each: no seed interval, the decision says so honestly ...
     assert rep["decision"]["status"] == "undecidable" and "seed" in rep["decision"]["headline"]
     # ... unless the criterion reads point estimates: u5 swaps the two worst (tau 0.8) and picks the right best
-    code, out, err = _run("g", "--external", str(table), "--reference", "external:full", "--criterion",
-                          "confidence=0,min_tau=0.75", "--json", "--out", str(tmp_path / "r"), "--db", url)
-    assert code == 0, err
-    d = json.loads(out)["decision"]
-    assert d["criterion"] == {"min_tau": 0.75, "confidence": 0.0, "max_regret": 0.01}
-    assert d["status"] == "met" and d["recommended"] == "full"  # full and u5 both cost 1 CPU-hour a job: by name
+    # (what the CLI assembles, without rendering the files again)
+    d = assemble_report(Store(url), ReportRequest(grids=["g"], external=table, reference="external:full",
+                                                  criterion="confidence=0,min_tau=0.75")).decision
+    assert d is not None and d.criterion == Criterion(min_tau=0.75, confidence=0.0, max_regret=0.01)
+    assert d.status == "met" and d.recommended == "full"  # full and u5 both cost 1 CPU-hour a job: by name
     code, _, err = _run("g", "--criterion", "confidence=2", "--out", str(tmp_path / "r2"), "--db", url)
     assert code == 2 and "--criterion.confidence: expected a number <= 0.999" in err
 
