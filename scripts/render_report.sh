@@ -17,7 +17,7 @@ fi
 profile=$(mktemp -d)
 trap 'rm -rf "$profile"' EXIT
 timeout 120 chromium --headless --no-sandbox --disable-gpu --disable-background-networking --disable-component-update \
-  --disable-sync --no-first-run --user-data-dir="$profile" --screenshot="$out" --window-size="${size/x/,}" \
+  --disable-sync --no-first-run --virtual-time-budget=5000 --user-data-dir="$profile" --screenshot="$out" --window-size="${size/x/,}" \
   "file://$(realpath "$html")" >/dev/null 2>&1
 test -s "$out"
 echo "$out"

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PKGS=(libopencv-dev libturbojpeg0-dev pkg-config)
+[ "${1:-}" = "--test" ] && APT_PKGS+=(chromium)  # tests/test_report_browser.py renders report.html headless
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
