@@ -70,34 +70,42 @@ def _cost(s: SubsetReport) -> str:
     return DASH if s.cost_ratio is None else f"{s.cost_ratio:.2f}x"
 
 
-def _regret(s: SubsetReport) -> str:
+def _regret(s: SubsetReport, compact: bool = False) -> str:
     c = s.consistency
     if s.is_reference or c is None or c.regret is None:
         return DASH
-    ci = f" [{_reg(c.regret_ci[0])}, {_reg(c.regret_ci[1])}]" if c.regret_ci else ""
-    return f"{_reg(c.regret)}{ci}"
+    fmt = (lambda x: f"{x:.3g}") if compact else _reg
+    ci = f" [{fmt(c.regret_ci[0])}, {fmt(c.regret_ci[1])}]" if c.regret_ci else ""
+    return f"{fmt(c.regret)}{ci}"
 
 
 def _reg(x: float) -> str:
     return f"{x:.3f}" if abs(x) < 100 else f"{x:.4g}"
 
 
-def _measured(s: SubsetReport) -> str:
+def _unit(report: Report) -> str | None:
+    """The one cost unit of every measured subset ("CPU-h"), or None when mixed or none."""
+    units = {s.cost_unit for s in report.subsets if s.cost_hours_per_job is not None}
+    return units.pop().replace("-hours", "-h") if len(units) == 1 else None
+
+
+def _measured(s: SubsetReport, bare: bool = False) -> str:
+    """Cost per job; ``bare``: without its unit (the column header names it)."""
     if s.cost_hours_per_job is None:
         return DASH
-    return f"{s.cost_hours_per_job:.3g} {s.cost_unit.replace('-hours', '-h')}"
+    return f"{s.cost_hours_per_job:.3g}" + ("" if bare else f" {s.cost_unit.replace('-hours', '-h')}")
 
 
-def _verdict(report: Report, s: SubsetReport) -> str:
+def _verdict(report: Report, s: SubsetReport, compact: bool = False) -> str:
     if s.is_reference:
-        return "reference"
+        return "ref" if compact else "reference"
     d = report.decision
     v = next((v for v in d.verdicts if v.subset == s.subset), None) if d else None
     if v is None:
         return DASH
     if d is not None and d.recommended == s.subset:
-        return "RECOMMENDED"
-    return "meets" if v.meets else "misses"
+        return "REC" if compact else "RECOMMENDED"
+    return ("yes" if v.meets else "no") if compact else ("meets" if v.meets else "misses")
 
 
 def _name(s: SubsetReport, provisional_mark: bool = True) -> str:
@@ -108,8 +116,9 @@ def summary_header(report: Report, short: bool = False) -> list[str]:
     """Column names of the summary table (``short``: for 80-column terminals, explained in the caption)."""
     lvl = f"{_level(report):.0%}"
     if short:
+        unit = _unit(report)
         return ["subset", "size", "done", f"tau [{lvl} CI]", "rho", "top-1", f"top-{report.top_k}", "pairs",
-                f"regret [{lvl} CI]", "cost", "cost/job", "criterion"]
+                "regret [CI]", "time", f"{unit}/job" if unit else "cost/job", "meets"]
     return ["subset", "classes / samples", "done/total", f"Kendall tau [{lvl} CI]", "Spearman rho", "top-1 agree",
             f"top-{report.top_k} overlap", "pairwise", f"regret [{lvl} CI]", f"train time vs {report.reference}",
             "measured cost per job", "criterion"]
@@ -124,9 +133,9 @@ def _short_legend(report: Report) -> str:
     return (f"size: classes / training samples; tau: Kendall tau-b vs {ref} ({_level(report):.0%} CI over seeds); "
             "rho: Spearman; "
             f"top-1: same best config; top-{k}: overlap of the top {k}; pairs: share of config pairs in the same "
-            f"order; regret: {report.metric} lost on {ref} by picking the subset's best config; cost: training "
-            f"time vs {ref}; cost/job: measured device-hours per job, all attempts; criterion: see the "
-            "recommendation")
+            f"order; regret: {report.metric} lost on {ref} by picking the subset's best config; time: training "
+            f"time vs {ref}; /job: measured device-hours per job, all attempts; meets: the criterion (REC: "
+            "recommended)")
 
 
 def summary_rows(report: Report, compact: bool = False) -> list[list[str]]:
@@ -138,8 +147,8 @@ def summary_rows(report: Report, compact: bool = False) -> list[list[str]]:
             _name(s), _size(s, compact), f"{s.jobs_completed}/{s.jobs_total}",
             _tau(s),
             _num(c.spearman_rho) if c else DASH, _bool(c.top1_agree) if c else DASH,
-            _num(c.top_k_overlap, 2) if c else DASH, _num(c.pairwise_agreement, 2) if c else DASH, _regret(s),
-            _cost(s), _measured(s), _verdict(report, s),
+            _num(c.top_k_overlap, 2) if c else DASH, _num(c.pairwise_agreement, 2) if c else DASH, _regret(s, compact),
+            _cost(s), _measured(s, bare=compact and _unit(report) is not None), _verdict(report, s, compact),
         ])
     return rows
 
@@ -200,10 +209,14 @@ def print_report(report: Report, console: Console) -> None:
     for line in header_lines(report):
         console.print(escape(line))
     table = Table(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for n, name in enumerate(summary_header(report, short=True)):
-        table.add_column(name, justify="left" if n == 0 else "right", no_wrap=n in (0, 3))  # 3: tau and its CI
-    for row in summary_rows(report, compact=True):
-        table.add_row(*map(escape, row))
+    header, rows = summary_header(report, short=True), summary_rows(report, compact=True)
+    keep = list(range(len(header)))
+    if _unit(report) and all(s.cost_hours_per_job is not None for s in report.subsets):
+        keep.remove(header.index("time"))  # the measured cost per job says more, and the terminal is narrow
+    for n in keep:
+        table.add_column(header[n], justify="left" if n == 0 else "right", no_wrap=n in (0, 3, 8))  # 3, 8: CIs
+    for row in rows:
+        table.add_row(*(escape(row[n]) for n in keep))
     console.print(table)
     legend = _settings_line(report) + ("" if report.complete else "; * = provisional") + ". " + _short_legend(report)
     console.print(f"[dim]{escape(legend)}[/dim]")
