@@ -159,6 +159,17 @@ def _cost_axis(report: Report, subs: list[SubsetReport]) -> tuple[list[float | N
     return [s.cost_ratio for s in subs], f"training time vs {report.reference} (ratio)"
 
 
+def _reference_cost(report: Report, xlabel: str) -> float | None:
+    """The reference's x on the regret plot's cost axis (None when it has none there)."""
+    try:
+        ref = report.subset(report.reference)
+    except KeyError:
+        return None
+    if xlabel.startswith("measured"):
+        return ref.cost_hours_per_job
+    return 1.0 if xlabel.startswith("training time") and ref.cost_ratio is not None else None
+
+
 def regret_plot(report: Report) -> bytes | None:
     """Regret (with its seed CI) vs cost per subset; the criterion's allowed regret as a green band."""
     subs = [s for s in _compared(report) if s.consistency is not None and s.consistency.regret is not None]
@@ -190,9 +201,14 @@ def regret_plot(report: Report) -> bytes | None:
         ax.annotate(s.subset + tau + (" - recommended" if rec else ""), (x, c.regret), textcoords="offset points",
                     xytext=(-6 if right else 6, 5), ha="right" if right else "left", fontsize=8,
                     fontweight="bold" if rec else "normal")
-    positive = [x for x in xs if x is not None and x > 0]
-    if len(positive) == len(xs) and max(positive) / min(positive) > 20:
+    ref_x = _reference_cost(report, xlabel)
+    if ref_x is not None:
+        ax.axvline(ref_x, color=_GREY, ls="--", lw=1, label=f"{report.reference} (reference)")
+    positive = [x for x in [*xs, ref_x] if x is not None and x > 0]
+    if len(positive) == len(xs) + (ref_x is not None) and max(positive) / min(positive) > 20:
         ax.set_xscale("log")
+    elif ref_x is not None or "no cost" not in xlabel:
+        ax.set_xlim(left=0, right=1.1 * max(positive, default=1.0))  # from zero: savings at their true scale
     ax.set_ylim(-0.05 * (top or 1), 1.25 * (top or 1))
     ax.set_xlabel(xlabel, fontsize=9)
     ax.set_ylabel(f"regret on {report.reference} ({report.metric})", fontsize=9)
