@@ -48,7 +48,8 @@ def record_grid(store: Store, grid: GridSpec, meta: DatasetMeta) -> RecordResult
         write_job_file(ej.spec, job_dir)
         rows.append(NewJob(job_hash=h, spec_json=ej.spec.to_json(), method=ej.spec.method,
                            config_key=ej.spec.config_key, seed=ej.spec.seed, job_dir=str(job_dir),
-                           subset_name=ej.subset_name, config_name=ej.config_name))
+                           subset_name=ej.subset_name, config_name=ej.config_name,
+                           parents=ej.spec.depends_on))
     grid_id = store.upsert_grid(grid.name, grid.to_json(), grid.spec_hash, str(grid.path), grid.failure_budget)
     new, known = store.add_jobs(grid_id, rows)
     return RecordResult(grid_id, new, known, jobs)

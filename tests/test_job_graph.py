@@ -1,0 +1,140 @@
+"""The job graph without training: ``init`` in grid files, identities of children, recording the edges,
+and the lifecycle of WAITING / PARENT_FAILED jobs in the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from db import Store
+from orchestrator.expand import expand
+from orchestrator.grid import load_grid
+from orchestrator.launch import record_grid
+from specs.base import SpecError
+from specs.lifecycle import JobState
+from subsets import DatasetMeta
+
+from .test_expand import PINNED, _spec
+from .test_grid_validation import GOOD, write
+
+GRAPH = GOOD + """
+[methods.finetune]
+method = "supervised"
+init = { from = "simclr", checkpoint = "final" }
+lr = [0.01, 0.05]
+"""
+
+
+def test_a_child_table_is_expanded_once_per_parent_configuration(tmp_path: Path, meta_dir: Path) -> None:
+    jobs = expand(load_grid(write(tmp_path, GRAPH)), DatasetMeta.load(meta_dir))
+    by_hash = {j.spec.job_hash: j for j in jobs}
+    children = [j for j in jobs if j.config_name.startswith("finetune")]
+    # 2 lrs x 2 simclr configurations x 2 subsets x 2 seeds
+    assert len(children) == 16 and len(jobs) == 32
+    assert sorted({j.config_name for j in children}) == [
+        "finetune[lr=0.01]@simclr[lr=0.3,temperature=0.1]", "finetune[lr=0.01]@simclr[lr=0.4,temperature=0.2]",
+        "finetune[lr=0.05]@simclr[lr=0.3,temperature=0.1]", "finetune[lr=0.05]@simclr[lr=0.4,temperature=0.2]"]
+    for c in children:
+        (parent_hash,) = c.spec.depends_on
+        parent = by_hash[parent_hash]
+        assert c.spec.init == {"job": parent_hash, "config": parent.spec.config_key, "checkpoint": "final",
+                               "exclude": [], "strict": True}
+        # the same seed on the same subset, of the configuration the label names
+        assert (parent.spec.seed, parent.subset_name) == (c.spec.seed, c.subset_name)
+        assert c.config_name.endswith("@" + parent.config_name)
+    # one configuration key per (child config, parent config), shared across subsets and seeds
+    assert len({j.spec.config_key for j in children}) == 4
+    assert len({(j.config_name, j.spec.config_key) for j in children}) == 4
+
+
+def test_a_childs_identity_follows_its_parents_and_pinned_hashes_stay(tmp_path: Path, meta_dir: Path) -> None:
+    meta = DatasetMeta.load(meta_dir)
+    before = {j.config_name + j.subset_name + str(j.spec.seed): j.spec.job_hash
+              for j in expand(load_grid(write(tmp_path, GRAPH)), meta)}
+    # a change of the parent's hyperparameter changes every child, and nothing else
+    after = {j.config_name + j.subset_name + str(j.spec.seed): j.spec.job_hash
+             for j in expand(load_grid(write(tmp_path, GRAPH.replace("lr = [0.3, 0.4]", "lr = [0.3, 0.45]"))), meta)}
+    sup = [k for k in before if k.startswith("supervised")]
+    assert sup and all(before[k] == after[k] for k in sup)
+    changed_children = [k for k in after if k.startswith("finetune") and "lr=0.45" in k]
+    assert len(changed_children) == 8 and not set(after[k] for k in changed_children) & set(before.values())
+    assert _spec().job_hash == PINNED["default"] and _spec().config_key == PINNED["config_key"]
+    assert _spec(depends_on=("a" * 16,)).job_hash != PINNED["default"]
+    assert _spec(depends_on=("a" * 16,)).job_hash != _spec(depends_on=("b" * 16,)).job_hash
+
+
+def test_a_file_init_records_its_digest_and_a_changed_file_makes_new_jobs(tmp_path: Path, meta_dir: Path) -> None:
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"one")
+    text = GOOD + '\n[methods.warm]\nmethod = "supervised"\ninit = { file = "w.pt", exclude = ["fc.*"], strict = false }\n'
+    meta = DatasetMeta.load(meta_dir)
+    jobs = [j for j in expand(load_grid(write(tmp_path, text)), meta) if j.config_name == "warm"]
+    assert len(jobs) == 4 and all(j.spec.depends_on == () for j in jobs)
+    init = jobs[0].spec.init
+    assert init["file"] == str(weights) and init["exclude"] == ["fc.*"] and init["strict"] is False
+    assert init["sha256"] == "7692c3ad3540bb803c020b3aee66cd8887123234ea0c6e7143c0add73ff431ed"
+    weights.write_bytes(b"two")
+    again = [j for j in expand(load_grid(write(tmp_path, text)), meta) if j.config_name == "warm"]
+    assert not {j.spec.job_hash for j in jobs} & {j.spec.job_hash for j in again}
+
+
+@pytest.mark.parametrize(("init", "key", "expected"), [
+    ('{ from = "nope" }', "methods.finetune.init.from", "the name of another [methods.NAME] table"),
+    ('{ from = "finetune" }', "methods.finetune.init.from", "the name of another [methods.NAME] table"),
+    ('{ from = "simclr", checkpoint = "best" }', "methods.finetune.init.checkpoint", "one of final"),
+    ('{ file = "missing.pt" }', "methods.finetune.init.file", "an existing checkpoint file"),
+    ('{ from = "simclr", file = "x.pt" }', "methods.finetune.init", "exactly one of"),
+    ('{ from = "simclr", exclude = "fc.*" }', "methods.finetune.init.exclude", "a list of key patterns"),
+    ('{ from = "simclr", strict = 1 }', "methods.finetune.init.strict", "true or false"),
+    ('{ from = "simclr", frm = 1 }', "methods.finetune.init.frm", "one of from, file"),
+])
+def test_bad_init_names_the_key(tmp_path: Path, meta_dir: Path, init: str, key: str, expected: str) -> None:
+    text = GRAPH.replace('{ from = "simclr", checkpoint = "final" }', init)
+    with pytest.raises(SpecError) as err:
+        load_grid(write(tmp_path, text))
+    assert f": {key}: expected {expected}" in str(err.value)
+
+
+def test_cycles_and_seeds_the_parent_lacks_are_refused(tmp_path: Path, meta_dir: Path) -> None:
+    cyc = GRAPH.replace("[methods.simclr]\n", '[methods.simclr]\ninit = { from = "finetune" }\n')
+    with pytest.raises(SpecError, match=r"init.from: expected no cycle of init.from \((simclr -> finetune -> "
+                                        r"simclr|finetune -> simclr -> finetune)\)"):
+        load_grid(write(tmp_path, cyc))
+    seeds = GRAPH.replace("lr = [0.01, 0.05]", "lr = [0.01, 0.05]\nseeds = [0, 7]")
+    with pytest.raises(SpecError, match="methods.finetune.seeds: expected seeds that 'simclr' runs too"):
+        load_grid(write(tmp_path, seeds))
+
+
+def test_record_keeps_the_edges_children_wait_and_a_dead_parent_fails_them(tmp_path: Path, meta_dir: Path) -> None:
+    from orchestrator.graph import advance
+
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    rec = record_grid(store, load_grid(write(tmp_path, GRAPH)), DatasetMeta.load(meta_dir))
+    assert rec.new == 32
+    deps = store.grid_deps("g")
+    assert len(deps) == 16 and all(len(p) == 1 for p in deps.values())
+    counts = store.state_counts("g")
+    assert counts == {JobState.PENDING: 16, JobState.WAITING: 16}
+    child, (parent,) = next(iter(deps.items()))
+    assert [j.job_hash for j in store.parents(child)] == [parent]
+    assert child in {j.job_hash for j in store.children(parent)}
+    assert store.claim(child, backend="local", backend_id=None, host="h", pid=1) is None  # parent not done
+    assert store.ready_jobs("g") == []
+    # the parent completes: its children (one per finetune lr) become runnable
+    a = store.claim(parent, backend="local", backend_id=None, host="h", pid=1)
+    store.complete(parent, a, {"acc": 1.0})
+    assert child in {j.job_hash for j in store.ready_jobs("g")}
+    moved = advance(store, "g", failure_budget=0)
+    assert len(moved.released) == 2 and store.job(child).state == JobState.PENDING
+    # another parent fails past its budget: its children are PARENT_FAILED, and come back on retry
+    other = next(p for c, (p,) in deps.items() if p != parent)
+    a = store.claim(other, backend="local", backend_id=None, host="h", pid=1)
+    store.finish_attempt(a, "FAILED", reason="boom")
+    moved = advance(store, "g", failure_budget=0)
+    kids = sorted(c for c, (p,) in deps.items() if p == other)
+    assert sorted(moved.parent_failed) == kids and {store.job(k).state for k in kids} == {JobState.PARENT_FAILED}
+    store.reset_jobs([other], [JobState.FAILED])
+    assert sorted(advance(store, "g", failure_budget=0).rewaiting) == kids
+    assert {store.job(k).state for k in kids} == {JobState.WAITING}
+    store.close()
