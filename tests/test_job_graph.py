@@ -67,7 +67,8 @@ def test_a_childs_identity_follows_its_parents_and_pinned_hashes_stay(tmp_path: 
 def test_a_file_init_records_its_digest_and_a_changed_file_makes_new_jobs(tmp_path: Path, meta_dir: Path) -> None:
     weights = tmp_path / "w.pt"
     weights.write_bytes(b"one")
-    text = GOOD + '\n[methods.warm]\nmethod = "supervised"\ninit = { file = "w.pt", exclude = ["fc.*"], strict = false }\n'
+    text = GOOD + ('\n[methods.warm]\nmethod = "supervised"\n'
+                   'init = { file = "w.pt", exclude = ["fc.*"], strict = false }\n')
     meta = DatasetMeta.load(meta_dir)
     jobs = [j for j in expand(load_grid(write(tmp_path, text)), meta) if j.config_name == "warm"]
     assert len(jobs) == 4 and all(j.spec.depends_on == () for j in jobs)

@@ -29,6 +29,7 @@ from workers.distributed import (
     barrier,
     broadcast_buffers,
 )
+from workers.init_weights import load_init, save_final_weights
 from workers.knn import extract_features, knn_accuracy
 from workers.methods.base import Method
 from workers.methods.registry import method_class
@@ -107,6 +108,8 @@ class Trainer:
             opt.load_state_dict(ckpt["optimizer"])
             scaler.load_state_dict(ckpt["scaler"])
             start_epoch, train_time = int(ckpt["epoch"]), float(ckpt.get("train_time_s", 0.0))
+        else:  # a fresh start: the initial weights the spec names (a parent's or a file's), if any
+            load_init(spec, self.job_dir, method.backbone)
         per_rank = max(1, cfg.batch_size // ctx.world_size)
         available = len(manifest.indices["train"]) // ctx.world_size
         if per_rank > available:
@@ -156,6 +159,8 @@ class Trainer:
                     self.reporter.epoch(epoch, values)
             log.info("epoch %d/%d loss %.4f (%.1fs)", epoch + 1, cfg.epochs, values["train_loss"], elapsed)
             barrier(ctx)
+        if ctx.is_main:  # before the final metrics: a child may start as soon as this job is COMPLETED
+            save_final_weights(self.job_dir, spec.job_hash, method.backbone, method)
         final = self.evaluate(method, meta, manifest)
         final.update({"train_time_s": train_time, "epochs": float(cfg.epochs),
                       "num_classes": float(manifest.num_classes),

@@ -37,7 +37,12 @@ def retry(grid: str | None, subset: str | None, config: str | None, cancelled: b
     states = (JobState.FAILED, JobState.CANCELLED) if cancelled else (JobState.FAILED,)
     jobs = select_jobs(store.jobs(name, states), subset, config, ())
     n = store.reset_jobs([j.job_hash for j in jobs], list(states))
-    click.echo(f"{n} jobs reset to PENDING; run 'dlth-orch launch' to run them")
+    from orchestrator.graph import advance
+
+    g = store.get_grid(name)
+    back = advance(store, name, g.failure_budget if g else 0).rewaiting  # their PARENT_FAILED children
+    extra = f" ({len(back)} dependent jobs waiting for them again)" if back else ""
+    click.echo(f"{n} jobs reset to PENDING{extra}; run 'dlth-orch launch' to run them")
 
 
 @click.command()
@@ -51,8 +56,11 @@ def cancel(grid: str | None, subset: str | None, config: str | None, yes: bool, 
 
     store = open_store(db_url)
     name = resolve_grid_name(store, grid)
-    active = (JobState.PENDING, JobState.QUEUED, JobState.RUNNING, JobState.FAILED)
-    jobs = select_jobs(store.jobs(name), subset, config, active)
+    everything = store.jobs(name)
+    jobs = select_jobs(everything, subset, config, JobState.CANCELLABLE)
+    chosen = {j.job_hash for j in jobs}
+    dependents = set(store.descendants(chosen)) - chosen  # a cancelled parent's children can never run
+    jobs += [j for j in everything if j.job_hash in dependents and j.state in JobState.CANCELLABLE]
     if not jobs:
         click.echo("nothing to cancel")
         return
@@ -62,4 +70,5 @@ def cancel(grid: str | None, subset: str | None, config: str | None, yes: bool, 
     for j in jobs:
         by_backend.setdefault(j.backend or "local", []).append(j)
     n = sum(get_backend(b).cancel(store, js) for b, js in by_backend.items())
-    click.echo(f"{n} jobs cancelled")
+    n_dep = sum(1 for j in jobs if j.job_hash in dependents)
+    click.echo(f"{n} jobs cancelled" + (f", {n_dep} of them dependents of the selected jobs" if n_dep else ""))
