@@ -4,6 +4,7 @@ and the lifecycle of WAITING / PARENT_FAILED jobs in the store."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,9 @@ method = "supervised"
 init = { from = "simclr", checkpoint = "final" }
 lr = [0.01, 0.05]
 """
+
+
+SMALL_GRAPH = GRAPH.replace("lr = 0.1\n[subsets", 'lr = 0.1\nbackbone = "test_resnet"\nimage_size = 32\n[subsets')
 
 
 def test_a_child_table_is_expanded_once_per_parent_configuration(tmp_path: Path, meta_dir: Path) -> None:
@@ -138,4 +142,76 @@ def test_record_keeps_the_edges_children_wait_and_a_dead_parent_fails_them(tmp_p
     store.reset_jobs([other], [JobState.FAILED])
     assert sorted(advance(store, "g", failure_budget=0).rewaiting) == kids
     assert {store.job(k).state for k in kids} == {JobState.WAITING}
+    store.close()
+
+
+def _cli(*args: str, home: Path) -> Any:
+    """The CLI in this process (each subprocess would import torch again)."""
+    from click.testing import CliRunner
+
+    from orchestrator.cli import cli
+
+    return CliRunner().invoke(cli, list(args), env={"DLTH_HOME": str(home)}, catch_exceptions=False)
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path, meta_dir: Path) -> None:
+    import json
+
+    home = tmp_path / "home"
+    path = write(tmp_path, SMALL_GRAPH.replace('root = "ds"', f'root = "{meta_dir}"'))
+    db = tmp_path / "db.sqlite"
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    proc = _cli("launch", str(path), "--dry-run", "--json", "--db", f"sqlite:///{db}", home=home)
+    assert proc.exit_code == 0, proc.output
+    plan = json.loads(proc.output)
+    assert plan["backend"] == "local" and plan["jobs"] == 32
+    assert [(g["name"], len(g["jobs"]), g["depends_on"]) for g in plan["groups"]] == [
+        ("level0", 16, []), ("level1", 16, ["level0"])]
+    slurm = _cli("launch", str(path), "--dry-run", "--json", "--cluster", "slurm", home=home)
+    assert slurm.exit_code == 0, slurm.output
+    arrays = json.loads(slurm.output)["groups"]
+    # parents: one array; children: one array per (lr, simclr configuration) aligned task by task
+    # parents (supervised and simclr share SLURM parameters): one array; children: afterok on its tasks
+    assert [(g["dependency"], len(g["jobs"]), g["depends_on"]) for g in arrays] == [
+        ("", 16, []), ("afterok", 16, ["array0"])]
+    # without the supervised table, each child array matches the parent array task by task: aftercorr
+    only_simclr = write(tmp_path, SMALL_GRAPH.replace('root = "ds"', f'root = "{meta_dir}"')
+                        .replace("[methods.supervised]\nlr = [0.1, 0.2]\n", ""))
+    slurm = _cli("launch", str(only_simclr), "--dry-run", "--json", "--cluster", "slurm", home=home)
+    arrays = json.loads(slurm.output)["groups"]
+    assert [(g["dependency"], len(g["jobs"]), g["depends_on"]) for g in arrays] == [
+        ("", 8, []), ("aftercorr", 8, ["array0"]), ("aftercorr", 8, ["array0"])]
+    for child_array in arrays[1:]:  # task i of a child array is the child of task i of the parent array
+        for parent, child in zip(arrays[0]["jobs"], child_array["jobs"], strict=True):
+            (ps, pc, pseed), (cs, cc, cseed) = parent.split("/"), child.split("/")
+            assert (cs, cc.split("@")[1], cseed) == (ps, pc, pseed)
+    table = _cli("launch", str(path), "--dry-run", home=home)
+    assert table.exit_code == 0 and "nothing written" in table.output and "level1" in table.output
+    assert not db.exists() and not home.exists()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_cancel_of_a_parent_cancels_its_dependents(tmp_path: Path, meta_dir: Path) -> None:
+    import json
+
+    home = tmp_path / "home"
+    path = write(tmp_path, SMALL_GRAPH.replace('root = "ds"', f'root = "{meta_dir}"'))
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    store = Store(db)
+    record_grid(store, load_grid(path), DatasetMeta.load(meta_dir))
+    deps = store.grid_deps("g")
+    parent = next(iter(deps.values()))[0]
+    kids = sorted(c for c, ps in deps.items() if parent in ps)
+    proc = _cli("cancel", "g", "--job", parent, "--yes", "--db", db, home=home)
+    assert proc.exit_code == 0, proc.output
+    # one simclr job, and its fine-tuned children (one per finetune lr)
+    assert proc.output.strip() == "3 jobs cancelled, 2 of them dependents of the selected jobs"
+    assert {store.job(h).state for h in [parent, *kids]} == {JobState.CANCELLED}
+    counts = store.state_counts("g")
+    assert counts == {JobState.CANCELLED: 3, JobState.PENDING: 15, JobState.WAITING: 14}
+    status = _cli("status", "g", "--json", "--db", db, home=home)
+    assert status.exit_code == 0, status.output
+    waiting = json.loads(status.output)["waiting"]
+    assert len(waiting) == 14
+    assert all(len(w["waits_for"]) == 1 and "/simclr[" in w["waits_for"][0] for w in waiting)
     store.close()
