@@ -432,3 +432,33 @@ def test_out_of_memory_is_recorded_and_counted_as_a_failure(tmp_path: Path, home
     (a,) = store.attempts(job.job_hash)
     assert a.state == AttemptState.OUT_OF_MEMORY, a.exit_reason
     assert "memory" in (a.exit_reason or "").lower()
+
+
+GRAPH_METHODS = """
+[methods.supervised]
+lr = 0.1
+[methods.ft]
+method = "supervised"
+lr = 0.02
+init = { from = "supervised" }
+"""
+
+
+def test_a_two_level_graph_is_queued_at_once_and_completes(tmp_path: Path, home: Path, digits: Path) -> None:
+    grid = write_grid(tmp_path / "grid.toml", "graph", digits, methods=GRAPH_METHODS)
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    cli("launch", str(grid), "--cluster", "slurm", "--no-progress", db=db)  # returns once all is queued
+    store = Fresh(db)
+    jobs = {j.config_name: j for j in store.jobs("graph")}
+    parent, child = jobs["supervised"], jobs["ft@supervised"]
+    assert parent.backend_id and child.backend_id and child.state in (JobState.WAITING, JobState.QUEUED)
+    assert child.backend_id.split("_")[0] != parent.backend_id.split("_")[0]
+    if child.state == JobState.WAITING and squeue_state(child.backend_id) == "PENDING":
+        out = subprocess.run(["squeue", "-h", "-r", "-j", child.backend_id.split("_")[0], "-o", "%E|%r"],
+                             capture_output=True, text=True).stdout
+        assert not out.strip() or parent.backend_id.split("_")[0] in out, out  # afterok/aftercorr on the parent
+    cli("launch", str(grid), "--cluster", "slurm", "--wait", "--no-progress", db=db)
+    jobs = {j.config_name: j for j in store.jobs("graph")}
+    assert {j.state for j in jobs.values()} == {JobState.COMPLETED}
+    (pa,), (ca,) = store.attempts(parent.job_hash), store.attempts(child.job_hash)
+    assert pa.ended_at is not None and ca.started_at >= pa.ended_at
