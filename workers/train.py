@@ -35,6 +35,7 @@ from workers.methods.base import Method
 from workers.methods.registry import method_class
 from workers.reporting import JobReporter
 from workers.schedule import build_optimizer, lr_at, set_lr
+from workers.test_hooks import maybe_fail_once
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class Trainer:
         if done.is_file():  # finished before, but the DB may not know: report again, train nothing
             return dict(json.loads(done.read_text())["metrics"])
         spec, ctx, cfg = self.spec, self.ctx, self.spec.train
+        maybe_fail_once(spec.job_hash)  # test-only (off unless DLTH_TEST_FAIL_ONCE is set)
         meta, manifest = load_manifest(spec)
         configure_jit(spec.resources.ffcv_jit, len(manifest.indices["train"]))
         seed_everything(spec.seed, ctx.rank)
