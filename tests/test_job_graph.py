@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from db import Store
+from db.testing import db_url  # noqa: F401  (fixture: a fresh database on each backend)
 from orchestrator.expand import expand
 from orchestrator.grid import load_grid
 from orchestrator.launch import record_grid
@@ -111,10 +112,11 @@ def test_cycles_and_seeds_the_parent_lacks_are_refused(tmp_path: Path, meta_dir:
         load_grid(write(tmp_path, seeds))
 
 
-def test_record_keeps_the_edges_children_wait_and_a_dead_parent_fails_them(tmp_path: Path, meta_dir: Path) -> None:
+def test_record_keeps_the_edges_children_wait_and_a_dead_parent_fails_them(
+        tmp_path: Path, meta_dir: Path, db_url: str) -> None:  # noqa: F811
     from orchestrator.graph import advance
 
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    store = Store(db_url)
     rec = record_grid(store, load_grid(write(tmp_path, GRAPH)), DatasetMeta.load(meta_dir))
     assert rec.new == 32
     deps = store.grid_deps("g")
