@@ -5,16 +5,18 @@ completed, really starts from the parent's weights (lower first-epoch loss than 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from db import JobState, Store
+from db import AttemptState, JobState, Store
 from specs.backbones import create_backbone
 from specs.contract import JobPaths
 from specs.job import JobSpec
 from workers.init_weights import InitWeightsError, load_init
+from workers.test_hooks import ENV
 
 from .test_e2e_local import cli
 
@@ -23,7 +25,7 @@ pytestmark = pytest.mark.slow
 GRID = """
 name = "graph"
 seeds = [0]
-failure_budget = 0
+failure_budget = {budget}
 [dataset]
 root = "{root}"
 [train]
@@ -49,15 +51,33 @@ lr = 0.02
 """
 
 
+def launch_failing_parent(home: Path, digits: Path, budget: int, scratch: bool = True) -> str:
+    """Launch the grid locally with the parent's first attempt failing (test-only hook); return the DB URL."""
+    from orchestrator.expand import expand
+    from orchestrator.grid import load_grid
+    from subsets import DatasetMeta
+
+    grid = home / "grid.toml"
+    text = GRID.format(root=digits, budget=budget)
+    grid.write_text(text if scratch else text[:text.index("[methods.scratch]")])
+    parent = next(ej.spec for ej in expand(load_grid(grid), DatasetMeta.load(digits)) if ej.config_name == "pre")
+    (home / "fail").mkdir()
+    (home / "fail" / f"{parent.job_hash}.fail").touch()
+    db = f"sqlite:///{home / 'db.sqlite'}"
+    os.environ[ENV] = str(home / "fail")
+    try:
+        cli("launch", str(grid), "--no-progress", db=db, home=home)
+    finally:
+        os.environ.pop(ENV, None)
+    return db
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, digits: Path) -> tuple[Path, str]:
-    """One local launch of a parent, its fine-tuned child and the same child from scratch (shared)."""
+    """One local launch of a parent (whose first attempt fails, then is retried within the budget), its
+    fine-tuned child and the same child from scratch (shared by the tests of this file)."""
     home = tmp_path_factory.mktemp("graph_home")
-    grid = home / "grid.toml"
-    grid.write_text(GRID.format(root=digits))
-    db = f"sqlite:///{home / 'db.sqlite'}"
-    cli("launch", str(grid), "--no-progress", db=db, home=home)
-    return home, db
+    return home, launch_failing_parent(home, digits, budget=1)
 
 
 def _by_config(store: Store) -> dict[str, object]:
@@ -71,7 +91,10 @@ def test_a_child_starts_after_its_parent_completed_and_loads_its_weights(trained
         assert set(jobs) == {"pre", "ft@pre", "scratch"}
         assert {j.state for j in jobs.values()} == {JobState.COMPLETED}
         parent, child, scratch = jobs["pre"], jobs["ft@pre"], jobs["scratch"]
-        (p_attempt,), (c_attempt,) = store.attempts(parent.job_hash), store.attempts(child.job_hash)
+        (failed, p_attempt), (c_attempt,) = store.attempts(parent.job_hash), store.attempts(child.job_hash)
+        assert (failed.state, p_attempt.state) == (AttemptState.FAILED, AttemptState.COMPLETED)
+        assert "fails on purpose" in (failed.exit_reason or "")
+        # the child waited through the parent's failure and retry: it started after the retry completed
         assert p_attempt.ended_at is not None and c_attempt.started_at >= p_attempt.ended_at, (p_attempt, c_attempt)
         assert [p.job_hash for p in store.parents(child.job_hash)] == [parent.job_hash]
         # the child started from the parent's trained backbone: its first epoch's loss is clearly lower than
@@ -118,3 +141,14 @@ def test_init_from_a_checkpoint_file_with_exclude(trained: tuple[Path, str], tmp
     assert report is not None and report.loaded == len(trained_sd) - len(report.excluded) > 0
     for k, v in other.state_dict().items():
         assert torch.equal(v, before[k] if k.startswith("conv1.") else trained_sd[k]), k
+
+
+def test_a_parent_out_of_its_budget_leaves_its_child_parent_failed(tmp_path: Path, digits: Path) -> None:
+    db = launch_failing_parent(tmp_path, digits, budget=0, scratch=False)
+    with Store(db) as store:
+        jobs = _by_config(store)
+        parent, child = jobs["pre"], jobs["ft@pre"]
+        assert (parent.state, parent.failure_count) == (JobState.FAILED, 1)
+        assert child.state == JobState.PARENT_FAILED and store.attempts(child.job_hash) == []  # never ran
+    out = " ".join(cli("status", "graph", db=db, home=tmp_path).stdout.split())  # rich wraps long lines
+    assert "PARENT_FAILED full/ft@pre/s0" in out and "full/pre/s0 is FAILED after 1 failures" in out, out
