@@ -41,7 +41,7 @@ from db.models import (
     Metric,
     utcnow,
 )
-from specs.lifecycle import initial_state, job_state_after
+from specs.lifecycle import check_transition, initial_state, job_state_after
 
 log = logging.getLogger(__name__)
 _CHUNK = 500  # rows per multi-row INSERT (well under SQLite's bound-parameter limit)
@@ -508,8 +508,15 @@ class Store:
         """Move jobs in ``from_states`` back to PENDING (e.g. retry failed ones); returns how many."""
         return self.set_state(job_hashes, JobState.PENDING, from_states)
 
-    def set_state(self, job_hashes: Sequence[str], state: str, from_states: Sequence[str]) -> int:
-        """Conditionally set the state of several jobs; returns how many moved."""
+    def set_state(self, job_hashes: Sequence[str], state: str, from_states: Sequence[str], *,
+                  check: bool = True) -> int:
+        """Conditionally set the state of several jobs; returns how many moved.
+
+        Every ``from_states -> state`` must be a transition of :data:`specs.lifecycle.TRANSITIONS`
+        (:class:`~specs.lifecycle.TransitionError` otherwise); ``check=False`` only to seed test data.
+        """
+        if check:
+            check_transition(tuple(from_states), state)
         hashes = sorted(set(job_hashes))
         moved = 0
         with self.session() as s:

@@ -73,7 +73,7 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     J.COMPLETED: frozenset(),
     J.FAILED: frozenset({J.PENDING, J.QUEUED, J.CANCELLED, J.WAITING}),
     J.CANCELLED: frozenset({J.PENDING, J.QUEUED, J.WAITING}),
-    J.PARENT_FAILED: frozenset({J.WAITING, J.CANCELLED}),
+    J.PARENT_FAILED: frozenset({J.WAITING, J.CANCELLED, J.PARENT_FAILED}),
 }
 
 

@@ -217,3 +217,24 @@ def test_cancel_of_a_parent_cancels_its_dependents(tmp_path: Path, meta_dir: Pat
     assert len(waiting) == 14
     assert all(len(w["waits_for"]) == 1 and "/simclr[" in w["waits_for"][0] for w in waiting)
     store.close()
+
+
+def test_the_lifecycle_table_refuses_what_is_not_a_transition(tmp_path: Path) -> None:
+    from db import NewJob
+    from specs.lifecycle import TRANSITIONS, TransitionError, may_retry, state_from_parents
+
+    assert set(TRANSITIONS) == set(JobState) and TRANSITIONS[JobState.COMPLETED] == frozenset()
+    assert (may_retry(2, 2), may_retry(3, 2)) == (True, False)
+    assert state_from_parents([("COMPLETED", 0), ("FAILED", 1)], 1) is None  # the failed one will retry
+    assert state_from_parents([("COMPLETED", 0), ("FAILED", 2)], 1) == JobState.PARENT_FAILED
+    assert state_from_parents([("COMPLETED", 0), ("CANCELLED", 0)], 5) == JobState.PARENT_FAILED
+    assert state_from_parents([("COMPLETED", 0)], 0) == JobState.PENDING
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    gid = store.upsert_grid("g", "{}", "h", "", 0)
+    store.add_jobs(gid, [NewJob("p", "{}", "supervised", "k", 0, str(tmp_path), "full", "c")])
+    with pytest.raises(TransitionError, match="COMPLETED -> PENDING is not a transition"):
+        store.reset_jobs(["p"], [JobState.COMPLETED])
+    with pytest.raises(TransitionError, match="PENDING -> COMPLETED"):
+        store.set_state(["p"], JobState.COMPLETED, [JobState.PENDING])
+    assert store.job("p").state == JobState.PENDING
+    store.close()
