@@ -507,3 +507,38 @@ def test_a_failed_parent_leaves_its_child_never_satisfied_until_retried(tmp_path
     p_attempts, (c_attempt,) = store.attempts(parent.job_hash), store.attempts(child.job_hash)
     assert [a.state for a in p_attempts] == [AttemptState.FAILED, AttemptState.COMPLETED]
     assert c_attempt.started_at >= p_attempts[-1].ended_at
+
+
+def test_a_parent_retried_within_its_budget_gets_its_pending_child_relinked(tmp_path: Path, home: Path,
+                                                                            digits: Path) -> None:
+    """Within the failure budget ``launch --wait`` resubmits the failed parent by itself; the child, left
+    pending by SLURM (DependencyNeverSatisfied), is cancelled and resubmitted against the new parent task."""
+    from orchestrator.expand import expand
+    from orchestrator.grid import load_grid
+    from subsets import DatasetMeta
+
+    grid = write_grid(tmp_path / "grid.toml", "inbudget", digits, budget=1, methods=GRAPH_METHODS)
+    specs = {ej.config_name: ej.spec for ej in expand(load_grid(grid), DatasetMeta.load(digits))}
+    fail_dir = tmp_path / "fail"
+    fail_dir.mkdir()
+    (fail_dir / f"{specs['supervised'].job_hash}.fail").touch()
+    os.environ["DLTH_TEST_FAIL_ONCE"] = str(fail_dir)
+    try:
+        db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+        cli("launch", str(grid), "--cluster", "slurm", "--wait", "--no-progress", db=db)
+    finally:
+        os.environ.pop("DLTH_TEST_FAIL_ONCE", None)
+    store = Fresh(db)
+    parent, child = (store.job(specs[c].job_hash) for c in ("supervised", "ft@supervised"))
+    assert (parent.state, child.state) == (JobState.COMPLETED, JobState.COMPLETED)
+    assert [a.state for a in store.attempts(parent.job_hash)] == [AttemptState.FAILED, AttemptState.COMPLETED]
+    (c_attempt,) = store.attempts(child.job_hash)
+    assert c_attempt.started_at >= store.attempts(parent.job_hash)[-1].ended_at
+    # the child's first task (on the failed parent) never ran: cancelled when it was re-linked
+    first = sorted(p for p in submission_dirs(home) if json.loads((p / "manifest.json").read_text())["tasks"][0]
+                   ["job_hash"] == child.job_hash)
+    assert len(first) == 2, first
+    old_id = (first[0] / "array_id").read_text().strip()
+    out = subprocess.run(["sacct", "-X", "-P", "-n", "-j", old_id, "-o", "State"], capture_output=True,
+                         text=True).stdout
+    assert out.split() and all(s.startswith("CANCELLED") for s in out.splitlines()), out  # "CANCELLED by 0"
