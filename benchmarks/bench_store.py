@@ -95,9 +95,9 @@ def populate(store: Store, n_jobs: int, epochs: int, progress: Progress) -> None
         progress.advance(task, len(jobs[k:k + 1000]))
     ids = {j.job_hash: j.id for j in store.jobs("big")}
     done = [j.job_hash for i, j in enumerate(jobs) if i % 10 < 7]  # 70 % finished, the rest mixed
-    store.set_state(done, JobState.COMPLETED, JobState.ALL)
-    store.set_state([j.job_hash for i, j in enumerate(jobs) if i % 10 == 7], JobState.RUNNING, JobState.ALL)
-    store.set_state([j.job_hash for i, j in enumerate(jobs) if i % 10 == 8], JobState.FAILED, JobState.ALL)
+    store.set_state(done, JobState.COMPLETED, JobState.ALL, check=False)  # seeding rows
+    for rest, state in ((7, JobState.RUNNING), (8, JobState.FAILED)):
+        store.set_state([j.job_hash for i, j in enumerate(jobs) if i % 10 == rest], state, JobState.ALL, check=False)
     now = utcnow()
     with store.session() as s:
         for k in range(0, len(done), 500):

@@ -17,6 +17,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from specs.lifecycle import AttemptState, JobState
+
 # epoch value used for a job's final metrics (after the last epoch's evaluation)
 FINAL_EPOCH = -1
 
@@ -28,39 +30,6 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     pass
-
-
-class JobState:
-    """States of a job (the latest word on it)."""
-
-    PENDING = "PENDING"  # recorded, never submitted (or reset)
-    QUEUED = "QUEUED"  # handed to a backend, not started yet (also after a requeue)
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
-    ALL = (PENDING, QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED)
-    ACTIVE = (QUEUED, RUNNING)
-    TERMINAL = (COMPLETED, FAILED, CANCELLED)
-
-
-class AttemptState:
-    """States of one try of a job. PREEMPTED and TIMEOUT are not failures."""
-
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    PREEMPTED = "PREEMPTED"
-    TIMEOUT = "TIMEOUT"
-    NODE_FAIL = "NODE_FAIL"
-    OUT_OF_MEMORY = "OUT_OF_MEMORY"
-    CANCELLED = "CANCELLED"
-    LOST = "LOST"  # the process vanished without a word (killed, machine rebooted)
-
-    REQUEUE = (PREEMPTED, TIMEOUT)
-    STOPS = (PREEMPTED, TIMEOUT, CANCELLED)  # stopped from outside: not failures
-    FAILURES = (FAILED, NODE_FAIL, OUT_OF_MEMORY, LOST)
 
 
 class Grid(Base):
@@ -122,6 +91,17 @@ class GridJob(Base):
         Index("ix_grid_jobs_job", "job_id"),
         Index("ix_grid_jobs_grid_subset", "grid_id", "subset_name"),
     )
+
+
+class JobDep(Base):
+    """An edge of the job graph: ``child_id`` may start only once ``parent_id`` is COMPLETED (0003)."""
+
+    __tablename__ = "job_deps"
+
+    child_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    parent_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+
+    __table_args__ = (Index("ix_job_deps_parent", "parent_id"),)
 
 
 class Attempt(Base):

@@ -15,21 +15,19 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db import migrate, netfs
 from db.engine import WRITE_OPTION, StoreError, is_sqlite, make_engine, sqlite_path
-from db.ingest import ResultFileError, read_final_metrics
+from db.ingest import FinalResult
 from db.models import (
     FINAL_EPOCH,
     Attempt,
@@ -37,11 +35,13 @@ from db.models import (
     Grid,
     GridJob,
     Job,
+    JobDep,
     JobState,
     Meta,
     Metric,
     utcnow,
 )
+from specs.lifecycle import check_transition, initial_state, job_state_after
 
 log = logging.getLogger(__name__)
 _CHUNK = 500  # rows per multi-row INSERT (well under SQLite's bound-parameter limit)
@@ -59,6 +59,7 @@ class NewJob:
     job_dir: str
     subset_name: str
     config_name: str
+    parents: tuple[str, ...] = ()  # hashes of the jobs it depends on (recorded in the same call or before)
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,8 @@ class Store:
             return grid_id
 
     def add_jobs(self, grid_id: int, jobs: Sequence[NewJob]) -> tuple[int, int]:
-        """Record ``jobs`` in one transaction: new jobs PENDING, known ones only linked to the grid.
+        """Record ``jobs`` in one transaction: new jobs PENDING (WAITING when they have parents), known
+        ones only linked to the grid; dependency edges with them. Parents must be in ``jobs`` or known.
 
         Returns ``(new, already_known)``. Idempotent, also when two orchestrators add the same jobs at once.
         """
@@ -230,14 +232,20 @@ class Store:
             unique = {j.job_hash: j for j in jobs}
             rows = [{"job_hash": j.job_hash, "spec_json": j.spec_json, "method": j.method,
                      "config_key": j.config_key, "seed": j.seed, "job_dir": j.job_dir,
-                     "state": JobState.PENDING, "attempt_count": 0, "failure_count": 0,
+                     "state": initial_state(bool(j.parents)), "attempt_count": 0, "failure_count": 0,
                      "created_at": now, "updated_at": now, "ingested_from_disk": False}
                     for j in unique.values()]
             new = _insert_ignore(s, Job, rows, ["job_hash"])
-            ids = self._ids_of(s, list(unique))
+            parents = sorted({p for j in unique.values() for p in j.parents} - set(unique))
+            ids = self._ids_of(s, list(unique) + parents)
+            missing = [p for p in parents if p not in ids]
+            if missing:
+                raise KeyError(f"parent job {missing[0]} is neither recorded nor among the jobs to record")
             links = [{"grid_id": grid_id, "job_id": ids[j.job_hash], "subset_name": j.subset_name,
                       "config_name": j.config_name} for j in unique.values()]
             _insert_ignore(s, GridJob, links, ["grid_id", "job_id"])
+            deps = [{"child_id": ids[j.job_hash], "parent_id": ids[p]} for j in unique.values() for p in j.parents]
+            _insert_ignore(s, JobDep, deps, ["child_id", "parent_id"])
         return new, len(jobs) - new
 
     def _ids_of(self, s: Session, hashes: Sequence[str]) -> dict[str, int]:
@@ -284,9 +292,70 @@ class Store:
             j = s.scalar(select(Job).where(Job.job_hash == job_hash))
             return None if j is None else _job_row(j, "", "")
 
+    # --- the job graph ------------------------------------------------------------------------
+    def grid_deps(self, grid_name: str) -> dict[str, list[str]]:
+        """``{child_hash: [parent_hash, ...]}`` for every job of the grid that has parents (one query)."""
+        child, parent = Job.__table__.alias("child"), Job.__table__.alias("parent")
+        with self.session(write=False) as s:
+            q = (select(child.c.job_hash, parent.c.job_hash)
+                 .select_from(JobDep.__table__)
+                 .join(child, child.c.id == JobDep.child_id).join(parent, parent.c.id == JobDep.parent_id)
+                 .join(GridJob, GridJob.job_id == child.c.id).join(Grid, Grid.id == GridJob.grid_id)
+                 .where(Grid.name == grid_name).order_by(child.c.job_hash, parent.c.job_hash))
+            out: dict[str, list[str]] = {}
+            for c, p in s.execute(q):
+                out.setdefault(c, []).append(p)
+            return out
+
+    def parents(self, job_hash: str) -> list[JobRow]:
+        """The jobs ``job_hash`` depends on."""
+        return self._related(job_hash, JobDep.child_id, JobDep.parent_id)
+
+    def children(self, job_hash: str) -> list[JobRow]:
+        """The jobs that depend on ``job_hash``."""
+        return self._related(job_hash, JobDep.parent_id, JobDep.child_id)
+
+    def _related(self, job_hash: str, this: Any, other: Any) -> list[JobRow]:
+        with self.session(write=False) as s:
+            job_id = self._job_id(s, job_hash)
+            q = select(Job).join(JobDep, other == Job.id).where(this == job_id).order_by(Job.job_hash)
+            return [_job_row(j, "", "") for j in s.scalars(q)]
+
+    def descendants(self, job_hashes: Iterable[str]) -> list[str]:
+        """Every job that depends, directly or not, on one of ``job_hashes`` (not those themselves)."""
+        seen: set[str] = set()
+        frontier = set(job_hashes)
+        start = set(frontier)
+        child, parent = Job.__table__.alias("child"), Job.__table__.alias("parent")
+        with self.session(write=False) as s:
+            while frontier:
+                hashes = sorted(frontier)
+                frontier = set()
+                for i in range(0, len(hashes), _CHUNK):
+                    q = (select(child.c.job_hash).select_from(JobDep.__table__)
+                         .join(child, child.c.id == JobDep.child_id).join(parent, parent.c.id == JobDep.parent_id)
+                         .where(parent.c.job_hash.in_(hashes[i:i + _CHUNK])))
+                    frontier |= {h for (h,) in s.execute(q)} - seen - start
+                seen |= frontier
+        return sorted(seen)
+
+    def ready_jobs(self, grid_name: str) -> list[JobRow]:
+        """WAITING jobs of a grid whose parents are all COMPLETED."""
+        ready = self._ready_ids(grid_name)
+        return [j for j in self.jobs(grid_name, [JobState.WAITING]) if j.id in ready]
+
+    def _ready_ids(self, grid_name: str) -> set[int]:
+        with self.session(write=False) as s:
+            q = (select(Job.id).join(GridJob, GridJob.job_id == Job.id).join(Grid, Grid.id == GridJob.grid_id)
+                 .where(Grid.name == grid_name, Job.state == JobState.WAITING, _parents_completed()))
+            return set(s.scalars(q))
+
     # --- state transitions --------------------------------------------------------------------
     def mark_queued(self, job_hashes: Sequence[str], backend: str, backend_ids: Sequence[str | None]) -> None:
-        """Jobs handed to a backend: PENDING/FAILED/QUEUED/CANCELLED -> QUEUED with the backend's id."""
+        """Jobs handed to a backend: PENDING/FAILED/QUEUED/CANCELLED -> QUEUED with the backend's id.
+
+        A WAITING job stays WAITING with the backend's id: the backend holds it until its parents complete
+        (SLURM ``--dependency``)."""
         pairs = sorted(zip(job_hashes, backend_ids, strict=True))  # a fixed lock order: no deadlock
         if not pairs:
             return
@@ -294,8 +363,9 @@ class Store:
         stmt = (jobs.update()
                 .where(jobs.c.job_hash == bindparam("h"), or_(*(  # not IN: executemany cannot expand lists
                     jobs.c.state == st for st in (JobState.PENDING, JobState.FAILED, JobState.QUEUED,
-                                                  JobState.CANCELLED))))
-                .values(state=JobState.QUEUED, backend=backend, backend_id=bindparam("bid"), updated_at=utcnow()))
+                                                  JobState.CANCELLED, JobState.WAITING))))
+                .values(state=case((jobs.c.state == JobState.WAITING, JobState.WAITING), else_=JobState.QUEUED),
+                        backend=backend, backend_id=bindparam("bid"), updated_at=utcnow()))
         with self.session() as s:
             s.execute(stmt, [{"h": h, "bid": bid} for h, bid in pairs])
 
@@ -303,7 +373,8 @@ class Store:
         self, job_hash: str, *, backend: str, backend_id: str | None, host: str, pid: int | None,
         log_path: str | None = None,
     ) -> int | None:
-        """Atomically move a job QUEUED/PENDING -> RUNNING and open a new attempt.
+        """Atomically move a job QUEUED/PENDING (or WAITING) -> RUNNING and open a new attempt, only when all
+        its parents are COMPLETED (whatever the backend: a child never runs before its parents).
 
         Returns the attempt id, or ``None`` when another process already holds or finished the job.
         Safe to retry: if this very process (same host, pid and backend id) already holds the job, its
@@ -313,7 +384,8 @@ class Store:
             now = utcnow()
             row = s.execute(
                 update(Job)
-                .where(Job.job_hash == job_hash, Job.state.in_([JobState.PENDING, JobState.QUEUED]))
+                .where(Job.job_hash == job_hash,
+                       Job.state.in_([JobState.PENDING, JobState.QUEUED, JobState.WAITING]), _parents_completed())
                 .values(state=JobState.RUNNING, attempt_count=Job.attempt_count + 1, heartbeat_at=now,
                         updated_at=now, backend=backend, backend_id=backend_id)
                 .returning(Job.id, Job.attempt_count)
@@ -436,8 +508,15 @@ class Store:
         """Move jobs in ``from_states`` back to PENDING (e.g. retry failed ones); returns how many."""
         return self.set_state(job_hashes, JobState.PENDING, from_states)
 
-    def set_state(self, job_hashes: Sequence[str], state: str, from_states: Sequence[str]) -> int:
-        """Conditionally set the state of several jobs; returns how many moved."""
+    def set_state(self, job_hashes: Sequence[str], state: str, from_states: Sequence[str], *,
+                  check: bool = True) -> int:
+        """Conditionally set the state of several jobs; returns how many moved.
+
+        Every ``from_states -> state`` must be a transition of :data:`specs.lifecycle.TRANSITIONS`
+        (:class:`~specs.lifecycle.TransitionError` otherwise); ``check=False`` only to seed test data.
+        """
+        if check:
+            check_transition(tuple(from_states), state)
         hashes = sorted(set(job_hashes))
         moved = 0
         with self.session() as s:
@@ -511,26 +590,13 @@ class Store:
             )
             return {state: int(n) for state, n in s.execute(q)}
 
-    # --- results on disk ----------------------------------------------------------------------
-    def ingest_job_dir(self, job_hash: str, job_dir: str | os.PathLike[str]) -> bool:
-        """Complete a job from ``<job_dir>/final_metrics.json`` if the database does not know it finished.
+    # --- results on disk (read by db.ingest; the store only records what it found) ---------------
+    def complete_from_result(self, job_hash: str, result: FinalResult, reason: str) -> bool:
+        """Complete a job from a result found on disk unless it is COMPLETED with final metrics already.
 
-        Applies to a job that is not COMPLETED, or COMPLETED without final metrics: records the final and
-        per-epoch metrics, closes its open attempts as COMPLETED, marks it COMPLETED and
-        ``ingested_from_disk``. Returns True if it changed anything (idempotent: False the second time).
-        A missing file returns False; an unusable one is logged and returns False.
+        Records the final and per-epoch metrics, closes its open attempts as COMPLETED (``reason``), marks
+        it COMPLETED and ``ingested_from_disk``. Returns True if it changed anything.
         """
-        try:
-            result = read_final_metrics(job_dir)
-        except ResultFileError as exc:
-            log.warning("not ingested: %s", exc)
-            return False
-        if result is None:
-            return False
-        if result.job_hash != job_hash:
-            log.warning("not ingested: %s: job_hash: expected %s, got %s", Path(job_dir) / "final_metrics.json",
-                        job_hash, result.job_hash)
-            return False
         with self.session() as s:
             job_id = self._job_id(s, job_hash)
             job = s.get(Job, job_id, with_for_update={"key_share": True})
@@ -547,7 +613,6 @@ class Store:
             for epoch, values in result.epoch_metrics.items():
                 rows += _metric_rows(job_id, attempt_id, epoch, values)
             _upsert_metrics(s, rows)
-            reason = f"result ingested from {Path(job_dir) / 'final_metrics.json'}"
             for attempt in open_attempts:
                 attempt.state, attempt.ended_at, attempt.exit_reason = AttemptState.COMPLETED, utcnow(), reason
             _complete_job(job)
@@ -555,20 +620,16 @@ class Store:
             log.info("job %s: COMPLETED from its job directory (%d metrics)", job_hash, len(rows))
             return True
 
-    def ingest_finished(self, grid_name: str) -> list[str]:
-        """Ingest the job directories of a grid's jobs that ran but are not known as finished.
-
-        Looks only at jobs with at least one attempt that are not COMPLETED or lack final metrics (one
-        query, then one file check each). Returns the hashes of the jobs it completed.
-        """
+    def unfinished_ran(self, grid_name: str) -> list[tuple[str, str]]:
+        """``(job_hash, job_dir)`` of a grid's jobs with at least one attempt that are not COMPLETED or
+        lack final metrics (one query): the candidates for ingest."""
         with self.session(write=False) as s:
             has_final = exists().where(Metric.job_id == Job.id, Metric.epoch == FINAL_EPOCH)
             q = (select(Job.job_hash, Job.job_dir).join(GridJob, GridJob.job_id == Job.id)
                  .join(Grid, Grid.id == GridJob.grid_id)
                  .where(Grid.name == grid_name, Job.attempt_count > 0,
                         (Job.state != JobState.COMPLETED) | ~has_final))
-            candidates = list(s.execute(q))
-        return [h for h, d in candidates if Path(d).is_dir() and self.ingest_job_dir(h, d)]
+            return [(h, d) for h, d in s.execute(q)]
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -616,6 +677,13 @@ def _from_db(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
+def _parents_completed() -> Any:
+    """SQL condition: the job (``Job``) has no parent that is not COMPLETED."""
+    parent = Job.__table__.alias("parent")
+    return ~exists().where(JobDep.child_id == Job.id, JobDep.parent_id == parent.c.id,
+                           parent.c.state != JobState.COMPLETED)
+
+
 def _complete_job(job: Job) -> None:
     job.state, job.last_error, job.updated_at = JobState.COMPLETED, None, utcnow()
 
@@ -637,12 +705,8 @@ def _close_attempt(
     if state == AttemptState.COMPLETED:
         _complete_job(job)
         return job.state
-    if state in AttemptState.REQUEUE:
-        job.state = JobState.QUEUED
-    elif state == AttemptState.CANCELLED:
-        job.state = JobState.CANCELLED
-    else:
-        job.state = JobState.FAILED
+    job.state = job_state_after(state)  # the lifecycle decides, the store records
+    if job.state == JobState.FAILED:
         job.failure_count += 1
         job.last_error = _last_line(reason or log_tail or state)
     job.updated_at = utcnow()

@@ -11,15 +11,14 @@ import logging
 import os
 import subprocess
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from sqlalchemy.exc import OperationalError
 
 from db import Store, StoreError, workspace_dir
+from orchestrator.backends.registry import BACKENDS
 from orchestrator.cli_common import db_option, fail, open_store, resolve_grid_name
 from specs.base import SpecError
 from subsets import DatasetMetaError, SubsetError
@@ -61,60 +60,46 @@ def cli(ctx: click.Context, db_url: str | None, verbose: int) -> None:
 
 @cli.command()
 @click.argument("grid_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--cluster", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
+@click.option("--cluster", type=click.Choice(list(BACKENDS)), default="local", show_default=True)
 @click.option("--profile", default=None, help="Cluster profile name or .toml path (default: the grid's "
               "[cluster].profile, else 'local' / 'slurm-local').")
 @click.option("--detach", is_flag=True, help="Return at once; local jobs run in a background launcher.")
 @click.option("--wait/--no-wait", default=False, help="SLURM: follow the jobs to the end with a live view.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@click.option("--dry-run", is_flag=True, help="Validate, expand and print what would be recorded and submitted "
+              "(jobs, arrays, dependencies, resources); write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")
 @db_option
 def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wait: bool,
-           progress: bool, db_url: str) -> None:
+           progress: bool, dry_run: bool, as_json: bool, db_url: str) -> None:
     """Validate GRID_FILE, record its jobs and run (or submit) the ones not done yet."""
-    from orchestrator.backends.base import LaunchContext
-    from orchestrator.backends.registry import get_backend
-    from orchestrator.grid import load_grid
-    from orchestrator.launch import ensure_dataset, grid_lock, record_grid, runnable_jobs
-    from orchestrator.preflight import check_backbones, check_local_resources
-    from orchestrator.profiles import load_profile
-    from orchestrator.status import refresh
+    from orchestrator import launch as pipeline
 
     console = Console(stderr=True)
-    grid = load_grid(grid_file)
-    profile_name = profile or grid.cluster.get("profile") or ("local" if cluster == "local" else "slurm-local")
-    prof = load_profile(profile_name, {k: v for k, v in grid.cluster.items() if k != "profile"})
-    if cluster == "slurm":  # a bad profile is reported before any job is recorded
-        from orchestrator.backends.slurm_profile import SlurmProfile
-
-        SlurmProfile.from_dict(prof)
-    check_backbones(grid)  # a model the workers could not build fails here, not in every job
-    if cluster == "local":
-        check_local_resources(grid, prof)
-    meta = ensure_dataset(grid)
+    v = pipeline.validate(grid_file, cluster, profile)
+    if dry_run:
+        plan = pipeline.dry_run(v)
+        if as_json:
+            click.echo(json.dumps(plan.to_dict(), indent=1))
+        else:
+            pipeline.print_plan(plan, Console())
+        return
     store = open_store(db_url, create=True)
-    rec = record_grid(store, grid, meta)
-    console.print(f"grid [bold]{escape(grid.name)}[/]: {len(rec.jobs)} jobs ({rec.new} new, {rec.known} already known)")
-    backend = get_backend(cluster)
-    refresh(store, grid.name)
-    # SLURM: return once submitted unless --wait; local: the launcher runs the jobs (or --detach)
-    follow = bool(wait) and not detach if cluster == "slurm" else True
-    ctx = LaunchContext(store=store, db_url=db_url, grid_name=grid.name, failure_budget=grid.failure_budget,
-                        profile=prof, wait=follow, progress=progress)
     if cluster == "local" and detach:
-        _detach_local(grid.name, db_url, profile_name)
+        pipeline.record_grid(store, v.grid, pipeline.ensure_dataset(v.grid))
+        _detach_local(v.grid.name, db_url, v.profile_name)
         console.print("launched in the background; follow with: dlth-orch status")
         return
-    with grid_lock(grid.name) if cluster == "local" else nullcontext(True) as got:
-        if not got:
-            fail(f"grid {grid.name!r}: another local launcher is running it (see {workspace_dir() / 'locks'})")
-        jobs = runnable_jobs(store, grid.name, grid.failure_budget, include_queued=cluster == "local")
-        console.print(f"{len(jobs)} jobs to run")
-        try:
-            backend.submit(ctx, jobs)
-        except KeyboardInterrupt:
-            console.print("[yellow]interrupted: running jobs were stopped and will resume on the next launch")
-            raise SystemExit(130) from None
-    _print_summary(store, grid.name, console)
+    # SLURM: return once submitted unless --wait; local: the launcher runs the jobs
+    follow = bool(wait) if cluster == "slurm" else True
+    try:
+        pipeline.launch(v, store, db_url, wait=follow, progress=progress, console=console)
+    except pipeline.LauncherBusy as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: running jobs were stopped and will resume on the next launch")
+        raise SystemExit(130) from None
+    _print_summary(store, v.grid.name, console)
 
 
 def _detach_local(grid_name: str, db_url: str, profile: str) -> None:
@@ -136,6 +121,7 @@ def run_local(grid_name: str, profile: str, db_url: str) -> None:
     """(internal) Run a recorded grid's runnable jobs with the local backend; used by --detach."""
     from orchestrator.backends.base import LaunchContext
     from orchestrator.backends.local import LocalBackend
+    from orchestrator.graph import advance
     from orchestrator.launch import grid_lock, runnable_jobs
     from orchestrator.profiles import load_profile
 
@@ -149,6 +135,7 @@ def run_local(grid_name: str, profile: str, db_url: str) -> None:
             fail(f"grid {grid_name!r}: another local launcher is running it")
         backend = LocalBackend()
         backend.reconcile(store, grid_name)
+        advance(store, grid_name, g.failure_budget)
         jobs = runnable_jobs(store, grid_name, g.failure_budget, include_queued=True)
         ctx = LaunchContext(store=store, db_url=db_url, grid_name=grid_name, failure_budget=g.failure_budget,
                             profile=load_profile(profile), progress=False)

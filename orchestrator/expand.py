@@ -63,25 +63,46 @@ def resolve_subsets(grid: Any, meta: DatasetMeta) -> dict[str, Manifest]:
 
 
 def expand(grid: Any, meta: DatasetMeta, manifests: dict[str, Manifest] | None = None) -> list[ExpandedJob]:
-    """All jobs of ``grid``: subsets x method configurations x seeds, as typed and hashed specs."""
+    """All jobs of ``grid``: subsets x method configurations x seeds, as typed and hashed specs.
+
+    A table with ``init.from`` is expanded once per configuration of its parent table (parents first:
+    a child's identity holds its parent's hash); its label names the parent, e.g. ``ft[lr=0.1]@simclr``.
+    """
+    from orchestrator.grid_init import check_graph
+
     manifests = manifests or resolve_subsets(grid, meta)
-    jobs: list[ExpandedJob] = []
-    for mt in grid.methods.values():
+    by_table: dict[str, list[ExpandedJob]] = {}
+    for name in check_graph(grid.methods, grid.train):
+        mt = grid.methods[name]
+        init = mt.init
+        parents: dict[tuple[str, str, int], JobSpec] = {}
+        if init is not None and init.parent is not None:
+            parents = {(p.config_name, p.subset_name, p.spec.seed): p.spec for p in by_table[init.parent]}
+        parent_labels = list(dict.fromkeys(label for label, _, _ in parents)) or [None]
         hp_cls = hparams_class(mt.method)
+        jobs = by_table[name] = []
         for combo in method_combinations(mt):
             hp, train_over = split_values(mt, combo)
             hparams = dataclasses.asdict(from_table(hp_cls, hp))
             defaults = dataclasses.asdict(hp_cls())
             hparams = {k: v for k, v in hparams.items() if v != defaults[k]}
             train = from_table(TrainConfig, {**grid.train, **train_over})
-            label = config_label(mt.name, combo)
-            for sname, manifest in manifests.items():
-                for seed in mt.seeds:
-                    spec = JobSpec(
-                        grid=grid.name, dataset_root=grid.dataset_root, dataset_fingerprint=meta.fingerprint,
-                        subset_name=sname, subset=grid.subsets[sname], manifest_hash=manifest.content_hash,
-                        config_name=label, method=mt.method, hparams=hparams, train=train, eval=grid.eval,
-                        seed=seed, resources=mt.resources,
-                    )
-                    jobs.append(ExpandedJob(spec, sname, label))
-    return jobs
+            for parent_label in parent_labels:
+                label = config_label(mt.name, combo) + (f"@{parent_label}" if parent_label else "")
+                for sname, manifest in manifests.items():
+                    for seed in mt.seeds:
+                        spec_init, depends_on = None, ()
+                        if parent_label is not None:
+                            parent = parents[(parent_label, sname, seed)]
+                            spec_init = init.spec_init(parent.job_hash, parent.config_key)
+                            depends_on = (parent.job_hash,)
+                        elif init is not None:
+                            spec_init = init.spec_init()
+                        spec = JobSpec(
+                            grid=grid.name, dataset_root=grid.dataset_root, dataset_fingerprint=meta.fingerprint,
+                            subset_name=sname, subset=grid.subsets[sname], manifest_hash=manifest.content_hash,
+                            config_name=label, method=mt.method, hparams=hparams, train=train, eval=grid.eval,
+                            seed=seed, resources=mt.resources, depends_on=depends_on, init=spec_init,
+                        )
+                        jobs.append(ExpandedJob(spec, sname, label))
+    return [ej for name in grid.methods for ej in by_table[name]]

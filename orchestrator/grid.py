@@ -15,7 +15,8 @@ A grid file looks like ``examples/quickstart.toml``::
     [subsets.NAME]  strategy = "...", strategy params, fraction   (subsets/)
     [methods.NAME]  method = NAME by default; hyperparameters and train overrides, each a value or a
                     list to sweep; zip = [["lr", "temperature"]] sweeps listed keys together;
-                    seeds = [...] overrides the grid's; [methods.NAME.resources] overrides resources.
+                    seeds = [...] overrides the grid's; [methods.NAME.resources] overrides resources;
+                    init = { from = "other table" } or { file = "w.pt" } (orchestrator/grid_init.py).
 
 Every error is a :class:`specs.base.SpecError` naming the file, the dotted key and what was expected.
 """
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.grid_init import InitTable, check_graph, parse_init
 from specs.base import SpecError, coerce, from_table, stable_hash
 from specs.job import EvalConfig, Resources, TrainConfig
 from specs.methods import hparams_class
@@ -37,7 +39,7 @@ from subsets.base import get_strategy
 
 TOP_KEYS = {"name", "seeds", "failure_budget", "dataset", "train", "eval", "resources", "report", "cluster",
             "subsets", "methods"}
-METHOD_META_KEYS = {"method", "seeds", "zip", "resources"}
+METHOD_META_KEYS = {"method", "seeds", "zip", "resources", "init"}
 BUILTIN_DATASETS = ("digits",)
 
 
@@ -64,6 +66,7 @@ class MethodTable:
     zips: list[list[str]]
     seeds: list[int]
     resources: Resources
+    init: InitTable | None = None  # where its initial weights come from (None: from scratch)
 
 
 @dataclass(frozen=True)
@@ -161,9 +164,10 @@ def _parse(path: Path, raw: dict[str, Any]) -> GridSpec:
     if not isinstance(methods_raw, dict) or not methods_raw:
         raise SpecError("methods", "at least one [methods.NAME] table")
     methods = {
-        mname: _parse_method(mname, table, train, resources_raw, seeds)
+        mname: _parse_method(mname, table, train, resources_raw, seeds, base)
         for mname, table in methods_raw.items()
     }
+    check_graph(methods, train)
     return GridSpec(
         path=path, name=name, dataset_root=str(root), dataset_prepare=prepare, seeds=seeds, failure_budget=budget,
         train=dict(train), eval=eval_cfg, resources=resources, report=report, cluster=dict(cluster),
@@ -191,7 +195,8 @@ def _seed_list(value: Any, key: str) -> list[int]:
 
 
 def _parse_method(
-    name: str, table: Any, train: dict[str, Any], resources_raw: dict[str, Any], seeds: list[int]
+    name: str, table: Any, train: dict[str, Any], resources_raw: dict[str, Any], seeds: list[int],
+    base: Path = Path("."),
 ) -> MethodTable:
     where = f"methods.{name}"
     if not isinstance(table, dict):
@@ -236,8 +241,9 @@ def _parse_method(
     if not isinstance(res_override, dict):
         raise SpecError(f"{where}.resources", "a table")
     resources = from_table(Resources, {**resources_raw, **res_override}, f"{where}.resources")
+    init = parse_init(table["init"], f"{where}.init", base) if "init" in table else None
     mt = MethodTable(name=name, method=method, fixed=fixed, sweeps=sweeps, zips=zips, seeds=method_seeds,
-                     resources=resources)
+                     resources=resources, init=init)
     # validate every combination's values now, so expansion cannot fail later
     from orchestrator.expand import method_combinations, split_values
 

@@ -1,4 +1,9 @@
-"""``launch``: grid file -> validated spec -> jobs recorded in the database -> handed to a backend."""
+"""``launch``: grid file -> validated spec -> jobs recorded in the database -> handed to a backend.
+
+The pipeline (:func:`launch`): validate (grid file, backend profile, backbones) -> expand -> plan (the dry
+run stops here and writes nothing) -> record (job files, rows, dependency edges) -> advance the graph ->
+submit (the backend schedules the whole graph) -> follow (local: run to the end; SLURM: ``--wait``).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from db import JobRow, JobState, NewJob, Store, workspace_dir
+from orchestrator.backends.base import Backend, Plan, PlanJob
 from orchestrator.expand import ExpandedJob, expand
-from orchestrator.grid import GridSpec
+from orchestrator.grid import GridSpec, load_grid
 from orchestrator.workspace import job_dir_for, write_job_file
 from subsets import DatasetMeta
 
@@ -25,6 +32,48 @@ class RecordResult:
     new: int
     known: int
     jobs: list[ExpandedJob]
+
+
+class LauncherBusy(RuntimeError):
+    """Another local launcher holds the grid's lock (one line)."""
+
+
+@dataclass(frozen=True)
+class Validated:
+    """A grid checked against a backend and its profile, before anything is written."""
+
+    grid: GridSpec
+    backend: Backend
+    profile_name: str
+    profile: dict[str, Any]
+
+
+def validate(grid_file: Path, cluster: str, profile: str | None) -> Validated:
+    """Read the grid, load and check the backend's profile, pre-flight the backbones (one-line errors)."""
+    from orchestrator.backends.registry import get_backend
+    from orchestrator.preflight import check_backbones
+    from orchestrator.profiles import load_profile
+
+    grid = load_grid(grid_file)
+    backend = get_backend(cluster)
+    name = profile or grid.cluster.get("profile") or backend.default_profile
+    prof = load_profile(name, {k: v for k, v in grid.cluster.items() if k != "profile"})
+    backend.validate(grid, prof)  # a bad profile is reported before any job is recorded
+    check_backbones(grid)  # a model the workers could not build fails here, not in every job
+    return Validated(grid, backend, name, prof)
+
+
+def dry_run(v: Validated) -> Plan:
+    """Expand the grid and ask the backend for its plan; writes nothing (no database, no job directory)."""
+    root = Path(v.grid.dataset_root)
+    if not (root / "meta.json").is_file():
+        from specs.base import SpecError
+
+        raise SpecError("dataset.root", f"a prepared dataset for --dry-run ({root} has no meta.json; "
+                                        "a launch without --dry-run prepares it)").in_file(str(v.grid.path))
+    jobs = expand(v.grid, DatasetMeta.load(root))
+    plan_jobs = [PlanJob(ej.spec.job_hash, ej.spec.label(), ej.spec, ej.spec.depends_on) for ej in jobs]
+    return v.backend.plan(plan_jobs, v.profile)
 
 
 def ensure_dataset(grid: GridSpec) -> DatasetMeta:
@@ -48,7 +97,8 @@ def record_grid(store: Store, grid: GridSpec, meta: DatasetMeta) -> RecordResult
         write_job_file(ej.spec, job_dir)
         rows.append(NewJob(job_hash=h, spec_json=ej.spec.to_json(), method=ej.spec.method,
                            config_key=ej.spec.config_key, seed=ej.spec.seed, job_dir=str(job_dir),
-                           subset_name=ej.subset_name, config_name=ej.config_name))
+                           subset_name=ej.subset_name, config_name=ej.config_name,
+                           parents=ej.spec.depends_on))
     grid_id = store.upsert_grid(grid.name, grid.to_json(), grid.spec_hash, str(grid.path), grid.failure_budget)
     new, known = store.add_jobs(grid_id, rows)
     return RecordResult(grid_id, new, known, jobs)
@@ -84,3 +134,50 @@ def grid_lock(grid_name: str) -> Iterator[bool]:
             yield True
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def print_plan(plan: Plan, console: Any) -> None:
+    """The dry run as a table: one row per group (array / graph level), its jobs, resources, dependencies."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    console.print(f"dry run: {plan.jobs} jobs on [bold]{plan.backend}[/] (profile {escape(plan.profile)}), "
+                  f"{len(plan.groups)} groups; nothing written")
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ("group", "jobs", "first job", "resources", "waits for"):
+        table.add_column(col, justify="right" if col == "jobs" else "left")
+    for g in plan.groups:
+        res = " ".join(f"{k}={v}" for k, v in g.resources.items())
+        waits = f"{g.dependency}: {', '.join(g.depends_on)}" if g.depends_on else ""
+        table.add_row(escape(g.name), str(len(g.jobs)), escape(g.jobs[0] if g.jobs else ""), escape(res),
+                      escape(waits))
+    console.print(table)
+
+
+def launch(v: Validated, store: Store, db_url: str, *, wait: bool, progress: bool, console: Any) -> None:
+    """Record the grid's jobs and hand the runnable ones to the backend (after :func:`validate`)."""
+    from contextlib import nullcontext
+
+    from rich.markup import escape
+
+    from orchestrator.backends.base import LaunchContext
+    from orchestrator.graph import advance
+    from orchestrator.status import refresh
+
+    grid, backend = v.grid, v.backend
+    meta = ensure_dataset(grid)
+    rec = record_grid(store, grid, meta)
+    console.print(f"grid [bold]{escape(grid.name)}[/]: {len(rec.jobs)} jobs ({rec.new} new, {rec.known} already known)")
+    refresh(store, grid.name)
+    advance(store, grid.name, grid.failure_budget)
+    local = backend.name == "local"
+    ctx = LaunchContext(store=store, db_url=db_url, grid_name=grid.name, failure_budget=grid.failure_budget,
+                        profile=v.profile, wait=wait, progress=progress)
+    with grid_lock(grid.name) if local else nullcontext(True) as got:
+        if not got:
+            raise LauncherBusy(f"grid {grid.name!r}: another local launcher is running it "
+                               f"(see {workspace_dir() / 'locks'})")
+        jobs = runnable_jobs(store, grid.name, grid.failure_budget, include_queued=local)
+        waiting = len(store.jobs(grid.name, [JobState.WAITING]))
+        console.print(f"{len(jobs)} jobs to run" + (f", {waiting} waiting for their parents" if waiting else ""))
+        backend.submit(ctx, jobs)

@@ -17,7 +17,7 @@ from orchestrator.backends.registry import backends_of_grid, get_backend
 
 log = logging.getLogger(__name__)
 STATE_STYLE = {"COMPLETED": "green", "RUNNING": "cyan", "QUEUED": "blue", "PENDING": "white",
-               "FAILED": "red", "CANCELLED": "yellow"}
+               "FAILED": "red", "CANCELLED": "yellow", "WAITING": "magenta", "PARENT_FAILED": "red"}
 
 
 @dataclass
@@ -38,6 +38,8 @@ class GridStatus:
     groups: list[GroupProgress] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
     stale: list[dict] = field(default_factory=list)
+    waiting: list[dict] = field(default_factory=list)  # WAITING jobs and the parents they wait for
+    parent_failed: list[dict] = field(default_factory=list)  # PARENT_FAILED jobs and the parent that failed
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,6 +55,10 @@ def refresh(store: Store, grid_name: str) -> None:
             get_backend(name).reconcile(store, grid_name)
         except ImportError as exc:  # e.g. submitit missing on this machine
             log.warning("cannot reconcile %s jobs: %s", name, exc)
+    from orchestrator.graph import advance
+
+    grid = store.get_grid(grid_name)
+    advance(store, grid_name, grid.failure_budget if grid else 0)
 
 
 def grid_status(store: Store, grid_name: str, stale_after_s: float | None = None) -> GridStatus:
@@ -78,7 +84,34 @@ def grid_status(store: Store, grid_name: str, stale_after_s: float | None = None
             st.stale.append({"job": j.job_hash, "label": label,
                              "heartbeat_age_s": int((now - j.heartbeat_at).total_seconds())})
     st.groups = sorted(groups.values(), key=lambda g: (g.subset, g.config))
+    _graph_status(store, grid_name, jobs, st)
     return st
+
+
+def _graph_status(store: Store, grid_name: str, jobs: list, st: GridStatus) -> None:
+    """Which parents each WAITING job waits for; which parent left a PARENT_FAILED job without a start."""
+    if not any(j.state in (JobState.WAITING, JobState.PARENT_FAILED) for j in jobs):
+        return
+    deps = store.grid_deps(grid_name)
+    by_hash = {j.job_hash: j for j in jobs}
+
+    def label(h: str) -> str:
+        j = by_hash.get(h)
+        return f"{j.subset_name}/{j.config_name}/s{j.seed}" if j else h
+
+    for j in jobs:
+        parents = [by_hash[p] for p in deps.get(j.job_hash, []) if p in by_hash]
+        if j.state == JobState.WAITING:
+            st.waiting.append({"job": j.job_hash, "label": label(j.job_hash),
+                               "waits_for": [label(p.job_hash) for p in parents if p.state != JobState.COMPLETED],
+                               "parent_states": [p.state for p in parents if p.state != JobState.COMPLETED]})
+        elif j.state == JobState.PARENT_FAILED:
+            bad = [p for p in parents if p.state != JobState.COMPLETED]
+            st.parent_failed.append({"job": j.job_hash, "label": label(j.job_hash),
+                                     "parents": [label(p.job_hash) for p in bad],
+                                     "reason": "; ".join(f"{label(p.job_hash)} is {p.state}"
+                                                         + (f" after {p.failure_count} failures" if p.failure_count
+                                                            else "") for p in bad)})
 
 
 def print_status(st: GridStatus, console: Console) -> None:
@@ -95,6 +128,12 @@ def print_status(st: GridStatus, console: Console) -> None:
     for f in st.failed:
         console.print(f"[red]FAILED[/] {escape(f['label'])} ({f['job']}, {f['failures']} failures): "
                       f"{escape(str(f['error']))}")
+    for w in st.waiting:
+        console.print(f"[magenta]WAITING[/] {escape(w['label'])} ({w['job']}): for "
+                      f"{escape(', '.join(w['waits_for']) or 'nothing (starts on the next look)')}")
+    for f in st.parent_failed:
+        console.print(f"[red]PARENT_FAILED[/] {escape(f['label'])} ({f['job']}): will not run: "
+                      f"{escape(f['reason'])} (dlth-orch retry of the parent brings it back)")
     for s in st.stale:
         console.print(f"[yellow]STALE[/] {escape(s['label'])} ({s['job']}): RUNNING but no heartbeat for "
                       f"{s['heartbeat_age_s']}s")

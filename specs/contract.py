@@ -41,6 +41,11 @@ def job_dir_for(job_hash: str, workspace: Path) -> Path:
     return workspace / "jobs" / job_hash[:2] / job_hash
 
 
+def sibling_job_dir(job_dir: str | Path, job_hash: str) -> Path:
+    """The directory of job ``job_hash`` in the same workspace as ``job_dir`` (a child finds its parents)."""
+    return Path(job_dir).parent.parent / job_hash[:2] / job_hash
+
+
 @dataclass(frozen=True)
 class JobPaths:
     """Every file of one job directory."""

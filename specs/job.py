@@ -99,13 +99,17 @@ class JobSpec:
 
     # --- identity -------------------------------------------------------------------------
     def config_identity(self) -> dict[str, Any]:
-        """What defines a *configuration* to rank: method, hyperparameters, training and eval."""
-        return {
+        """What defines a *configuration* to rank: method, hyperparameters, training, eval (and where its
+        initial weights come from, when set: the parent's configuration, not its per-subset/seed job)."""
+        ident = {
             "method": self.method,
             "hparams": self.hparams,
             "train": non_defaults(self.train),
             "eval": non_defaults(self.eval),
         }
+        if self.init is not None:
+            ident["init"] = {k: v for k, v in self.init.items() if k != "job"}
+        return ident
 
     @property
     def config_key(self) -> str:

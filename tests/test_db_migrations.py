@@ -148,3 +148,32 @@ def test_orchestrators_opening_an_empty_database_at_once_migrate_it_once(db_url:
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
     engine.dispose()
+
+
+def test_a_0002_database_gains_the_job_graph_and_keeps_its_data(db_url: str) -> None:  # noqa: F811
+    from db import NewJob
+
+    make_0001(db_url)
+    engine = make_engine(db_url)
+    assert upgrade(engine, "0002") == (BASE_REVISION, "0002")
+    assert "job_deps" not in inspect(engine).get_table_names()
+    assert upgrade(engine) == ("0002", HEAD)
+    assert "job_deps" in inspect(engine).get_table_names()
+    if engine.dialect.name == "postgresql":  # the seed rows were inserted with explicit ids
+        with engine.begin() as conn:
+            conn.execute(text("SELECT setval('jobs_id_seq', (SELECT max(id) FROM jobs))"))
+    with Store(db_url) as store:
+        assert_0001_data_intact(store)
+        # the old rows take part in the graph: a new child of job1 (COMPLETED) and of job2 (RUNNING)
+        gid = store.upsert_grid("old", "{}", "sh", "old.toml", 2)
+        store.add_jobs(gid, [NewJob("child", "{}", "supervised", "ck2", 0, "/jobs/child", "full", "ft",
+                                    parents=("job1", "job2"))])
+        assert store.job("child").state == JobState.WAITING
+        assert store.grid_deps("old") == {"child": ["job1", "job2"]}
+        assert store.claim("child", backend="local", backend_id=None, host="h", pid=1) is None
+    # a downgrade keeps the jobs, in the nearest state 0002 knows
+    assert downgrade(engine, "0002") == (HEAD, "0002")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT state FROM jobs WHERE job_hash = 'child'")).scalar() == JobState.PENDING
+    assert upgrade(engine) == ("0002", HEAD)
+    engine.dispose()

@@ -432,3 +432,113 @@ def test_out_of_memory_is_recorded_and_counted_as_a_failure(tmp_path: Path, home
     (a,) = store.attempts(job.job_hash)
     assert a.state == AttemptState.OUT_OF_MEMORY, a.exit_reason
     assert "memory" in (a.exit_reason or "").lower()
+
+
+GRAPH_METHODS = """
+[methods.supervised]
+lr = 0.1
+[methods.ft]
+method = "supervised"
+lr = 0.02
+init = { from = "supervised" }
+"""
+
+
+def test_a_two_level_graph_is_queued_at_once_and_completes(tmp_path: Path, home: Path, digits: Path) -> None:
+    grid = write_grid(tmp_path / "grid.toml", "graph", digits, methods=GRAPH_METHODS)
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    cli("launch", str(grid), "--cluster", "slurm", "--no-progress", db=db)  # returns once all is queued
+    store = Fresh(db)
+    jobs = {j.config_name: j for j in store.jobs("graph")}
+    parent, child = jobs["supervised"], jobs["ft@supervised"]
+    assert parent.backend_id and child.backend_id and child.state in (JobState.WAITING, JobState.QUEUED)
+    assert child.backend_id.split("_")[0] != parent.backend_id.split("_")[0]
+    if child.state == JobState.WAITING and squeue_state(child.backend_id) == "PENDING":
+        out = subprocess.run(["squeue", "-h", "-r", "-j", child.backend_id.split("_")[0], "-o", "%E|%r"],
+                             capture_output=True, text=True).stdout
+        assert not out.strip() or parent.backend_id.split("_")[0] in out, out  # afterok/aftercorr on the parent
+    cli("launch", str(grid), "--cluster", "slurm", "--wait", "--no-progress", db=db)
+    jobs = {j.config_name: j for j in store.jobs("graph")}
+    assert {j.state for j in jobs.values()} == {JobState.COMPLETED}
+    (pa,), (ca,) = store.attempts(parent.job_hash), store.attempts(child.job_hash)
+    assert pa.ended_at is not None and ca.started_at >= pa.ended_at
+
+
+def test_a_failed_parent_leaves_its_child_never_satisfied_until_retried(tmp_path: Path, home: Path,
+                                                                        digits: Path) -> None:
+    """The parent's first attempt fails (test-only hook): SLURM keeps its child pending with
+    DependencyNeverSatisfied; the refresh records PARENT_FAILED (budget 0) and cancels the child's task;
+    ``retry`` of the parent brings the child back and ``launch --wait`` re-links and completes both."""
+    from orchestrator.expand import expand
+    from orchestrator.grid import load_grid
+    from subsets import DatasetMeta
+
+    grid = write_grid(tmp_path / "grid.toml", "relink", digits, budget=0, methods=GRAPH_METHODS)
+    specs = {ej.config_name: ej.spec for ej in expand(load_grid(grid), DatasetMeta.load(digits))}
+    fail_dir = tmp_path / "fail"
+    fail_dir.mkdir()
+    (fail_dir / f"{specs['supervised'].job_hash}.fail").touch()
+    os.environ["DLTH_TEST_FAIL_ONCE"] = str(fail_dir)  # sbatch passes the environment to the tasks
+    try:
+        db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+        cli("launch", str(grid), "--cluster", "slurm", "--no-progress", db=db)
+        store = Fresh(db)
+        child_id = store.job(specs["ft@supervised"].job_hash).backend_id
+
+        def reason() -> str:
+            return subprocess.run(["squeue", "-h", "-r", "-j", child_id, "-o", "%r"], capture_output=True,
+                                  text=True).stdout.strip()
+
+        wait_for("the child to wait on a dependency that can never be met",
+                 lambda: reason() == "DependencyNeverSatisfied", 300)
+        assert (fail_dir / f"{specs['supervised'].job_hash}.failed").exists()
+        out = cli("status", "relink", db=db).stdout
+        assert "PARENT_FAILED" in out and "FAILED after 1 failures" in out, out
+        assert store.job(specs["ft@supervised"].job_hash).state == JobState.PARENT_FAILED
+        wait_for("the child's pending task to be cancelled", lambda: reason() == "", 60)
+        out = cli("retry", "relink", db=db).stdout
+        assert "1 jobs reset to PENDING (1 dependent jobs waiting for them again)" in out, out
+        cli("launch", str(grid), "--cluster", "slurm", "--wait", "--no-progress", db=db)
+    finally:
+        os.environ.pop("DLTH_TEST_FAIL_ONCE", None)
+    parent, child = (store.job(specs[c].job_hash) for c in ("supervised", "ft@supervised"))
+    assert (parent.state, child.state) == (JobState.COMPLETED, JobState.COMPLETED)
+    assert child.backend_id != child_id  # resubmitted against the parent's new task
+    p_attempts, (c_attempt,) = store.attempts(parent.job_hash), store.attempts(child.job_hash)
+    assert [a.state for a in p_attempts] == [AttemptState.FAILED, AttemptState.COMPLETED]
+    assert c_attempt.started_at >= p_attempts[-1].ended_at
+
+
+def test_a_parent_retried_within_its_budget_gets_its_pending_child_relinked(tmp_path: Path, home: Path,
+                                                                            digits: Path) -> None:
+    """Within the failure budget ``launch --wait`` resubmits the failed parent by itself; the child, left
+    pending by SLURM (DependencyNeverSatisfied), is cancelled and resubmitted against the new parent task."""
+    from orchestrator.expand import expand
+    from orchestrator.grid import load_grid
+    from subsets import DatasetMeta
+
+    grid = write_grid(tmp_path / "grid.toml", "inbudget", digits, budget=1, methods=GRAPH_METHODS)
+    specs = {ej.config_name: ej.spec for ej in expand(load_grid(grid), DatasetMeta.load(digits))}
+    fail_dir = tmp_path / "fail"
+    fail_dir.mkdir()
+    (fail_dir / f"{specs['supervised'].job_hash}.fail").touch()
+    os.environ["DLTH_TEST_FAIL_ONCE"] = str(fail_dir)
+    try:
+        db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+        cli("launch", str(grid), "--cluster", "slurm", "--wait", "--no-progress", db=db)
+    finally:
+        os.environ.pop("DLTH_TEST_FAIL_ONCE", None)
+    store = Fresh(db)
+    parent, child = (store.job(specs[c].job_hash) for c in ("supervised", "ft@supervised"))
+    assert (parent.state, child.state) == (JobState.COMPLETED, JobState.COMPLETED)
+    assert [a.state for a in store.attempts(parent.job_hash)] == [AttemptState.FAILED, AttemptState.COMPLETED]
+    (c_attempt,) = store.attempts(child.job_hash)
+    assert c_attempt.started_at >= store.attempts(parent.job_hash)[-1].ended_at
+    # the child's first task (on the failed parent) never ran: cancelled when it was re-linked
+    first = sorted(p for p in submission_dirs(home) if json.loads((p / "manifest.json").read_text())["tasks"][0]
+                   ["job_hash"] == child.job_hash)
+    assert len(first) == 2, first
+    old_id = (first[0] / "array_id").read_text().strip()
+    out = subprocess.run(["sacct", "-X", "-P", "-n", "-j", old_id, "-o", "State"], capture_output=True,
+                         text=True).stdout
+    assert out.split() and all(s.startswith("CANCELLED") for s in out.splitlines()), out  # "CANCELLED by 0"

@@ -19,6 +19,7 @@ from db import (
     read_final_metrics,
     write_final_metrics,
 )
+from db.ingest import ingest_finished, ingest_job_dir
 from db.testing import db_url  # noqa: F401  (fixture: a fresh database on each backend)
 
 
@@ -151,16 +152,16 @@ def test_ingest_completes_a_job_from_its_directory_once(store: Store, tmp_path: 
     write_final_metrics(jobs[h].job_dir, h, {"acc": 0.9, "loss": 0.1}, {0: {"acc": 0.3}, 1: {"acc": 0.6}})
     assert read_final_metrics(jobs[h].job_dir).metrics == {"acc": 0.9, "loss": 0.1}
 
-    assert store.ingest_job_dir(h, jobs[h].job_dir) is True
+    assert ingest_job_dir(store, h, jobs[h].job_dir) is True
     job = store.job(h)
     assert job.state == JobState.COMPLETED and job.ingested_from_disk
     assert store.metrics(h) == {FINAL_EPOCH: {"acc": 0.9, "loss": 0.1}, 0: {"acc": 0.3}, 1: {"acc": 0.6}}
     att = store.attempts(h)
     assert [x.state for x in att] == [AttemptState.COMPLETED] and "final_metrics.json" in att[0].exit_reason
     assert store.open_attempts("g") == []
-    assert store.ingest_job_dir(h, jobs[h].job_dir) is False  # idempotent
-    assert store.ingest_finished("g") == []
-    assert store.ingest_job_dir("full-sup-1", jobs["full-sup-1"].job_dir) is False  # no file
+    assert ingest_job_dir(store, h, jobs[h].job_dir) is False  # idempotent
+    assert ingest_finished(store, "g") == []
+    assert ingest_job_dir(store, "full-sup-1", jobs["full-sup-1"].job_dir) is False  # no file
 
 
 def test_ingest_refuses_foreign_or_broken_result_files(store: Store, tmp_path: Path,
@@ -173,8 +174,8 @@ def test_ingest_refuses_foreign_or_broken_result_files(store: Store, tmp_path: P
     write_final_metrics(d0, "full-sup-1", {"acc": 0.9})  # another job's result
     (d1 / "final_metrics.json").write_text('{"job_hash": "full-sup-1", "metrics": {"acc": "high"}}')
     with caplog.at_level(logging.WARNING):
-        assert store.ingest_job_dir("full-sup-0", d0) is False
-        assert store.ingest_job_dir("full-sup-1", d1) is False
+        assert ingest_job_dir(store, "full-sup-0", d0) is False
+        assert ingest_job_dir(store, "full-sup-1", d1) is False
     assert "job_hash: expected full-sup-0" in caplog.text
     assert "metrics.acc: expected a number" in caplog.text
     assert store.state_counts("g") == {JobState.PENDING: 2}
@@ -196,10 +197,10 @@ def test_ingest_finished_scans_only_jobs_that_ran(store: Store, tmp_path: Path) 
     store.finish_attempt(a2, AttemptState.COMPLETED)
     write_final_metrics(jobs["full-sup-2"].job_dir, "full-sup-2", {"acc": 0.7})
     claim(store, "full-sup-3")
-    assert sorted(store.ingest_finished("g")) == ["full-sup-0", "full-sup-2"]
+    assert sorted(ingest_finished(store, "g")) == ["full-sup-0", "full-sup-2"]
     assert store.final_metrics("g") == {"full-sup-0": {"acc": 0.5}, "full-sup-2": {"acc": 0.7}}
     assert store.state_counts("g") == {JobState.COMPLETED: 2, JobState.PENDING: 1, JobState.RUNNING: 1}
-    assert store.ingest_finished("g") == []
+    assert ingest_finished(store, "g") == []
 
 
 def test_grid_attempts_lists_every_attempt_of_the_grid(store: Store, tmp_path: Path) -> None:

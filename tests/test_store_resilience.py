@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from db import FINAL_EPOCH, JobState, NewJob, Store, read_final_metrics, write_final_metrics
+from db.ingest import ingest_finished
 from db.retry import with_retries
 from db.testing import private_postgres
 
@@ -145,9 +146,9 @@ def test_a_result_the_db_never_heard_of_is_ingested_from_disk(outage: Outage, tm
     assert read_final_metrics(job_dir).metrics == {"acc": 0.5, "loss": 0.2}
     with Store(outage.url) as store:
         assert store.job(JOB).state == JobState.RUNNING  # the DB never heard the end
-        assert store.ingest_finished("g") == [JOB]  # what `dlth-orch status` does
+        assert ingest_finished(store, "g") == [JOB]  # what `dlth-orch status` does
         assert_everything_recorded(store, ingested=True)
-        assert store.ingest_finished("g") == []
+        assert ingest_finished(store, "g") == []
 
 
 def test_a_worker_outlives_a_short_outage_by_retrying(outage: Outage, tmp_path: Path) -> None:

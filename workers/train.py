@@ -29,11 +29,13 @@ from workers.distributed import (
     barrier,
     broadcast_buffers,
 )
+from workers.init_weights import load_init, save_final_weights
 from workers.knn import extract_features, knn_accuracy
 from workers.methods.base import Method
 from workers.methods.registry import method_class
 from workers.reporting import JobReporter
 from workers.schedule import build_optimizer, lr_at, set_lr
+from workers.test_hooks import maybe_fail_once
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,7 @@ class Trainer:
         if done.is_file():  # finished before, but the DB may not know: report again, train nothing
             return dict(json.loads(done.read_text())["metrics"])
         spec, ctx, cfg = self.spec, self.ctx, self.spec.train
+        maybe_fail_once(spec.job_hash)  # test-only (off unless DLTH_TEST_FAIL_ONCE is set)
         meta, manifest = load_manifest(spec)
         configure_jit(spec.resources.ffcv_jit, len(manifest.indices["train"]))
         seed_everything(spec.seed, ctx.rank)
@@ -107,6 +110,8 @@ class Trainer:
             opt.load_state_dict(ckpt["optimizer"])
             scaler.load_state_dict(ckpt["scaler"])
             start_epoch, train_time = int(ckpt["epoch"]), float(ckpt.get("train_time_s", 0.0))
+        else:  # a fresh start: the initial weights the spec names (a parent's or a file's), if any
+            load_init(spec, self.job_dir, method.backbone)
         per_rank = max(1, cfg.batch_size // ctx.world_size)
         available = len(manifest.indices["train"]) // ctx.world_size
         if per_rank > available:
@@ -156,6 +161,8 @@ class Trainer:
                     self.reporter.epoch(epoch, values)
             log.info("epoch %d/%d loss %.4f (%.1fs)", epoch + 1, cfg.epochs, values["train_loss"], elapsed)
             barrier(ctx)
+        if ctx.is_main:  # before the final metrics: a child may start as soon as this job is COMPLETED
+            save_final_weights(self.job_dir, spec.job_hash, method.backbone, method)
         final = self.evaluate(method, meta, manifest)
         final.update({"train_time_s": train_time, "epochs": float(cfg.epochs),
                       "num_classes": float(manifest.num_classes),

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 from db import JobRow, Store
+from specs.job import JobSpec
 
 
 @dataclass
@@ -22,10 +23,73 @@ class LaunchContext:
     progress: bool = True
 
 
+@dataclass(frozen=True)
+class PlanJob:
+    """A job as a backend plans it: identity, label, spec, parents, and (when recorded) where it is."""
+
+    job_hash: str
+    label: str
+    spec: JobSpec
+    parents: tuple[str, ...] = ()
+    backend_id: str | None = None  # set for jobs submitted before (a child may depend on their task)
+
+
+def graph_levels(jobs: list[PlanJob]) -> dict[str, int]:
+    """``{job_hash: depth}``: 0 without parents among ``jobs``, else one more than its deepest parent."""
+    parents = {j.job_hash: list(j.parents) for j in jobs}
+    depth: dict[str, int] = {}
+
+    def level(h: str) -> int:
+        if h not in depth:
+            depth[h] = 1 + max((level(p) for p in parents[h] if p in parents), default=-1)
+        return depth[h]
+
+    for j in jobs:
+        level(j.job_hash)
+    return depth
+
+
+@dataclass
+class PlannedGroup:
+    """Jobs a backend hands over together (a SLURM array; the local backend's jobs of one graph level)."""
+
+    name: str
+    jobs: list[str]  # job labels, in task order
+    resources: dict[str, Any]
+    depends_on: list[str] = field(default_factory=list)  # names of groups (or backend ids) it waits for
+    dependency: str = ""  # how: "afterok", "aftercorr" (SLURM), "parents COMPLETED" (local)
+
+
+@dataclass
+class Plan:
+    """What a launch would submit: the dry run's answer."""
+
+    backend: str
+    profile: str
+    jobs: int
+    groups: list[PlannedGroup] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 class Backend(ABC):
-    """Where jobs run. Backends record nothing themselves except through the store API."""
+    """Where jobs run. Backends record nothing themselves except through the store API.
+
+    A backend owns: checking its cluster profile (:meth:`validate`), the dry run (:meth:`plan`), handing
+    jobs over (:meth:`submit` = plan + schedule, then follow with ``ctx.wait``), reconciling and cancelling.
+    """
 
     name: ClassVar[str]
+    default_profile: ClassVar[str]
+
+    @abstractmethod
+    def validate(self, grid: Any, profile: dict[str, Any]) -> None:
+        """Raise a one-line SpecError if ``profile`` (merged with the grid's [cluster]) cannot run ``grid``."""
+
+    @abstractmethod
+    def plan(self, jobs: list[PlanJob], profile: dict[str, Any]) -> Plan:
+        """The groups ``jobs`` would be handed over in, with their dependencies and resources (no side effect)."""
 
     @abstractmethod
     def submit(self, ctx: LaunchContext, jobs: list[JobRow]) -> None:

@@ -20,13 +20,15 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from db import AttemptState, JobRow, JobState, Store
-from orchestrator.backends.base import Backend, LaunchContext
+from orchestrator.backends.base import Backend, LaunchContext, Plan, PlanJob, PlannedGroup, graph_levels
 from orchestrator.backends.local_slots import Allocation, SlotPool
+from orchestrator.graph import advance
+from orchestrator.preflight import check_local_resources
 from orchestrator.workspace import JOB_FILE, log_tail
 from specs.job import JobSpec
 
@@ -62,6 +64,18 @@ class _Running:
     alloc: Allocation
 
 
+def released_jobs(ctx: LaunchContext) -> list[JobRow]:
+    """Move the grid's dependent jobs along (:func:`orchestrator.graph.advance`) and queue the released ones."""
+    moves = advance(ctx.store, ctx.grid_name, ctx.failure_budget)
+    if not moves.released:
+        return []
+    released = set(moves.released)
+    jobs = [j for j in ctx.store.jobs(ctx.grid_name, [JobState.PENDING]) if j.job_hash in released]
+    ctx.store.mark_queued([j.job_hash for j in jobs], LocalBackend.name, [None] * len(jobs))
+    log.info("%d jobs released: their parents completed", len(jobs))
+    return jobs
+
+
 def worker_command(spec: JobSpec, job_file: Path, db_url: str) -> list[str]:
     """The torchrun command line of one job."""
     return [
@@ -73,6 +87,23 @@ def worker_command(spec: JobSpec, job_file: Path, db_url: str) -> list[str]:
 
 class LocalBackend(Backend):
     name = "local"
+    default_profile = "local"
+
+    def validate(self, grid: Any, profile: dict[str, Any]) -> None:
+        check_local_resources(grid, profile)
+
+    def plan(self, jobs: list[PlanJob], profile: dict[str, Any]) -> Plan:
+        """One group per graph level: level k starts job by job as its parents (level < k) complete."""
+        levels = graph_levels(jobs)
+        groups: list[PlannedGroup] = []
+        for k in sorted(set(levels.values())):
+            members = [j for j in jobs if levels[j.job_hash] == k]
+            slots = sorted({j.spec.resources.slots() for j in members})
+            groups.append(PlannedGroup(
+                name=f"level{k}", jobs=[j.label for j in members],
+                resources={"slots_per_job": slots, "slots": SlotPool.for_profile(profile).total},
+                depends_on=[f"level{k - 1}"] if k else [], dependency="parents COMPLETED" if k else ""))
+        return Plan(self.name, str(profile.get("name", self.default_profile)), len(jobs), groups)
 
     def __init__(self) -> None:
         self.host = socket.gethostname()
@@ -124,12 +155,15 @@ class LocalBackend(Backend):
                         queue.popleft()
                         running[job.job_hash] = self._start(ctx, job, spec, alloc)
                     time.sleep(POLL_S)
-                    for h in [h for h, r in running.items() if r.proc.poll() is not None]:
+                    ended = [h for h, r in running.items() if r.proc.poll() is not None]
+                    for h in ended:
                         r = running.pop(h)
                         pool.give_back(r.alloc)
                         again = self._finished(ctx, r)
                         if again is not None and not stopping:
                             queue.append(again)
+                    if ended and not stopping:  # children whose parents are now all COMPLETED start at once
+                        queue.extend(released_jobs(ctx))
                     counts = ctx.store.state_counts(ctx.grid_name)
                     progress.update(task, completed=counts.get(JobState.COMPLETED, 0),
                                     detail=f"running {len(running)}  queued {len(queue)}  "
@@ -206,5 +240,4 @@ class LocalBackend(Backend):
             if a.job_hash in hashes and a.host == self.host and pid_alive(a.pid):
                 os.kill(a.pid, signal.SIGTERM)
                 store.finish_attempt(a.id, AttemptState.CANCELLED, reason="cancelled by the user")
-        return store.set_state(list(hashes), JobState.CANCELLED,
-                               [JobState.PENDING, JobState.QUEUED, JobState.RUNNING, JobState.FAILED])
+        return store.set_state(list(hashes), JobState.CANCELLED, JobState.CANCELLABLE)

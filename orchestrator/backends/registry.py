@@ -1,22 +1,26 @@
-"""Backend name -> implementation (imported lazily: SLURM's needs submitit)."""
+"""Backend name -> implementation (imported lazily: SLURM's needs submitit). The CLI's ``--cluster``
+choices are :data:`BACKENDS`."""
 
 from __future__ import annotations
 
+import importlib
+
 from orchestrator.backends.base import Backend
 
-BACKENDS = ("local", "slurm")
+# name -> "module:class"
+REGISTRY = {
+    "local": "orchestrator.backends.local:LocalBackend",
+    "slurm": "orchestrator.backends.slurm:SlurmBackend",
+}
+BACKENDS = tuple(REGISTRY)
 
 
 def get_backend(name: str) -> Backend:
-    if name == "local":
-        from orchestrator.backends.local import LocalBackend
-
-        return LocalBackend()
-    if name == "slurm":
-        from orchestrator.backends.slurm import SlurmBackend
-
-        return SlurmBackend()
-    raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+    try:
+        module, cls = REGISTRY[name].split(":")
+    except KeyError:
+        raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}") from None
+    return getattr(importlib.import_module(module), cls)()
 
 
 def backends_of_grid(store, grid_name: str) -> set[str]:  # type: ignore[no-untyped-def]

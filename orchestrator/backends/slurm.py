@@ -16,15 +16,18 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from db import AttemptState, JobRow, JobState, Store
-from orchestrator.backends.base import Backend, LaunchContext
+from orchestrator.backends.base import Backend, LaunchContext, Plan, PlanJob, PlannedGroup
 from orchestrator.backends.slurm_cmd import SlurmError, scancel, slurm_available
+from orchestrator.backends.slurm_graph import plan_graph
 from orchestrator.backends.slurm_profile import SlurmProfile, job_name
 from orchestrator.backends.slurm_reconcile import BACKEND, ReconcileResult, reconcile_grid
 from orchestrator.backends.slurm_submit import grid_dir, submit_jobs
+from orchestrator.graph import advance
 
 log = logging.getLogger(__name__)
 LOCK_TIMEOUT_S = 600.0
@@ -70,6 +73,20 @@ def runnable(store: Store, grid_name: str, failure_budget: int, only: set[str] |
             and (j.state == JobState.PENDING or j.failure_count <= failure_budget)]
 
 
+def relink_children(store: Store, grid_name: str, submitting: set[str]) -> list[JobRow]:
+    """WAITING jobs to submit along with ``submitting``: those no SLURM task holds yet, and those held by a
+    task that waits for a parent being resubmitted now (pending forever with ``DependencyNeverSatisfied``
+    after the parent's failure): that task is cancelled and the child resubmitted against the new one."""
+    again = set(store.descendants(submitting)) if submitting else set()
+    out = [j for j in store.jobs(grid_name, [JobState.WAITING]) if not j.backend_id or j.job_hash in again]
+    stale = sorted({j.backend_id for j in out if j.backend_id})
+    if stale:
+        log.info("re-linking %d waiting jobs to their resubmitted parents (cancelling %s)", len(out),
+                 ", ".join(stale[:5]))
+        scancel(stale)
+    return out
+
+
 def _detail(counts: dict[str, int], res: ReconcileResult) -> str:
     text = "  ".join(f"{s.lower()} {counts.get(s, 0)}" for s in (JobState.QUEUED, JobState.RUNNING, JobState.FAILED))
     return text + (f"  [yellow]stale {len(res.stale)}[/]" if res.stale else "")
@@ -77,10 +94,40 @@ def _detail(counts: dict[str, int], res: ReconcileResult) -> str:
 
 class SlurmBackend(Backend):
     name = BACKEND
+    default_profile = "slurm-local"
 
-    def refresh(self, store: Store, grid_name: str) -> ReconcileResult:
-        """One batched look at SLURM for the whole grid; the database follows it."""
-        return reconcile_grid(store, grid_name, job_name(store, grid_name))
+    def validate(self, grid: Any, profile: dict[str, Any]) -> None:
+        SlurmProfile.from_dict(profile)
+
+    def plan(self, jobs: list[PlanJob], profile: dict[str, Any]) -> Plan:
+        """The arrays a submission of ``jobs`` would sbatch, with their dependencies (no SLURM call)."""
+        prof = SlurmProfile.from_dict(profile)
+        plans = plan_graph(jobs, prof, prof.max_array_size)
+        names = [f"array{i}" for i in range(len(plans))]
+        groups = []
+        for i, p in enumerate(plans):
+            dep = p.dependency(names) or ""
+            kind, _, on = dep.partition(":")
+            waits = sorted({x.split("_")[0] for x in on.split(":")}) if on else []
+            res = {k: v for k, v in p.params.items() if k in ("nodes", "ntasks_per_node", "cpus_per_task", "mem",
+                                                              "time", "gpus_per_node", "partition")}
+            groups.append(PlannedGroup(names[i], [j.label for j in p.members], res, waits, kind))
+        return Plan(self.name, str(profile.get("name", self.default_profile)), len(jobs), groups)
+
+    def refresh(self, store: Store, grid_name: str, failure_budget: int | None = None) -> ReconcileResult:
+        """One batched look at SLURM for the whole grid; the database follows it. Children of a parent
+        that will never complete become PARENT_FAILED and their pending tasks are cancelled."""
+        res = reconcile_grid(store, grid_name, job_name(store, grid_name))
+        grid = store.get_grid(grid_name)
+        budget = failure_budget if failure_budget is not None else (grid.failure_budget if grid else 0)
+        moves = advance(store, grid_name, budget)
+        if moves.parent_failed:
+            dead = set(moves.parent_failed)
+            ids = sorted({j.backend_id for j in store.jobs(grid_name, [JobState.PARENT_FAILED])
+                          if j.job_hash in dead and j.backend == BACKEND and j.backend_id})
+            if ids:
+                scancel(ids)
+        return res
 
     def reconcile(self, store: Store, grid_name: str) -> None:
         if not slurm_available():
@@ -99,11 +146,18 @@ class SlurmBackend(Backend):
 
     def _submit(self, ctx: LaunchContext, profile: SlurmProfile, name: str, only: set[str] | None) -> int:
         """Refresh, then submit what is still runnable, under the grid's submit lock; returns how many."""
+        store, grid = ctx.store, ctx.grid_name
         with submit_lock(name):
-            self.refresh(ctx.store, ctx.grid_name)  # adopts arrays a crashed orchestrator never recorded
-            todo = runnable(ctx.store, ctx.grid_name, ctx.failure_budget, only)
+            self.refresh(store, grid, ctx.failure_budget)  # adopts arrays a crashed orchestrator never recorded
+            todo = runnable(store, grid, ctx.failure_budget, only)
+            todo += relink_children(store, grid, {j.job_hash for j in todo})
             if todo:
-                subs = submit_jobs(ctx.store, name, todo, profile, ctx.db_url)
+                deps = store.grid_deps(grid)
+                planned = {j.job_hash for j in todo}
+                known = {j.job_hash: j.backend_id for j in store.jobs(grid, [JobState.QUEUED, JobState.RUNNING,
+                                                                              JobState.WAITING])
+                         if j.backend == BACKEND and j.backend_id and j.job_hash not in planned}
+                subs = submit_jobs(store, name, todo, profile, ctx.db_url, parents=deps, known_ids=known)
                 log.info("%d jobs submitted in %d arrays", len(todo), len(subs))
             return len(todo)
 
@@ -126,7 +180,7 @@ class SlurmBackend(Backend):
                         resubmitted = self._submit(ctx, profile, name, None)
                     counts = store.state_counts(grid)
                     progress.update(task, completed=counts.get(JobState.COMPLETED, 0), detail=_detail(counts, res))
-                    if not any(counts.get(s, 0) for s in JobState.ACTIVE) and not resubmitted:
+                    if not any(counts.get(s, 0) for s in (*JobState.ACTIVE, JobState.WAITING)) and not resubmitted:
                         return
                     changed = res.changed() or resubmitted > 0 or counts != last
                     last = counts
@@ -140,10 +194,9 @@ class SlurmBackend(Backend):
         for a in store.open_attempts(backend=BACKEND):
             if a.job_hash in hashes:
                 store.finish_attempt(a.id, AttemptState.CANCELLED, reason="cancelled by the user (dlth-orch cancel)")
-        n = store.set_state(list(hashes), JobState.CANCELLED,
-                            [JobState.PENDING, JobState.QUEUED, JobState.RUNNING, JobState.FAILED])
+        n = store.set_state(list(hashes), JobState.CANCELLED, JobState.CANCELLABLE)
         ids = sorted({j.backend_id for j in jobs if j.backend == BACKEND and j.backend_id
-                      and j.state in (JobState.QUEUED, JobState.RUNNING)})
+                      and j.state in (JobState.QUEUED, JobState.RUNNING, JobState.WAITING)})
         if ids:
             scancel(ids)
         return n

@@ -25,7 +25,9 @@ from typing import Any
 import submitit
 
 from db import JobRow, Store, workspace_dir
+from orchestrator.backends.base import PlanJob
 from orchestrator.backends.slurm_cmd import COMMANDS, max_array_size
+from orchestrator.backends.slurm_graph import plan_graph
 from orchestrator.backends.slurm_profile import SlurmProfile, executor_parameters, group_key
 from orchestrator.workspace import JOB_FILE
 from specs.job import JobSpec
@@ -131,11 +133,15 @@ def plan_arrays(jobs: list[JobRow], profile: SlurmProfile, chunk: int) -> Iterat
 def submit_jobs(
     store: Store, name: str, jobs: list[JobRow], profile: SlurmProfile, db_url: str,
     *, max_chunk: int | None = None, on_submitted: Callable[[Submitted], None] | None = None,
+    parents: dict[str, list[str]] | None = None, known_ids: dict[str, str] | None = None,
 ) -> list[Submitted]:
     """Submit ``jobs`` as arrays named ``name`` and record each array's ids as soon as sbatch returns.
 
     Arrays are cut at the cluster's MaxArraySize (``scontrol show config``; the profile's
     ``max_array_size`` if unreadable) or ``max_chunk``, and throttled to ``profile.array_throttle``.
+    ``parents``: the job graph (child -> parent hashes); children are submitted with SLURM dependencies on
+    their parents' tasks (:mod:`orchestrator.backends.slurm_graph`), ``known_ids`` naming parents queued
+    by an earlier submission.
     """
     chunk = max_array_size(profile.max_array_size)
     if max_chunk:
@@ -144,7 +150,13 @@ def submit_jobs(
     root = grid_dir(name)
     setup = [f"export PYTHONPATH={shlex.quote(str(REPO_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}", *profile.setup]
     out: list[Submitted] = []
-    for params, members in plan_arrays(jobs, profile, chunk):
+    rows = {j.job_hash: j for j in jobs}
+    plan_jobs = [PlanJob(j.job_hash, f"{j.subset_name}/{j.config_name}/s{j.seed}", JobSpec.from_json(j.spec_json),
+                         tuple((parents or {}).get(j.job_hash, ()))) for j in jobs]
+    array_ids: list[str] = []
+    for plan in plan_graph(plan_jobs, profile, chunk, known_ids):
+        params, members = plan.params, [rows[p.job_hash] for p in plan.members]
+        dependency = plan.dependency(array_ids)
         token = f"{datetime.now(UTC):{TOKEN_TIME}}-{uuid.uuid4().hex[:8]}"
         sub_dir = root / token
         (sub_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -156,13 +168,17 @@ def submit_jobs(
         })
         ex = _ArrayExecutor(sub_dir, profile.interpreter, profile.max_requeues)
         extra = {**params.get("additional_parameters", {}), "chdir": str(sub_dir)}
+        if dependency:  # a failed parent leaves the child pending (DependencyNeverSatisfied), not killed
+            extra.update({"dependency": dependency, "kill-on-invalid-dep": "no"})
         ex.update_parameters(**{**params, "additional_parameters": extra}, job_name=name, setup=setup,
                              array_parallelism=profile.array_throttle)
         array_id = ex.submit_array(len(members))
+        array_ids.append(array_id)
         sub = Submitted(array_id, sub_dir, [j.job_hash for j in members])
         (sub_dir / "array_id").write_text(array_id)
         store.mark_queued(sub.job_hashes, "slurm", sub.slurm_ids)
-        log.info("submitted array %s (%d jobs) from %s", array_id, len(members), sub_dir)
+        log.info("submitted array %s (%d jobs) from %s%s", array_id, len(members), sub_dir,
+                 f" with --dependency={dependency}" if dependency else "")
         out.append(sub)
         if on_submitted:
             on_submitted(sub)

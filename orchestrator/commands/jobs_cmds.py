@@ -8,10 +8,12 @@ from db import JobRow, JobState
 from orchestrator.cli_common import db_option, open_store, resolve_grid_name
 
 
-def select_jobs(jobs: list[JobRow], subset: str | None, config: str | None, states: tuple[str, ...]) -> list[JobRow]:
-    """Jobs matching every given filter (subset name, config label substring, states)."""
+def select_jobs(jobs: list[JobRow], subset: str | None, config: str | None, states: tuple[str, ...],
+                job: str | None = None) -> list[JobRow]:
+    """Jobs matching every given filter (subset name, config label substring, states, job hash prefix)."""
     return [j for j in jobs
             if (subset is None or j.subset_name == subset)
+            and (job is None or j.job_hash.startswith(job))
             and (config is None or config in j.config_name)
             and (not states or j.state in states)]
 
@@ -19,6 +21,7 @@ def select_jobs(jobs: list[JobRow], subset: str | None, config: str | None, stat
 def _filters(fn):  # type: ignore[no-untyped-def]
     fn = click.option("--subset", default=None, help="Only jobs of this subset.")(fn)
     fn = click.option("--config", default=None, help="Only jobs whose config label contains this text.")(fn)
+    fn = click.option("--job", "job", default=None, help="Only the job whose hash starts with this.")(fn)
     return fn
 
 
@@ -27,7 +30,8 @@ def _filters(fn):  # type: ignore[no-untyped-def]
 @_filters
 @click.option("--cancelled", is_flag=True, help="Also retry cancelled jobs.")
 @db_option
-def retry(grid: str | None, subset: str | None, config: str | None, cancelled: bool, db_url: str) -> None:
+def retry(grid: str | None, subset: str | None, config: str | None, job: str | None, cancelled: bool,
+          db_url: str) -> None:
     """Reset FAILED (and with --cancelled, CANCELLED) jobs to PENDING, whatever their failure count.
 
     The next ``dlth-orch launch`` runs them again (from their last checkpoint).
@@ -35,9 +39,14 @@ def retry(grid: str | None, subset: str | None, config: str | None, cancelled: b
     store = open_store(db_url)
     name = resolve_grid_name(store, grid)
     states = (JobState.FAILED, JobState.CANCELLED) if cancelled else (JobState.FAILED,)
-    jobs = select_jobs(store.jobs(name, states), subset, config, ())
+    jobs = select_jobs(store.jobs(name, states), subset, config, (), job)
     n = store.reset_jobs([j.job_hash for j in jobs], list(states))
-    click.echo(f"{n} jobs reset to PENDING; run 'dlth-orch launch' to run them")
+    from orchestrator.graph import advance
+
+    g = store.get_grid(name)
+    back = advance(store, name, g.failure_budget if g else 0).rewaiting  # their PARENT_FAILED children
+    extra = f" ({len(back)} dependent jobs waiting for them again)" if back else ""
+    click.echo(f"{n} jobs reset to PENDING{extra}; run 'dlth-orch launch' to run them")
 
 
 @click.command()
@@ -45,14 +54,18 @@ def retry(grid: str | None, subset: str | None, config: str | None, cancelled: b
 @_filters
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @db_option
-def cancel(grid: str | None, subset: str | None, config: str | None, yes: bool, db_url: str) -> None:
+def cancel(grid: str | None, subset: str | None, config: str | None, job: str | None, yes: bool,
+           db_url: str) -> None:
     """Cancel a grid's unfinished jobs (or those matching --subset/--config)."""
     from orchestrator.backends.registry import get_backend
 
     store = open_store(db_url)
     name = resolve_grid_name(store, grid)
-    active = (JobState.PENDING, JobState.QUEUED, JobState.RUNNING, JobState.FAILED)
-    jobs = select_jobs(store.jobs(name), subset, config, active)
+    everything = store.jobs(name)
+    jobs = select_jobs(everything, subset, config, JobState.CANCELLABLE, job)
+    chosen = {j.job_hash for j in jobs}
+    dependents = set(store.descendants(chosen))  # a cancelled parent's children can never run
+    jobs += [j for j in everything if j.job_hash in dependents - chosen and j.state in JobState.CANCELLABLE]
     if not jobs:
         click.echo("nothing to cancel")
         return
@@ -62,4 +75,5 @@ def cancel(grid: str | None, subset: str | None, config: str | None, yes: bool, 
     for j in jobs:
         by_backend.setdefault(j.backend or "local", []).append(j)
     n = sum(get_backend(b).cancel(store, js) for b, js in by_backend.items())
-    click.echo(f"{n} jobs cancelled")
+    n_dep = len(dependents & {j.job_hash for j in jobs})
+    click.echo(f"{n} jobs cancelled" + (f", {n_dep} of them dependents of the selected jobs" if n_dep else ""))
