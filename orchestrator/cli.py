@@ -22,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 from db import Store, StoreError, workspace_dir
 from orchestrator.cli_common import db_option, fail, open_store, resolve_grid_name
 from specs.base import SpecError
+from specs.settings import apply_umask
 from subsets import DatasetMetaError, SubsetError
 
 log = logging.getLogger("dlth-orch")
@@ -57,6 +58,8 @@ def cli(ctx: click.Context, db_url: str | None, verbose: int) -> None:
     ctx.ensure_object(dict)
     if db_url:
         ctx.obj["db_url"] = db_url
+    old_umask = apply_umask()  # the workspace is the user's alone (DLTH_UMASK to share it)
+    ctx.call_on_close(lambda: os.umask(old_umask))
 
 
 @cli.command()
@@ -73,9 +76,12 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
     """Validate GRID_FILE, record its jobs and run (or submit) the ones not done yet."""
     from orchestrator.backends.base import LaunchContext
     from orchestrator.backends.registry import get_backend
+    from orchestrator.breaker import BreakerSettings
+    from orchestrator.breaker import paused as get_meta_paused
     from orchestrator.grid import load_grid
     from orchestrator.launch import ensure_dataset, grid_lock, record_grid, runnable_jobs
     from orchestrator.preflight import check_backbones, check_local_resources
+    from orchestrator.preflight_data import check_data
     from orchestrator.profiles import load_profile
     from orchestrator.status import refresh
 
@@ -91,6 +97,8 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
     if cluster == "local":
         check_local_resources(grid, prof)
     meta = ensure_dataset(grid)
+    check_data(meta, cluster)  # a truncated or changed .beton fails here, before anything is recorded
+    BreakerSettings.from_table(grid.raw.get("breaker"), str(grid.path))
     store = open_store(db_url, create=True)
     rec = record_grid(store, grid, meta)
     console.print(f"grid [bold]{escape(grid.name)}[/]: {len(rec.jobs)} jobs ({rec.new} new, {rec.known} already known)")
@@ -115,6 +123,8 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
             console.print("[yellow]interrupted: running jobs were stopped and will resume on the next launch")
             raise SystemExit(130) from None
     _print_summary(store, grid.name, console)
+    if get_meta_paused(store, grid.name):
+        raise SystemExit(3)  # paused by the breaker (the summary says why and how to resume)
 
 
 def _detach_local(grid_name: str, db_url: str, profile: str) -> None:
@@ -122,9 +132,9 @@ def _detach_local(grid_name: str, db_url: str, profile: str) -> None:
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"launch-{grid_name}.log", "ab") as fh:
         subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.cli", "run-local", grid_name, "--db", db_url, "--profile", profile],
+            [sys.executable, "-m", "orchestrator.cli", "run-local", grid_name, "--profile", profile],
             stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            env={**os.environ},
+            env={**os.environ, "DLTH_DB": db_url},  # not on the command line: it may hold a password
         )
 
 
@@ -168,14 +178,14 @@ def _print_summary(store: Store, grid_name: str, console: Console) -> None:
 @db_option
 def status(grid: str | None, as_json: bool, all_grids: bool, db_url: str) -> None:
     """Where GRID stands (name or grid file; default: the only grid): counts, progress, failures."""
+    from orchestrator.db_wait import ride_out
     from orchestrator.status import grid_status, print_status, refresh
 
-    store = open_store(db_url)
+    store = ride_out(lambda: open_store(db_url), what="status")
     names = [g.name for g in store.list_grids()] if all_grids else [resolve_grid_name(store, grid)]
     out = []
     for name in names:
-        refresh(store, name)
-        out.append(grid_status(store, name))
+        out.append(ride_out(lambda n=name: (refresh(store, n), grid_status(store, n))[1], what="status"))
     if as_json:
         click.echo(json.dumps([s.to_dict() for s in out] if all_grids else out[0].to_dict(), indent=1))
         return
@@ -231,6 +241,7 @@ def _mount_optional_groups() -> None:
         ("orchestrator.commands.jobs_cmds", "retry"),
         ("orchestrator.commands.jobs_cmds", "cancel"),
         ("orchestrator.commands.slurm_cmds", "slurm"),
+        ("orchestrator.commands.breaker_cmd", "resume"),
     ]
     import importlib
 
