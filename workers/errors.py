@@ -30,16 +30,28 @@ def _message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-def _frames(exc: BaseException) -> list[str]:
-    return [f.filename for f in traceback.extract_tb(exc.__traceback__)]
+def _beton_in_frames(exc: BaseException) -> str | None:
+    """The ``.beton`` a frame of the traceback was working on (FFCV's ``Reader(fname)``, ``Loader(fname)``)."""
+    tb = exc.__traceback__
+    found = None
+    while tb is not None:
+        local = tb.tb_frame.f_locals
+        for value in (local.get("fname"), local.get("path"), getattr(local.get("self"), "_fname", None)):
+            if isinstance(value, str | Path) and str(value).endswith(".beton"):
+                found = str(value)  # the innermost frame wins
+        tb = tb.tb_next
+    return found
 
 
-def _data_file(exc: BaseException, frames: list[str]) -> str | None:
-    """The ``.beton`` named by the error, or ``"?"`` when FFCV's reader/loader raised it; else None."""
+def _data_file(exc: BaseException) -> str | None:
+    """The ``.beton`` named by the error or its traceback, ``"?"`` when FFCV raised it; else None."""
     for arg in (getattr(exc, "filename", None), *getattr(exc, "args", ())):
         if isinstance(arg, str | Path) and str(arg).endswith(".beton"):
             return str(arg)
-    if any("/ffcv/" in f for f in frames) or any(f.endswith(".beton") for f in str(exc).split()):
+    named = _beton_in_frames(exc)
+    if named:
+        return named
+    if any("/ffcv/" in f.filename for f in traceback.extract_tb(exc.__traceback__)):
         return "?"
     return None
 
@@ -60,8 +72,7 @@ def describe(exc: BaseException, *, data_files: tuple[str, ...] = ()) -> str:
         return f"CUDA error: {msg}"
     if name == "DatasetChanged" or "the dataset changed" in low or "was resolved against dataset" in low:
         return f"dataset changed: {msg}"
-    frames = _frames(exc)
-    where = _data_file(exc, frames)
+    where = _data_file(exc)
     if where is not None:
         if where == "?":
             where = " or ".join(data_files) if data_files else "a .beton file"
