@@ -36,6 +36,7 @@ class EnvSettings:
     stale_s: float  # DLTH_STALE_S: a RUNNING job without heartbeat for this long is flagged STALE
     db_retries: int  # DLTH_DB_RETRIES: calls of a retried database operation (workers)
     db_wait_s: float  # DLTH_DB_WAIT_S: how long status / launch --wait wait for a database that went away
+    sqlite_timeout_s: float  # DLTH_SQLITE_TIMEOUT: SQLite busy timeout (a URL's ?timeout= wins)
     umask: int  # DLTH_UMASK (octal): file creation mask of the CLI and the workers (default 077)
 
     @classmethod
@@ -50,8 +51,9 @@ class EnvSettings:
             db=os.environ.get("DLTH_DB") or None,
             heartbeat_s=_float("DLTH_HEARTBEAT_S", 30.0),
             stale_s=_float("DLTH_STALE_S", 600.0),
-            db_retries=int(_float("DLTH_DB_RETRIES", 8)),
+            db_retries=int(_float("DLTH_DB_RETRIES", 8)),  # about a minute of outage (db.retry)
             db_wait_s=_float("DLTH_DB_WAIT_S", 300.0),
+            sqlite_timeout_s=_float("DLTH_SQLITE_TIMEOUT", 60.0),
             umask=umask,
         )
 
