@@ -28,6 +28,7 @@ from db import AttemptState, JobRow, JobState, Store
 from orchestrator import breaker
 from orchestrator.backends.base import Backend, LaunchContext
 from orchestrator.backends.local_slots import Allocation, SlotPool
+from orchestrator.db_wait import ride_out
 from orchestrator.workspace import JOB_FILE, log_tail
 from specs.contract import JobPaths
 from specs.job import JobSpec
@@ -131,11 +132,12 @@ class LocalBackend(Backend):
                     for h in [h for h, r in running.items() if r.proc.poll() is not None]:
                         r = running.pop(h)
                         pool.give_back(r.alloc)
-                        again = self._finished(ctx, r)
+                        again = ride_out(lambda r=r: self._finished(ctx, r), what=f"running {ctx.grid_name}")
                         if again is not None and not stopping:
                             queue.append(again)
-                        paused = paused or breaker.check(ctx.store, ctx.grid_name) is not None
-                    counts = ctx.store.state_counts(ctx.grid_name)
+                        paused = paused or ride_out(lambda: breaker.check(ctx.store, ctx.grid_name),
+                                                    what=f"running {ctx.grid_name}") is not None
+                    counts = ride_out(lambda: ctx.store.state_counts(ctx.grid_name), what=f"running {ctx.grid_name}")
                     progress.update(task, completed=counts.get(JobState.COMPLETED, 0),
                                     detail=f"running {len(running)}  queued {len(queue)}  "
                                            f"failed {counts.get(JobState.FAILED, 0)}")
