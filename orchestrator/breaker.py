@@ -144,12 +144,21 @@ def _slurm_queued_ids(store: Store, grid: str) -> list[str]:
 def hold_slurm_tasks(store: Store, grid: str) -> int:
     """``scontrol hold`` the grid's queued SLURM tasks (those already running go on); returns how many."""
     ids = _slurm_queued_ids(store, grid)
-    if ids:
-        from orchestrator.backends.slurm_cmd import run_slurm
-
-        for i in range(0, len(ids), 500):  # a task that started meanwhile is refused; the others are held
-            run_slurm(["scontrol", "hold", ",".join(ids[i:i + 500])], check=False)
+    _scontrol("hold", ids)  # a task that started meanwhile is refused; the others are held
     return len(ids)
+
+
+def _scontrol(action: str, ids: list[str]) -> None:
+    """``scontrol hold|release`` of SLURM tasks, 500 per command; without SLURM here, a warning."""
+    if not ids:
+        return
+    from orchestrator.backends.slurm_cmd import SlurmError, run_slurm
+
+    try:
+        for i in range(0, len(ids), 500):
+            run_slurm(["scontrol", action, ",".join(ids[i:i + 500])], check=False)
+    except SlurmError as exc:
+        log.warning("cannot %s the grid's SLURM tasks from here (%s): run this on the SLURM login node", action, exc)
 
 
 def resume(store: Store, grid: str) -> int:
@@ -160,11 +169,7 @@ def resume(store: Store, grid: str) -> int:
     state.resumed_after = max((a.id for a in attempts), default=0)
     state.save(store, grid)
     ids = _slurm_queued_ids(store, grid)
-    if ids:
-        from orchestrator.backends.slurm_cmd import run_slurm
-
-        for i in range(0, len(ids), 500):
-            run_slurm(["scontrol", "release", ",".join(ids[i:i + 500])], check=False)
+    _scontrol("release", ids)
     return len(ids)
 
 
