@@ -8,6 +8,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import stat
 from pathlib import Path
 
@@ -191,3 +192,34 @@ def test_worker_settings_are_a_private_file(tmp_path: Path) -> None:
     assert WorkerSettings.read(path) == s
     with pytest.raises(ValueError, match="db_url: expected the database URL"):
         WorkerSettings.from_json("{}")
+
+
+def test_a_nan_loss_stops_training_and_is_recorded_as_such(tmp_path: Path, digits: Path) -> None:
+    """The real worker (in this process, one rank on the CPU) on the real digits with an absurd learning
+    rate: training stops at the first non-finite loss and the attempt says so in one line."""
+    from orchestrator.grid import load_grid
+    from orchestrator.launch import record_grid
+    from subsets import DatasetMeta
+    from workers.distributed import setup_distributed
+    from orchestrator.workspace import job_dir_for
+    from workers.entry import STOP_SIGNALS, run
+
+    grid_file = tmp_path / "grid.toml"
+    grid_file.write_text(GRID.format(root=digits).replace("lr = [0.01, 0.2]", "lr = 1e12"))
+    grid = load_grid(grid_file)
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    with Store(url) as store:
+        (job,) = record_grid(store, grid, DatasetMeta.load(digits)).jobs
+    saved = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}  # the worker installs its own handlers
+    try:
+        with pytest.raises(NonFiniteLoss):
+            run(job_dir_for(job.spec.job_hash) / "job.json", WorkerSettings(db_url=url, heartbeat_s=60),
+                setup_distributed())
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    with Store(url) as store:
+        (attempt,) = store.attempts(job.spec.job_hash)
+        assert attempt.state == AttemptState.FAILED
+        assert attempt.exit_reason.startswith("NaN loss: loss is "), attempt.exit_reason
+        assert store.job(job.spec.job_hash).last_error == attempt.exit_reason
