@@ -199,9 +199,9 @@ def test_a_nan_loss_stops_training_and_is_recorded_as_such(tmp_path: Path, digit
     rate: training stops at the first non-finite loss and the attempt says so in one line."""
     from orchestrator.grid import load_grid
     from orchestrator.launch import record_grid
+    from orchestrator.workspace import job_dir_for
     from subsets import DatasetMeta
     from workers.distributed import setup_distributed
-    from orchestrator.workspace import job_dir_for
     from workers.entry import STOP_SIGNALS, run
 
     grid_file = tmp_path / "grid.toml"
