@@ -9,7 +9,6 @@ for a write transaction with the execution option ``dlth_write=True`` (see :meth
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import urllib.parse
 from pathlib import Path
@@ -17,6 +16,8 @@ from pathlib import Path
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+
+from specs.settings import env_settings
 
 SQLITE_DRIVERS = ("sqlite", "sqlite+pysqlite")
 POSTGRES_DRIVERS = ("postgresql", "postgresql+psycopg")
@@ -37,12 +38,12 @@ class StoreUnavailable(StoreError):
 
 def workspace_dir() -> Path:
     """Where dlth-orch keeps its default database and job directories (``DLTH_HOME`` or ``./.dlth``)."""
-    return Path(os.environ.get("DLTH_HOME", ".dlth")).resolve()
+    return env_settings().home
 
 
 def default_url() -> str:
     """The database URL to use: ``DLTH_DB`` if set, else a SQLite file in the workspace."""
-    return os.environ.get("DLTH_DB") or f"sqlite:///{workspace_dir() / 'dlth.db'}"
+    return env_settings().db or f"sqlite:///{workspace_dir() / 'dlth.db'}"
 
 
 def redact(url: str | URL) -> str:
@@ -124,7 +125,7 @@ def _sqlite_engine(parsed: URL, *, must_exist: bool) -> Engine:
     path = sqlite_path(parsed)
     query = dict(parsed.query)
     try:
-        timeout = float(query.pop("timeout", os.environ.get("DLTH_SQLITE_TIMEOUT", DEFAULT_SQLITE_TIMEOUT_S)))
+        timeout = float(query.pop("timeout", env_settings().sqlite_timeout_s))
     except ValueError as exc:
         raise StoreError(f"database URL {parsed!s}: timeout: expected a number of seconds") from exc
     if query:

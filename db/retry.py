@@ -10,7 +10,6 @@ call whose commit did reach the database before the connection broke can safely 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import TypeVar
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from db.engine import StoreUnavailable, first_line
+from specs.settings import env_settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,7 +43,7 @@ def with_retries(
     default delays). Each wait is shortened by up to ``jitter`` (a fraction) at random, so that hundreds
     of workers do not reconnect in lockstep. Each failure is logged; the last error is re-raised.
     """
-    attempts = attempts or int(os.environ.get("DLTH_DB_RETRIES", str(DEFAULT_ATTEMPTS)))
+    attempts = attempts or env_settings().db_retries
     if attempts < 1:
         raise ValueError(f"attempts: expected at least 1, got {attempts}")
     for i in range(attempts):

@@ -21,6 +21,7 @@ from db import Store, StoreError, workspace_dir
 from orchestrator.backends.registry import BACKENDS
 from orchestrator.cli_common import db_option, fail, open_store, resolve_grid_name
 from specs.base import SpecError
+from specs.settings import apply_umask
 from subsets import DatasetMetaError, SubsetError
 
 log = logging.getLogger("dlth-orch")
@@ -56,6 +57,8 @@ def cli(ctx: click.Context, db_url: str | None, verbose: int) -> None:
     ctx.ensure_object(dict)
     if db_url:
         ctx.obj["db_url"] = db_url
+    old_umask = apply_umask()  # the workspace is the user's alone (DLTH_UMASK to share it)
+    ctx.call_on_close(lambda: os.umask(old_umask))
 
 
 @cli.command()
@@ -74,6 +77,7 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
            progress: bool, dry_run: bool, as_json: bool, db_url: str) -> None:
     """Validate GRID_FILE, record its jobs and run (or submit) the ones not done yet."""
     from orchestrator import launch as pipeline
+    from orchestrator.breaker import paused
 
     console = Console(stderr=True)
     v = pipeline.validate(grid_file, cluster, profile)
@@ -84,22 +88,25 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
         else:
             pipeline.print_plan(plan, Console())
         return
+    meta = pipeline.prepare_data(v)  # a truncated or changed .beton fails here, before anything is recorded
     store = open_store(db_url, create=True)
     if cluster == "local" and detach:
-        pipeline.record_grid(store, v.grid, pipeline.ensure_dataset(v.grid))
+        pipeline.record_grid(store, v.grid, meta)
         _detach_local(v.grid.name, db_url, v.profile_name)
         console.print("launched in the background; follow with: dlth-orch status")
         return
     # SLURM: return once submitted unless --wait; local: the launcher runs the jobs
     follow = bool(wait) if cluster == "slurm" else True
     try:
-        pipeline.launch(v, store, db_url, wait=follow, progress=progress, console=console)
+        pipeline.launch(v, store, db_url, meta, wait=follow, progress=progress, console=console)
     except pipeline.LauncherBusy as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: running jobs were stopped and will resume on the next launch")
         raise SystemExit(130) from None
     _print_summary(store, v.grid.name, console)
+    if paused(store, v.grid.name):
+        raise SystemExit(3)  # paused by the breaker (the summary says why and how to resume)
 
 
 def _detach_local(grid_name: str, db_url: str, profile: str) -> None:
@@ -107,9 +114,9 @@ def _detach_local(grid_name: str, db_url: str, profile: str) -> None:
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"launch-{grid_name}.log", "ab") as fh:
         subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.cli", "run-local", grid_name, "--db", db_url, "--profile", profile],
+            [sys.executable, "-m", "orchestrator.cli", "run-local", grid_name, "--profile", profile],
             stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            env={**os.environ},
+            env={**os.environ, "DLTH_DB": db_url},  # not on the command line: it may hold a password
         )
 
 
@@ -155,14 +162,14 @@ def _print_summary(store: Store, grid_name: str, console: Console) -> None:
 @db_option
 def status(grid: str | None, as_json: bool, all_grids: bool, db_url: str) -> None:
     """Where GRID stands (name or grid file; default: the only grid): counts, progress, failures."""
+    from orchestrator.db_wait import ride_out
     from orchestrator.status import grid_status, print_status, refresh
 
-    store = open_store(db_url)
+    store = ride_out(lambda: open_store(db_url), what="status")
     names = [g.name for g in store.list_grids()] if all_grids else [resolve_grid_name(store, grid)]
     out = []
     for name in names:
-        refresh(store, name)
-        out.append(grid_status(store, name))
+        out.append(ride_out(lambda n=name: (refresh(store, n), grid_status(store, n))[1], what="status"))
     if as_json:
         click.echo(json.dumps([s.to_dict() for s in out] if all_grids else out[0].to_dict(), indent=1))
         return
@@ -225,6 +232,7 @@ def _mount_optional_groups() -> None:
         ("orchestrator.commands.jobs_cmds", "retry"),
         ("orchestrator.commands.jobs_cmds", "cancel"),
         ("orchestrator.commands.slurm_cmds", "slurm"),
+        ("orchestrator.commands.breaker_cmd", "resume"),
     ]
     import importlib
 

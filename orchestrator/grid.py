@@ -38,7 +38,7 @@ from subsets import SubsetError, validate_table
 from subsets.base import get_strategy
 
 TOP_KEYS = {"name", "seeds", "failure_budget", "dataset", "train", "eval", "resources", "report", "cluster",
-            "subsets", "methods"}
+            "subsets", "methods", "breaker"}
 METHOD_META_KEYS = {"method", "seeds", "zip", "resources", "init"}
 BUILTIN_DATASETS = ("digits",)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from db import JobRow, JobState, NewJob, Store, workspace_dir
 from orchestrator.backends.base import Backend, Plan, PlanJob
+from orchestrator.breaker import BreakerSettings
 from orchestrator.expand import ExpandedJob, expand
 from orchestrator.grid import GridSpec, load_grid
 from orchestrator.workspace import job_dir_for, write_job_file
@@ -60,7 +61,17 @@ def validate(grid_file: Path, cluster: str, profile: str | None) -> Validated:
     prof = load_profile(name, {k: v for k, v in grid.cluster.items() if k != "profile"})
     backend.validate(grid, prof)  # a bad profile is reported before any job is recorded
     check_backbones(grid)  # a model the workers could not build fails here, not in every job
+    BreakerSettings.from_table(grid.raw.get("breaker"), str(grid.path))
     return Validated(grid, backend, name, prof)
+
+
+def prepare_data(v: Validated) -> DatasetMeta:
+    """Build a builtin dataset the grid names (if missing), then pre-flight its files; nothing is recorded yet."""
+    from orchestrator.preflight_data import check_data
+
+    meta = ensure_dataset(v.grid)
+    check_data(meta, v.backend.name)
+    return meta
 
 
 def dry_run(v: Validated) -> Plan:
@@ -71,7 +82,7 @@ def dry_run(v: Validated) -> Plan:
 
         raise SpecError("dataset.root", f"a prepared dataset for --dry-run ({root} has no meta.json; "
                                         "a launch without --dry-run prepares it)").in_file(str(v.grid.path))
-    jobs = expand(v.grid, DatasetMeta.load(root))
+    jobs = expand(v.grid, DatasetMeta.load(root))  # the plan only: the data pre-flight runs at launch
     plan_jobs = [PlanJob(ej.spec.job_hash, ej.spec.label(), ej.spec, ej.spec.depends_on) for ej in jobs]
     return v.backend.plan(plan_jobs, v.profile)
 
@@ -154,7 +165,8 @@ def print_plan(plan: Plan, console: Any) -> None:
     console.print(table)
 
 
-def launch(v: Validated, store: Store, db_url: str, *, wait: bool, progress: bool, console: Any) -> None:
+def launch(v: Validated, store: Store, db_url: str, meta: DatasetMeta, *, wait: bool, progress: bool,
+           console: Any) -> None:
     """Record the grid's jobs and hand the runnable ones to the backend (after :func:`validate`)."""
     from contextlib import nullcontext
 
@@ -165,7 +177,6 @@ def launch(v: Validated, store: Store, db_url: str, *, wait: bool, progress: boo
     from orchestrator.status import refresh
 
     grid, backend = v.grid, v.backend
-    meta = ensure_dataset(grid)
     rec = record_grid(store, grid, meta)
     console.print(f"grid [bold]{escape(grid.name)}[/]: {len(rec.jobs)} jobs ({rec.new} new, {rec.known} already known)")
     refresh(store, grid.name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
@@ -13,7 +12,9 @@ from rich.table import Table
 
 from db import JobState, Store
 from db.models import utcnow
+from orchestrator import breaker
 from orchestrator.backends.registry import backends_of_grid, get_backend
+from specs.settings import env_settings
 
 log = logging.getLogger(__name__)
 STATE_STYLE = {"COMPLETED": "green", "RUNNING": "cyan", "QUEUED": "blue", "PENDING": "white",
@@ -40,6 +41,8 @@ class GridStatus:
     stale: list[dict] = field(default_factory=list)
     waiting: list[dict] = field(default_factory=list)  # WAITING jobs and the parents they wait for
     parent_failed: list[dict] = field(default_factory=list)  # PARENT_FAILED jobs and the parent that failed
+    retrying: list[dict] = field(default_factory=list)  # failed before, waiting for (or in) another attempt
+    paused: str | None = None  # the breaker's one line when the grid is paused
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,11 +62,12 @@ def refresh(store: Store, grid_name: str) -> None:
 
     grid = store.get_grid(grid_name)
     advance(store, grid_name, grid.failure_budget if grid else 0)
+    breaker.check(store, grid_name)
 
 
 def grid_status(store: Store, grid_name: str, stale_after_s: float | None = None) -> GridStatus:
     """Summarise a grid's jobs (one query for the jobs)."""
-    stale_after = timedelta(seconds=stale_after_s or float(os.environ.get("DLTH_STALE_S", "600")))
+    stale_after = timedelta(seconds=stale_after_s or env_settings().stale_s)
     jobs = store.jobs(grid_name)
     counts = {s: 0 for s in JobState.ALL}
     groups: dict[tuple[str, str], GroupProgress] = {}
@@ -80,11 +84,16 @@ def grid_status(store: Store, grid_name: str, stale_after_s: float | None = None
         if j.state == JobState.FAILED:
             st.failed.append({"job": j.job_hash, "label": label, "failures": j.failure_count,
                               "error": j.last_error or ""})
+        elif j.failure_count and j.state in (JobState.PENDING, JobState.QUEUED, JobState.RUNNING):
+            st.retrying.append({"job": j.job_hash, "label": label, "state": j.state, "failures": j.failure_count,
+                                "error": j.last_error or ""})
         if j.state == JobState.RUNNING and j.heartbeat_at and now - j.heartbeat_at > stale_after:
             st.stale.append({"job": j.job_hash, "label": label,
                              "heartbeat_age_s": int((now - j.heartbeat_at).total_seconds())})
     st.groups = sorted(groups.values(), key=lambda g: (g.subset, g.config))
     _graph_status(store, grid_name, jobs, st)
+    pause = breaker.paused(store, grid_name)
+    st.paused = breaker.pause_line(grid_name, pause) if pause else None
     return st
 
 
@@ -134,6 +143,11 @@ def print_status(st: GridStatus, console: Console) -> None:
     for f in st.parent_failed:
         console.print(f"[red]PARENT_FAILED[/] {escape(f['label'])} ({f['job']}): will not run: "
                       f"{escape(f['reason'])} (dlth-orch retry of the parent brings it back)")
+    for r in st.retrying:
+        console.print(f"[yellow]RETRYING[/] {escape(r['label'])} ({r['job']}, {r['state'].lower()}, "
+                      f"{r['failures']} failed attempts): {escape(str(r['error']))}")
+    if st.paused:
+        console.print(f"[bold red]PAUSED[/] {escape(st.paused)}")
     for s in st.stale:
         console.print(f"[yellow]STALE[/] {escape(s['label'])} ({s['job']}): RUNNING but no heartbeat for "
                       f"{s['heartbeat_age_s']}s")

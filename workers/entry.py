@@ -1,4 +1,8 @@
-"""Worker entry point: ``python -m workers.entry JOB_JSON --db URL`` (run by torchrun or srun).
+"""Worker entry point: ``python -m workers.entry JOB_JSON --settings FILE`` (run by torchrun or srun).
+
+``FILE`` is the :class:`specs.settings.WorkerSettings` the backend wrote (mode 0600: it holds the database
+URL, so the password is never on a command line). A failure is recorded as one line naming its class
+(:mod:`workers.errors`); the traceback goes to the log.
 
 Everything the worker needs comes from the serialized job spec (it never reads the grid file).
 Exit codes: 0 done (or nothing to do: another process holds/finished the job), 1 failed,
@@ -20,7 +24,9 @@ from pathlib import Path
 from db import AttemptState, Store
 from db.retry import with_retries
 from specs.job import JobSpec
+from specs.settings import WorkerSettings, apply_umask
 from workers.distributed import DistContext, broadcast_flag, setup_distributed, teardown
+from workers.errors import describe
 from workers.reporting import JobReporter
 
 log = logging.getLogger("workers.entry")
@@ -36,7 +42,7 @@ def _install_stop_handlers(stop: threading.Event) -> None:
         signal.signal(sig, handler)
 
 
-def run(job_file: Path, db_url: str, ctx: DistContext) -> int:
+def run(job_file: Path, settings: WorkerSettings, ctx: DistContext) -> int:
     """Run the job described by ``job_file`` on this rank; return the process exit code."""
     from workers.train import Trainer  # torch-heavy imports after the process group is up
 
@@ -47,15 +53,13 @@ def run(job_file: Path, db_url: str, ctx: DistContext) -> int:
     reporter: JobReporter | None = None
     claimed = True
     if ctx.is_main:
-        store = with_retries(lambda: Store(db_url, create=False), what="open database")
+        store = with_retries(lambda: Store(settings.db_url, create=False), what="open database")
         reporter = JobReporter(store, spec.job_hash, job_dir)
-        attempt = reporter.claim(
-            backend=os.environ.get("DLTH_BACKEND", "local"), backend_id=os.environ.get("DLTH_BACKEND_ID"),
-            host=socket.gethostname(), pid=os.getpid(), log_path=os.environ.get("DLTH_LOG_PATH"),
-        )
+        attempt = reporter.claim(backend=settings.backend, backend_id=settings.backend_id,
+                                 host=socket.gethostname(), pid=os.getpid(), log_path=settings.log_path)
         claimed = attempt is not None
         if claimed:
-            reporter.start_heartbeat(float(os.environ.get("DLTH_HEARTBEAT_S", "30")))
+            reporter.start_heartbeat(settings.heartbeat_s)
     if not broadcast_flag(ctx, claimed):
         log.warning("job %s is held or finished by another process: nothing to do", spec.job_hash)
         return 0
@@ -65,7 +69,10 @@ def run(job_file: Path, db_url: str, ctx: DistContext) -> int:
     except BaseException as exc:
         if reporter is not None:
             tail = "".join(traceback.format_exception(exc)[-6:])
-            reporter.close(AttemptState.FAILED, exit_code=1, reason=f"{tail}\n{type(exc).__name__}: {exc}")
+            betons = tuple(str(Path(spec.dataset_root) / f"{s}.beton") for s in ("train", "val"))
+            line = describe(exc, data_files=betons)
+            log.error("job %s failed: %s", spec.job_hash, line)
+            reporter.close(AttemptState.FAILED, exit_code=1, reason=line, log_tail=tail)
         raise
     if result is None:
         if reporter is not None:
@@ -80,14 +87,15 @@ def run(job_file: Path, db_url: str, ctx: DistContext) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.entry", description=__doc__)
     parser.add_argument("job_file", type=Path, help="the job's job.json")
-    parser.add_argument("--db", required=True, help="database URL")
+    parser.add_argument("--settings", required=True, type=Path, help="the worker settings file (JSON, 0600)")
     args = parser.parse_args(argv)
+    apply_umask()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s [rank {os.environ.get('RANK', '0')}] %(levelname)s %(name)s: "
                                "%(message)s")
     ctx = setup_distributed()
     try:
-        return run(args.job_file.resolve(), args.db, ctx)
+        return run(args.job_file.resolve(), WorkerSettings.read(args.settings), ctx)
     finally:
         teardown(ctx)
 

@@ -75,12 +75,13 @@ class JobReporter:
         self._db("final metrics", lambda: self.store.complete(self.job_hash, attempt_id, values))
         self.attempt_id = None
 
-    def close(self, state: str, *, exit_code: int | None = None, reason: str | None = None) -> None:
+    def close(self, state: str, *, exit_code: int | None = None, reason: str | None = None,
+              log_tail: str | None = None) -> None:
         self.stop_heartbeat()
         if self.attempt_id is not None:
             attempt_id = self.attempt_id
             self._db(f"attempt {state}", lambda: self.store.finish_attempt(
-                attempt_id, state, exit_code=exit_code, reason=reason, log_tail=reason))
+                attempt_id, state, exit_code=exit_code, reason=reason, log_tail=log_tail or reason))
             self.attempt_id = None
 
 

@@ -29,6 +29,9 @@ from typing import Any
 import submitit
 from submitit.core import submission, utils
 
+from specs.contract import WORKER_SETTINGS_FILE
+from specs.settings import WorkerSettings, apply_umask
+
 log = logging.getLogger("workers.slurm_env")
 MANIFEST = "manifest.json"
 LOG_SUBDIR = "logs"
@@ -68,8 +71,8 @@ def _exited(pid: int) -> bool:
 class SlurmTask(submitit.helpers.Checkpointable):
     """One job of an array, run under submitit: the worker is a child process, requeued on ``SIGUSR2``."""
 
-    def __init__(self, job_hash: str, job_file: str, db_url: str, stop_grace_s: float) -> None:
-        self.job_hash, self.job_file, self.db_url = job_hash, job_file, db_url
+    def __init__(self, job_hash: str, job_file: str, settings_file: str, stop_grace_s: float) -> None:
+        self.job_hash, self.job_file, self.settings_file = job_hash, job_file, settings_file
         self.stop_grace_s = stop_grace_s
         self._proc: subprocess.Popen | None = None
 
@@ -84,19 +87,26 @@ class SlurmTask(submitit.helpers.Checkpointable):
         env = dict(os.environ)
         for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
             env.pop(key, None)
-        job_env = submitit.JobEnvironment()
         env.update(distributed_env())
-        env.update({"DLTH_BACKEND": "slurm", "DLTH_BACKEND_ID": slurm_job_id(), "PYTHONUNBUFFERED": "1",
-                    "DLTH_LOG_PATH": str(job_env.paths.stdout)})
+        env["PYTHONUNBUFFERED"] = "1"
         threads = os.environ.get("SLURM_CPUS_PER_TASK", "1")
         env.setdefault("OMP_NUM_THREADS", threads)
         env.setdefault("MKL_NUM_THREADS", threads)
         return env
 
+    def task_settings(self) -> Path:
+        """This task's :class:`WorkerSettings` (the array's, with its SLURM id and log), written 0600
+        next to the task's log; returns the file."""
+        job_env = submitit.JobEnvironment()
+        settings = WorkerSettings.read(self.settings_file).replace(
+            backend="slurm", backend_id=slurm_job_id(), log_path=str(job_env.paths.stdout))
+        return settings.write(job_env.paths.stdout.with_name(
+            f"{job_env.job_id}_{job_env.global_rank}_{WORKER_SETTINGS_FILE}"))
+
     def __call__(self) -> None:
         if submitit.JobEnvironment().global_rank == 0:
-            close_stale_attempts(self.db_url, self.job_hash, slurm_job_id())
-        cmd = [sys.executable, "-u", "-m", "workers.entry", self.job_file, "--db", self.db_url]
+            close_stale_attempts(WorkerSettings.read(self.settings_file).db_url, self.job_hash, slurm_job_id())
+        cmd = [sys.executable, "-u", "-m", "workers.entry", self.job_file, "--settings", str(self.task_settings())]
         self._proc = subprocess.Popen(cmd, env=self.worker_env())
         while (rc := self._proc.poll()) is None:  # poll, not wait: the SIGUSR2 handler must not find a lock
             time.sleep(0.2)
@@ -117,7 +127,7 @@ class SlurmTask(submitit.helpers.Checkpointable):
                 time.sleep(0.2)
             if not _exited(proc.pid):
                 log.warning("worker %d did not stop within %.0fs: requeueing anyway", proc.pid, self.stop_grace_s)
-        fresh = SlurmTask(self.job_hash, self.job_file, self.db_url, self.stop_grace_s)
+        fresh = SlurmTask(self.job_hash, self.job_file, self.settings_file, self.stop_grace_s)
         return submitit.helpers.DelayedSubmission(fresh)
 
 
@@ -162,7 +172,7 @@ def bootstrap(submission_dir: Path) -> None:
     job_env = submitit.JobEnvironment()
     paths = utils.JobPaths(folder, job_id=job_env.job_id, task_id=job_env.global_rank)
     if not paths.submitted_pickle.exists():  # a requeued task finds the checkpointed one instead
-        delayed = utils.DelayedSubmission(SlurmTask(task["job_hash"], task["job_file"], manifest["db_url"],
+        delayed = utils.DelayedSubmission(SlurmTask(task["job_hash"], task["job_file"], manifest["settings_file"],
                                                     float(manifest["stop_grace_s"])))
         delayed.set_timeout(int(manifest["time_min"]), int(manifest["max_requeues"]))
         _dump_atomic(delayed, paths.submitted_pickle)
@@ -177,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log.addHandler(handler)  # submitit logs through its own handler
     log.setLevel(logging.INFO)
+    apply_umask()
     bootstrap(Path(args[0]).resolve())
 
 

@@ -29,6 +29,7 @@ from workers.distributed import (
     barrier,
     broadcast_buffers,
 )
+from workers.errors import check_loss
 from workers.init_weights import load_init, save_final_weights
 from workers.knn import extract_features, knn_accuracy
 from workers.methods.base import Method
@@ -138,7 +139,9 @@ class Trainer:
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
-                total += float(loss.detach())
+                step_loss = float(loss.detach())
+                check_loss(step_loss, epoch, i)
+                total += step_loss
                 n_batches += 1
                 n_images += int(labels.shape[0])
             if any_rank(ctx, self.stop.is_set()):

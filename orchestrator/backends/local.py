@@ -25,12 +25,16 @@ from typing import IO, Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from db import AttemptState, JobRow, JobState, Store
+from orchestrator import breaker
 from orchestrator.backends.base import Backend, LaunchContext, Plan, PlanJob, PlannedGroup, graph_levels
 from orchestrator.backends.local_slots import Allocation, SlotPool
+from orchestrator.db_wait import ride_out
 from orchestrator.graph import advance
 from orchestrator.preflight import check_local_resources
 from orchestrator.workspace import JOB_FILE, log_tail
+from specs.contract import JobPaths
 from specs.job import JobSpec
+from specs.settings import WorkerSettings, env_settings
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5
@@ -76,12 +80,12 @@ def released_jobs(ctx: LaunchContext) -> list[JobRow]:
     return jobs
 
 
-def worker_command(spec: JobSpec, job_file: Path, db_url: str) -> list[str]:
-    """The torchrun command line of one job."""
+def worker_command(spec: JobSpec, job_file: Path, settings_file: Path) -> list[str]:
+    """The torchrun command line of one job (the database URL is in ``settings_file``, mode 0600)."""
     return [
         sys.executable, "-m", "torch.distributed.run", "--standalone",
         f"--nproc-per-node={spec.resources.nproc_per_node}",
-        "-m", "workers.entry", str(job_file), "--db", db_url,
+        "-m", "workers.entry", str(job_file), "--settings", str(settings_file),
     ]
 
 
@@ -134,6 +138,7 @@ class LocalBackend(Backend):
         queue: deque[JobRow] = deque(jobs)
         running: dict[str, _Running] = {}
         stopping = False
+        paused = breaker.paused(ctx.store, ctx.grid_name) is not None  # the breaker stops new starts
         total = len(ctx.store.jobs(ctx.grid_name))
 
         def on_term(signum: int, _frame: object) -> None:
@@ -145,8 +150,8 @@ class LocalBackend(Backend):
         try:
             with progress:
                 task = progress.add_task(ctx.grid_name, total=total, detail="")
-                while queue or running:
-                    while queue and not stopping:
+                while (queue and not paused) or running:
+                    while queue and not stopping and not paused:
                         job = queue[0]
                         spec = JobSpec.from_json(job.spec_json)
                         alloc = pool.take(spec.resources)
@@ -159,12 +164,14 @@ class LocalBackend(Backend):
                     for h in ended:
                         r = running.pop(h)
                         pool.give_back(r.alloc)
-                        again = self._finished(ctx, r)
+                        again = ride_out(lambda r=r: self._finished(ctx, r), what=f"running {ctx.grid_name}")
                         if again is not None and not stopping:
                             queue.append(again)
+                        paused = paused or ride_out(lambda: breaker.check(ctx.store, ctx.grid_name),
+                                                    what=f"running {ctx.grid_name}") is not None
                     if ended and not stopping:  # children whose parents are now all COMPLETED start at once
-                        queue.extend(released_jobs(ctx))
-                    counts = ctx.store.state_counts(ctx.grid_name)
+                        queue.extend(ride_out(lambda: released_jobs(ctx), what=f"running {ctx.grid_name}"))
+                    counts = ride_out(lambda: ctx.store.state_counts(ctx.grid_name), what=f"running {ctx.grid_name}")
                     progress.update(task, completed=counts.get(JobState.COMPLETED, 0),
                                     detail=f"running {len(running)}  queued {len(queue)}  "
                                            f"failed {counts.get(JobState.FAILED, 0)}")
@@ -184,9 +191,10 @@ class LocalBackend(Backend):
         fh = open(log_path, "ab")  # noqa: SIM115 (closed in _finished)
         threads = max(1, spec.resources.cpus_per_task)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-               "PYTHONUNBUFFERED": "1", "DLTH_BACKEND": self.name,
-               "DLTH_BACKEND_ID": f"{self.host}:{os.getpid()}", "DLTH_LOG_PATH": str(log_path), **alloc.env()}
-        cmd = worker_command(spec, job_dir / JOB_FILE, ctx.db_url)
+               "PYTHONUNBUFFERED": "1", **alloc.env()}
+        settings = WorkerSettings(db_url=ctx.db_url, backend=self.name, backend_id=f"{self.host}:{os.getpid()}",
+                                  log_path=str(log_path), heartbeat_s=env_settings().heartbeat_s)
+        cmd = worker_command(spec, job_dir / JOB_FILE, settings.write(JobPaths.of(job_dir).worker_settings))
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.info("started %s (%s) pid %d%s", job.job_hash, spec.label(), proc.pid,
                  f" on GPUs {','.join(alloc.gpus)}" if alloc.gpus else "")

@@ -21,12 +21,14 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from db import AttemptState, JobRow, JobState, Store
+from orchestrator import breaker
 from orchestrator.backends.base import Backend, LaunchContext, Plan, PlanJob, PlannedGroup
 from orchestrator.backends.slurm_cmd import SlurmError, scancel, slurm_available
 from orchestrator.backends.slurm_graph import plan_graph
 from orchestrator.backends.slurm_profile import SlurmProfile, job_name
 from orchestrator.backends.slurm_reconcile import BACKEND, ReconcileResult, reconcile_grid
 from orchestrator.backends.slurm_submit import grid_dir, submit_jobs
+from orchestrator.db_wait import ride_out
 from orchestrator.graph import advance
 
 log = logging.getLogger(__name__)
@@ -149,6 +151,8 @@ class SlurmBackend(Backend):
         store, grid = ctx.store, ctx.grid_name
         with submit_lock(name):
             self.refresh(store, grid, ctx.failure_budget)  # adopts arrays a crashed orchestrator never recorded
+            if breaker.check(store, grid):
+                return 0  # paused: nothing new is handed to SLURM until `dlth-orch resume`
             todo = runnable(store, grid, ctx.failure_budget, only)
             todo += relink_children(store, grid, {j.job_hash for j in todo})
             if todo:
@@ -166,7 +170,7 @@ class SlurmBackend(Backend):
         store, grid = ctx.store, ctx.grid_name
         name = job_name(store, grid)
         backoff = Backoff(profile.poll_min_s, profile.poll_max_s)
-        total = len(store.jobs(grid))
+        total = len(ride_out(lambda: store.jobs(grid), what=f"following {grid}"))
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), disable=not ctx.progress)
         last: dict[str, int] = {}
@@ -174,12 +178,11 @@ class SlurmBackend(Backend):
             with progress:
                 task = progress.add_task(f"{grid} (SLURM)", total=total, detail="")
                 while True:
-                    res = self.refresh(store, grid)
-                    resubmitted = 0
-                    if runnable(store, grid, ctx.failure_budget):
-                        resubmitted = self._submit(ctx, profile, name, None)
-                    counts = store.state_counts(grid)
+                    res, resubmitted, pause, counts = ride_out(lambda: self._poll(ctx, profile, name),
+                                                               what=f"following {grid}")
                     progress.update(task, completed=counts.get(JobState.COMPLETED, 0), detail=_detail(counts, res))
+                    if pause and not counts.get(JobState.RUNNING, 0):
+                        return  # the rest is held; `launch` prints the pause line
                     if not any(counts.get(s, 0) for s in (*JobState.ACTIVE, JobState.WAITING)) and not resubmitted:
                         return
                     changed = res.changed() or resubmitted > 0 or counts != last
@@ -187,6 +190,17 @@ class SlurmBackend(Backend):
                     time.sleep(backoff.next(changed))
         except KeyboardInterrupt:
             log.warning("stopped following %s: its SLURM jobs keep running (dlth-orch status shows them)", grid)
+
+    def _poll(self, ctx: LaunchContext, profile: SlurmProfile,
+              name: str) -> tuple[ReconcileResult, int, breaker.BreakerState | None, dict[str, int]]:
+        """One look of the follower: refresh, trip the breaker, resubmit what may run again, count."""
+        store, grid = ctx.store, ctx.grid_name
+        res = self.refresh(store, grid, ctx.failure_budget)
+        resubmitted = 0
+        pause = breaker.check(store, grid)
+        if runnable(store, grid, ctx.failure_budget) and not pause:
+            resubmitted = self._submit(ctx, profile, name, None)
+        return res, resubmitted, pause, store.state_counts(grid)
 
     def cancel(self, store: Store, jobs: list[JobRow]) -> int:
         """Mark the jobs CANCELLED (open attempts too), then ``scancel`` their SLURM tasks in one command."""

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from orchestrator.backends.slurm_cmd import scancel
 from orchestrator.backends.slurm_sacct import SlurmRun, SlurmView, query
 from orchestrator.backends.slurm_submit import first_submission, read_manifest, submitted_at
 from orchestrator.workspace import log_tail
+from specs.settings import env_settings
 
 log = logging.getLogger(__name__)
 BACKEND = "slurm"
@@ -118,7 +118,7 @@ class _Manifests:
 
 
 def _stale_after() -> timedelta:
-    return timedelta(seconds=float(os.environ.get("DLTH_STALE_S", "600")))
+    return timedelta(seconds=env_settings().stale_s)
 
 
 def reconcile_grid(store: Store, grid_name: str, job_name: str) -> ReconcileResult:

@@ -6,7 +6,9 @@ Every array gets a *submission directory* ``<workspace>/slurm/<job name>/<token>
 (``WorkDir`` in sacct, ``%Z`` in squeue): if the orchestrator dies between ``sbatch`` and recording the
 ids, the next refresh finds the array by job name and maps its tasks back to jobs through the manifest
 (see :mod:`orchestrator.backends.slurm_reconcile`). Array tasks need nothing from the orchestrator after
-``sbatch``: each reads its job from the manifest (``python -m workers.slurm_env``).
+``sbatch``: each reads its job from the manifest (``python -m workers.slurm_env``). The database URL is
+not in the manifest: it is in the submission directory's ``worker_settings.json`` (mode 0600), whose
+path the manifest names (no password in the manifest, submitit's pickles or the SLURM script).
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from orchestrator.backends.slurm_cmd import COMMANDS, max_array_size
 from orchestrator.backends.slurm_graph import plan_graph
 from orchestrator.backends.slurm_profile import SlurmProfile, executor_parameters, group_key
 from orchestrator.workspace import JOB_FILE
+from specs.contract import WORKER_SETTINGS_FILE
 from specs.job import JobSpec
+from specs.settings import WorkerSettings, env_settings
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"  # same name as workers.slurm_env.MANIFEST (the worker side reads it)
@@ -160,8 +164,10 @@ def submit_jobs(
         token = f"{datetime.now(UTC):{TOKEN_TIME}}-{uuid.uuid4().hex[:8]}"
         sub_dir = root / token
         (sub_dir / "logs").mkdir(parents=True, exist_ok=True)
+        settings = WorkerSettings(db_url=db_url, backend="slurm", heartbeat_s=env_settings().heartbeat_s)
+        settings_file = settings.write(sub_dir / WORKER_SETTINGS_FILE)
         _write_json_atomic(sub_dir / MANIFEST, {
-            "version": 1, "job_name": name, "token": token, "db_url": db_url,
+            "version": 1, "job_name": name, "token": token, "settings_file": str(settings_file),
             "time_min": params["time"], "signal_delay_s": profile.signal_delay_s,
             "stop_grace_s": max(5, profile.signal_delay_s - 20), "max_requeues": profile.max_requeues,
             "tasks": [{"job_hash": j.job_hash, "job_file": str(Path(j.job_dir) / JOB_FILE)} for j in members],
