@@ -62,18 +62,28 @@ def resolve_subsets(grid: Any, meta: DatasetMeta) -> dict[str, Manifest]:
     return {name: resolve(name, table, meta) for name, table in grid.subsets.items()}
 
 
+def method_config(grid: Any, mt: Any, combo: dict[str, Any]) -> tuple[dict[str, Any], TrainConfig]:
+    """(non-default hyperparameters, training config) of one combination of a method table."""
+    hp_cls = hparams_class(mt.method)
+    hp, train_over = split_values(mt, combo)
+    hparams = dataclasses.asdict(from_table(hp_cls, hp))
+    defaults = dataclasses.asdict(hp_cls())
+    hparams = {k: v for k, v in hparams.items() if v != defaults[k]}
+    return hparams, from_table(TrainConfig, {**grid.train, **train_over})
+
+
 def expand(grid: Any, meta: DatasetMeta, manifests: dict[str, Manifest] | None = None) -> list[ExpandedJob]:
-    """All jobs of ``grid``: subsets x method configurations x seeds, as typed and hashed specs."""
+    """All jobs of ``grid``: subsets x method configurations x seeds, as typed and hashed specs, then the
+    chains of its ``[lottery.*]`` tables (``orchestrator/lottery_expand.py``)."""
+    from orchestrator.lottery_expand import expand_lottery
+
     manifests = manifests or resolve_subsets(grid, meta)
     jobs: list[ExpandedJob] = []
     for mt in grid.methods.values():
-        hp_cls = hparams_class(mt.method)
+        if mt.name in grid.lottery.template_only:
+            continue
         for combo in method_combinations(mt):
-            hp, train_over = split_values(mt, combo)
-            hparams = dataclasses.asdict(from_table(hp_cls, hp))
-            defaults = dataclasses.asdict(hp_cls())
-            hparams = {k: v for k, v in hparams.items() if v != defaults[k]}
-            train = from_table(TrainConfig, {**grid.train, **train_over})
+            hparams, train = method_config(grid, mt, combo)
             label = config_label(mt.name, combo)
             for sname, manifest in manifests.items():
                 for seed in mt.seeds:
@@ -84,4 +94,4 @@ def expand(grid: Any, meta: DatasetMeta, manifests: dict[str, Manifest] | None =
                         seed=seed, resources=mt.resources,
                     )
                     jobs.append(ExpandedJob(spec, sname, label))
-    return jobs
+    return jobs + expand_lottery(grid, meta, manifests)
