@@ -57,7 +57,8 @@ def _check_rewind(grid: Any, manifests: dict[str, Manifest], st: LotterySetting)
                         f"of [methods.{st.generate}] on {st.subset}; got {st.rewind})", str(grid.path))
 
 
-def _setting_jobs(grid: Any, meta: DatasetMeta, manifests: dict[str, Manifest], st: LotterySetting) -> list[ExpandedJob]:
+def _setting_jobs(grid: Any, meta: DatasetMeta, manifests: dict[str, Manifest],
+                  st: LotterySetting) -> list[ExpandedJob]:
     _check_rewind(grid, manifests, st)
     patterns = {"prunable": list(st.prunable), "not_prunable": list(st.not_prunable)}
     jobs: list[ExpandedJob] = []

@@ -74,9 +74,9 @@ def parse_lottery(raw: dict[str, Any], *, subsets: dict[str, Any], methods: dict
     """Validate the grid's ``[lottery.*]`` tables and ``plain_jobs`` flags; :class:`SpecError` on any problem."""
     template_only = set()
     for mname, table in (raw.get("methods") or {}).items():
-        if isinstance(table, dict) and PLAIN_JOBS_KEY in table:
-            if not coerce(table[PLAIN_JOBS_KEY], bool, f"methods.{mname}.{PLAIN_JOBS_KEY}"):
-                template_only.add(mname)
+        if isinstance(table, dict) and PLAIN_JOBS_KEY in table and not coerce(
+                table[PLAIN_JOBS_KEY], bool, f"methods.{mname}.{PLAIN_JOBS_KEY}"):
+            template_only.add(mname)
     tables = raw.get("lottery", {})
     if not isinstance(tables, dict):
         raise SpecError("lottery", "tables [lottery.NAME]")
