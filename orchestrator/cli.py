@@ -196,6 +196,7 @@ def report(grid: str | None, metric: str | None, reference: str | None, as_json:
            db_url: str) -> None:
     """The rank-consistency report: does each subset rank configurations like the reference (full)?"""
     from orchestrator.report import build_report, print_report, report_json, write_report_files
+    from orchestrator.report.lottery import lottery_report_for, print_lottery
     from orchestrator.results import grid_results, report_settings
     from orchestrator.status import refresh
 
@@ -211,13 +212,16 @@ def report(grid: str | None, metric: str | None, reference: str | None, as_json:
         rep = build_report(name, grid_results(store, name), **settings)
     except ValueError as exc:
         fail(str(exc))
+    lottery = lottery_report_for(store, name, settings["metric"], settings["higher_is_better"])
     out_dir = out_dir or workspace_dir() / "reports" / name
-    files = write_report_files(rep, out_dir)
+    files = write_report_files(rep, out_dir, lottery)
     if as_json:
-        click.echo(report_json(rep))
+        click.echo(report_json(rep, lottery))
         return
     console = Console()
     print_report(rep, console)
+    if lottery is not None:
+        print_lottery(lottery, console)
     console.print("written: " + ", ".join(str(f) for f in files))
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from db import Store
 from orchestrator.report.ranking import JobResult
+from specs.lottery import parse_label
 
 
 def grid_results(store: Store, grid_name: str) -> list[JobResult]:
@@ -16,6 +17,7 @@ def grid_results(store: Store, grid_name: str) -> list[JobResult]:
         JobResult(subset=j.subset_name, config=j.config_name, config_key=j.config_key, seed=j.seed,
                   state=j.state, metrics=metrics.get(j.job_hash, {}))
         for j in store.jobs(grid_name)
+        if parse_label(j.config_name) is None  # lottery jobs have a section of their own
     ]
 
 

@@ -1,0 +1,162 @@
+"""A real lottery chain on the digits: levels 0-2 and their ticket evaluations (with both baselines), each
+run in-process through the worker (``workers.entry.run``) in dependency order, so that it does not need the
+job graph's scheduler; then what the job directories hold, and the lottery report built from them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from db import JobState, Store
+from orchestrator.grid import load_grid
+from orchestrator.launch import record_grid
+from specs.contract import JobPaths
+from specs.job import JobSpec
+from specs.lottery import parse_label
+from subsets import DatasetMeta
+from workers.distributed import DistContext
+
+GRID = """
+name = "chain"
+seeds = [0]
+[dataset]
+root = "{root}"
+[train]
+backbone = "test_resnet"
+epochs = 2
+batch_size = 32
+lr = 0.05
+image_size = 32
+[eval]
+knn_k = 5
+[resources]
+loader_workers = 1
+[report]
+metric = "val_top1"
+[subsets.full]
+strategy = "full"
+[subsets.imgs_10pct]
+strategy = "full"
+fraction = 0.1
+[subsets.even5]
+strategy = "uniform"
+k = 5
+fraction = 0.2
+[methods.supervised]
+plain_jobs = false
+[methods.retrain]
+method = "supervised"
+epochs = 1
+plain_jobs = false
+[lottery.sup10]
+generate = "supervised"
+subset = "imgs_10pct"
+levels = 2
+prune_fraction = 0.2
+rewind = "2it"
+evaluate = {{ method = "retrain", subset = "even5" }}
+baselines = ["random_reinit", "random_prune"]
+"""
+CPU = DistContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory, digits: Path) -> Iterator[tuple[Store, str, Path]]:
+    from workers.entry import run
+
+    home = tmp_path_factory.mktemp("chain_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DLTH_HOME", str(home))
+        grid_file = home / "grid.toml"
+        grid_file.write_text(GRID.format(root=digits))
+        grid = load_grid(grid_file)
+        db = f"sqlite:///{home / 'db.sqlite'}"
+        store = Store(db)
+        record_grid(store, grid, DatasetMeta.load(digits))
+        jobs = store.jobs("chain")
+        # dependency order: levels by level, then every evaluation (their parents are all levels)
+        order = sorted(jobs, key=lambda j: (parse_label(j.config_name)[2] is not None, parse_label(j.config_name)[1]))
+        for j in order:
+            assert run(Path(j.job_dir) / "job.json", db, CPU) == 0, j.config_name
+        yield store, db, home
+
+
+def _by_label(store: Store) -> dict[str, object]:
+    return {j.config_name: j for j in store.jobs("chain")}
+
+
+def test_every_job_of_the_chain_completes_with_the_contract_files(chain: tuple[Store, str, Path]) -> None:
+    store, _, _ = chain
+    jobs = _by_label(store)
+    assert len(jobs) == 3 + 1 + 3 + 3  # levels 0-2, ticket evals 0-2, two baselines at levels 1-2
+    assert {j.state for j in jobs.values()} == {JobState.COMPLETED}
+    l0 = JobPaths.of(jobs["lottery:sup10/L0"].job_dir)
+    assert l0.rewind.is_file() and l0.final_weights.is_file() and not l0.mask.is_file()
+    assert torch.load(l0.rewind, weights_only=False)["step"] == "2it"
+    for level in (1, 2):
+        paths = JobPaths.of(jobs[f"lottery:sup10/L{level}"].job_dir)
+        assert paths.mask.is_file() and paths.final_weights.is_file()
+        report = json.loads(paths.sparsity.read_text())
+        assert report["unpruned"] == round(report["total"] * 0.8 ** level)  # 0.8^L, to one weight
+        assert set(report["layers"]) and all(n.startswith("backbone.") for n in report["layers"])
+
+
+def test_pruned_weights_are_exactly_zero_after_training_and_non_prunable_are_trained(
+        chain: tuple[Store, str, Path]) -> None:
+    store, _, _ = chain
+    jobs = _by_label(store)
+    for label in ("lottery:sup10/L2", "lottery:sup10/L2/lottery", "lottery:sup10/L2/random_prune"):
+        paths = JobPaths.of(jobs[label].job_dir)
+        mask = torch.load(paths.mask, weights_only=True)
+        model = torch.load(paths.final_weights, weights_only=False)["model"]
+        for name, m in mask.items():
+            assert (model[name][~m] == 0).all(), (label, name)
+            assert (model[name][m] != 0).float().mean() > 0.99
+        assert "head.weight" not in mask and "backbone.bn1.weight" not in mask
+
+
+def test_level_rewinds_exactly_to_the_saved_point_under_its_mask(chain: tuple[Store, str, Path]) -> None:
+    from workers.lottery_job import setup_ticket
+    from workers.train import build_method, load_manifest
+
+    store, _, _ = chain
+    jobs = _by_label(store)
+    l1 = jobs["lottery:sup10/L1"]
+    spec = JobSpec.from_json(l1.spec_json)
+    _, manifest = load_manifest(spec)
+    method = build_method(spec, manifest.num_classes)
+    ticket = setup_ticket(spec, Path(l1.job_dir), method, CPU)
+    rewind = torch.load(JobPaths.of(jobs["lottery:sup10/L0"].job_dir).rewind, weights_only=False)["model"]
+    state = method.state_dict()
+    for name, value in rewind.items():
+        if name in ticket.mask:
+            m = ticket.mask[name]
+            assert torch.equal(state[name][m], value[m]) and (state[name][~m] == 0).all()
+        else:
+            assert torch.equal(state[name], value), name
+    trained0 = torch.load(JobPaths.of(jobs["lottery:sup10/L0"].job_dir).final_weights, weights_only=False)["model"]
+    assert not torch.equal(trained0["backbone.conv1.weight"], rewind["backbone.conv1.weight"])
+
+
+def test_evaluations_keep_the_mask_and_baselines_differ_as_they_should(chain: tuple[Store, str, Path]) -> None:
+    store, _, _ = chain
+    jobs = _by_label(store)
+    for level in (1, 2):
+        level_mask = torch.load(JobPaths.of(jobs[f"lottery:sup10/L{level}"].job_dir).mask, weights_only=True)
+        masks = {t: torch.load(JobPaths.of(jobs[f"lottery:sup10/L{level}/{t}"].job_dir).mask, weights_only=True)
+                 for t in ("lottery", "random_reinit", "random_prune")}
+        for name, m in level_mask.items():
+            assert torch.equal(masks["lottery"][name], m) and torch.equal(masks["random_reinit"][name], m)
+            assert int(masks["random_prune"][name].sum()) == int(m.sum())  # each layer's density kept
+        assert any(not torch.equal(masks["random_prune"][n], level_mask[n]) for n in level_mask)
+    finals = store.final_metrics("chain")
+    for label, j in jobs.items():
+        m = finals[j.job_hash]
+        _, level, ticket = parse_label(label)
+        assert m["weights_remaining"] == pytest.approx(round(0.8 ** level, 3), abs=2e-3)
+        if ticket is not None:
+            assert m["num_classes"] == 5.0 and 0.0 <= m["val_top1"] <= 1.0  # a new 5-class head
