@@ -94,4 +94,4 @@ def expand(grid: Any, meta: DatasetMeta, manifests: dict[str, Manifest] | None =
                         seed=seed, resources=mt.resources,
                     )
                     jobs.append(ExpandedJob(spec, sname, label))
-    return jobs + expand_lottery(grid, meta, manifests)
+    return jobs + expand_lottery(grid, meta, manifests, known={j.spec.job_hash for j in jobs})

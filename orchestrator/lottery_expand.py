@@ -27,11 +27,17 @@ def steps_per_epoch(train: TrainConfig, resources: Any, n_train: int) -> int:
     return available // per_rank
 
 
-def expand_lottery(grid: Any, meta: DatasetMeta, manifests: dict[str, Manifest]) -> list[ExpandedJob]:
-    """Every job of the grid's lottery settings, parents before children."""
+def expand_lottery(grid: Any, meta: DatasetMeta, manifests: dict[str, Manifest],
+                   known: set[str] | None = None) -> list[ExpandedJob]:
+    """Every job of the grid's lottery settings, parents before children, less those in ``known`` (e.g. a
+    pre-trained start that is also an ordinary job of the grid)."""
+    seen = set(known or ())
     jobs: list[ExpandedJob] = []
     for st in grid.lottery.settings.values():
-        jobs += _setting_jobs(grid, meta, manifests, st)
+        for job in _setting_jobs(grid, meta, manifests, st):
+            if job.spec.job_hash not in seen:
+                seen.add(job.spec.job_hash)
+                jobs.append(job)
     return jobs
 
 

@@ -69,6 +69,9 @@ def chain(tmp_path_factory: pytest.TempPathFactory, digits: Path) -> Iterator[tu
     from workers.entry import run
 
     home = tmp_path_factory.mktemp("chain_home")
+    threads = torch.get_num_threads()
+    # one intra-op thread: on a loaded 2-core machine two spinning OpenMP threads make a step ~40x slower
+    torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DLTH_HOME", str(home))
         grid_file = home / "grid.toml"
@@ -78,11 +81,15 @@ def chain(tmp_path_factory: pytest.TempPathFactory, digits: Path) -> Iterator[tu
         store = Store(db)
         record_grid(store, grid, DatasetMeta.load(digits))
         jobs = store.jobs("chain")
-        # dependency order: levels by level, then every evaluation (their parents are all levels)
+        # dependency order: levels by level, then the evaluations of levels 0 and 2 (level 1's stay PENDING:
+        # the report must count them as unfinished; skipping them keeps the test short on 2 cores)
         order = sorted(jobs, key=lambda j: (parse_label(j.config_name)[2] is not None, parse_label(j.config_name)[1]))
         for j in order:
+            if parse_label(j.config_name)[2] is not None and parse_label(j.config_name)[1] == 1:
+                continue
             assert run(Path(j.job_dir) / "job.json", db, CPU) == 0, j.config_name
         yield store, db, home
+    torch.set_num_threads(threads)
 
 
 def _by_label(store: Store) -> dict[str, object]:
@@ -93,7 +100,8 @@ def test_every_job_of_the_chain_completes_with_the_contract_files(chain: tuple[S
     store, _, _ = chain
     jobs = _by_label(store)
     assert len(jobs) == 3 + 1 + 3 + 3  # levels 0-2, ticket evals 0-2, two baselines at levels 1-2
-    assert {j.state for j in jobs.values()} == {JobState.COMPLETED}
+    for label, j in jobs.items():
+        assert j.state == (JobState.PENDING if label.startswith("lottery:sup10/L1/") else JobState.COMPLETED)
     l0 = JobPaths.of(jobs["lottery:sup10/L0"].job_dir)
     assert l0.rewind.is_file() and l0.final_weights.is_file() and not l0.mask.is_file()
     assert torch.load(l0.rewind, weights_only=False)["step"] == "2it"
@@ -145,7 +153,7 @@ def test_level_rewinds_exactly_to_the_saved_point_under_its_mask(chain: tuple[St
 def test_evaluations_keep_the_mask_and_baselines_differ_as_they_should(chain: tuple[Store, str, Path]) -> None:
     store, _, _ = chain
     jobs = _by_label(store)
-    for level in (1, 2):
+    for level in (2,):
         level_mask = torch.load(JobPaths.of(jobs[f"lottery:sup10/L{level}"].job_dir).mask, weights_only=True)
         masks = {t: torch.load(JobPaths.of(jobs[f"lottery:sup10/L{level}/{t}"].job_dir).mask, weights_only=True)
                  for t in ("lottery", "random_reinit", "random_prune")}
@@ -155,8 +163,46 @@ def test_evaluations_keep_the_mask_and_baselines_differ_as_they_should(chain: tu
         assert any(not torch.equal(masks["random_prune"][n], level_mask[n]) for n in level_mask)
     finals = store.final_metrics("chain")
     for label, j in jobs.items():
+        if j.state != JobState.COMPLETED:
+            continue
         m = finals[j.job_hash]
         _, level, ticket = parse_label(label)
         assert m["weights_remaining"] == pytest.approx(round(0.8 ** level, 3), abs=2e-3)
         if ticket is not None:
             assert m["num_classes"] == 5.0 and 0.0 <= m["val_top1"] <= 1.0  # a new 5-class head
+
+
+def test_lottery_report_numbers_are_the_trained_jobs_metrics(chain: tuple[Store, str, Path], tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from orchestrator.cli import cli
+    from orchestrator.report.lottery import lottery_report_for
+
+    store, db, _ = chain
+    jobs = _by_label(store)
+    finals = store.final_metrics("chain")
+    rep = lottery_report_for(store, "chain", "val_top1")
+    (setting,) = rep.settings
+    assert setting.setting == "sup10" and setting.metric == "val_top1"
+    assert setting.generation == "supervised on imgs_10pct" and setting.evaluation == "supervised on even5"
+    assert (setting.levels_done, setting.levels_total) == (3, 3)
+    points = {(p.level, p.ticket): p for p in setting.points}
+    assert set(points) == {(0, "lottery"), (1, "lottery"), (1, "random_reinit"), (1, "random_prune"),
+                           (2, "lottery"), (2, "random_reinit"), (2, "random_prune")}
+    for (level, ticket), p in points.items():
+        j = jobs[f"lottery:sup10/L{level}/{ticket}"]
+        if level == 1:
+            assert p.values == () and p.mean is None and p.n_expected == 1
+            continue
+        assert p.values == (finals[j.job_hash]["val_top1"],) and p.mean == finals[j.job_hash]["val_top1"]
+        assert p.weights_remaining == finals[j.job_hash]["weights_remaining"]
+    cost = sum(finals[jobs[f"lottery:sup10/L{level}"].job_hash]["train_time_s"] for level in range(3))
+    assert setting.generation_cost_s == pytest.approx(cost)
+    out = tmp_path / "report"
+    result = CliRunner().invoke(cli, ["report", "chain", "--json", "--db", db, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["lottery"]["settings"][0]["points"][0]["values"] == [points[(0, "lottery")].mean]
+    assert data["subsets"] == []  # lottery jobs are not ranked as configurations
+    assert "## Lottery tickets" in (out / "report.md").read_text() and (out / "lottery.png").is_file()
+    assert "<h2>Lottery tickets</h2>" in (out / "report.html").read_text()

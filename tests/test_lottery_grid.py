@@ -175,3 +175,34 @@ def test_iteration_rewind_past_the_end_fails_at_launch_with_exit_2_and_nothing_r
     assert not db.exists() or Store(f"sqlite:///{db}").get_grid("lt") is None  # nothing recorded
     ok = text.replace('rewind = "8it"', 'rewind = "7it"')
     assert len(lottery_jobs(tmp_path, meta_dir, ok)) > 0
+
+
+NEEDS_SSL_METHODS = pytest.mark.skipif(
+    not {"rotnet", "exemplar", "semi_rotnet"} <= set(__import__("specs.methods").methods.METHOD_HPARAMS),
+    reason="the examples generate tickets with rotnet/exemplar/semi_rotnet (the methods branch); runs once merged")
+
+
+@NEEDS_SSL_METHODS
+def test_lottery_digits_example_is_the_study_it_describes(tmp_path: Path) -> None:
+    from tests.conftest import REPO, write_meta_dir
+
+    meta = write_meta_dir(tmp_path / "digits", num_classes=10, train_per_class=140, val_per_class=30)
+    text = (REPO / "examples" / "lottery_digits.toml").read_text()
+    grid = load_grid(write(tmp_path, text.replace('root = "../data/digits"', f'root = "{meta.root}"')))
+    jobs = expand(grid, meta)
+    assert len(jobs) == 78 and all(j.spec.lottery is not None for j in jobs)
+    assert {j.spec.method for j in jobs} == {"supervised", "rotnet"}
+
+
+@NEEDS_SSL_METHODS
+def test_lottery_imagenet_example_is_the_study_it_describes(tmp_path: Path) -> None:
+    from tests.conftest import REPO
+    from tests.test_examples import imagenet_meta_dir
+
+    meta = imagenet_meta_dir(tmp_path / "imagenet-ffcv", train_per_class=10, val_per_class=1)
+    text = (REPO / "examples" / "lottery_imagenet.toml").read_text()
+    grid = load_grid(write(tmp_path, text.replace('root = "/datasets/imagenet-ffcv"', f'root = "{meta.root}"')))
+    jobs = expand(grid, meta)
+    assert len(jobs) == 624  # 5 settings x 2 seeds x 62 + SimCLR on both subsets x 2 seeds
+    level0 = [j for j in jobs if j.config_name == "lottery:simclr_pretrained/L0"]
+    assert all(j.spec.lottery["rewind"] == "start" and len(j.spec.depends_on) == 1 for j in level0)
