@@ -5,13 +5,18 @@ job graph's scheduler; then what the job directories hold, and the lottery repor
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-from db import JobState, Store
+from db import AttemptState, JobState, Store
 from orchestrator.grid import load_grid
 from orchestrator.launch import record_grid
 from specs.contract import JobPaths
@@ -87,9 +92,33 @@ def chain(tmp_path_factory: pytest.TempPathFactory, digits: Path) -> Iterator[tu
         for j in order:
             if parse_label(j.config_name)[2] is not None and parse_label(j.config_name)[1] == 1:
                 continue
+            if j.config_name == "lottery:sup10/L2":  # killed after its first epoch, then resumed
+                assert _run_killed_after_first_epoch(run, Path(j.job_dir), db) == 143
             assert run(Path(j.job_dir) / "job.json", db, CPU) == 0, j.config_name
         yield store, db, home
     torch.set_num_threads(threads)
+
+
+def _run_killed_after_first_epoch(run: Callable[..., int], job_dir: Path, db: str) -> int:
+    """Run the job and SIGTERM this process once its first epoch checkpoint exists; keep that attempt's mask."""
+    paths = JobPaths.of(job_dir)
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            if paths.checkpoint.is_file():
+                shutil.copy(paths.mask, job_dir / "mask.first_attempt")
+                os.kill(os.getpid(), signal.SIGTERM)  # the worker's stop handler: stop after this batch
+                return
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        return run(job_dir / "job.json", db, CPU)
+    finally:
+        done.set()
+        watcher.join()
 
 
 def _by_label(store: Store) -> dict[str, object]:
@@ -207,3 +236,16 @@ def test_lottery_report_numbers_are_the_trained_jobs_metrics(chain: tuple[Store,
     assert data["subsets"] == []  # lottery jobs are not ranked as configurations
     assert "## Lottery tickets" in (out / "report.md").read_text() and (out / "lottery.png").is_file()
     assert "<h2>Lottery tickets</h2>" in (out / "report.html").read_text()
+
+
+def test_a_level_killed_mid_way_resumes_from_its_epoch_checkpoint_with_its_mask(
+        chain: tuple[Store, str, Path]) -> None:
+    store, _, _ = chain
+    level2 = _by_label(store)["lottery:sup10/L2"]
+    assert [a.state for a in store.attempts(level2.job_hash)] == [AttemptState.PREEMPTED, AttemptState.COMPLETED]
+    paths = JobPaths.of(level2.job_dir)
+    first = torch.load(Path(level2.job_dir) / "mask.first_attempt", weights_only=True)
+    final = torch.load(paths.mask, weights_only=True)
+    assert first.keys() == final.keys() and all(torch.equal(first[n], final[n]) for n in first)
+    epochs = [json.loads(line)["epoch"] for line in paths.epoch_metrics.read_text().splitlines()]
+    assert epochs == [0, 1]  # the resumed attempt trained only the second epoch
