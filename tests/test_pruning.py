@@ -26,6 +26,15 @@ from workers.pruning.mask import (
 from workers.pruning.registry import get_strategy
 
 
+@pytest.fixture(autouse=True)
+def _one_thread() -> object:
+    """One intra-op thread: on a loaded 2-core machine two spinning OpenMP threads are ~40x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class Net(nn.Module):
     """Conv + BN + a linear hidden layer + a classifier head (the head and BN are never prunable)."""
 
@@ -169,6 +178,7 @@ def test_rewind_steps_parse_like_open_lth() -> None:
 
 def _rank(rank: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
         torch.manual_seed(100 + rank)  # every rank's weights differ: only rank 0's may decide
@@ -190,7 +200,7 @@ def test_masks_are_equal_across_two_gloo_ranks(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_rank, args=(port, str(tmp_path)), nprocs=2, join=True)
+    mp.start_processes(_rank, args=(port, str(tmp_path)), nprocs=2, join=True, start_method="fork")
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert r0["mask"].keys() == r1["mask"].keys()
     assert all(torch.equal(r0["mask"][n], r1["mask"][n]) for n in r0["mask"])
