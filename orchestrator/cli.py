@@ -196,6 +196,7 @@ def report(grids: tuple[str, ...], metric: str | None, reference: str | None, ex
            plan: str | None, criterion: str | None, as_json: bool, out_dir: Path | None, db_url: str) -> None:
     """The report of GRIDS (default: the only grid): which subset ranks configurations like the reference."""
     from orchestrator.report import print_report, report_json, write_report_files
+    from orchestrator.report.lottery import lottery_report_for, print_lottery
     from orchestrator.results import ReportRequest, assemble_report
     from orchestrator.status import refresh
 
@@ -212,13 +213,18 @@ def report(grids: tuple[str, ...], metric: str | None, reference: str | None, ex
         rep = assemble_report(store, req)
     except ValueError as exc:
         fail(str(exc))
+    lottery = None  # the lottery section: one grid's [lottery.*] chains
+    if store is not None and len(names) == 1:
+        lottery = lottery_report_for(store, names[0], rep.metric, rep.higher_is_better)
     out_dir = out_dir or workspace_dir() / "reports" / rep.grid
-    files = write_report_files(rep, out_dir)
+    files = write_report_files(rep, out_dir, lottery)
     if as_json:
-        click.echo(report_json(rep))
+        click.echo(report_json(rep, lottery))
         return
     console = Console()
     print_report(rep, console)
+    if lottery is not None:
+        print_lottery(lottery, console)
     console.print("written: " + ", ".join(str(f) for f in files))
 
 

@@ -62,31 +62,40 @@ def resolve_subsets(grid: Any, meta: DatasetMeta) -> dict[str, Manifest]:
     return {name: resolve(name, table, meta) for name, table in grid.subsets.items()}
 
 
+def method_config(grid: Any, mt: Any, combo: dict[str, Any]) -> tuple[dict[str, Any], TrainConfig]:
+    """(non-default hyperparameters, training config) of one combination of a method table."""
+    hp_cls = hparams_class(mt.method)
+    hp, train_over = split_values(mt, combo)
+    hparams = dataclasses.asdict(from_table(hp_cls, hp))
+    defaults = dataclasses.asdict(hp_cls())
+    hparams = {k: v for k, v in hparams.items() if v != defaults[k]}
+    return hparams, from_table(TrainConfig, {**grid.train, **train_over})
+
+
 def expand(grid: Any, meta: DatasetMeta, manifests: dict[str, Manifest] | None = None) -> list[ExpandedJob]:
     """All jobs of ``grid``: subsets x method configurations x seeds, as typed and hashed specs.
 
     A table with ``init.from`` is expanded once per configuration of its parent table (parents first:
     a child's identity holds its parent's hash); its label names the parent, e.g. ``ft[lr=0.1]@simclr``.
+    The chains of the grid's ``[lottery.*]`` tables follow (``orchestrator/lottery_expand.py``).
     """
     from orchestrator.grid_init import check_graph
+    from orchestrator.lottery_expand import expand_lottery
 
     manifests = manifests or resolve_subsets(grid, meta)
     by_table: dict[str, list[ExpandedJob]] = {}
     for name in check_graph(grid.methods, grid.train):
         mt = grid.methods[name]
+        jobs = by_table[name] = []
+        if mt.name in grid.lottery.template_only:  # a table that only serves [lottery.*] tables
+            continue
         init = mt.init
         parents: dict[tuple[str, str, int], JobSpec] = {}
         if init is not None and init.parent is not None:
             parents = {(p.config_name, p.subset_name, p.spec.seed): p.spec for p in by_table[init.parent]}
         parent_labels = list(dict.fromkeys(label for label, _, _ in parents)) or [None]
-        hp_cls = hparams_class(mt.method)
-        jobs = by_table[name] = []
         for combo in method_combinations(mt):
-            hp, train_over = split_values(mt, combo)
-            hparams = dataclasses.asdict(from_table(hp_cls, hp))
-            defaults = dataclasses.asdict(hp_cls())
-            hparams = {k: v for k, v in hparams.items() if v != defaults[k]}
-            train = from_table(TrainConfig, {**grid.train, **train_over})
+            hparams, train = method_config(grid, mt, combo)
             for parent_label in parent_labels:
                 label = config_label(mt.name, combo) + (f"@{parent_label}" if parent_label else "")
                 for sname, manifest in manifests.items():
@@ -105,4 +114,5 @@ def expand(grid: Any, meta: DatasetMeta, manifests: dict[str, Manifest] | None =
                             seed=seed, resources=mt.resources, depends_on=depends_on, init=spec_init,
                         )
                         jobs.append(ExpandedJob(spec, sname, label))
-    return [ej for name in grid.methods for ej in by_table[name]]
+    plain = [ej for name in grid.methods for ej in by_table[name]]
+    return plain + expand_lottery(grid, meta, manifests, known={j.spec.job_hash for j in plain})

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.grid_init import InitTable, check_graph, parse_init
+from orchestrator.lottery_grid import LotteryGrid, parse_lottery
 from specs.base import SpecError, coerce, from_table, stable_hash
 from specs.job import EvalConfig, Resources, TrainConfig
 from specs.methods import hparams_class
@@ -38,8 +39,8 @@ from subsets import SubsetError, validate_table
 from subsets.base import get_strategy
 
 TOP_KEYS = {"name", "seeds", "failure_budget", "dataset", "train", "eval", "resources", "report", "cluster",
-            "subsets", "methods", "breaker"}
-METHOD_META_KEYS = {"method", "seeds", "zip", "resources", "init"}
+            "subsets", "methods", "breaker", "lottery"}
+METHOD_META_KEYS = {"method", "seeds", "zip", "resources", "init", "plain_jobs"}
 BUILTIN_DATASETS = ("digits",)
 
 
@@ -87,6 +88,7 @@ class GridSpec:
     subsets: dict[str, dict[str, Any]]
     methods: dict[str, MethodTable]
     raw: dict[str, Any] = field(repr=False)
+    lottery: LotteryGrid = field(default_factory=LotteryGrid)  # [lottery.NAME] tables (orchestrator/lottery_grid)
 
     @property
     def spec_hash(self) -> str:
@@ -168,10 +170,12 @@ def _parse(path: Path, raw: dict[str, Any]) -> GridSpec:
         for mname, table in methods_raw.items()
     }
     check_graph(methods, train)
+    lottery = parse_lottery(raw, subsets=subsets, methods=methods, train=train, seeds=seeds, metric=report.metric,
+                            base=base)
     return GridSpec(
         path=path, name=name, dataset_root=str(root), dataset_prepare=prepare, seeds=seeds, failure_budget=budget,
         train=dict(train), eval=eval_cfg, resources=resources, report=report, cluster=dict(cluster),
-        subsets=subsets, methods=methods, raw=raw,
+        subsets=subsets, methods=methods, raw=raw, lottery=lottery,
     )
 
 

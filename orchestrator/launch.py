@@ -70,6 +70,7 @@ def prepare_data(v: Validated) -> DatasetMeta:
     from orchestrator.preflight_data import check_data
 
     meta = ensure_dataset(v.grid)
+    expand(v.grid, meta)  # what only the dataset can tell (e.g. a rewind point past the end) fails first
     check_data(meta, v.backend.name)
     return meta
 

@@ -16,6 +16,7 @@ from orchestrator.report.cost import attempts_hours, devices_held, parse_plan
 from orchestrator.report.decision import Criterion
 from orchestrator.report.external import PREFIX, external_results, metrics_of, read_external
 from orchestrator.report.ranking import JobResult, Report, build_report
+from specs.lottery import parse_label
 
 
 def grid_results(store: Store, grid_name: str, now: datetime | None = None) -> list[JobResult]:
@@ -27,6 +28,8 @@ def grid_results(store: Store, grid_name: str, now: datetime | None = None) -> l
     now = now or utcnow()
     out = []
     for j in store.jobs(grid_name):
+        if parse_label(j.config_name) is not None:  # lottery jobs have a section of their own
+            continue
         devices, unit = devices_held(_resources(j.spec_json))
         hours = attempts_hours(spans[j.job_hash], devices, now) if j.job_hash in spans else None
         out.append(JobResult(subset=j.subset_name, config=j.config_name, config_key=j.config_key, seed=j.seed,

@@ -17,11 +17,15 @@ CHECKPOINT_FILE = "checkpoint.pt"
 
 def save_checkpoint(job_dir: Path, state: dict[str, Any]) -> Path:
     """Write ``state`` (+ RNG states) to ``job_dir/checkpoint.pt`` atomically."""
-    path = job_dir / CHECKPOINT_FILE
-    tmp = job_dir / f".{CHECKPOINT_FILE}.{os.getpid()}.tmp"
     state = {**state, "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
                               "python": random.getstate()}}
-    torch.save(state, tmp)
+    return save_torch_atomic(state, job_dir / CHECKPOINT_FILE)
+
+
+def save_torch_atomic(obj: Any, path: Path) -> Path:
+    """``torch.save(obj, path)`` through a temporary file and a rename (never a torn file)."""
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    torch.save(obj, tmp)
     os.replace(tmp, path)
     return path
 

@@ -32,6 +32,7 @@ from workers.distributed import (
 from workers.errors import check_loss
 from workers.init_weights import load_init, save_final_weights
 from workers.knn import extract_features, knn_accuracy
+from workers.lottery_job import setup_ticket
 from workers.methods.base import Method
 from workers.methods.registry import method_class
 from workers.reporting import JobReporter
@@ -101,6 +102,7 @@ class Trainer:
         method = build_method(spec, manifest.num_classes).to(ctx.device)
         if ctx.device.type == "cuda":
             method = method.to(memory_format=torch.channels_last)
+        ticket = setup_ticket(spec, self.job_dir, method, ctx)  # lottery jobs: weights + mask; else None
         model = DistributedDataParallel(method) if ctx.distributed else method
         opt = build_optimizer(method.parameters(), cfg)
         scaler = torch.amp.GradScaler(enabled=cfg.precision == "fp16" and ctx.device.type == "cuda")
@@ -133,12 +135,16 @@ class Trainer:
                     return None
                 lr = lr_at(cfg, epoch * steps + i, steps)
                 set_lr(opt, lr)
+                if ticket is not None:
+                    ticket.before_step(epoch * steps + i, steps)
                 with autocast_for(spec, ctx.device):
                     loss = model(views, labels)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
+                if ticket is not None:
+                    ticket.after_step()
                 step_loss = float(loss.detach())
                 check_loss(step_loss, epoch, i)
                 total += step_loss
@@ -167,6 +173,8 @@ class Trainer:
         if ctx.is_main:  # before the final metrics: a child may start as soon as this job is COMPLETED
             save_final_weights(self.job_dir, spec.job_hash, method.backbone, method)
         final = self.evaluate(method, meta, manifest)
+        if ticket is not None:
+            final.update(ticket.finish())
         final.update({"train_time_s": train_time, "epochs": float(cfg.epochs),
                       "num_classes": float(manifest.num_classes),
                       "num_train_samples": float(len(manifest.indices["train"]))})

@@ -20,6 +20,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from orchestrator.report.lottery import PLOT_FILE as LOTTERY_PLOT
+from orchestrator.report.lottery import LotteryReport, lottery_html, lottery_markdown, lottery_plot
 from orchestrator.report.plots import PLOTS
 from orchestrator.report.ranking import ConfigStat, Report, SubsetReport
 from orchestrator.report.sections import Section, extra_sections, header_lines, recommendation
@@ -259,9 +261,10 @@ def _print_section(sec: Section, console: Console) -> None:
         console.print(t)
 
 
-def report_json(report: Report) -> str:
+def report_json(report: Report, lottery: LotteryReport | None = None) -> str:
     """The report as JSON (strict: undefined numbers are null, never NaN)."""
-    return json.dumps(report.to_dict(), indent=1, allow_nan=False)
+    return json.dumps({**report.to_dict(), **({"lottery": lottery.to_dict()} if lottery else {})}, indent=1,
+                      allow_nan=False)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -386,7 +389,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def write_report_files(report: Report, out_dir: Path | str) -> list[Path]:
+def write_report_files(report: Report, out_dir: Path | str, lottery: LotteryReport | None = None) -> list[Path]:
     """Write report.md (+ its PNG plots), report.html (self-contained) and report.json into ``out_dir``.
 
     Everything is rendered before anything is written, and each file is replaced atomically.
@@ -394,9 +397,15 @@ def write_report_files(report: Report, out_dir: Path | str) -> list[Path]:
     out = Path(out_dir)
     pngs = {name: data for name, plot in PLOTS.items() if (data := plot(report)) is not None}
     files: dict[str, bytes] = {f"{name}.png": data for name, data in pngs.items()}
-    files["report.md"] = render_markdown(report, {name: f"{name}.png" for name in pngs}).encode("utf-8")
-    files["report.html"] = render_html(report, pngs).encode("utf-8")
-    files["report.json"] = (report_json(report) + "\n").encode("utf-8")
+    md, page = render_markdown(report, {name: f"{name}.png" for name in pngs}), render_html(report, pngs)
+    if lottery is not None:  # the lottery section (orchestrator/report/lottery.py)
+        png = lottery_plot(lottery)
+        files.update({LOTTERY_PLOT: png} if png else {})
+        md += "\n" + lottery_markdown(lottery, LOTTERY_PLOT if png else None)
+        page = page.replace("</body></html>", lottery_html(lottery, png) + "\n</body></html>")
+    files["report.md"] = md.encode("utf-8")
+    files["report.html"] = page.encode("utf-8")
+    files["report.json"] = (report_json(report, lottery) + "\n").encode("utf-8")
     out.mkdir(parents=True, exist_ok=True)
     for file, data in files.items():
         _write_atomic(out / file, data)
