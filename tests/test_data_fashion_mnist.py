@@ -21,6 +21,7 @@ from orchestrator.grid import BUILTIN_DATASETS, load_grid
 from orchestrator.launch import ensure_dataset
 from specs.base import SpecError
 from subsets.meta import DatasetMeta
+from tests.test_subsets_wordnet import corpus, corpus_dir  # noqa: F401 (fixtures)
 from workers.data.builtin import BUILTINS, prepare_builtin
 from workers.data.errors import DataWriteError
 from workers.data.fashion_mnist import (
@@ -144,7 +145,9 @@ def test_grid_prepare_fashion_mnist_builds_a_small_shard(tmp_path: Path) -> None
 
 
 def test_builtin_registry_and_grid_validation(tmp_path: Path) -> None:
-    assert set(BUILTIN_DATASETS) == set(BUILTINS)
+    from workers.data.cli import prepare_cmd
+
+    assert set(BUILTIN_DATASETS) == set(BUILTINS) == set(prepare_cmd.params[0].type.choices)
     with pytest.raises(DataWriteError, match="train_per_class: expected no such option for the digits"):
         prepare_builtin("digits", tmp_path / "d", 8, train_per_class=5)
     grid_file = tmp_path / "g.toml"
@@ -155,3 +158,16 @@ def test_builtin_registry_and_grid_validation(tmp_path: Path) -> None:
     grid_file.write_text('name = "x"\n[dataset]\nroot = "ds"\nprepare = "fashion-mnist"\nval_per_class = 0\n' + base)
     with pytest.raises(SpecError, match=r"dataset\.val_per_class"):
         load_grid(grid_file)
+
+
+def test_class_ids_are_the_wordnet_synsets_so_hierarchy_subsets_work(corpus, tmp_path: Path) -> None:  # noqa: F811
+    from subsets import resolve, validate_table
+    from workers.data.fashion_mnist import _CLASSES
+
+    for info, (_, synset, _) in zip(FASHION_CLASSES, _CLASSES, strict=True):
+        assert corpus.synset_from_pos_and_offset("n", int(info.wnid[1:])).name() == synset
+    labels = {"train": np.repeat(np.arange(10), 2), "val": np.arange(10)}
+    DatasetMeta(tmp_path, "fm", FASHION_CLASSES, {"train": "t", "val": "v"}, labels).save()
+    table = validate_table({"strategy": "wordnet", "mode": "subtree", "roots": ["footwear.n.02"]})
+    footwear = resolve("footwear", table, DatasetMeta.load(tmp_path))
+    assert sorted(c.name for c in footwear.classes) == ["Ankle boot", "Sandal", "Sneaker"]
