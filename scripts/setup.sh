@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up dlth-orch in ./.venv: the system libraries FFCV compiles against and Debian's Fashion-MNIST
-# (the quickstart's data), then the Python packages at the versions CI tested (constraints.txt).
+# (the Fashion-MNIST study's data), then the Python packages at the versions CI tested (constraints.txt).
 # Idempotent. Usage: scripts/setup.sh [--test]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -q >/dev/null
     apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
   else
-    echo "[setup] FFCV and the quickstart need: sudo apt-get install ${missing[*]}" >&2
+    echo "[setup] FFCV and the Fashion-MNIST builtin need: sudo apt-get install ${missing[*]}" >&2
     exit 1
   fi
 fi

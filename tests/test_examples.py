@@ -55,8 +55,7 @@ def test_imagenet_example_expands_to_the_study_it_describes(tmp_path: Path) -> N
 
 def test_quickstart_example_is_the_grid_the_readme_describes() -> None:
     grid = load_grid(REPO / "examples" / "quickstart.toml")
-    assert grid.dataset_prepare == "fashion-mnist"
-    assert grid.dataset_limits == {"train_per_class": 200, "val_per_class": 100}
+    assert grid.dataset_prepare == "digits"
     assert set(grid.subsets) == {"full", "even5", "full_30pct"}
     check_backbones(grid)
 
