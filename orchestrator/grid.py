@@ -41,7 +41,8 @@ from subsets.base import get_strategy
 TOP_KEYS = {"name", "seeds", "failure_budget", "dataset", "train", "eval", "resources", "report", "cluster",
             "subsets", "methods", "breaker", "lottery"}
 METHOD_META_KEYS = {"method", "seeds", "zip", "resources", "init", "plain_jobs"}
-BUILTIN_DATASETS = ("digits",)
+BUILTIN_DATASETS = ("digits", "fashion-mnist")  # workers.data.builtin.BUILTINS
+BUILTIN_LIMITS = ("train_per_class", "val_per_class")  # [dataset] sizing of a builtin: first N per class
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class GridSpec:
     methods: dict[str, MethodTable]
     raw: dict[str, Any] = field(repr=False)
     lottery: LotteryGrid = field(default_factory=LotteryGrid)  # [lottery.NAME] tables (orchestrator/lottery_grid)
+    dataset_limits: dict[str, int] = field(default_factory=dict)
 
     @property
     def spec_hash(self) -> str:
@@ -127,9 +129,11 @@ def _parse(path: Path, raw: dict[str, Any]) -> GridSpec:
     dataset = raw.get("dataset")
     if not isinstance(dataset, dict) or "root" not in dataset:
         raise SpecError("dataset.root", "the path of a dataset directory (a table [dataset] with root = ...)")
-    extra = sorted(set(dataset) - {"root", "prepare"})
-    if extra:
-        raise SpecError(f"dataset.{extra[0]}", "one of root, prepare")
+    extra = sorted(set(dataset) - {"root", "prepare", *BUILTIN_LIMITS})
+    if extra or (set(dataset) & set(BUILTIN_LIMITS) and "prepare" not in dataset):
+        raise SpecError(f"dataset.{(extra or sorted(set(dataset) & set(BUILTIN_LIMITS)))[0]}",
+                        "one of root, prepare (and " + ", ".join(BUILTIN_LIMITS) + " with prepare)")
+    limits = {k: coerce(dataset[k], int, f"dataset.{k}", {"min": 1}) for k in BUILTIN_LIMITS if k in dataset}
     root = (base / coerce(dataset["root"], str, "dataset.root")).resolve()
     prepare = dataset.get("prepare")
     if prepare is not None and prepare not in BUILTIN_DATASETS:
@@ -175,7 +179,7 @@ def _parse(path: Path, raw: dict[str, Any]) -> GridSpec:
     return GridSpec(
         path=path, name=name, dataset_root=str(root), dataset_prepare=prepare, seeds=seeds, failure_budget=budget,
         train=dict(train), eval=eval_cfg, resources=resources, report=report, cluster=dict(cluster),
-        subsets=subsets, methods=methods, raw=raw, lottery=lottery,
+        subsets=subsets, methods=methods, raw=raw, lottery=lottery, dataset_limits=limits,
     )
 
 

@@ -91,11 +91,11 @@ def dry_run(v: Validated) -> Plan:
 def ensure_dataset(grid: GridSpec) -> DatasetMeta:
     """Load the grid's dataset, building a builtin one first when it is missing and ``prepare`` names it."""
     root = Path(grid.dataset_root)
-    if not (root / "meta.json").is_file() and grid.dataset_prepare == "digits":
-        from workers.data.builtin import prepare_digits  # data preparation lives in the data layer
+    if not (root / "meta.json").is_file() and grid.dataset_prepare:
+        from workers.data.builtin import prepare_builtin  # data preparation lives in the data layer
 
-        log.info("preparing the digits dataset in %s", root)
-        prepare_digits(root, image_size=int(grid.train.get("image_size", 32)))
+        log.info("preparing the %s dataset in %s", grid.dataset_prepare, root)
+        prepare_builtin(grid.dataset_prepare, root, int(grid.train.get("image_size", 32)), **grid.dataset_limits)
     return DatasetMeta.load(root)
 
 

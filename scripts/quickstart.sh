@@ -7,4 +7,5 @@ export DLTH_HOME="${DLTH_HOME:-$PWD/.dlth}"
 start=$(date +%s)
 .venv/bin/dlth-orch launch examples/quickstart.toml --cluster local
 .venv/bin/dlth-orch report quickstart
-echo "[quickstart] launch + report took $(( $(date +%s) - start )) s"
+echo "[quickstart] launch + report took $(( $(date +%s) - start )) s; CPU time (user, system) of the jobs:"
+times | tail -1

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Set up dlth-orch in ./.venv: the system libraries FFCV compiles against, then the Python packages
-# at the versions CI tested (constraints.txt). Idempotent. Usage: scripts/setup.sh [--test]
+# Set up dlth-orch in ./.venv: the system libraries FFCV compiles against and Debian's Fashion-MNIST
+# (the Fashion-MNIST study's data), then the Python packages at the versions CI tested (constraints.txt).
+# Idempotent. Usage: scripts/setup.sh [--test]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS=(libopencv-dev libturbojpeg0-dev pkg-config)
+APT_PKGS=(libopencv-dev libturbojpeg0-dev pkg-config dataset-fashion-mnist)
 [ "${1:-}" = "--test" ] && APT_PKGS+=(chromium)  # tests/test_report_browser.py renders report.html headless
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -15,7 +16,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -q >/dev/null
     apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
   else
-    echo "[setup] FFCV needs: sudo apt-get install ${missing[*]}" >&2
+    echo "[setup] FFCV and the Fashion-MNIST builtin need: sudo apt-get install ${missing[*]}" >&2
     exit 1
   fi
 fi

@@ -58,3 +58,38 @@ def test_quickstart_example_is_the_grid_the_readme_describes() -> None:
     assert grid.dataset_prepare == "digits"
     assert set(grid.subsets) == {"full", "even5", "full_30pct"}
     check_backbones(grid)
+
+
+def fashion_meta_dir(root: Path, train_per_class: int, val_per_class: int) -> DatasetMeta:
+    """Metadata of a Fashion-MNIST shard (the real classes; labels only, no images)."""
+    from workers.data.fashion_mnist import FASHION_CLASSES
+
+    labels = {"train": np.repeat(np.arange(10), train_per_class), "val": np.repeat(np.arange(10), val_per_class)}
+    DatasetMeta(root, "fashion-mnist", FASHION_CLASSES, {"train": "train.beton", "val": "val.beton"}, labels).save()
+    return DatasetMeta.load(root)
+
+
+def test_fashion_study_is_the_study_its_header_describes(tmp_path: Path) -> None:
+    grid = load_grid(REPO / "examples" / "fashion_study.toml")
+    assert grid.dataset_prepare == "fashion-mnist" and grid.seeds == [0, 1, 2]
+    check_backbones(grid)
+    meta = fashion_meta_dir(tmp_path / "fm", **grid.dataset_limits)
+    jobs = expand(grid, meta)
+    assert len(jobs) == 96  # 4 subsets x 8 configurations x 3 seeds
+    configs = {j.config_name for j in jobs}
+    assert len(configs) == 8 and {j.spec.method for j in jobs} >= {"supervised", "simclr"}
+    sizes = {name: resolve(name, grid.subsets[name], meta) for name in grid.subsets}
+    assert {n: m.num_classes for n, m in sizes.items()} == {
+        "full": 10, "even5": 5, "full_30pct": 10, "hardest5": 5}
+    assert len(sizes["full"].indices["train"]) == 3000 and len(sizes["full_30pct"].indices["train"]) == 900
+    hardest = {c.name for c in sizes["hardest5"].classes}
+    assert "Shirt" in hardest and "Trouser" not in hardest  # from examples/fashion_class_accuracy.csv
+
+
+def test_every_example_grid_is_valid() -> None:
+    """Grids on a builtin dataset load as they are; the ImageNet one is checked against metadata above."""
+    grids = sorted((REPO / "examples").glob("*.toml"))
+    assert {p.name for p in grids} >= {"imagenet.toml", "quickstart.toml", "fashion_study.toml"}
+    for path in grids:
+        if path.name != "imagenet.toml":
+            check_backbones(load_grid(path))

@@ -1,4 +1,6 @@
-"""Datasets that ship with the package: ``digits``, the quickstart's small real dataset.
+"""Builtin datasets (:data:`BUILTINS`): ``digits`` here, ``fashion-mnist`` in :mod:`workers.data.fashion_mnist`.
+
+``digits``, the smallest real dataset:
 
 scikit-learn bundles ``load_digits``: 1,797 real 8x8 handwritten digits in 10 classes. They are
 upscaled to ``image_size`` RGB, split ~80/20 (stratified, seeded) and written like any other dataset.
@@ -7,13 +9,16 @@ upscaled to ``image_size`` RGB, split ~80/20 (stratified, seeded) and written li
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from subsets.meta import META_FILE, SPLITS, ClassInfo, DatasetMeta, DatasetMetaError
 from workers.data.beton import ImageOptions
+from workers.data.errors import DataWriteError
 from workers.data.write import write_dataset
 
 log = logging.getLogger(__name__)
@@ -113,3 +118,37 @@ def prepare_digits(root: str | Path, image_size: int = 32, *, progress: bool = F
     log.info("wrote the digits dataset to %s (%d train, %d val)", root, len(meta.labels["train"]),
              len(meta.labels["val"]))
     return meta
+
+
+def _prepare_digits_builtin(root: Path, image_size: int, *, progress: bool = False, **options: Any) -> DatasetMeta:
+    given = sorted(k for k, v in options.items() if v is not None)
+    if given:
+        raise DataWriteError(root, given[0], "no such option for the digits (they are only 1,797 images)")
+    return prepare_digits(root, image_size, progress=progress)
+
+
+def _prepare_fashion_builtin(root: Path, image_size: int, *, progress: bool = False, **options: Any) -> DatasetMeta:
+    from workers.data.fashion_mnist import prepare_fashion_mnist
+
+    return prepare_fashion_mnist(root, image_size, progress=progress, **options)
+
+
+BUILTINS: dict[str, Callable[..., DatasetMeta]] = {
+    "digits": _prepare_digits_builtin,
+    "fashion-mnist": _prepare_fashion_builtin,
+}
+"""The builtin datasets (``[dataset] prepare = NAME``): NAME -> preparer(root, image_size, ...)."""
+
+
+def prepare_builtin(
+    name: str, root: str | Path, image_size: int = 32, *, train_per_class: int | None = None,
+    val_per_class: int | None = None, progress: bool = False, **options: Any,
+) -> DatasetMeta:
+    """Write (or return the already written) builtin dataset ``name`` in ``root`` (idempotent).
+
+    ``options`` go to the preparer (``source_dir`` for fashion-mnist).
+    """
+    if name not in BUILTINS:
+        raise DataWriteError(root, "prepare", "one of " + ", ".join(BUILTINS))
+    return BUILTINS[name](Path(root), image_size, progress=progress, train_per_class=train_per_class,
+                          val_per_class=val_per_class, **options)

@@ -88,6 +88,31 @@ def prepare_digits_cmd(root: str, image_size: int) -> None:
                f"{len(meta.labels['val'])} val images (fingerprint {meta.fingerprint})")
 
 
+@data.command("prepare")
+@click.argument("name", type=click.Choice(["digits", "fashion-mnist"]))
+@click.argument("out", type=click.Path(path_type=str))
+@click.option("--image-size", type=click.IntRange(8, 1024), default=None,
+              help="Image side in pixels [default: 32 for digits, 28 for fashion-mnist].")
+@click.option("--train-per-class", type=click.IntRange(1), default=None,
+              help="Keep only the first N training images of each class [default: all].")
+@click.option("--val-per-class", type=click.IntRange(1), default=None,
+              help="Keep only the first N validation images of each class [default: all].")
+@click.option("--source", type=click.Path(path_type=str), default=None,
+              help="fashion-mnist: folder of the four IDX .gz files [default: /usr/share/datasets/fashion-mnist].")
+@_one_line_errors
+def prepare_cmd(name: str, out: str, image_size: int | None, train_per_class: int | None,
+                val_per_class: int | None, source: str | None) -> None:
+    """Write the builtin dataset NAME in OUT (idempotent; fashion-mnist reads Debian's dataset-fashion-mnist)."""
+    from workers.data.builtin import prepare_builtin
+
+    size = image_size or (28 if name == "fashion-mnist" else 32)
+    extra = {"source_dir": source} if source else {}
+    meta = prepare_builtin(name, out, size, train_per_class=train_per_class, val_per_class=val_per_class,
+                           progress=True, **extra)
+    click.echo(f"{meta.root}: {meta.num_classes} classes, {len(meta.labels['train'])} train and "
+               f"{len(meta.labels['val'])} val images (fingerprint {meta.fingerprint})")
+
+
 @data.command("make-synthetic")
 @click.argument("out", type=click.Path(path_type=str))
 @click.option("--classes", "num_classes", type=click.IntRange(1, 1000), default=10, show_default=True)
