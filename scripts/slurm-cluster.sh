@@ -330,7 +330,9 @@ s2() { SLURM_CONF=$CONF2 "$@"; }
 
 write_configs2() {
     local cpus mem_mb entry name addr port nodelines=""
-    cpus=$(nproc)
+    # at least 4 CPUs a node (SlurmdParameters=config_overrides: the nodes share this machine's cores), so
+    # that a 2-node job and a 1-node 2-rank job of the tests run side by side
+    cpus=$(( $(nproc) > 4 ? $(nproc) : 4 ))
     mem_mb=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)  # each node: the machine's
     mkdir -p "$ETC2" "$RUN2" "$SPOOL2/ctld" "$LOG2"
     for entry in "${NODES2[@]}"; do
@@ -354,6 +356,7 @@ write_configs2() {
         -e "/^NodeName=/d" -e "/^PartitionName=/d" "$ETC/slurm.conf" >"$RUN2/slurm.conf.new"
     {
         cat "$RUN2/slurm.conf.new"
+        echo "SlurmdParameters=config_overrides"
         printf '%s' "$nodelines"
         echo "PartitionName=debug Nodes=$C2-n[1-2] Default=YES MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=REQUEUE GraceTime=20"
         echo "PartitionName=urgent Nodes=$C2-n[1-2] Default=NO MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF"

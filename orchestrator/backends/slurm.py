@@ -25,6 +25,7 @@ from orchestrator.backends.slurm_cmd import SlurmError, scancel, slurm_available
 from orchestrator.backends.slurm_profile import SlurmProfile, job_name
 from orchestrator.backends.slurm_reconcile import BACKEND, ReconcileResult, reconcile_grid
 from orchestrator.backends.slurm_submit import grid_dir, submit_jobs
+from orchestrator.backends.slurm_target import array_conf, grid_conf, remember, targeting
 
 log = logging.getLogger(__name__)
 LOCK_TIMEOUT_S = 600.0
@@ -80,7 +81,9 @@ class SlurmBackend(Backend):
 
     def refresh(self, store: Store, grid_name: str) -> ReconcileResult:
         """One batched look at SLURM for the whole grid; the database follows it."""
-        return reconcile_grid(store, grid_name, job_name(store, grid_name))
+        name = job_name(store, grid_name)
+        with targeting(grid_conf(store, name)):
+            return reconcile_grid(store, grid_name, name)
 
     def reconcile(self, store: Store, grid_name: str) -> None:
         if not slurm_available():
@@ -93,9 +96,11 @@ class SlurmBackend(Backend):
         if not slurm_available():
             raise SlurmError("sbatch/sacct not found: run on a SLURM login node (or scripts/slurm-cluster.sh up)")
         name = job_name(ctx.store, ctx.grid_name)
-        self._submit(ctx, profile, name, {j.job_hash for j in jobs})
-        if ctx.wait:
-            self.follow(ctx, profile)
+        remember(ctx.store, name, profile.slurm_conf)
+        with targeting(profile.slurm_conf):
+            self._submit(ctx, profile, name, {j.job_hash for j in jobs})
+            if ctx.wait:
+                self.follow(ctx, profile)
 
     def _submit(self, ctx: LaunchContext, profile: SlurmProfile, name: str, only: set[str] | None) -> int:
         """Refresh, then submit what is still runnable, under the grid's submit lock; returns how many."""
@@ -103,7 +108,8 @@ class SlurmBackend(Backend):
             self.refresh(ctx.store, ctx.grid_name)  # adopts arrays a crashed orchestrator never recorded
             todo = runnable(ctx.store, ctx.grid_name, ctx.failure_budget, only)
             if todo:
-                subs = submit_jobs(ctx.store, name, todo, profile, ctx.db_url)
+                subs = submit_jobs(ctx.store, name, todo, profile, ctx.db_url, on_submitted=lambda sub: remember(
+                    ctx.store, name, profile.slurm_conf, [sub.array_id]))
                 log.info("%d jobs submitted in %d arrays", len(todo), len(subs))
             return len(todo)
 
@@ -144,8 +150,13 @@ class SlurmBackend(Backend):
                             [JobState.PENDING, JobState.QUEUED, JobState.RUNNING, JobState.FAILED])
         ids = sorted({j.backend_id for j in jobs if j.backend == BACKEND and j.backend_id
                       and j.state in (JobState.QUEUED, JobState.RUNNING)})
-        if ids:
-            scancel(ids)
+        confs = {a: array_conf(store, a) for a in {i.split("_")[0] for i in ids}}
+        by_conf: dict[str, list[str]] = {}
+        for slurm_id in ids:
+            by_conf.setdefault(confs[slurm_id.split("_")[0]], []).append(slurm_id)
+        for conf, some in by_conf.items():
+            with targeting(conf):
+                scancel(some)
         return n
 
 
