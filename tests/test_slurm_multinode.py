@@ -141,7 +141,7 @@ def test_two_node_job_equals_the_single_node_two_rank_run(tmp_path: Path, home2:
 
 def worker_pids(job_file: str) -> dict[str, int]:
     """Node name -> pid of this job's worker processes (``workers.entry JOB_FILE``) on this machine."""
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True).stdout
     pids = {}
     for line in out.splitlines():
         pid, args = line.strip().split(" ", 1)
@@ -155,8 +155,8 @@ def worker_pids(job_file: str) -> dict[str, int]:
 
 
 def processes_of(*needles: str) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if any(n in line for n in needles) and "ps -eo" not in line]
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if any(n in line for n in needles) and "ps -ww" not in line]
 
 
 def test_two_node_job_requeued_resumes_both_nodes_and_a_killed_rank_fails_both(
