@@ -120,6 +120,10 @@ def test_two_node_job_equals_the_single_node_two_rank_run(tmp_path: Path, home2:
     out = subprocess.run(["sacct", "-X", "-P", "-n", "-j", job.backend_id, "-o", "NNodes,NodeList"],
                          capture_output=True, text=True, env=ENV2, check=True).stdout.split()
     assert out == ["2|dlth2-n[1-2]"], out
+    # a command that reads no profile reaches the same cluster (slurm_conf remembered in the database)
+    home, db, _ = runs["two_nodes"]
+    view = json.loads(cli2("slurm", "jobs", "multi", "--json", db=db, home=home).stdout)
+    assert [(r["slurm_state"], r["node"]) for r in view["jobs"]] == [("COMPLETED", "dlth2-n[1-2]")]
     logs = task_logs(runs["two_nodes"][0], job.backend_id)
     assert [placement(log) for log in logs] == [("0/2", NODES[0], NODES[0]), ("1/2", NODES[1], NODES[0])], \
         "rank 0 on the first node, rank 1 on the second, both rendezvous at the first"
