@@ -53,6 +53,9 @@ def test_slurm_conf_is_remembered_per_grid_and_array_and_applied_only_inside(tmp
         remember(store, "dlth-b-2", "/etc/slurm-dlth2/slurm.conf", ["12"])
         assert grid_conf(store, "dlth-b-2") == "/etc/slurm-dlth2/slurm.conf"
         assert array_conf(store, "12_3") == array_conf(store, "12") == "/etc/slurm-dlth2/slurm.conf"
+        remember(store, "dlth-b-2", "", ["13"])  # the grid moved back to the default cluster
+        assert grid_conf(store, "dlth-b-2") == "" and array_conf(store, "13_0") == ""
+        assert array_conf(store, "12_0") == "/etc/slurm-dlth2/slurm.conf", "arrays keep the cluster they ran on"
     finally:
         store.close()
     with targeting("/etc/slurm-dlth2/slurm.conf"):

@@ -21,11 +21,11 @@ _ARRAY_KEY = "slurm_conf/array/{}"
 
 def remember(store: Any, name: str, slurm_conf: str, array_ids: Sequence[str] = ()) -> None:
     """Record that the grid whose SLURM job name is ``name`` (and the arrays ``array_ids``) run under
-    ``slurm_conf``; nothing is recorded for the default cluster ("")."""
+    ``slurm_conf`` ("" = the default cluster: written only over another recorded cluster)."""
+    if (store.get_meta(_GRID_KEY.format(name)) or "") != slurm_conf:
+        store.set_meta(_GRID_KEY.format(name), slurm_conf)
     if not slurm_conf:
         return
-    if store.get_meta(_GRID_KEY.format(name)) != slurm_conf:
-        store.set_meta(_GRID_KEY.format(name), slurm_conf)
     for array_id in array_ids:
         store.set_meta(_ARRAY_KEY.format(array_id), slurm_conf)
 
