@@ -5,6 +5,7 @@
 #                                     return once the node is idle and sacct answers (idempotent)
 #   scripts/slurm-cluster.sh down     stop every daemon this script started (state is kept)
 #   scripts/slurm-cluster.sh status   one line per daemon, then sinfo
+#   ... up|down|status --nodes 2      the same for a separate two-node cluster (see below)
 #
 # Daemons, in start order: munged (as user munge), mariadbd (own datadir, socket and port, so it never
 # touches a system MariaDB), slurmdbd, `sacctmgr add cluster`, slurmctld, slurmd. Configs are written
@@ -13,7 +14,28 @@
 #
 # Environment knobs: DLTH_SLURM_CLUSTER (cluster name, default dlth), DLTH_SLURM_DB_PORT (3307),
 # DLTH_SLURM_MAX_ARRAY (MaxArraySize, default 256, so that 1,000-job grids exercise array splitting).
+#
+# --nodes 2: a second, separate cluster 'dlth2' (DLTH_SLURM2_CLUSTER) of two nodes, dlth2-n1 and dlth2-n2,
+# beside the single-node one: its own config dir /etc/slurm-dlth2 (select it with
+# SLURM_CONF=/etc/slurm-dlth2/slurm.conf, or the profile key slurm_conf), slurmctld port 6827, state,
+# spool, log and run dirs suffixed 'dlth-slurm2'. munged, MariaDB and slurmdbd are shared with the
+# single-node cluster (started if they are not running). The two nodes are two slurmd daemons of this
+# machine, each started as `slurmd -N NODE` with its own port (6828, 6829), spool dir, pid and log file,
+# and its own loopback address (127.0.0.11, 127.0.0.12, written to /etc/hosts under the node's name, so
+# that a job's first node name - torch's MASTER_ADDR - resolves to the first node).
 set -euo pipefail
+
+NODES=1
+ACTION=${1:-}
+shift || true
+while (( $# )); do
+    case $1 in
+        --nodes) NODES=${2:-}; shift 2 || true ;;
+        --nodes=*) NODES=${1#--nodes=}; shift ;;
+        *) echo "usage: $0 up|down|status [--nodes 1|2]" >&2; exit 2 ;;
+    esac
+done
+[[ $NODES == 1 || $NODES == 2 ]] || { echo "$0: --nodes must be 1 or 2, not '$NODES'" >&2; exit 2; }
 
 CLUSTER=${DLTH_SLURM_CLUSTER:-dlth}
 DB_PORT=${DLTH_SLURM_DB_PORT:-3307}
@@ -294,6 +316,132 @@ cmd_up() {
     start_slurmd
 }
 
+# ---- the two-node cluster (--nodes 2) ---------------------------------------------------------------
+C2=${DLTH_SLURM2_CLUSTER:-dlth2}
+ETC2=/etc/slurm-$C2
+RUN2=/run/dlth-slurm2
+SPOOL2=/var/spool/dlth-slurm2
+LOG2=/var/log/dlth-slurm2
+CONF2=$ETC2/slurm.conf
+CTLD2_PORT=6827
+NODES2=("$C2-n1:127.0.0.11:6828" "$C2-n2:127.0.0.12:6829")  # name:address:slurmd port
+
+s2() { SLURM_CONF=$CONF2 "$@"; }
+
+write_configs2() {
+    local cpus mem_mb entry name addr port nodelines=""
+    # at least 4 CPUs a node (SlurmdParameters=config_overrides: the nodes share this machine's cores), so
+    # that a 2-node job and a 1-node 2-rank job of the tests run side by side
+    cpus=$(( $(nproc) > 4 ? $(nproc) : 4 ))
+    mem_mb=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)  # each node: the machine's
+    mkdir -p "$ETC2" "$RUN2" "$SPOOL2/ctld" "$LOG2"
+    for entry in "${NODES2[@]}"; do
+        IFS=: read -r name addr port <<<"$entry"
+        mkdir -p "$SPOOL2/d-$name"
+        nodelines+="NodeName=$name NodeHostname=$HOST NodeAddr=$addr Port=$port CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN"$'\n'
+        # the node's name resolves to its own address (torch's MASTER_ADDR is the job's first node)
+        grep -qE "^$addr[[:space:]]+$name\$" /etc/hosts || printf '%s %s\n' "$addr" "$name" >>/etc/hosts
+    done
+    CHANGED_SLURM2=0
+    # the single-node cluster's settings, with this cluster's names, ports and directories
+    sed -e "s|^ClusterName=.*|ClusterName=$C2|" \
+        -e "s|single-node test cluster|two-node test cluster (--nodes 2)|" \
+        -e "s|^SlurmctldHost=.*|SlurmctldHost=$HOST\nSlurmctldPort=$CTLD2_PORT|" \
+        -e "s|^StateSaveLocation=.*|StateSaveLocation=$SPOOL2/ctld|" \
+        -e "s|^SlurmdSpoolDir=.*|SlurmdSpoolDir=$SPOOL2/d-%n|" \
+        -e "s|^SlurmctldPidFile=.*|SlurmctldPidFile=$RUN2/slurmctld.pid|" \
+        -e "s|^SlurmdPidFile=.*|SlurmdPidFile=$RUN2/slurmd-%n.pid|" \
+        -e "s|^SlurmctldLogFile=.*|SlurmctldLogFile=$LOG2/slurmctld.log|" \
+        -e "s|^SlurmdLogFile=.*|SlurmdLogFile=$LOG2/slurmd-%n.log|" \
+        -e "/^NodeName=/d" -e "/^PartitionName=/d" "$ETC/slurm.conf" >"$RUN2/slurm.conf.new"
+    {
+        cat "$RUN2/slurm.conf.new"
+        echo "SlurmdParameters=config_overrides"
+        printf '%s' "$nodelines"
+        echo "PartitionName=debug Nodes=$C2-n[1-2] Default=YES MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=REQUEUE GraceTime=20"
+        echo "PartitionName=urgent Nodes=$C2-n[1-2] Default=NO MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF"
+    } | install_if_changed "$CONF2" 644 && CHANGED_SLURM2=1 || true
+    rm -f "$RUN2/slurm.conf.new"
+}
+
+nodes2_idle() {
+    local entry name state ok=0
+    for entry in "${NODES2[@]}"; do
+        name=${entry%%:*}
+        state=$(s2 sinfo -h -n "$name" -o %T 2>/dev/null | head -1)
+        case $state in
+            idle|mixed|allocated|completing) ;;
+            down*|drain*|fail*|unknown*) s2 scontrol update nodename="$name" state=resume >/dev/null 2>&1 || true; ok=1 ;;
+            *) ok=1 ;;
+        esac
+    done
+    return $ok
+}
+
+cmd_up2() {
+    [[ $(id -u) == 0 ]] || die "must run as root"
+    install_packages
+    write_configs   # the shared daemons' configs (unchanged if the single-node cluster is up)
+    write_configs2
+    start_munge
+    start_mariadb
+    start_slurmdbd
+    if [[ -z $(sacctmgr -n -P list cluster "$C2" format=cluster) ]]; then
+        say "registering cluster '$C2'"
+        sacctmgr -i add cluster "$C2" >/dev/null
+    fi
+    local entry name addr port
+    if (( CHANGED_SLURM2 )) && pid_alive "$RUN2/slurmctld.pid"; then
+        say "$CONF2 changed: restarting $C2's slurmctld and slurmds"
+        cmd_down2
+    fi
+    if ! pid_alive "$RUN2/slurmctld.pid"; then
+        say "starting slurmctld of '$C2' (port $CTLD2_PORT)"
+        s2 /usr/sbin/slurmctld
+    fi
+    wait_for 60 "slurmctld of $C2" bash -c "SLURM_CONF=$CONF2 scontrol ping | grep -q 'is UP'"
+    for entry in "${NODES2[@]}"; do
+        IFS=: read -r name addr port <<<"$entry"
+        if ! pid_alive "$RUN2/slurmd-$name.pid"; then
+            say "starting slurmd -N $name ($addr, port $port)"
+            s2 /usr/sbin/slurmd -N "$name"
+        fi
+    done
+    wait_for 60 "nodes of $C2" nodes2_idle
+    say "slurmds ready: $(s2 sinfo -h -N -o '%N %T %c CPUs' | sort -u | tr '\n' ' ')"
+    wait_for 60 "sacct of $C2" s2 sacct -n -X --starttime now-1minutes
+    say "sacct answers; cluster '$C2' is up: SLURM_CONF=$CONF2"
+}
+
+cmd_down2() {
+    [[ $(id -u) == 0 ]] || die "must run as root"
+    local entry
+    for entry in "${NODES2[@]}"; do
+        stop_daemon "slurmd ${entry%%:*}" "$RUN2/slurmd-${entry%%:*}.pid"
+    done
+    stop_daemon "slurmctld of $C2" "$RUN2/slurmctld.pid"
+    say "cluster '$C2' is down (munged, MariaDB and slurmdbd are shared: 'down' without --nodes stops them)"
+}
+
+cmd_status2() {
+    local entry pair name pidfile rc=0
+    for pair in "munged:$MUNGE_RUN/munged.pid" "mariadbd:$DB_RUN/mariadb.pid" "slurmdbd:$RUN/slurmdbd.pid" \
+                "slurmctld:$RUN2/slurmctld.pid"; do
+        name=${pair%%:*}; pidfile=${pair#*:}
+        if pid_alive "$pidfile"; then printf '%-16s running (pid %s)\n' "$name" "$(cat "$pidfile")"
+        else printf '%-16s stopped\n' "$name"; rc=1; fi
+    done
+    for entry in "${NODES2[@]}"; do
+        pidfile=$RUN2/slurmd-${entry%%:*}.pid
+        if pid_alive "$pidfile"; then printf '%-16s running (pid %s)\n' "slurmd ${entry%%:*}" "$(cat "$pidfile")"
+        else printf '%-16s stopped\n' "slurmd ${entry%%:*}"; rc=1; fi
+    done
+    if (( rc == 0 )); then
+        s2 sinfo
+    fi
+    return $rc
+}
+
 cmd_down() {
     [[ $(id -u) == 0 ]] || die "must run as root"
     stop_daemon slurmd "$RUN/slurmd.pid"
@@ -321,9 +469,12 @@ cmd_status() {
     return $rc
 }
 
-case ${1:-} in
-    up) cmd_up ;;
-    down) cmd_down ;;
-    status) cmd_status ;;
-    *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+case $ACTION:$NODES in
+    up:1) cmd_up ;;
+    down:1) cmd_down ;;
+    status:1) cmd_status ;;
+    up:2) cmd_up2 ;;
+    down:2) cmd_down2 ;;
+    status:2) cmd_status2 ;;
+    *) echo "usage: $0 up|down|status [--nodes 1|2]" >&2; exit 2 ;;
 esac

@@ -30,7 +30,8 @@ class DistContext:
 
 
 def setup_distributed() -> DistContext:
-    """Initialise the process group when ``WORLD_SIZE`` > 1: NCCL on GPUs, gloo on CPUs."""
+    """Initialise the process group when ``WORLD_SIZE`` > 1: NCCL on GPUs, gloo on CPUs; collectives time
+    out after ``DLTH_DIST_TIMEOUT_S`` seconds (default 1800)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -41,7 +42,8 @@ def setup_distributed() -> DistContext:
         device = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
+        timeout = datetime.timedelta(seconds=float(os.environ.get("DLTH_DIST_TIMEOUT_S", "1800")))
+        dist.init_process_group(backend=backend, timeout=timeout)
         log.info("process group %s: rank %d/%d", backend, rank, world)
     log.info("rank %d runs on %s (CUDA_VISIBLE_DEVICES=%s)", rank, device,
              os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))

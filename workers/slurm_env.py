@@ -35,6 +35,7 @@ from specs.settings import WorkerSettings, apply_umask
 log = logging.getLogger("workers.slurm_env")
 MANIFEST = "manifest.json"
 LOG_SUBDIR = "logs"
+STOPPED_RC = 143  # workers.entry: stopped by a signal, attempt recorded PREEMPTED
 
 
 def slurm_job_id(environ: dict[str, str] | None = None) -> str:
@@ -107,11 +108,24 @@ class SlurmTask(submitit.helpers.Checkpointable):
         if submitit.JobEnvironment().global_rank == 0:
             close_stale_attempts(WorkerSettings.read(self.settings_file).db_url, self.job_hash, slurm_job_id())
         cmd = [sys.executable, "-u", "-m", "workers.entry", self.job_file, "--settings", str(self.task_settings())]
-        self._proc = subprocess.Popen(cmd, env=self.worker_env())
+        env = self.worker_env()
+        log.info("rank %s/%s (local rank %s) on node %s: MASTER_ADDR=%s MASTER_PORT=%s", env["RANK"],
+                 env["WORLD_SIZE"], env["LOCAL_RANK"], os.environ.get("SLURMD_NODENAME", "?"),
+                 env["MASTER_ADDR"], env["MASTER_PORT"])
+        self._proc = subprocess.Popen(cmd, env=env)
         while (rc := self._proc.poll()) is None:  # poll, not wait: the SIGUSR2 handler must not find a lock
             time.sleep(0.2)
+        if rc == STOPPED_RC and submitit.JobEnvironment().global_rank != 0:
+            self._await_requeue()
         if rc != 0:
             raise RuntimeError(f"worker exited with code {rc} (job {self.job_hash})")
+
+    def _await_requeue(self) -> None:
+        """A rank other than 0 whose worker stopped on a signal: rank 0 checkpoints and requeues the whole
+        SLURM job (submitit), which ends this task too; exiting first (non-zero) would end the step before
+        that under ``srun --kill-on-bad-exit``. Waits at most as long as rank 0 may take."""
+        log.info("worker stopped by a signal: waiting for rank 0 to requeue the job")
+        time.sleep(self.stop_grace_s + 60)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Called by submitit's ``SIGUSR2`` handler: let the worker stop and record its attempt, then requeue.

@@ -28,6 +28,7 @@ from orchestrator.backends.slurm_graph import plan_graph
 from orchestrator.backends.slurm_profile import SlurmProfile, job_name
 from orchestrator.backends.slurm_reconcile import BACKEND, ReconcileResult, reconcile_grid
 from orchestrator.backends.slurm_submit import grid_dir, submit_jobs
+from orchestrator.backends.slurm_target import array_conf, grid_conf, remember, targeting
 from orchestrator.db_wait import ride_out
 from orchestrator.graph import advance
 
@@ -119,16 +120,18 @@ class SlurmBackend(Backend):
     def refresh(self, store: Store, grid_name: str, failure_budget: int | None = None) -> ReconcileResult:
         """One batched look at SLURM for the whole grid; the database follows it. Children of a parent
         that will never complete become PARENT_FAILED and their pending tasks are cancelled."""
-        res = reconcile_grid(store, grid_name, job_name(store, grid_name))
-        grid = store.get_grid(grid_name)
-        budget = failure_budget if failure_budget is not None else (grid.failure_budget if grid else 0)
-        moves = advance(store, grid_name, budget)
-        if moves.parent_failed:
-            dead = set(moves.parent_failed)
-            ids = sorted({j.backend_id for j in store.jobs(grid_name, [JobState.PARENT_FAILED])
-                          if j.job_hash in dead and j.backend == BACKEND and j.backend_id})
-            if ids:
-                scancel(ids)
+        name = job_name(store, grid_name)
+        with targeting(grid_conf(store, name)):
+            res = reconcile_grid(store, grid_name, name)
+            grid = store.get_grid(grid_name)
+            budget = failure_budget if failure_budget is not None else (grid.failure_budget if grid else 0)
+            moves = advance(store, grid_name, budget)
+            if moves.parent_failed:
+                dead = set(moves.parent_failed)
+                ids = sorted({j.backend_id for j in store.jobs(grid_name, [JobState.PARENT_FAILED])
+                              if j.job_hash in dead and j.backend == BACKEND and j.backend_id})
+                if ids:
+                    scancel(ids)
         return res
 
     def reconcile(self, store: Store, grid_name: str) -> None:
@@ -142,9 +145,11 @@ class SlurmBackend(Backend):
         if not slurm_available():
             raise SlurmError("sbatch/sacct not found: run on a SLURM login node (or scripts/slurm-cluster.sh up)")
         name = job_name(ctx.store, ctx.grid_name)
-        self._submit(ctx, profile, name, {j.job_hash for j in jobs})
-        if ctx.wait:
-            self.follow(ctx, profile)
+        remember(ctx.store, name, profile.slurm_conf)
+        with targeting(profile.slurm_conf):
+            self._submit(ctx, profile, name, {j.job_hash for j in jobs})
+            if ctx.wait:
+                self.follow(ctx, profile)
 
     def _submit(self, ctx: LaunchContext, profile: SlurmProfile, name: str, only: set[str] | None) -> int:
         """Refresh, then submit what is still runnable, under the grid's submit lock; returns how many."""
@@ -161,7 +166,9 @@ class SlurmBackend(Backend):
                 known = {j.job_hash: j.backend_id for j in store.jobs(grid, [JobState.QUEUED, JobState.RUNNING,
                                                                               JobState.WAITING])
                          if j.backend == BACKEND and j.backend_id and j.job_hash not in planned}
-                subs = submit_jobs(store, name, todo, profile, ctx.db_url, parents=deps, known_ids=known)
+                subs = submit_jobs(store, name, todo, profile, ctx.db_url, parents=deps, known_ids=known,
+                                   on_submitted=lambda sub: remember(store, name, profile.slurm_conf,
+                                                                     [sub.array_id]))
                 log.info("%d jobs submitted in %d arrays", len(todo), len(subs))
             return len(todo)
 
@@ -211,8 +218,13 @@ class SlurmBackend(Backend):
         n = store.set_state(list(hashes), JobState.CANCELLED, JobState.CANCELLABLE)
         ids = sorted({j.backend_id for j in jobs if j.backend == BACKEND and j.backend_id
                       and j.state in (JobState.QUEUED, JobState.RUNNING, JobState.WAITING)})
-        if ids:
-            scancel(ids)
+        confs = {a: array_conf(store, a) for a in {i.split("_")[0] for i in ids}}
+        by_conf: dict[str, list[str]] = {}
+        for slurm_id in ids:
+            by_conf.setdefault(confs[slurm_id.split("_")[0]], []).append(slurm_id)
+        for conf, some in by_conf.items():
+            with targeting(conf):
+                scancel(some)
         return n
 
 

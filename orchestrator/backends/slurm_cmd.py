@@ -40,9 +40,13 @@ def run_slurm(args: list[str], *, check: bool = True, timeout: float = TIMEOUT_S
     return proc
 
 
-@functools.lru_cache(maxsize=1)
 def cluster_config() -> dict[str, str]:
-    """``scontrol show config`` as a dict (read once per process)."""
+    """``scontrol show config`` as a dict (read once per process and ``SLURM_CONF``)."""
+    return _cluster_config(os.environ.get("SLURM_CONF", ""))
+
+
+@functools.lru_cache(maxsize=4)
+def _cluster_config(_slurm_conf: str) -> dict[str, str]:
     out = run_slurm(["scontrol", "show", "config"]).stdout
     conf: dict[str, str] = {}
     for line in out.splitlines():

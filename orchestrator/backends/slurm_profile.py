@@ -13,6 +13,7 @@ import re
 import sys
 import uuid
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from specs.base import SpecError, coerce
@@ -45,6 +46,7 @@ class SlurmProfile:
     python: str = ""  # interpreter on the compute nodes (default: the orchestrator's)
     setup: list = field(default_factory=list)  # shell lines run before srun (module load ..., source ...)
     sbatch: dict = field(default_factory=dict)  # any other sbatch flag, e.g. {"mail-type" = "FAIL"}
+    slurm_conf: str = ""  # SLURM_CONF of every SLURM command: a cluster other than the default ("" = default)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> SlurmProfile:
@@ -63,6 +65,8 @@ class SlurmProfile:
                 raise exc.in_file(where) from None
         if values.get("backend", "slurm") != "slurm":
             raise SpecError("cluster.backend", "'slurm' in a SLURM profile", where)
+        if values.get("slurm_conf") and not Path(values["slurm_conf"]).is_file():
+            raise SpecError("cluster.slurm_conf", f"an existing slurm.conf (not found: {values['slurm_conf']})", where)
         return cls(**values)
 
     @property
@@ -92,6 +96,8 @@ def executor_parameters(res: Resources, profile: SlurmProfile) -> dict[str, Any]
     }
     if gpus:
         params["gpus_per_node"] = gpus
+    if res.nodes * res.nproc_per_node > 1:  # a rank that dies ends the step: no peer waits for it (or orphans)
+        params["srun_args"] = ["--kill-on-bad-exit=1"]
     for key in NAMED_FLAGS:
         if getattr(profile, key):
             params[key] = getattr(profile, key)

@@ -30,13 +30,15 @@ def jobs_cmd(grid: str | None, as_json: bool, db_url: str) -> None:
     from orchestrator.backends.slurm_profile import job_name
     from orchestrator.backends.slurm_sacct import query
     from orchestrator.backends.slurm_submit import first_submission
+    from orchestrator.backends.slurm_target import grid_conf, targeting
 
     store = open_store(db_url)
     name = resolve_grid_name(store, grid)
     sname = job_name(store, name)
     since = first_submission(sname)
     rows = [j for j in store.jobs(name) if j.backend == "slurm"]
-    view = query(sname, since, [j.backend_id for j in rows if j.backend_id]) if since else None
+    with targeting(grid_conf(store, sname)):
+        view = query(sname, since, [j.backend_id for j in rows if j.backend_id]) if since else None
     out = []
     for j in rows:
         run = view.latest(j.backend_id) if view and j.backend_id else None
