@@ -444,29 +444,10 @@ init = { from = "supervised" }
 """
 
 
-def test_a_two_level_graph_is_queued_at_once_and_completes(tmp_path: Path, home: Path, digits: Path) -> None:
-    grid = write_grid(tmp_path / "grid.toml", "graph", digits, methods=GRAPH_METHODS)
-    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    cli("launch", str(grid), "--cluster", "slurm", "--no-progress", db=db)  # returns once all is queued
-    store = Fresh(db)
-    jobs = {j.config_name: j for j in store.jobs("graph")}
-    parent, child = jobs["supervised"], jobs["ft@supervised"]
-    assert parent.backend_id and child.backend_id and child.state in (JobState.WAITING, JobState.QUEUED)
-    assert child.backend_id.split("_")[0] != parent.backend_id.split("_")[0]
-    if child.state == JobState.WAITING and squeue_state(child.backend_id) == "PENDING":
-        out = subprocess.run(["squeue", "-h", "-r", "-j", child.backend_id.split("_")[0], "-o", "%E|%r"],
-                             capture_output=True, text=True).stdout
-        assert not out.strip() or parent.backend_id.split("_")[0] in out, out  # afterok/aftercorr on the parent
-    cli("launch", str(grid), "--cluster", "slurm", "--wait", "--no-progress", db=db)
-    jobs = {j.config_name: j for j in store.jobs("graph")}
-    assert {j.state for j in jobs.values()} == {JobState.COMPLETED}
-    (pa,), (ca,) = store.attempts(parent.job_hash), store.attempts(child.job_hash)
-    assert pa.ended_at is not None and ca.started_at >= pa.ended_at
-
-
 def test_a_failed_parent_leaves_its_child_never_satisfied_until_retried(tmp_path: Path, home: Path,
                                                                         digits: Path) -> None:
-    """The parent's first attempt fails (test-only hook): SLURM keeps its child pending with
+    """A two-level graph is queued at once (``launch`` returns; the child's array waits on the parent's).
+    The parent's first attempt fails (test-only hook): SLURM keeps its child pending with
     DependencyNeverSatisfied; the refresh records PARENT_FAILED (budget 0) and cancels the child's task;
     ``retry`` of the parent brings the child back and ``launch --wait`` re-links and completes both."""
     from orchestrator.expand import expand
@@ -483,7 +464,14 @@ def test_a_failed_parent_leaves_its_child_never_satisfied_until_retried(tmp_path
         db = f"sqlite:///{tmp_path / 'db.sqlite'}"
         cli("launch", str(grid), "--cluster", "slurm", "--no-progress", db=db)
         store = Fresh(db)
-        child_id = store.job(specs["ft@supervised"].job_hash).backend_id
+        parent_id = store.job(specs["supervised"].job_hash).backend_id
+        child = store.job(specs["ft@supervised"].job_hash)
+        child_id = child.backend_id
+        assert parent_id and child_id and child.state == JobState.WAITING  # queued at once, held by SLURM
+        assert child_id.split("_")[0] != parent_id.split("_")[0]
+        deps = subprocess.run(["squeue", "-h", "-r", "-j", child_id, "-o", "%E"], capture_output=True,
+                              text=True).stdout
+        assert parent_id.split("_")[0] in deps, deps  # afterok/aftercorr on the parent's array
 
         def reason() -> str:
             return subprocess.run(["squeue", "-h", "-r", "-j", child_id, "-o", "%r"], capture_output=True,
