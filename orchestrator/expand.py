@@ -65,6 +65,8 @@ def resolve_subsets(grid: Any, meta: DatasetMeta) -> dict[str, Manifest]:
 def expand(grid: Any, meta: DatasetMeta, manifests: dict[str, Manifest] | None = None) -> list[ExpandedJob]:
     """All jobs of ``grid``: subsets x method configurations x seeds, as typed and hashed specs."""
     manifests = manifests or resolve_subsets(grid, meta)
+    fingerprint = meta.fingerprint  # both hash arrays: once per grid, not once per job
+    manifest_hashes = {name: m.content_hash for name, m in manifests.items()}
     jobs: list[ExpandedJob] = []
     for mt in grid.methods.values():
         hp_cls = hparams_class(mt.method)
@@ -75,11 +77,11 @@ def expand(grid: Any, meta: DatasetMeta, manifests: dict[str, Manifest] | None =
             hparams = {k: v for k, v in hparams.items() if v != defaults[k]}
             train = from_table(TrainConfig, {**grid.train, **train_over})
             label = config_label(mt.name, combo)
-            for sname, manifest in manifests.items():
+            for sname in manifests:
                 for seed in mt.seeds:
                     spec = JobSpec(
-                        grid=grid.name, dataset_root=grid.dataset_root, dataset_fingerprint=meta.fingerprint,
-                        subset_name=sname, subset=grid.subsets[sname], manifest_hash=manifest.content_hash,
+                        grid=grid.name, dataset_root=grid.dataset_root, dataset_fingerprint=fingerprint,
+                        subset_name=sname, subset=grid.subsets[sname], manifest_hash=manifest_hashes[sname],
                         config_name=label, method=mt.method, hparams=hparams, train=train, eval=grid.eval,
                         seed=seed, resources=mt.resources,
                     )

@@ -12,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
-from specs.base import from_table, non_defaults, stable_hash
+from specs.base import Plain, from_table, stable_hash
 from specs.methods import hparams_class
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -23,7 +24,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Plain):
     """Training defaults shared by all methods; a method table may override any of them."""
 
     backbone: str = "resnet18"
@@ -40,7 +41,7 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(Plain):
     """Evaluation protocol: kNN on frozen features (every method), plus top-1 for supervised."""
 
     knn_k: int = field(default=20, metadata={"min": 1})
@@ -49,7 +50,7 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
-class Resources:
+class Resources(Plain):
     """What one job asks of the cluster. Excluded from the job identity."""
 
     nodes: int = field(default=1, metadata={"min": 1})
@@ -103,16 +104,16 @@ class JobSpec:
         return {
             "method": self.method,
             "hparams": self.hparams,
-            "train": non_defaults(self.train),
-            "eval": non_defaults(self.eval),
+            "train": self.train.canonical,
+            "eval": self.eval.canonical,
         }
 
-    @property
+    @cached_property
     def config_key(self) -> str:
         """Hash of the configuration alone (same across subsets and seeds)."""
         return stable_hash(self.config_identity(), 12)
 
-    @property
+    @cached_property
     def job_hash(self) -> str:
         """Identity of the job: configuration + data (fingerprint + manifest) + seed (+ parent)."""
         ident = {
@@ -134,11 +135,21 @@ class JobSpec:
         return f"{self.subset_name}/{self.config_name}/s{self.seed}"
 
     # --- serialization --------------------------------------------------------------------
+    # A spec is frozen: its hashes and its JSON are computed once (launching a large grid reads them
+    # several times per job). Do not mutate its dict fields (hparams, subset, init, lottery).
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+        """``job.json``'s text: sorted keys, one line (the C encoder; ``indent`` would be ~10x slower)."""
+        return self._json
+
+    @cached_property
+    def _json(self) -> str:
+        doc = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for key in ("train", "eval", "resources"):
+            doc[key] = doc[key].plain
+        return json.dumps(doc, sort_keys=True)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "JobSpec":

@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from subsets.accuracy_file import KEY, accuracy_sha, read_accuracy_file
-from subsets.base import OPTIONAL, Strategy, SubsetError, check_choice, check_class_count, register
+from subsets.base import OPTIONAL, Strategy, SubsetError, check_choice, check_class_count
 from subsets.meta import DatasetMeta
 from subsets.spread import pick_evenly
 
@@ -28,7 +28,6 @@ def rank_by_accuracy(acc: dict[str, float], wnids: list[str]) -> list[str]:
     return sorted(wnids, key=lambda w: (acc[w], w))
 
 
-@register
 class PerClassAccuracy(Strategy):
     name = "per_class_accuracy"
     params: dict[str, Any] = {"accuracy_file": None, "k": None, "mode": None, "accuracy_sha": OPTIONAL}

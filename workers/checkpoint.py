@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -11,18 +10,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from specs.atomic import atomic_path
+from specs.contract import CHECKPOINT_FILE
+
 log = logging.getLogger(__name__)
-CHECKPOINT_FILE = "checkpoint.pt"
+__all__ = ["CHECKPOINT_FILE", "load_checkpoint", "save_checkpoint"]
 
 
 def save_checkpoint(job_dir: Path, state: dict[str, Any]) -> Path:
     """Write ``state`` (+ RNG states) to ``job_dir/checkpoint.pt`` atomically."""
     path = job_dir / CHECKPOINT_FILE
-    tmp = job_dir / f".{CHECKPOINT_FILE}.{os.getpid()}.tmp"
     state = {**state, "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
                               "python": random.getstate()}}
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
     return path
 
 

@@ -29,9 +29,12 @@ from typing import Any
 import submitit
 from submitit.core import submission, utils
 
+from specs.atomic import atomic_path
+from specs.contract import ARRAY_MANIFEST_FILE, LOG_DIR
+
 log = logging.getLogger("workers.slurm_env")
-MANIFEST = "manifest.json"
-LOG_SUBDIR = "logs"
+MANIFEST = ARRAY_MANIFEST_FILE
+LOG_SUBDIR = LOG_DIR
 
 
 def slurm_job_id(environ: dict[str, str] | None = None) -> str:
@@ -146,13 +149,6 @@ def close_stale_attempts(db_url: str, job_hash: str, backend_id: str) -> None:
         store.close()
 
 
-def _dump_atomic(delayed: utils.DelayedSubmission, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    delayed.dump(tmp)
-    os.replace(tmp, path)
-
-
 def bootstrap(submission_dir: Path) -> None:
     """Run this array task's job: place submitit's pickle for it (first run only), then submitit's runner."""
     manifest = json.loads((submission_dir / MANIFEST).read_text())
@@ -165,7 +161,8 @@ def bootstrap(submission_dir: Path) -> None:
         delayed = utils.DelayedSubmission(SlurmTask(task["job_hash"], task["job_file"], manifest["db_url"],
                                                     float(manifest["stop_grace_s"])))
         delayed.set_timeout(int(manifest["time_min"]), int(manifest["max_requeues"]))
-        _dump_atomic(delayed, paths.submitted_pickle)
+        with atomic_path(paths.submitted_pickle) as tmp:
+            delayed.dump(tmp)
     submission.process_job(str(folder))
 
 

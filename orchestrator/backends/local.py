@@ -28,6 +28,7 @@ from db import AttemptState, JobRow, JobState, Store
 from orchestrator.backends.base import Backend, LaunchContext
 from orchestrator.backends.local_slots import Allocation, SlotPool
 from orchestrator.workspace import JOB_FILE, log_tail
+from specs.contract import LOG_DIR
 from specs.job import JobSpec
 
 log = logging.getLogger(__name__)
@@ -145,8 +146,8 @@ class LocalBackend(Backend):
 
     def _start(self, ctx: LaunchContext, job: JobRow, spec: JobSpec, alloc: Allocation) -> _Running:
         job_dir = Path(job.job_dir)
-        (job_dir / "logs").mkdir(parents=True, exist_ok=True)
-        log_path = job_dir / "logs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        (job_dir / LOG_DIR).mkdir(parents=True, exist_ok=True)
+        log_path = job_dir / LOG_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
         fh = open(log_path, "ab")  # noqa: SIM115 (closed in _finished)
         threads = max(1, spec.resources.cpus_per_task)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),

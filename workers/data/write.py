@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from specs.atomic import write_text_atomic
 from subsets.meta import META_FILE, ClassInfo, DatasetMeta
 from workers.data.beton import ImageOptions, ImageSource, write_beton
 from workers.data.errors import DataWriteError
@@ -189,9 +190,7 @@ def _write_skipped_list(out: Path, entries: Sequence[tuple[str, str]]) -> None:
     if not entries:
         target.unlink(missing_ok=True)
         return
-    tmp = out / f".{SKIPPED_FILE}.tmp"
-    tmp.write_text("".join(f"{reason}\t{path}\n" for path, reason in entries))
-    os.replace(tmp, target)
+    write_text_atomic(target, "".join(f"{reason}\t{path}\n" for path, reason in entries))
 
 
 def write_image_folder(
