@@ -71,6 +71,11 @@ class Resources(Plain):
         return self.gpus_per_node if self.gpus_per_node else self.nproc_per_node * self.cpus_per_task
 
 
+def job_label(subset_name: str, config_name: str, seed: int) -> str:
+    """The one human-readable label of a job: ``subset/config/s<seed>`` (status, logs, ``slurm jobs``)."""
+    return f"{subset_name}/{config_name}/s{seed}"
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """One training job of a grid, fully resolved. Serialized to ``job.json`` for the worker."""
@@ -131,8 +136,8 @@ class JobSpec:
         return stable_hash(ident, 16)
 
     def label(self) -> str:
-        """Short human-readable label: ``subset/config/seed``."""
-        return f"{self.subset_name}/{self.config_name}/s{self.seed}"
+        """Short human-readable label: ``subset/config/seed`` (:func:`job_label`)."""
+        return job_label(self.subset_name, self.config_name, self.seed)
 
     # --- serialization --------------------------------------------------------------------
     # A spec is frozen: its hashes and its JSON are computed once (launching a large grid reads them

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import submitit
-from submitit.core import submission, utils
 
-from specs.atomic import atomic_path
 from specs.contract import ARRAY_MANIFEST_FILE, LOG_DIR
+from specs.procs import pid_alive
+from specs.submitit_adapter import place_task_pickle, run_task
 
 log = logging.getLogger("workers.slurm_env")
 MANIFEST = ARRAY_MANIFEST_FILE
@@ -57,15 +57,6 @@ def distributed_env() -> dict[str, str]:
         "LOCAL_RANK": str(dist.local_rank),
         "LOCAL_WORLD_SIZE": str(dist.local_world_size),
     }
-
-
-def _exited(pid: int) -> bool:
-    """True once ``pid`` has exited (gone, or a zombie waiting to be reaped); never reaps it."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[-1].split()[0] in ("Z", "X")
-    except OSError:
-        return True
 
 
 class SlurmTask(submitit.helpers.Checkpointable):
@@ -112,13 +103,13 @@ class SlurmTask(submitit.helpers.Checkpointable):
         The worker saved a checkpoint at the end of its last epoch; the requeued task resumes from it.
         """
         proc = self._proc
-        if proc is not None and not _exited(proc.pid):
+        if proc is not None and pid_alive(proc.pid):
             with contextlib.suppress(ProcessLookupError):  # SLURM may have signalled it already
                 proc.send_signal(signal.SIGUSR2)
             deadline = time.time() + self.stop_grace_s
-            while not _exited(proc.pid) and time.time() < deadline:
+            while pid_alive(proc.pid) and time.time() < deadline:
                 time.sleep(0.2)
-            if not _exited(proc.pid):
+            if pid_alive(proc.pid):
                 log.warning("worker %d did not stop within %.0fs: requeueing anyway", proc.pid, self.stop_grace_s)
         fresh = SlurmTask(self.job_hash, self.job_file, self.db_url, self.stop_grace_s)
         return submitit.helpers.DelayedSubmission(fresh)
@@ -155,15 +146,10 @@ def bootstrap(submission_dir: Path) -> None:
     index = int(os.environ.get("SLURM_ARRAY_TASK_ID", "0"))
     task = manifest["tasks"][index]
     folder = submission_dir / LOG_SUBDIR  # every task logs here: %A_%a_0_log.out
-    job_env = submitit.JobEnvironment()
-    paths = utils.JobPaths(folder, job_id=job_env.job_id, task_id=job_env.global_rank)
-    if not paths.submitted_pickle.exists():  # a requeued task finds the checkpointed one instead
-        delayed = utils.DelayedSubmission(SlurmTask(task["job_hash"], task["job_file"], manifest["db_url"],
-                                                    float(manifest["stop_grace_s"])))
-        delayed.set_timeout(int(manifest["time_min"]), int(manifest["max_requeues"]))
-        with atomic_path(paths.submitted_pickle) as tmp:
-            delayed.dump(tmp)
-    submission.process_job(str(folder))
+    place_task_pickle(folder, SlurmTask(task["job_hash"], task["job_file"], manifest["db_url"],
+                                        float(manifest["stop_grace_s"])),
+                      time_min=int(manifest["time_min"]), max_requeues=int(manifest["max_requeues"]))
+    run_task(folder)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,27 +30,11 @@ from orchestrator.backends.local_slots import Allocation, SlotPool
 from orchestrator.workspace import JOB_FILE, log_tail
 from specs.contract import LOG_DIR
 from specs.job import JobSpec
+from specs.procs import pid_alive
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5
 STOP_GRACE_S = 30.0
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie still answers kill(0): check its state
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @dataclass

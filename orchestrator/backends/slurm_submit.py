@@ -21,14 +21,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import submitit
-
 from db import JobRow, Store, workspace_dir
 from orchestrator.backends.slurm_cmd import COMMANDS, max_array_size
 from orchestrator.backends.slurm_profile import SlurmProfile, executor_parameters, group_key
 from specs.atomic import write_json_atomic
 from specs.contract import ARRAY_ID_FILE, ARRAY_MANIFEST_FILE, JOB_FILE, LOG_DIR
 from specs.job import JobSpec
+from specs.submitit_adapter import ArrayExecutor
 
 log = logging.getLogger(__name__)
 MANIFEST = ARRAY_MANIFEST_FILE
@@ -82,22 +81,18 @@ def read_manifest(sub_dir: str | Path) -> dict[str, Any] | None:
         return None
 
 
-class _ArrayExecutor(submitit.SlurmExecutor):
+class _ArrayExecutor(ArrayExecutor):
     """submitit's SLURM executor whose array tasks start ``python -m workers.slurm_env <submission dir>``."""
 
     def __init__(self, sub_dir: Path, python: str, max_requeues: int) -> None:
-        super().__init__(folder=sub_dir / LOG_DIR, max_num_timeout=max_requeues, python=shlex.quote(python))
+        python = shlex.quote(python)
+        super().__init__(sub_dir / LOG_DIR, f"{python} -u -m workers.slurm_env {shlex.quote(str(sub_dir))}",
+                         python=python, max_num_timeout=max_requeues)
         self.sub_dir = sub_dir
 
-    @property
-    def _submitit_command_str(self) -> str:
-        return f"{self.python} -u -m workers.slurm_env {shlex.quote(str(self.sub_dir))}"
-
     def submit_array(self, n: int) -> str:
-        """sbatch an array of ``n`` tasks; returns the array's job id."""
-        self.parameters["map_count"] = n  # what submitit's own map_array sets
         COMMANDS["sbatch"] += 1
-        return str(self._submit_command(self._submitit_command_str).job_id)
+        return super().submit_array(n)
 
 
 @dataclass(frozen=True)
