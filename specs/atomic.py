@@ -1,6 +1,6 @@
 """Atomic file writes, the one helper of the product: write a temporary file next to the target, then
 rename it over the target (``os.replace``), so a reader sees the old file or the new one, never half a
-file, and a kill mid-write leaves at most a hidden ``.<name>.<pid>.<n>.tmp`` behind.
+file, and a kill mid-write leaves at most a hidden ``.<stem>.<pid>.<thread>.<n>.tmp<suffix>`` behind.
 
 The temporary file is created with the process's umask (like ``open``), in the target's directory
 (a rename is atomic only within one file system). ``fsync=True`` flushes the data to disk before the
@@ -22,7 +22,10 @@ _counter = itertools.count()
 
 
 def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident() % 10**6}.{next(_counter)}.tmp")
+    """A hidden name next to ``path``, unique per process and thread, ending in ``path``'s suffix (writers
+    such as ``np.save`` append their suffix to a path that lacks it)."""
+    return path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident() % 10**6}.{next(_counter)}.tmp"
+                          f"{path.suffix}")
 
 
 @contextmanager
