@@ -127,47 +127,25 @@ def test_a_manifest_that_is_not_the_jobs_is_refused_and_old_job_dirs_resolve(tmp
     assert load_manifest(spec, job_dir)[1].content_hash == spec.manifest_hash
 
 
-# --- a real job writes only files the contract names -----------------------------------------------------
-def test_a_real_job_writes_only_the_files_the_contract_names(tmp_path: Path, digits: Path) -> None:
-    grid = tmp_path / "grid.toml"
-    grid.write_text(f"""
-name = "tiny"
-seeds = [0]
-[dataset]
-root = "{digits}"
-[train]
-backbone = "test_resnet"
-epochs = 1
-batch_size = 64
-image_size = 32
-[eval]
-knn_k = 5
-[resources]
-loader_workers = 1
-ffcv_jit = "off"
-[report]
-reference = "k3"
-[subsets.k3]
-strategy = "uniform"
-k = 3
-[methods.supervised]
-""")
-    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
-    store = Store(db)
-    record_grid(store, load_grid(grid), DatasetMeta.load(digits))
-    (row,) = store.jobs("tiny")
-    job_dir = Path(row.job_dir)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "DLTH_HEARTBEAT_S": "1"}
-    proc = subprocess.run([sys.executable, "-m", "workers.entry", str(job_dir / contract.JOB_FILE), "--db", db],
-                          capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert store.job(row.job_hash).state == "COMPLETED"
-    store.close()
+# --- a real job writes only files the contract names ------------------------------------------------------
+def assert_only_contract_files(job_dir: Path) -> None:
+    """A finished job's directory holds only files named in specs/contract.py (and no temporary file).
+    Called by tests/test_e2e_local.py on the jobs it really trains (no second training run here)."""
     named = {v for k, v in vars(contract).items() if k.isupper() and k.endswith(("_FILE", "_DIR"))}
     written = {p.name for p in job_dir.iterdir()}
-    assert written <= named, written - named  # nothing unnamed, no temporary file left behind
+    assert written <= named, f"{job_dir}: files the contract does not name: {sorted(written - named)}"
     assert {contract.JOB_FILE, contract.MANIFEST_FILE, contract.CHECKPOINT_FILE, contract.EPOCH_METRICS_FILE,
-            contract.FINAL_METRICS_FILE} <= written
+            contract.FINAL_METRICS_FILE} <= written, sorted(written)
+
+
+def test_the_contract_check_flags_an_unnamed_file(tmp_path: Path) -> None:
+    for name in (contract.JOB_FILE, contract.MANIFEST_FILE, contract.CHECKPOINT_FILE, contract.EPOCH_METRICS_FILE,
+                 contract.FINAL_METRICS_FILE):
+        (tmp_path / name).write_text("x")
+    assert_only_contract_files(tmp_path)
+    (tmp_path / ".checkpoint.1.2.3.tmp.pt").write_text("torn")
+    with pytest.raises(AssertionError, match="does not name"):
+        assert_only_contract_files(tmp_path)
 
 
 # --- subsets/: no import circle ---------------------------------------------------------------------------
