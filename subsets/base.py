@@ -55,9 +55,9 @@ class Strategy(ABC):
     name: ClassVar[str]
     #: parameter name -> default (None means required, OPTIONAL may be absent). Unknown keys are rejected.
     params: ClassVar[dict[str, Any]] = {}
-    #: parameters holding file paths: kept in the params (the worker re-reads the file) but left out of
-    #: the manifest's content hash, so moving a grid does not change job identities. A strategy that
-    #: reads a file puts a hash of its content into the params instead (e.g. ``accuracy_sha``).
+    #: parameters holding file paths: kept in the params (``subsets show`` and a relaunch re-read the file)
+    #: but left out of the manifest's content hash, so moving a grid does not change job identities. A
+    #: strategy that reads a file puts a hash of its content into the params instead (``accuracy_sha``).
     path_params: ClassVar[tuple[str, ...]] = ()
 
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:

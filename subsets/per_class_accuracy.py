@@ -6,7 +6,8 @@ easiest class when k >= 2). Ties are broken by wnid (ascending) in every mode, s
 deterministic. ``accuracy_file`` names a CSV (``wnid,accuracy``) or JSON (``{wnid: accuracy}``) file
 (see :mod:`subsets.accuracy_file`); every class of the dataset needs an accuracy (extra wnids are
 ignored). The hash of the file's parsed content enters the canonical params as ``accuracy_sha``: editing
-the file changes the subset's identity, and a job launched before the edit refuses to run after it.
+the file changes the subset's identity (a relaunch records new jobs); a job launched before the edit keeps
+the classes it was launched with (the manifest saved in its job directory; workers never read the file).
 """
 
 from __future__ import annotations
