@@ -139,7 +139,7 @@ def release_ffcv_mapping(loader: object) -> None:
 
 
 def ffcv_contender(src: Path, store: str, args: argparse.Namespace) -> Contender:
-    from subsets.base import resolve
+    from subsets import resolve
     from subsets.meta import DatasetMeta
     from workers.data.loader import build_loader
     from workers.data.write import write_image_folder

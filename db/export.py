@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from db.store import Store
+from specs.atomic import write_text_atomic
 
 FORMATS = ("csv", "json")
 JOB_FIELDS = ("job_hash", "subset_name", "config_name", "config_key", "method", "seed", "state",
@@ -106,12 +107,6 @@ def _columns(rows: list[dict[str, Any]], base: Sequence[str]) -> list[str]:
     return cols
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8", newline="")
-    os.replace(tmp, path)
-
-
 def _csv_text(rows: list[dict[str, Any]], cols: list[str]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
@@ -141,14 +136,14 @@ def export_grid(
     for name, rows in tables.items():
         cols = _columns(rows, bases[name])
         if "csv" in formats:
-            _write_atomic(out / f"{name}.csv", _csv_text(rows, cols))
+            write_text_atomic(out / f"{name}.csv", _csv_text(rows, cols))
         if "json" in formats:
             records = [{c: _plain(r.get(c)) for c in cols} for r in rows]
-            _write_atomic(out / f"{name}.json", json.dumps(records, indent=1, allow_nan=False) + "\n")
+            write_text_atomic(out / f"{name}.json", json.dumps(records, indent=1, allow_nan=False) + "\n")
     try:
         spec = json.loads(grid.spec_json)
     except json.JSONDecodeError:
         spec = grid.spec_json
-    _write_atomic(out / "grid.json", json.dumps({"name": grid.name, "spec_hash": grid.spec_hash,
+    write_text_atomic(out / "grid.json", json.dumps({"name": grid.name, "spec_hash": grid.spec_hash,
                                                  "source_path": grid.source_path, "spec": spec}, indent=1) + "\n")
     return {name: len(rows) for name, rows in tables.items()}

@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from db.store import Store
 
-log = logging.getLogger(__name__)
+from specs.atomic import write_json_atomic
+from specs.contract import FINAL_METRICS_FILE
 
-FINAL_METRICS_FILE = "final_metrics.json"
+log = logging.getLogger(__name__)
+__all__ = ["FINAL_METRICS_FILE", "FinalResult", "ResultFileError", "read_final_metrics", "write_final_metrics"]
 
 
 @dataclass(frozen=True)
@@ -49,13 +51,7 @@ def write_final_metrics(
         "epoch_metrics": {str(e): {k: float(v) for k, v in vals.items()}
                           for e, vals in (epoch_metrics or {}).items()},
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(doc, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(path, doc, sort_keys=True, fsync=True)
 
 
 def _values(obj: object, where: str) -> dict[str, float]:

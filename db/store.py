@@ -230,21 +230,28 @@ class Store:
         with self.session() as s:
             now = utcnow()
             unique = {j.job_hash: j for j in jobs}
+            ids = self._ids_of(s, list(unique))  # a relaunch inserts only what is missing
             rows = [{"job_hash": j.job_hash, "spec_json": j.spec_json, "method": j.method,
                      "config_key": j.config_key, "seed": j.seed, "job_dir": j.job_dir,
                      "state": initial_state(bool(j.parents)), "attempt_count": 0, "failure_count": 0,
                      "created_at": now, "updated_at": now, "ingested_from_disk": False}
-                    for j in unique.values()]
+                    for j in unique.values() if j.job_hash not in ids]
             new = _insert_ignore(s, Job, rows, ["job_hash"])
-            parents = sorted({p for j in unique.values() for p in j.parents} - set(unique))
-            ids = self._ids_of(s, list(unique) + parents)
+            if rows:
+                ids.update(self._ids_of(s, [r["job_hash"] for r in rows]))
+            parents = sorted({p for j in unique.values() for p in j.parents} - set(ids))
+            if parents:
+                ids.update(self._ids_of(s, parents))
             missing = [p for p in parents if p not in ids]
             if missing:
                 raise KeyError(f"parent job {missing[0]} is neither recorded nor among the jobs to record")
+            linked = set(s.scalars(select(GridJob.job_id).where(GridJob.grid_id == grid_id)))
             links = [{"grid_id": grid_id, "job_id": ids[j.job_hash], "subset_name": j.subset_name,
-                      "config_name": j.config_name} for j in unique.values()]
+                      "config_name": j.config_name} for j in unique.values() if ids[j.job_hash] not in linked]
             _insert_ignore(s, GridJob, links, ["grid_id", "job_id"])
-            deps = [{"child_id": ids[j.job_hash], "parent_id": ids[p]} for j in unique.values() for p in j.parents]
+            fresh = {r["job_hash"] for r in rows}  # a known job's edges were recorded with it
+            deps = [{"child_id": ids[j.job_hash], "parent_id": ids[p]}
+                    for j in unique.values() if j.job_hash in fresh for p in j.parents]
             _insert_ignore(s, JobDep, deps, ["child_id", "parent_id"])
         return new, len(jobs) - new
 

@@ -83,6 +83,8 @@ def expand(grid: Any, meta: DatasetMeta, manifests: dict[str, Manifest] | None =
     from orchestrator.lottery_expand import expand_lottery
 
     manifests = manifests or resolve_subsets(grid, meta)
+    fingerprint = meta.fingerprint  # both hash arrays: once per grid, not once per job
+    manifest_hashes = {name: m.content_hash for name, m in manifests.items()}
     by_table: dict[str, list[ExpandedJob]] = {}
     for name in check_graph(grid.methods, grid.train):
         mt = grid.methods[name]
@@ -98,7 +100,7 @@ def expand(grid: Any, meta: DatasetMeta, manifests: dict[str, Manifest] | None =
             hparams, train = method_config(grid, mt, combo)
             for parent_label in parent_labels:
                 label = config_label(mt.name, combo) + (f"@{parent_label}" if parent_label else "")
-                for sname, manifest in manifests.items():
+                for sname in manifests:
                     for seed in mt.seeds:
                         spec_init, depends_on = None, ()
                         if parent_label is not None:
@@ -108,8 +110,8 @@ def expand(grid: Any, meta: DatasetMeta, manifests: dict[str, Manifest] | None =
                         elif init is not None:
                             spec_init = init.spec_init()
                         spec = JobSpec(
-                            grid=grid.name, dataset_root=grid.dataset_root, dataset_fingerprint=meta.fingerprint,
-                            subset_name=sname, subset=grid.subsets[sname], manifest_hash=manifest.content_hash,
+                            grid=grid.name, dataset_root=grid.dataset_root, dataset_fingerprint=fingerprint,
+                            subset_name=sname, subset=grid.subsets[sname], manifest_hash=manifest_hashes[sname],
                             config_name=label, method=mt.method, hparams=hparams, train=train, eval=grid.eval,
                             seed=seed, resources=mt.resources, depends_on=depends_on, init=spec_init,
                         )

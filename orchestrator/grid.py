@@ -36,7 +36,7 @@ from specs.base import SpecError, coerce, from_table, stable_hash
 from specs.job import EvalConfig, Resources, TrainConfig
 from specs.methods import hparams_class
 from subsets import SubsetError, validate_table
-from subsets.base import get_strategy
+from subsets.registry import get_strategy
 
 TOP_KEYS = {"name", "seeds", "failure_budget", "dataset", "train", "eval", "resources", "report", "cluster",
             "subsets", "methods", "breaker", "lottery"}

@@ -19,9 +19,9 @@ from typing import Any
 from db import JobRow, JobState, NewJob, Store, workspace_dir
 from orchestrator.backends.base import Backend, Plan, PlanJob
 from orchestrator.breaker import BreakerSettings
-from orchestrator.expand import ExpandedJob, expand
+from orchestrator.expand import ExpandedJob, expand, resolve_subsets
 from orchestrator.grid import GridSpec, load_grid
-from orchestrator.workspace import job_dir_for, write_job_file
+from orchestrator.workspace import job_dir_for, write_job_file, write_manifest
 from subsets import DatasetMeta
 
 log = logging.getLogger(__name__)
@@ -100,13 +100,17 @@ def ensure_dataset(grid: GridSpec) -> DatasetMeta:
 
 
 def record_grid(store: Store, grid: GridSpec, meta: DatasetMeta) -> RecordResult:
-    """Expand ``grid`` and record its jobs (idempotent): job files on disk, rows in one transaction."""
-    jobs = expand(grid, meta)
+    """Expand ``grid`` and record its jobs (idempotent): job files and subset manifests on disk, rows in one
+    transaction."""
+    manifests = resolve_subsets(grid, meta)
+    jobs = expand(grid, meta, manifests)
+    root = workspace_dir()
+    manifest_files = {name: write_manifest(m, root) for name, m in manifests.items()}
     rows = []
     for ej in jobs:
         h = ej.spec.job_hash
-        job_dir = job_dir_for(h)
-        write_job_file(ej.spec, job_dir)
+        job_dir = job_dir_for(h, root)
+        write_job_file(ej.spec, job_dir, manifest_files[ej.subset_name])
         rows.append(NewJob(job_hash=h, spec_json=ej.spec.to_json(), method=ej.spec.method,
                            config_key=ej.spec.config_key, seed=ej.spec.seed, job_dir=str(job_dir),
                            subset_name=ej.subset_name, config_name=ej.config_name,

@@ -14,6 +14,7 @@ from db import JobState, Store
 from db.models import utcnow
 from orchestrator import breaker
 from orchestrator.backends.registry import backends_of_grid, get_backend
+from specs.job import job_label
 from specs.settings import env_settings
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def grid_status(store: Store, grid_name: str, stale_after_s: float | None = None
         g.completed += j.state == JobState.COMPLETED
         g.running += j.state == JobState.RUNNING
         g.failed += j.state == JobState.FAILED
-        label = f"{j.subset_name}/{j.config_name}/s{j.seed}"
+        label = job_label(j.subset_name, j.config_name, j.seed)
         if j.state == JobState.FAILED:
             st.failed.append({"job": j.job_hash, "label": label, "failures": j.failure_count,
                               "error": j.last_error or ""})

@@ -1,32 +1,71 @@
-"""The workspace on disk: one directory per job (spec, checkpoint, metrics, logs), keyed by job hash."""
+"""The workspace on disk: one directory per job (spec, manifest, checkpoint, metrics, logs), keyed by job hash.
+
+The names of a job directory's files are :mod:`specs.contract`'s; this module writes what ``launch``
+puts there: ``job.json`` and the resolved subset ``manifest.json`` (one file per distinct manifest under
+``<workspace>/manifests/``, hard-linked into each job directory).
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 from pathlib import Path
 
 from db import workspace_dir
+from specs import contract
+from specs.atomic import write_text_atomic
+from specs.contract import JOB_FILE, JobPaths
 from specs.job import JobSpec
-from subsets.atomic import write_text_atomic
+from subsets import Manifest
 
-JOB_FILE = "job.json"
+log = logging.getLogger(__name__)
+__all__ = ["JOB_FILE", "job_dir_for", "log_tail", "write_job_file", "write_manifest"]
+MANIFESTS_DIR = "manifests"
 
 
 def job_dir_for(job_hash: str, root: Path | None = None) -> Path:
     """``<workspace>/jobs/<hash[:2]>/<hash>``: stable, shared by every grid that contains the job."""
-    root = root or workspace_dir()
-    return root / "jobs" / job_hash[:2] / job_hash
+    return contract.job_dir_for(job_hash, root or workspace_dir())
 
 
-def write_job_file(spec: JobSpec, job_dir: Path) -> Path:
-    """Write ``job.json`` (atomically) unless it already holds this job; return its path."""
-    job_dir.mkdir(parents=True, exist_ok=True)
-    (job_dir / "logs").mkdir(exist_ok=True)
-    path = job_dir / JOB_FILE
+def write_manifest(manifest: Manifest, root: Path | None = None) -> Path:
+    """``<workspace>/manifests/<content_hash>.json`` (atomically, once): the file job directories link to."""
+    path = (root or workspace_dir()) / MANIFESTS_DIR / f"{manifest.content_hash}.json"
+    if not path.is_file():
+        write_text_atomic(path, manifest.to_json())
+    return path
+
+
+def _link(source: Path, target: Path) -> None:
+    """Hard-link ``source`` to ``target`` (a copy where links are not possible); an existing target stays."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        return
+    except OSError:  # another file system, or links not allowed
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+
+
+def write_job_file(spec: JobSpec, job_dir: Path, manifest_file: Path | None = None) -> Path:
+    """Write ``job.json`` (atomically) unless it already holds this job, after linking the job's subset
+    manifest (``manifest_file``, from :func:`write_manifest`) into the directory; return ``job.json``'s path.
+
+    ``job.json`` is written last, so a directory whose ``job.json`` already holds this text is complete:
+    relaunching costs one read per job. (The worker creates ``logs/`` when it starts.)"""
+    job_file = os.path.join(job_dir, JOB_FILE)  # strings, not pathlib: this runs once per job of a grid
     text = spec.to_json()
-    if path.is_file() and path.read_text() == text:
-        return path
-    return write_text_atomic(path, text)
+    try:
+        with open(job_file) as fh:
+            if fh.read() == text:
+                return Path(job_file)
+    except FileNotFoundError:
+        os.makedirs(job_dir, exist_ok=True)
+    if manifest_file is not None:
+        _link(manifest_file, JobPaths(job_dir).manifest)
+    return write_text_atomic(job_file, text)
 
 
 def log_tail(path: str | Path | None, lines: int = 20) -> str:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import types
 import typing
+from functools import cached_property
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -77,6 +78,21 @@ def coerce(value: Any, tp: Any, key: str, meta: typing.Mapping[str, Any] | None 
     if hi is not None and value > hi:
         raise SpecError(key, f"{_type_name(tp)} <= {hi}")
     return value
+
+
+class Plain:
+    """Mixin of frozen spec dataclasses: their dict forms are computed once per instance (a grid's jobs
+    share a few config objects, and launching a large grid reads them for every job)."""
+
+    @cached_property
+    def plain(self) -> dict[str, Any]:
+        """The fields as plain dicts/lists (shared: do not mutate)."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @cached_property
+    def canonical(self) -> dict[str, Any]:
+        """:func:`non_defaults` of the instance (shared: do not mutate)."""
+        return non_defaults(self)
 
 
 def from_table(cls: type[T], table: dict[str, Any], prefix: str = "") -> T:

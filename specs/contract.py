@@ -8,7 +8,9 @@ anywhere else.
 
 Formats:
 - ``job.json``: :meth:`specs.job.JobSpec.to_json`.
-- ``manifest.json``: the resolved subset (``classes`` + ``indices`` per split + ``content_hash``).
+- ``manifest.json``: the resolved subset, :meth:`subsets.base.Manifest.to_json` (``classes``, ``indices``
+  per split, ``content_hash``, the strategy and its identity parameters). Jobs with the same subset
+  share one file (hard links to ``<workspace>/manifests/<content_hash>.json``).
 - ``checkpoint.pt``: the epoch checkpoint (``torch.save`` dict with ``epoch``, ``model``, ...).
 - ``metrics.jsonl``: one JSON object per epoch (``{"epoch": e, "values": {...}}``).
 - ``final_metrics.json``: ``{"job_hash", "metrics", "epoch_metrics"}`` (see ``db.ingest``).
@@ -34,11 +36,18 @@ REWIND_FILE = "rewind.pt"
 SPARSITY_FILE = "sparsity.json"
 WORKER_SETTINGS_FILE = "worker_settings.json"
 LOG_DIR = "logs"
+#: files every job directory holds once it was recorded (``launch``), before any worker ran
+RECORDED_FILES = (JOB_FILE, MANIFEST_FILE)
+
+# A SLURM submission directory (``<workspace>/slurm/<job name>/<token>/``, one per array): the array's
+# tasks in index order, written before ``sbatch`` and read by each task (``workers.slurm_env``).
+ARRAY_MANIFEST_FILE = "manifest.json"
+ARRAY_ID_FILE = "array_id"
 
 
 def job_dir_for(job_hash: str, workspace: Path) -> Path:
     """``<workspace>/jobs/<hash[:2]>/<hash>``: stable, shared by every grid that contains the job."""
-    return workspace / "jobs" / job_hash[:2] / job_hash
+    return Path(f"{workspace}/jobs/{job_hash[:2]}/{job_hash}")  # one Path, not three joins: once per job
 
 
 def sibling_job_dir(job_dir: str | Path, job_hash: str) -> Path:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
-from specs.base import from_table, non_defaults, stable_hash
+from specs.base import Plain, from_table, stable_hash
 from specs.methods import hparams_class
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -23,7 +24,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Plain):
     """Training defaults shared by all methods; a method table may override any of them."""
 
     backbone: str = "resnet18"
@@ -40,7 +41,7 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(Plain):
     """Evaluation protocol: kNN on frozen features (every method), plus top-1 for supervised."""
 
     knn_k: int = field(default=20, metadata={"min": 1})
@@ -49,7 +50,7 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
-class Resources:
+class Resources(Plain):
     """What one job asks of the cluster. Excluded from the job identity."""
 
     nodes: int = field(default=1, metadata={"min": 1})
@@ -68,6 +69,11 @@ class Resources:
     def slots(self) -> int:
         """CPU cores (or GPUs, when it asks for GPUs) the job occupies on one node."""
         return self.gpus_per_node if self.gpus_per_node else self.nproc_per_node * self.cpus_per_task
+
+
+def job_label(subset_name: str, config_name: str, seed: int) -> str:
+    """The one human-readable label of a job: ``subset/config/s<seed>`` (status, logs, ``slurm jobs``)."""
+    return f"{subset_name}/{config_name}/s{seed}"
 
 
 @dataclass(frozen=True)
@@ -104,19 +110,19 @@ class JobSpec:
         ident = {
             "method": self.method,
             "hparams": self.hparams,
-            "train": non_defaults(self.train),
-            "eval": non_defaults(self.eval),
+            "train": self.train.canonical,
+            "eval": self.eval.canonical,
         }
         if self.init is not None:
             ident["init"] = {k: v for k, v in self.init.items() if k != "job"}
         return ident
 
-    @property
+    @cached_property
     def config_key(self) -> str:
         """Hash of the configuration alone (same across subsets and seeds)."""
         return stable_hash(self.config_identity(), 12)
 
-    @property
+    @cached_property
     def job_hash(self) -> str:
         """Identity of the job: configuration + data (fingerprint + manifest) + seed (+ parent)."""
         ident = {
@@ -134,15 +140,25 @@ class JobSpec:
         return stable_hash(ident, 16)
 
     def label(self) -> str:
-        """Short human-readable label: ``subset/config/seed``."""
-        return f"{self.subset_name}/{self.config_name}/s{self.seed}"
+        """Short human-readable label: ``subset/config/seed`` (:func:`job_label`)."""
+        return job_label(self.subset_name, self.config_name, self.seed)
 
     # --- serialization --------------------------------------------------------------------
+    # A spec is frozen: its hashes and its JSON are computed once (launching a large grid reads them
+    # several times per job). Do not mutate its dict fields (hparams, subset, init, lottery).
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+        """``job.json``'s text: sorted keys, one line (the C encoder; ``indent`` would be ~10x slower)."""
+        return self._json
+
+    @cached_property
+    def _json(self) -> str:
+        doc = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for key in ("train", "eval", "resources"):
+            doc[key] = doc[key].plain
+        return json.dumps(doc, sort_keys=True)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "JobSpec":

@@ -12,14 +12,16 @@ Strategies (one file each, registered in :mod:`subsets.registry`), as ``[subsets
 Every table may add ``fraction`` (of each class's train images, stratified) and ``fraction_seed``.
 """
 
-from subsets.base import Manifest, SubsetError, resolve, validate_table
+from subsets.base import Manifest, ManifestError, SubsetError
 from subsets.meta import ClassInfo, DatasetMeta, DatasetMetaError
+from subsets.resolve import resolve, validate_table
 
 __all__ = [
     "ClassInfo",
     "DatasetMeta",
     "DatasetMetaError",
     "Manifest",
+    "ManifestError",
     "SubsetError",
     "resolve",
     "validate_table",

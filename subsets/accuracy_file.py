@@ -13,8 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from specs.atomic import write_text_atomic
 from specs.base import stable_hash
-from subsets.atomic import write_text_atomic
 from subsets.base import SubsetError
 
 KEY = "accuracy_file"

@@ -1,9 +1,13 @@
-"""Subset strategies: the base class, the manifest a subset resolves to, and the registry.
+"""Subset strategies' base: the :class:`Strategy` class, the :class:`Manifest` a subset resolves to, and
+the helpers strategies share. Strategies import only this module (and helpers); :mod:`subsets.registry`
+imports the strategies and owns the lookup; :mod:`subsets.resolve` turns a table into a manifest.
 
 A grid's ``[subsets.NAME]`` table is ``{"strategy": <registered name>, **strategy params,
-"fraction": float (optional), "fraction_seed": int (optional)}``. :func:`resolve` turns it into a
-:class:`Manifest`: the chosen classes and the sample indices per split, with a content hash that
-goes into every job identity. The same inputs give the same manifest on any machine.
+"fraction": float (optional), "fraction_seed": int (optional)}``. :func:`subsets.resolve.resolve` turns
+it into a :class:`Manifest`: the chosen classes and the sample indices per split, with a content hash
+that goes into every job identity. The same inputs give the same manifest on any machine. The launch
+writes the manifest into every job directory (:meth:`Manifest.to_json`), so workers never re-run a
+strategy.
 """
 
 from __future__ import annotations
@@ -41,15 +45,19 @@ class SubsetError(ValueError):
         super().__init__(f"{key}: expected {expected}")
 
 
+class ManifestError(ValueError):
+    """A saved manifest file cannot be used (unreadable, malformed, or its content does not match its hash)."""
+
+
 class Strategy(ABC):
-    """Chooses classes. Subclasses live one per file and register with :func:`register`."""
+    """Chooses classes. Subclasses live one per file, listed in :mod:`subsets.registry`."""
 
     name: ClassVar[str]
     #: parameter name -> default (None means required, OPTIONAL may be absent). Unknown keys are rejected.
     params: ClassVar[dict[str, Any]] = {}
-    #: parameters holding file paths: kept in the params (the worker re-reads the file) but left out of
-    #: the manifest's content hash, so moving a grid does not change job identities. A strategy that
-    #: reads a file puts a hash of its content into the params instead (e.g. ``accuracy_sha``).
+    #: parameters holding file paths: kept in the params (``subsets show`` and a relaunch re-read the file)
+    #: but left out of the manifest's content hash, so moving a grid does not change job identities. A
+    #: strategy that reads a file puts a hash of its content into the params instead (``accuracy_sha``).
     path_params: ClassVar[tuple[str, ...]] = ()
 
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -90,39 +98,17 @@ def check_choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
     return value
 
 
-_REGISTRY: dict[str, type[Strategy]] = {}
-
-
-def register(cls: type[Strategy]) -> type[Strategy]:
-    """Class decorator: make a strategy available under ``cls.name``."""
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def get_strategy(name: Any) -> Strategy:
-    """Instantiate the strategy registered under ``name``."""
-    from subsets import registry  # noqa: F401  (imports every strategy module)
-
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise SubsetError("strategy", f"one of {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]()
-
-
-def strategy_names() -> list[str]:
-    from subsets import registry  # noqa: F401
-
-    return sorted(_REGISTRY)
-
-
-def identity_params(strategy: str, params: dict[str, Any]) -> dict[str, Any]:
-    """``params`` without the strategy's path parameters: the part that defines what a subset is."""
-    skip = set(get_strategy(strategy).path_params)
-    return {k: v for k, v in params.items() if k not in skip}
+MANIFEST_FORMAT = 1
 
 
 @dataclass
 class Manifest:
-    """What a job sees: the chosen classes and the sample indices of each split."""
+    """What a job sees: the chosen classes and the sample indices of each split.
+
+    ``identity`` is the part of ``params`` that defines the subset (the strategy's path parameters left
+    out, see :attr:`Strategy.path_params`); ``None`` means all of ``params``. It enters the content hash,
+    so hashing a manifest needs no strategy lookup.
+    """
 
     name: str
     strategy: str
@@ -130,6 +116,7 @@ class Manifest:
     classes: list[ClassInfo]
     indices: dict[str, np.ndarray] = field(repr=False)
     dataset_fingerprint: str
+    identity: dict[str, Any] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -148,7 +135,7 @@ class Manifest:
         head = {
             "dataset": self.dataset_fingerprint,
             "strategy": self.strategy,
-            "params": identity_params(self.strategy, self.params),
+            "params": self.params if self.identity is None else self.identity,
             "classes": [c.wnid for c in self.classes],
         }
         h.update(json.dumps(head, sort_keys=True, default=str).encode())
@@ -156,6 +143,46 @@ class Manifest:
             h.update(split.encode())
             h.update(np.ascontiguousarray(self.indices[split], dtype=np.int64).tobytes())
         return h.hexdigest()[:16]
+
+    def to_json(self) -> str:
+        """The manifest file's text (``manifest.json`` of a job directory, see :mod:`specs.contract`)."""
+        doc = {
+            "format_version": MANIFEST_FORMAT,
+            "name": self.name,
+            "strategy": self.strategy,
+            "params": self.params,
+            "identity": self.identity,
+            "dataset_fingerprint": self.dataset_fingerprint,
+            "content_hash": self.content_hash,
+            "classes": [c.to_dict() for c in self.classes],
+            "indices": {s: np.asarray(v, dtype=np.int64).tolist() for s, v in sorted(self.indices.items())},
+        }
+        return json.dumps(doc, sort_keys=True, default=str)
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "manifest") -> Manifest:
+        """Parse :meth:`to_json`'s text; :class:`ManifestError` (naming ``where`` and the key) if it is
+        malformed or its content does not hash to its recorded ``content_hash``."""
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"{where}: expected valid JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(doc, dict) or doc.get("format_version") != MANIFEST_FORMAT:
+            raise ManifestError(f"{where}: format_version: expected {MANIFEST_FORMAT}")
+        try:
+            manifest = cls(
+                name=str(doc["name"]), strategy=str(doc["strategy"]), params=dict(doc["params"]),
+                classes=[ClassInfo(int(c["index"]), str(c["wnid"]), str(c["name"])) for c in doc["classes"]],
+                indices={str(s): np.asarray(v, dtype=np.int64) for s, v in doc["indices"].items()},
+                dataset_fingerprint=str(doc["dataset_fingerprint"]),
+                identity=None if doc.get("identity") is None else dict(doc["identity"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ManifestError(f"{where}: {exc}: expected a manifest written by Manifest.to_json") from None
+        if manifest.content_hash != doc.get("content_hash"):
+            raise ManifestError(f"{where}: content_hash: expected {manifest.content_hash} (the hash of its "
+                                f"content), found {doc.get('content_hash')}: the file was altered")
+        return manifest
 
     def summary(self, meta: DatasetMeta | None = None) -> dict[str, Any]:
         """JSON-ready description (no per-sample indices)."""
@@ -175,25 +202,6 @@ class Manifest:
         return out
 
 
-def validate_table(table: dict[str, Any]) -> dict[str, Any]:
-    """Validate a ``[subsets.NAME]`` table without any dataset; return its canonical form."""
-    if not isinstance(table, dict):
-        raise SubsetError("strategy", "a table with a 'strategy' key")
-    strategy = get_strategy(table.get("strategy"))
-    own = {k: v for k, v in table.items() if k not in COMMON_KEYS}
-    canonical: dict[str, Any] = {"strategy": strategy.name, **strategy.validate(own)}
-    fraction = table.get("fraction", 1.0)
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-        raise SubsetError("fraction", "a number in (0, 1]")
-    if fraction != 1.0:
-        canonical["fraction"] = float(fraction)
-        seed = table.get("fraction_seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise SubsetError("fraction_seed", "a non-negative integer")
-        canonical["fraction_seed"] = seed
-    return canonical
-
-
 def stratified_fraction(labels: np.ndarray, indices: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Keep ``fraction`` of each class's samples among ``indices`` (at least one per class), seeded.
 
@@ -209,27 +217,3 @@ def stratified_fraction(labels: np.ndarray, indices: np.ndarray, fraction: float
         order = np.random.default_rng([int(seed), int(cls)]).permutation(len(members))
         keep.append(members[order[:n]])
     return np.sort(np.concatenate(keep)).astype(np.int64) if keep else indices[:0]
-
-
-def resolve(name: str, table: dict[str, Any], meta: DatasetMeta) -> Manifest:
-    """Resolve a subset table against a dataset into its :class:`Manifest`."""
-    canonical = validate_table(table)
-    strategy = get_strategy(canonical["strategy"])
-    own = {k: v for k, v in canonical.items() if k not in COMMON_KEYS}
-    chosen = sorted(set(strategy.select_classes(own, meta)))
-    if not chosen:
-        raise SubsetError("strategy", f"a subset with at least one class ('{name}' selects none)")
-    indices = {}
-    for split, labels in meta.labels.items():
-        idx = np.flatnonzero(np.isin(labels, chosen)).astype(np.int64)
-        if split == "train" and "fraction" in canonical:
-            idx = stratified_fraction(labels, idx, canonical["fraction"], canonical["fraction_seed"])
-        indices[split] = idx
-    return Manifest(
-        name=name,
-        strategy=strategy.name,
-        params={k: v for k, v in canonical.items() if k != "strategy"},
-        classes=[meta.classes[i] for i in chosen],
-        indices=indices,
-        dataset_fingerprint=meta.fingerprint,
-    )

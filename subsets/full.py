@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from subsets.base import Strategy, register
+from subsets.base import Strategy
 from subsets.meta import DatasetMeta
 
 
-@register
 class Full(Strategy):
     name = "full"
     params: dict[str, Any] = {}

@@ -31,7 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from subsets.atomic import write_text_atomic
+from specs.atomic import write_text_atomic
 from subsets.base import SubsetError
 from subsets.wordnet_corpus import (
     INSTALL_HINT,

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from specs.atomic import atomic_path, write_json_atomic
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
@@ -109,10 +110,8 @@ class DatasetMeta:
         """Write ``meta.json`` and the label arrays atomically (tmp + rename)."""
         self.root.mkdir(parents=True, exist_ok=True)
         for split in SPLITS:
-            tmp = self.root / f".{split}_labels.npy.tmp"
-            with open(tmp, "wb") as fh:
+            with atomic_path(self.root / f"{split}_labels.npy") as tmp, open(tmp, "wb") as fh:
                 np.save(fh, np.asarray(self.labels[split], dtype=np.int64))
-            os.replace(tmp, self.root / f"{split}_labels.npy")
         doc = {
             "format_version": FORMAT_VERSION,
             "name": self.name,
@@ -121,6 +120,4 @@ class DatasetMeta:
                 s: {"num_samples": int(len(self.labels[s])), "file": self.split_files[s]} for s in SPLITS
             },
         }
-        tmp = self.root / f".{META_FILE}.tmp"
-        tmp.write_text(json.dumps(doc, indent=1))
-        os.replace(tmp, self.root / META_FILE)
+        write_json_atomic(self.root / META_FILE, doc)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from specs.base import stable_hash
-from subsets.base import OPTIONAL, Strategy, SubsetError, register
+from subsets.base import OPTIONAL, Strategy, SubsetError
 from subsets.meta import DatasetMeta
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -56,7 +56,6 @@ def read_wnids_file(path: str | Path, key: str = "wnids_file") -> list[str]:
     return out
 
 
-@register
 class Named(Strategy):
     name = "named"
     params: dict[str, Any] = {"wnids_file": OPTIONAL, "list": OPTIONAL, "wnids": OPTIONAL, "wnids_sha": OPTIONAL}

@@ -6,7 +6,8 @@ easiest class when k >= 2). Ties are broken by wnid (ascending) in every mode, s
 deterministic. ``accuracy_file`` names a CSV (``wnid,accuracy``) or JSON (``{wnid: accuracy}``) file
 (see :mod:`subsets.accuracy_file`); every class of the dataset needs an accuracy (extra wnids are
 ignored). The hash of the file's parsed content enters the canonical params as ``accuracy_sha``: editing
-the file changes the subset's identity, and a job launched before the edit refuses to run after it.
+the file changes the subset's identity (a relaunch records new jobs); a job launched before the edit keeps
+the classes it was launched with (the manifest saved in its job directory; workers never read the file).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 from typing import Any
 
 from subsets.accuracy_file import KEY, accuracy_sha, read_accuracy_file
-from subsets.base import OPTIONAL, Strategy, SubsetError, check_choice, check_class_count, register
+from subsets.base import OPTIONAL, Strategy, SubsetError, check_choice, check_class_count
 from subsets.meta import DatasetMeta
 from subsets.spread import pick_evenly
 
@@ -28,7 +29,6 @@ def rank_by_accuracy(acc: dict[str, float], wnids: list[str]) -> list[str]:
     return sorted(wnids, key=lambda w: (acc[w], w))
 
 
-@register
 class PerClassAccuracy(Strategy):
     name = "per_class_accuracy"
     params: dict[str, Any] = {"accuracy_file": None, "k": None, "mode": None, "accuracy_sha": OPTIONAL}

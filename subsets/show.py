@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from subsets.base import COMMON_KEYS, get_strategy, resolve
+from subsets.base import COMMON_KEYS
 from subsets.meta import DatasetMeta
+from subsets.registry import get_strategy
+from subsets.resolve import resolve
 
 
 def subset_report(name: str, table: dict[str, Any], meta: DatasetMeta) -> dict[str, Any]:

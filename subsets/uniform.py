@@ -6,13 +6,12 @@ from typing import Any
 
 import numpy as np
 
-from subsets.base import Strategy, SubsetError, check_choice, check_class_count, register
+from subsets.base import Strategy, SubsetError, check_choice, check_class_count
 from subsets.meta import DatasetMeta
 
 MODES = ("even", "random")
 
 
-@register
 class Uniform(Strategy):
     name = "uniform"
     params: dict[str, Any] = {"k": None, "mode": "even", "seed": 0}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from subsets.base import OPTIONAL, Strategy, SubsetError, check_class_count, register
+from subsets.base import OPTIONAL, Strategy, SubsetError, check_class_count
 from subsets.hierarchy import Hierarchy, group_coverage, load_hierarchy
 from subsets.meta import DatasetMeta
 from subsets.spread import ALLOCATIONS, allocate, pick_evenly
@@ -43,7 +43,6 @@ def spread_over_groups(
     return [w for g in sorted(groups) for w in pick_evenly(groups[g], quota[g])]
 
 
-@register
 class WordNet(Strategy):
     name = "wordnet"
     params: dict[str, Any] = {

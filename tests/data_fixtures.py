@@ -57,7 +57,7 @@ def distributed_rank_main(rank: int, world: int, init_file: str, meta_root: str,
     """One rank of the 2-process gloo test: record the sample ids its train and val loaders yield."""
     import torch.distributed as dist
 
-    from subsets.base import resolve
+    from subsets import resolve
     from subsets.meta import DatasetMeta
     from workers.data.loader import build_loader
 

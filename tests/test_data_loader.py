@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from subsets.base import resolve
+from subsets import resolve
 from subsets.meta import DatasetMeta
 from tests.data_fixtures import SPLIT_MARK, decode_ids, distributed_rank_main, make_id_folder
 from workers.data.loader import build_loader

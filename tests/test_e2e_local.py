@@ -16,6 +16,8 @@ import pytest
 
 from db import AttemptState, JobState, Store
 
+from .test_job_contract import assert_only_contract_files
+
 pytestmark = pytest.mark.slow
 
 GRID = """
@@ -78,6 +80,7 @@ def test_quickstart_like_grid_trains_reports_and_relaunches_idempotently(tmp_pat
         on_disk = json.loads((Path(j.job_dir) / "final_metrics.json").read_text())["metrics"]
         assert on_disk == pytest.approx(m)
         assert len(store.metrics(j.job_hash)) == 3  # two epochs + final
+        assert_only_contract_files(Path(j.job_dir))  # launch and worker write only what the contract names
     # real learning: the supervised model at lr 0.2 on the full digits beats chance (0.1) by far
     best = max(finals[j.job_hash]["val_top1"] for j in jobs if j.subset_name == "full" and j.method == "supervised")
     assert best > 0.5

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from subsets import ClassInfo, DatasetMeta, SubsetError, resolve, validate_table
-from subsets.base import get_strategy
 from subsets.hierarchy import (
     HIERARCHY_FILE,
     PATH_RULE,
@@ -28,6 +27,7 @@ from subsets.hierarchy import (
     load_hierarchy,
     shipped_wnids,
 )
+from subsets.registry import get_strategy
 from subsets.wordnet_corpus import synset_by_wnid, wordnet_reader
 
 REPO = Path(__file__).resolve().parents[1]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -11,8 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from specs.atomic import atomic_path
+from specs.contract import CHECKPOINT_FILE
+
 log = logging.getLogger(__name__)
-CHECKPOINT_FILE = "checkpoint.pt"
+__all__ = ["CHECKPOINT_FILE", "load_checkpoint", "save_checkpoint"]
 
 
 def save_checkpoint(job_dir: Path, state: dict[str, Any]) -> Path:
@@ -24,9 +26,8 @@ def save_checkpoint(job_dir: Path, state: dict[str, Any]) -> Path:
 
 def save_torch_atomic(obj: Any, path: Path) -> Path:
     """``torch.save(obj, path)`` through a temporary file and a rename (never a torn file)."""
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
     return path
 
 

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import torch
 
+from specs.contract import CHECKPOINT_FILE, JobPaths
 from specs.job import JobSpec
-from workers.checkpoint import CHECKPOINT_FILE
 from workers.data.loader import build_loader
 from workers.knn import extract_features, knn_votes
-from workers.train import build_method, load_manifest
+from workers.manifest import load_manifest
+from workers.train import build_method
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +30,12 @@ class NoCheckpoint(ValueError):
 def per_class_accuracy(job_dir: str | Path, *, batch_size: int = 256, num_workers: int = 1) -> dict[str, float]:
     """``{wnid: top-1 accuracy}`` over the job's validation classes, from its last checkpoint."""
     job_dir = Path(job_dir)
-    ckpt_path = job_dir / CHECKPOINT_FILE
+    paths = JobPaths(job_dir)
+    ckpt_path = paths.checkpoint
     if not ckpt_path.is_file():
         raise NoCheckpoint(f"{job_dir}: {CHECKPOINT_FILE}: expected the checkpoint of a trained job")
-    spec = JobSpec.from_json((job_dir / "job.json").read_text())
-    meta, manifest = load_manifest(spec)
+    spec = JobSpec.from_json(paths.job_file.read_text())
+    meta, manifest = load_manifest(spec, job_dir)
     method = build_method(spec, manifest.num_classes)
     method.load_state_dict(torch.load(ckpt_path, map_location="cpu", weights_only=False)["model"])
     method.eval()

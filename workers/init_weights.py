@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from torch import nn
 
 from specs.contract import JobPaths, sibling_job_dir
 from specs.job import JobSpec
+from workers.checkpoint import save_torch_atomic
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,5 @@ def load_init(spec: JobSpec, job_dir: Path, backbone: nn.Module) -> InitReport |
 
 def save_final_weights(job_dir: Path, job_hash: str, backbone: nn.Module, model: nn.Module) -> Path:
     """Write ``final_weights.pt`` (what a child job starts from) atomically: tmp file, then rename."""
-    path = JobPaths.of(job_dir).final_weights
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"job_hash": job_hash, "backbone": backbone.state_dict(), "model": model.state_dict()}, tmp)
-    os.replace(tmp, path)
-    return path
+    return save_torch_atomic({"job_hash": job_hash, "backbone": backbone.state_dict(), "model": model.state_dict()},
+                             JobPaths.of(job_dir).final_weights)

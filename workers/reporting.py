@@ -18,10 +18,11 @@ from typing import TypeVar
 
 from db import Store, write_final_metrics
 from db.retry import with_retries
+from specs.contract import EPOCH_METRICS_FILE
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-EPOCH_METRICS_FILE = "metrics.jsonl"
+__all__ = ["EPOCH_METRICS_FILE", "JobReporter", "read_epoch_metrics"]
 
 
 class JobReporter:

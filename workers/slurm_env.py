@@ -27,14 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import submitit
-from submitit.core import submission, utils
 
-from specs.contract import WORKER_SETTINGS_FILE
+from specs.contract import ARRAY_MANIFEST_FILE, LOG_DIR, WORKER_SETTINGS_FILE
+from specs.procs import pid_alive
 from specs.settings import WorkerSettings, apply_umask
+from specs.submitit_adapter import place_task_pickle, run_task
 
 log = logging.getLogger("workers.slurm_env")
-MANIFEST = "manifest.json"
-LOG_SUBDIR = "logs"
+MANIFEST = ARRAY_MANIFEST_FILE
+LOG_SUBDIR = LOG_DIR
 STOPPED_RC = 143  # workers.entry: stopped by a signal, attempt recorded PREEMPTED
 
 
@@ -58,15 +59,6 @@ def distributed_env() -> dict[str, str]:
         "LOCAL_RANK": str(dist.local_rank),
         "LOCAL_WORLD_SIZE": str(dist.local_world_size),
     }
-
-
-def _exited(pid: int) -> bool:
-    """True once ``pid`` has exited (gone, or a zombie waiting to be reaped); never reaps it."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[-1].split()[0] in ("Z", "X")
-    except OSError:
-        return True
 
 
 class SlurmTask(submitit.helpers.Checkpointable):
@@ -133,13 +125,13 @@ class SlurmTask(submitit.helpers.Checkpointable):
         The worker saved a checkpoint at the end of its last epoch; the requeued task resumes from it.
         """
         proc = self._proc
-        if proc is not None and not _exited(proc.pid):
+        if proc is not None and pid_alive(proc.pid):
             with contextlib.suppress(ProcessLookupError):  # SLURM may have signalled it already
                 proc.send_signal(signal.SIGUSR2)
             deadline = time.time() + self.stop_grace_s
-            while not _exited(proc.pid) and time.time() < deadline:
+            while pid_alive(proc.pid) and time.time() < deadline:
                 time.sleep(0.2)
-            if not _exited(proc.pid):
+            if pid_alive(proc.pid):
                 log.warning("worker %d did not stop within %.0fs: requeueing anyway", proc.pid, self.stop_grace_s)
         fresh = SlurmTask(self.job_hash, self.job_file, self.settings_file, self.stop_grace_s)
         return submitit.helpers.DelayedSubmission(fresh)
@@ -170,27 +162,16 @@ def close_stale_attempts(db_url: str, job_hash: str, backend_id: str) -> None:
         store.close()
 
 
-def _dump_atomic(delayed: utils.DelayedSubmission, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    delayed.dump(tmp)
-    os.replace(tmp, path)
-
-
 def bootstrap(submission_dir: Path) -> None:
     """Run this array task's job: place submitit's pickle for it (first run only), then submitit's runner."""
     manifest = json.loads((submission_dir / MANIFEST).read_text())
     index = int(os.environ.get("SLURM_ARRAY_TASK_ID", "0"))
     task = manifest["tasks"][index]
     folder = submission_dir / LOG_SUBDIR  # every task logs here: %A_%a_0_log.out
-    job_env = submitit.JobEnvironment()
-    paths = utils.JobPaths(folder, job_id=job_env.job_id, task_id=job_env.global_rank)
-    if not paths.submitted_pickle.exists():  # a requeued task finds the checkpointed one instead
-        delayed = utils.DelayedSubmission(SlurmTask(task["job_hash"], task["job_file"], manifest["settings_file"],
-                                                    float(manifest["stop_grace_s"])))
-        delayed.set_timeout(int(manifest["time_min"]), int(manifest["max_requeues"]))
-        _dump_atomic(delayed, paths.submitted_pickle)
-    submission.process_job(str(folder))
+    place_task_pickle(folder, SlurmTask(task["job_hash"], task["job_file"], manifest["settings_file"],
+                                        float(manifest["stop_grace_s"])),
+                      time_min=int(manifest["time_min"]), max_requeues=int(manifest["max_requeues"]))
+    run_task(folder)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from db import FINAL_METRICS_FILE
 from specs.backbones import create_backbone
+from specs.contract import FINAL_METRICS_FILE
 from specs.job import JobSpec
-from subsets import DatasetMeta, Manifest, resolve
+from subsets import DatasetMeta, Manifest
 from workers.checkpoint import load_checkpoint, save_checkpoint
 from workers.data.jit import configure_jit
 from workers.data.loader import build_loader
@@ -33,6 +33,7 @@ from workers.errors import check_loss
 from workers.init_weights import load_init, save_final_weights
 from workers.knn import extract_features, knn_accuracy
 from workers.lottery_job import setup_ticket
+from workers.manifest import SubsetChanged, load_manifest
 from workers.methods.base import Method
 from workers.methods.registry import method_class
 from workers.reporting import JobReporter
@@ -40,22 +41,7 @@ from workers.schedule import build_optimizer, lr_at, set_lr
 from workers.test_hooks import maybe_fail_once
 
 log = logging.getLogger(__name__)
-
-
-class SubsetChanged(RuntimeError):
-    """The dataset or subset no longer resolves to the manifest the job was launched with."""
-
-
-def load_manifest(spec: JobSpec) -> tuple[DatasetMeta, Manifest]:
-    """Recompute the job's subset manifest and check it is the one it was launched with."""
-    meta = DatasetMeta.load(spec.dataset_root)
-    manifest = resolve(spec.subset_name, spec.subset, meta)
-    if manifest.content_hash != spec.manifest_hash:
-        raise SubsetChanged(
-            f"subset {spec.subset_name!r} of {spec.dataset_root} resolves to manifest {manifest.content_hash}, "
-            f"but the job was launched with {spec.manifest_hash}: the dataset changed; relaunch the grid"
-        )
-    return meta, manifest
+__all__ = ["SubsetChanged", "Trainer", "build_method", "load_manifest", "seed_everything"]
 
 
 def seed_everything(seed: int, rank: int) -> None:
@@ -96,7 +82,7 @@ class Trainer:
             return dict(json.loads(done.read_text())["metrics"])
         spec, ctx, cfg = self.spec, self.ctx, self.spec.train
         maybe_fail_once(spec.job_hash)  # test-only (off unless DLTH_TEST_FAIL_ONCE is set)
-        meta, manifest = load_manifest(spec)
+        meta, manifest = load_manifest(spec, self.job_dir)
         configure_jit(spec.resources.ffcv_jit, len(manifest.indices["train"]))
         seed_everything(spec.seed, ctx.rank)
         method = build_method(spec, manifest.num_classes).to(ctx.device)

@@ -32,30 +32,14 @@ from orchestrator.db_wait import ride_out
 from orchestrator.graph import advance
 from orchestrator.preflight import check_local_resources
 from orchestrator.workspace import JOB_FILE, log_tail
-from specs.contract import JobPaths
+from specs.contract import LOG_DIR, JobPaths
 from specs.job import JobSpec
+from specs.procs import pid_alive
 from specs.settings import WorkerSettings, env_settings
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5
 STOP_GRACE_S = 30.0
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie still answers kill(0): check its state
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @dataclass
@@ -186,8 +170,8 @@ class LocalBackend(Backend):
 
     def _start(self, ctx: LaunchContext, job: JobRow, spec: JobSpec, alloc: Allocation) -> _Running:
         job_dir = Path(job.job_dir)
-        (job_dir / "logs").mkdir(parents=True, exist_ok=True)
-        log_path = job_dir / "logs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        (job_dir / LOG_DIR).mkdir(parents=True, exist_ok=True)
+        log_path = job_dir / LOG_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
         fh = open(log_path, "ab")  # noqa: SIM115 (closed in _finished)
         threads = max(1, spec.resources.cpus_per_task)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),

@@ -28,6 +28,7 @@ from orchestrator.backends.slurm_cmd import scancel
 from orchestrator.backends.slurm_sacct import SlurmRun, SlurmView, query
 from orchestrator.backends.slurm_submit import first_submission, read_manifest, submitted_at
 from orchestrator.workspace import log_tail
+from specs.contract import LOG_DIR
 from specs.settings import env_settings
 
 log = logging.getLogger(__name__)
@@ -244,7 +245,7 @@ def _settle(store: Store, job_name: str, job: JobRow, attempts: list[AttemptRow]
 def _task_log(run: SlurmRun) -> Path | None:
     if not run.workdir:
         return None
-    path = Path(run.workdir) / "logs" / f"{run.slurm_id}_0_log.out"
+    path = Path(run.workdir) / LOG_DIR / f"{run.slurm_id}_0_log.out"
     return path if path.is_file() else None
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shlex
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,20 +23,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import submitit
-
 from db import JobRow, Store, workspace_dir
 from orchestrator.backends.base import PlanJob
 from orchestrator.backends.slurm_cmd import COMMANDS, max_array_size
 from orchestrator.backends.slurm_graph import plan_graph
 from orchestrator.backends.slurm_profile import SlurmProfile, executor_parameters, group_key
-from orchestrator.workspace import JOB_FILE
-from specs.contract import WORKER_SETTINGS_FILE
+from specs.atomic import write_json_atomic
+from specs.contract import ARRAY_ID_FILE, ARRAY_MANIFEST_FILE, JOB_FILE, LOG_DIR, WORKER_SETTINGS_FILE
 from specs.job import JobSpec
 from specs.settings import WorkerSettings, env_settings
+from specs.submitit_adapter import ArrayExecutor
 
 log = logging.getLogger(__name__)
-MANIFEST = "manifest.json"  # same name as workers.slurm_env.MANIFEST (the worker side reads it)
+MANIFEST = ARRAY_MANIFEST_FILE
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKEN_TIME = "%Y%m%dT%H%M%S"
 
@@ -74,7 +72,7 @@ def submitted_at(name: str, array_id: str) -> datetime | None:
     d = grid_dir(name)
     for entry in d.iterdir() if d.is_dir() else []:
         try:
-            if (entry / "array_id").read_text().strip() == array_id:
+            if (entry / ARRAY_ID_FILE).read_text().strip() == array_id:
                 return datetime.strptime(entry.name.split("-", 1)[0], TOKEN_TIME)
         except (OSError, ValueError):
             continue
@@ -88,22 +86,18 @@ def read_manifest(sub_dir: str | Path) -> dict[str, Any] | None:
         return None
 
 
-class _ArrayExecutor(submitit.SlurmExecutor):
+class _ArrayExecutor(ArrayExecutor):
     """submitit's SLURM executor whose array tasks start ``python -m workers.slurm_env <submission dir>``."""
 
     def __init__(self, sub_dir: Path, python: str, max_requeues: int) -> None:
-        super().__init__(folder=sub_dir / "logs", max_num_timeout=max_requeues, python=shlex.quote(python))
+        python = shlex.quote(python)
+        super().__init__(sub_dir / LOG_DIR, f"{python} -u -m workers.slurm_env {shlex.quote(str(sub_dir))}",
+                         python=python, max_num_timeout=max_requeues)
         self.sub_dir = sub_dir
 
-    @property
-    def _submitit_command_str(self) -> str:
-        return f"{self.python} -u -m workers.slurm_env {shlex.quote(str(self.sub_dir))}"
-
     def submit_array(self, n: int) -> str:
-        """sbatch an array of ``n`` tasks; returns the array's job id."""
-        self.parameters["map_count"] = n  # what submitit's own map_array sets
         COMMANDS["sbatch"] += 1
-        return str(self._submit_command(self._submitit_command_str).job_id)
+        return super().submit_array(n)
 
 
 @dataclass(frozen=True)
@@ -115,12 +109,6 @@ class Submitted:
     @property
     def slurm_ids(self) -> list[str]:
         return [f"{self.array_id}_{i}" for i in range(len(self.job_hashes))]
-
-
-def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, path)
 
 
 def plan_arrays(jobs: list[JobRow], profile: SlurmProfile, chunk: int) -> Iterator[tuple[dict[str, Any], list[JobRow]]]:
@@ -163,10 +151,10 @@ def submit_jobs(
         dependency = plan.dependency(array_ids)
         token = f"{datetime.now(UTC):{TOKEN_TIME}}-{uuid.uuid4().hex[:8]}"
         sub_dir = root / token
-        (sub_dir / "logs").mkdir(parents=True, exist_ok=True)
+        (sub_dir / LOG_DIR).mkdir(parents=True, exist_ok=True)
         settings = WorkerSettings(db_url=db_url, backend="slurm", heartbeat_s=env_settings().heartbeat_s)
         settings_file = settings.write(sub_dir / WORKER_SETTINGS_FILE)
-        _write_json_atomic(sub_dir / MANIFEST, {
+        write_json_atomic(sub_dir / MANIFEST, {
             "version": 1, "job_name": name, "token": token, "settings_file": str(settings_file),
             "time_min": params["time"], "signal_delay_s": profile.signal_delay_s,
             "stop_grace_s": max(5, profile.signal_delay_s - 20), "max_requeues": profile.max_requeues,
@@ -181,7 +169,7 @@ def submit_jobs(
         array_id = ex.submit_array(len(members))
         array_ids.append(array_id)
         sub = Submitted(array_id, sub_dir, [j.job_hash for j in members])
-        (sub_dir / "array_id").write_text(array_id)
+        (sub_dir / ARRAY_ID_FILE).write_text(array_id)
         store.mark_queued(sub.job_hashes, "slurm", sub.slurm_ids)
         log.info("submitted array %s (%d jobs) from %s%s", array_id, len(members), sub_dir,
                  f" with --dependency={dependency}" if dependency else "")

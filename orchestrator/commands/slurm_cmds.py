@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.cli_common import db_option, fail, open_store, resolve_grid_name
+from specs.job import job_label
 
 
 @click.group()
@@ -42,7 +43,7 @@ def jobs_cmd(grid: str | None, as_json: bool, db_url: str) -> None:
     out = []
     for j in rows:
         run = view.latest(j.backend_id) if view and j.backend_id else None
-        out.append({"job": j.job_hash, "label": f"{j.subset_name}/{j.config_name}/s{j.seed}", "state": j.state,
+        out.append({"job": j.job_hash, "label": job_label(j.subset_name, j.config_name, j.seed), "state": j.state,
                     "slurm_id": j.backend_id, "slurm_state": run.state if run else "",
                     "node": run.nodes if run else "", "attempts": j.attempt_count, "failures": j.failure_count})
     if as_json:

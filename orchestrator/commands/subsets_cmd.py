@@ -13,6 +13,7 @@ from rich.table import Table
 
 from orchestrator.cli_common import db_option, fail, open_store
 from specs.base import SpecError
+from specs.contract import JobPaths
 from subsets import SubsetError
 
 
@@ -118,7 +119,7 @@ def class_accuracy(job: str, out_file: Path, db_url: str) -> None:
     from workers.class_accuracy import NoCheckpoint, per_class_accuracy
 
     job_dir = Path(job)
-    if not (job_dir / "job.json").is_file():
+    if not JobPaths(job_dir).job_file.is_file():
         row = open_store(db_url).job(job)
         if row is None:
             fail(f"JOB {job!r}: expected a job hash or a job directory holding job.json")

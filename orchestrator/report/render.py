@@ -10,8 +10,6 @@ import base64
 import html
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from orchestrator.report.lottery import LotteryReport, lottery_html, lottery_mar
 from orchestrator.report.plots import PLOTS
 from orchestrator.report.ranking import ConfigStat, Report, SubsetReport
 from orchestrator.report.sections import Section, extra_sections, header_lines, recommendation
+from specs.atomic import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 DASH = "—"
@@ -378,17 +377,6 @@ def _html_decision(report: Report, pngs: dict[str, bytes]) -> str:
     return f"<div class='top'><div>{box_}</div><div>{plots}</div></div>" if plots else box_
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report_files(report: Report, out_dir: Path | str, lottery: LotteryReport | None = None) -> list[Path]:
     """Write report.md (+ its PNG plots), report.html (self-contained) and report.json into ``out_dir``.
 
@@ -408,7 +396,7 @@ def write_report_files(report: Report, out_dir: Path | str, lottery: LotteryRepo
     files["report.json"] = (report_json(report, lottery) + "\n").encode("utf-8")
     out.mkdir(parents=True, exist_ok=True)
     for file, data in files.items():
-        _write_atomic(out / file, data)
+        write_bytes_atomic(out / file, data)
     for name in PLOTS.keys() - pngs.keys():  # a plot an earlier report had and this one has not
         (out / f"{name}.png").unlink(missing_ok=True)
     log.info("report of %s written to %s", report.grid, out)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from specs.atomic import write_text_atomic
+from specs.procs import pid_alive
 from subsets.meta import META_FILE, ClassInfo, DatasetMeta
 from workers.data.beton import ImageOptions, ImageSource, write_beton
 from workers.data.errors import DataWriteError
@@ -165,21 +167,11 @@ def write_dataset(
     return meta, skipped
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_stale_partials(out: Path) -> None:
     """Delete temporary files left by interrupted writes (whose writer process is gone)."""
     for tmp in out.glob(".*.beton.partial-*"):
         pid = tmp.name.rsplit("-", 1)[-1]
-        if not pid.isdigit() or not _pid_alive(int(pid)):
+        if not pid.isdigit() or not pid_alive(int(pid)):
             log.info("removing %s (left by an interrupted write)", tmp)
             tmp.unlink(missing_ok=True)
 
@@ -189,9 +181,7 @@ def _write_skipped_list(out: Path, entries: Sequence[tuple[str, str]]) -> None:
     if not entries:
         target.unlink(missing_ok=True)
         return
-    tmp = out / f".{SKIPPED_FILE}.tmp"
-    tmp.write_text("".join(f"{reason}\t{path}\n" for path, reason in entries))
-    os.replace(tmp, target)
+    write_text_atomic(target, "".join(f"{reason}\t{path}\n" for path, reason in entries))
 
 
 def write_image_folder(
