@@ -14,6 +14,8 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from specs.atomic import write_bytes_atomic
+
 PRIVATE_FILE_MODE = 0o600
 DEFAULT_UMASK = 0o077  # everything the product writes is readable only by the user
 
@@ -70,21 +72,7 @@ def apply_umask() -> int:
 
 def write_private(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically, readable and writable only by the user (0600)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
-    try:
-        os.fchmod(fd, PRIVATE_FILE_MODE)  # an older tmp file of the same name keeps its mode otherwise
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-    return path
+    return write_bytes_atomic(path, text.encode(), fsync=True, mode=PRIVATE_FILE_MODE)
 
 
 @dataclass(frozen=True)
