@@ -30,6 +30,7 @@ from workers.distributed import (
     broadcast_buffers,
 )
 from workers.knn import extract_features, knn_accuracy
+from workers.linear_probe import probe_if_asked
 from workers.methods.base import Method
 from workers.methods.registry import method_class
 from workers.reporting import JobReporter
@@ -98,7 +99,7 @@ class Trainer:
         if ctx.device.type == "cuda":
             method = method.to(memory_format=torch.channels_last)
         model = DistributedDataParallel(method) if ctx.distributed else method
-        opt = build_optimizer(method.parameters(), cfg)
+        opt = build_optimizer(method, cfg)
         scaler = torch.amp.GradScaler(enabled=cfg.precision == "fp16" and ctx.device.type == "cuda")
         start_epoch, train_time = 0, 0.0
         ckpt = load_checkpoint(self.job_dir)
@@ -118,6 +119,7 @@ class Trainer:
             num_workers=spec.resources.loader_workers, device=ctx.device,
         )
         steps = len(loader)
+        method.attach(loader)
         for epoch in range(start_epoch, cfg.epochs):
             loader.set_epoch(epoch)
             model.train()
@@ -133,6 +135,7 @@ class Trainer:
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
+                method.after_step(epoch * steps + i, cfg.epochs * steps)  # momentum targets, step counter
                 total += float(loss.detach())
                 n_batches += 1
                 n_images += int(labels.shape[0])
@@ -146,6 +149,7 @@ class Trainer:
                 "epoch_time_s": elapsed,
                 "images_per_s": n_images * ctx.world_size / max(elapsed, 1e-9),
             }
+            values.update({k: all_reduce_mean(ctx, v) for k, v in method.epoch_metrics().items()})
             if spec.eval.every_epochs and (epoch + 1) % spec.eval.every_epochs == 0 and epoch + 1 < cfg.epochs:
                 values.update(self.evaluate(method, meta, manifest))
             if ctx.is_main:
@@ -157,6 +161,10 @@ class Trainer:
             log.info("epoch %d/%d loss %.4f (%.1fs)", epoch + 1, cfg.epochs, values["train_loss"], elapsed)
             barrier(ctx)
         final = self.evaluate(method, meta, manifest)
+        probe = probe_if_asked(spec, method.backbone, meta, manifest, self.job_dir, ctx, self.stop)
+        if probe is None:
+            return None
+        final.update(probe)
         final.update({"train_time_s": train_time, "epochs": float(cfg.epochs),
                       "num_classes": float(manifest.num_classes),
                       "num_train_samples": float(len(manifest.indices["train"]))})
