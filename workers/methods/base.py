@@ -49,13 +49,14 @@ def enable_any_input_size(backbone: nn.Module) -> None:
     """Let a timm ViT built for one image size take crops of any size (multi-crop's local crops):
     position embeddings are resampled to the crop's patch grid, crops padded to whole patches."""
     patch = getattr(backbone, "patch_embed", None)
-    if patch is None or not hasattr(backbone, "dynamic_img_size") or backbone.dynamic_img_size:
+    if patch is None or not hasattr(backbone, "dynamic_img_size"):
         return
     from timm.layers import Format
 
-    backbone.dynamic_img_size = True
+    if not backbone.dynamic_img_size:
+        backbone.dynamic_img_size = True
+        patch.flatten, patch.output_fmt = False, Format.NHWC
     patch.strict_img_size, patch.dynamic_img_pad = False, True
-    patch.flatten, patch.output_fmt = False, Format.NHWC
 
 
 def multi_crop_forward(module: nn.Module, crops: Sequence[torch.Tensor]) -> torch.Tensor:
