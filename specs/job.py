@@ -172,3 +172,16 @@ class JobSpec:
     def typed_hparams(self) -> Any:
         """The method's hyperparameter dataclass, with this job's values."""
         return from_table(hparams_class(self.method), self.hparams, "hparams")
+
+
+def metric_protocol(metric: str) -> str:
+    """The evaluation protocol that produces ``metric`` (for the report's header), e.g. ``linear probe``."""
+    if metric.startswith("knn_"):
+        return "kNN on frozen features"
+    if metric.startswith("linear_"):
+        return "linear probe on the frozen backbone"
+    if metric.startswith("online_probe_"):
+        return "online linear probe during training"
+    if metric.startswith("val_"):
+        return "the method's own classifier"
+    return "as recorded by the job"

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from orchestrator.report.plots import PLOTS
 from orchestrator.report.ranking import ConfigStat, Report, SubsetReport
+from specs.job import metric_protocol
 
 log = logging.getLogger(__name__)
 DASH = "—"
@@ -134,7 +135,8 @@ def warning_lines(report: Report) -> list[str]:
 
 def _settings_line(report: Report) -> str:
     direction = "higher is better" if report.higher_is_better else "lower is better"
-    return (f"metric {report.metric} ({direction}), reference {report.reference}, "
+    return (f"metric {report.metric} ({direction}; protocol: {metric_protocol(report.metric)}), "
+            f"reference {report.reference}, "
             f"{report.jobs_completed}/{report.jobs_total} jobs completed, tau CI from {report.bootstrap} "
             f"bootstrap samples over seeds (seed {report.seed})")
 
