@@ -58,6 +58,10 @@ class MAE(Method):
             raise ValueError(f"mae needs a timm Vision Transformer backbone, got {type(backbone).__name__}")
         from timm.models.vision_transformer import Block
 
+        for name in ("fc_norm", "attn_pool", "head"):  # not in MAE's encoder path: no gradient (DDP needs all
+            part = getattr(backbone, name, None)          # trainable parameters used), left as initialised
+            if isinstance(part, nn.Module):
+                part.requires_grad_(False)
         pe = backbone.patch_embed
         self.patch = int(pe.patch_size[0])
         self.num_patches = int(pe.num_patches)

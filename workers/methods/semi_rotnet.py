@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from workers.methods.rotnet import RotNet
+from workers.methods.supervised import head_top1
 
 
 def labeled_indices(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -61,8 +62,4 @@ class SemiRotNet(RotNet):
 
     @torch.no_grad()
     def evaluate(self, batches: Any) -> dict[str, float]:
-        correct = total = 0
-        for views, labels in batches:
-            correct += int((self.head(self.backbone(views[0])).argmax(dim=1) == labels).sum())
-            total += int(labels.numel())
-        return {"val_top1": correct / max(1, total)}
+        return head_top1(self.backbone, self.head, batches)
