@@ -57,3 +57,28 @@ def test_non_vit_backbone_is_refused() -> None:
     b = create_backbone("test_resnet", 32)
     with pytest.raises(ValueError, match="Vision Transformer"):
         MAE(b, b.num_features, 4, MAEHparams())
+
+
+def test_grid_with_mae_on_a_resnet_exits_2_and_records_nothing(tmp_path, meta_dir) -> None:  # type: ignore[no-untyped-def]
+    from tests.test_grid_validation import GOOD, launch_cli, write
+
+    path = write(tmp_path, GOOD.replace("[methods.supervised]", '[methods.mae]\nbackbone = "resnet18"\n'
+                                                                "[methods.supervised]"))
+    db = tmp_path / "db.sqlite"
+    proc = launch_cli(path, db)
+    assert proc.returncode == 2, proc.stderr
+    assert [ln for ln in proc.stderr.splitlines() if ln.strip()] == [
+        f"error: {path}: methods.mae.backbone: expected a Vision Transformer for mae (e.g. vit_base_patch16_224), "
+        "got 'resnet18'"]
+    assert not db.exists()
+
+
+def test_grid_with_mae_on_a_vit_is_accepted(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from orchestrator.grid import load_grid
+    from tests.conftest import write_meta_dir
+    from tests.test_grid_validation import GOOD, write
+
+    write_meta_dir(tmp_path / "ds")
+    grid = load_grid(write(tmp_path, GOOD.replace("[methods.supervised]", '[methods.mae]\nbackbone = "test_vit"\n'
+                                                                         "[methods.supervised]")))
+    assert grid.methods["mae"].method == "mae"
