@@ -62,3 +62,14 @@ def test_quickstart_example_is_the_grid_the_readme_describes() -> None:
     assert grid.dataset_prepare == "digits"
     assert set(grid.subsets) == {"full", "even5", "full_30pct"}
     check_backbones(grid)
+
+
+def test_methods_digits_example_has_every_method() -> None:
+    from specs.methods import METHOD_HPARAMS
+
+    grid = load_grid(REPO / "examples" / "methods_digits.toml")
+    assert {mt.method for mt in grid.methods.values()} == set(METHOD_HPARAMS)
+    assert grid.eval.protocols == ["knn", "linear"] and grid.report.metric == "linear_top1"
+    vit = {name for name, mt in grid.methods.items() if mt.fixed.get("backbone") == "test_vit"}
+    assert vit == {"mae", "dino", "mocov3"}
+    check_backbones(grid)
