@@ -101,3 +101,12 @@ def test_method_config_rules() -> None:
     check_method_config("mocov2", {"queue_size": 4096}, {"batch_size": 256})
     with pytest.raises(SpecError, match="queue_size"):
         check_method_config("mocov1", {"queue_size": 1000}, {"batch_size": 256})
+
+
+def test_report_names_the_protocol_of_the_ranking_metric() -> None:
+    from specs.job import metric_protocol
+
+    assert metric_protocol("linear_top1") == "linear probe on the frozen backbone"
+    assert metric_protocol("knn_top1") == "kNN on frozen features"
+    assert metric_protocol("val_top1") == "the method's own classifier"
+    assert metric_protocol("online_probe_top1") == "online linear probe during training"
