@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from specs.job import EvalConfig, JobSpec, Resources, TrainConfig
@@ -53,6 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=2, help="epochs per run; the first is the warm-up")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--methods", default=",".join(HPARAMS))
+    p.add_argument("--fraction", type=float, default=1.0, help="of each class's training images (both loops)")
     return p.parse_args(argv)
 
 
@@ -71,7 +73,7 @@ def trainer_images_per_s(root: Path, method: str, backbone: str, args: argparse.
     from workers.train import Trainer
 
     meta = DatasetMeta.load(root)
-    subset = {"strategy": "full"}
+    subset = {"strategy": "full", **({"fraction": args.fraction} if args.fraction < 1 else {})}
     manifest = resolve("full", subset, meta)
     train = TrainConfig(backbone=backbone, epochs=args.epochs, batch_size=args.batch_size, lr=0.05,
                         image_size=args.image_size, optimizer="sgd" if backbone != args.vit else "adamw")
@@ -86,17 +88,17 @@ def trainer_images_per_s(root: Path, method: str, backbone: str, args: argparse.
     return capture.values[-1]["images_per_s"]
 
 
-def write_png_folder(root: Path, image_size: int) -> Path:
-    """The digits' training split as PNG files in an ImageFolder layout (the plain loop reads these)."""
+def write_png_folder(root: Path, image_size: int, manifest_train: Any) -> Path:
+    """The subset's training images as PNG files in an ImageFolder layout (the plain loop reads these)."""
     from PIL import Image
 
     from workers.data.builtin import digits_images, digits_split
 
     folder = root / "png_train"
-    if folder.is_dir():
-        return folder
+    shutil.rmtree(folder, ignore_errors=True)
     images, labels = digits_images(image_size)
-    for i in digits_split(labels)["train"]:
+    train = digits_split(labels)["train"]  # the dataset's train split, in its sample order
+    for i in train[np.asarray(manifest_train)]:
         out = folder / f"{labels[i]}"
         out.mkdir(parents=True, exist_ok=True)
         Image.fromarray(images[i]).save(out / f"{i:05d}.png")
@@ -157,7 +159,9 @@ def main(argv: list[str] | None = None) -> None:
         note = f" ({args.vit}, vs supervised on it)" if method == "mae" else ""
         ratio = f"{rates[method] / ref:.2f}x supervised" if ref else "n/a"
         print(f"  {method:12s} {rates[method]:8.1f} img/s  {ratio}{note}")
-    folder = write_png_folder(args.work_dir, args.image_size)
+    meta = DatasetMeta.load(root)
+    subset = {"strategy": "full", **({"fraction": args.fraction} if args.fraction < 1 else {})}
+    folder = write_png_folder(args.work_dir, args.image_size, resolve("full", subset, meta).indices["train"])
     plain = plain_images_per_s(folder, args.backbone, args)
     ours = base if base is not None else trainer_images_per_s(root, "supervised", args.backbone, args,
                                                              args.work_dir / "jobs" / "supervised")
