@@ -32,6 +32,7 @@ from specs.job import EvalConfig, JobSpec, Resources, TrainConfig
 from subsets import DatasetMeta, resolve
 from workers.distributed import DistContext
 
+log = logging.getLogger("bench_train")
 CTX = DistContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
 # small heads, as in examples/methods_digits.toml
 HPARAMS: dict[str, dict[str, Any]] = {
@@ -148,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     for method in methods:
         backbone = args.vit if method == "mae" else args.backbone
         rates[method] = trainer_images_per_s(root, method, backbone, args, args.work_dir / "jobs" / method)
+        log.warning("%s: %.1f img/s", method, rates[method])  # progress (the table comes at the end)
     base = rates.get("supervised")
     if "mae" in methods:
         rates["supervised@vit"] = trainer_images_per_s(root, "supervised", args.vit, args,
