@@ -34,7 +34,7 @@ from orchestrator.grid_init import InitTable, check_graph, parse_init
 from orchestrator.lottery_grid import LotteryGrid, parse_lottery
 from specs.base import SpecError, coerce, from_table, stable_hash
 from specs.job import EvalConfig, Resources, TrainConfig
-from specs.methods import hparams_class
+from specs.methods import check_method_config, hparams_class
 from subsets import SubsetError, validate_table
 from subsets.registry import get_strategy
 
@@ -259,6 +259,10 @@ def _parse_method(
         hp, tr = split_values(mt, combo)
         from_table(hp_cls, hp, where)
         from_table(TrainConfig, {**train, **tr}, where)
+        try:  # rules between hyperparameters and training keys (MAE needs a ViT, MoCo's queue...)
+            check_method_config(method, hp, {**train, **tr})
+        except SpecError as exc:
+            raise exc.under(where) from None
     return mt
 
 

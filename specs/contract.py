@@ -16,6 +16,8 @@ Formats:
 - ``final_metrics.json``: ``{"job_hash", "metrics", "epoch_metrics"}`` (see ``db.ingest``).
 - ``final_weights.pt``: ``{"job_hash", "backbone": state_dict, "model": state_dict}``, the trained
   model a child job starts from (``init = { from = ..., checkpoint = "final" }``).
+- ``linear_probe.pt``: the linear-probe evaluation's checkpoint (``{"job_hash", "epoch", "head",
+  "optimizer"}``), so a job stopped during the probe resumes it without training the backbone again.
 - ``mask.pt`` / ``rewind.pt`` / ``sparsity.json``: lottery-ticket artifacts (pruning mask of a level,
   the weights its survivors rewind to, the per-layer sparsity report).
 """
@@ -31,6 +33,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 EPOCH_METRICS_FILE = "metrics.jsonl"
 FINAL_METRICS_FILE = "final_metrics.json"
 FINAL_WEIGHTS_FILE = "final_weights.pt"
+PROBE_CHECKPOINT_FILE = "linear_probe.pt"
 MASK_FILE = "mask.pt"
 REWIND_FILE = "rewind.pt"
 SPARSITY_FILE = "sparsity.json"
@@ -88,6 +91,10 @@ class JobPaths:
     @property
     def final_weights(self) -> Path:
         return self.root / FINAL_WEIGHTS_FILE
+
+    @property
+    def probe_checkpoint(self) -> Path:
+        return self.root / PROBE_CHECKPOINT_FILE
 
     @property
     def mask(self) -> Path:

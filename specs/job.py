@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from specs.base import Plain, from_table, stable_hash
+from specs.base import Plain, SpecError, from_table, stable_hash
 from specs.methods import hparams_class
 
-OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZERS = ("sgd", "adamw", "lars", "lamb")  # lars/lamb: timm's (create_optimizer_v2)
+LR_SCALINGS = ("none", "linear")  # linear: lr x global batch / 256
+PROTOCOLS = ("knn", "linear")
 SCHEDULES = ("cosine", "step", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -38,15 +40,27 @@ class TrainConfig(Plain):
     warmup_epochs: int = field(default=0, metadata={"min": 0})
     image_size: int = field(default=224, metadata={"min": 8})
     precision: str = field(default="auto", metadata={"choices": PRECISIONS})
+    lr_scaling: str = field(default="none", metadata={"choices": LR_SCALINGS})
 
 
 @dataclass(frozen=True)
 class EvalConfig(Plain):
-    """Evaluation protocol: kNN on frozen features (every method), plus top-1 for supervised."""
+    """Evaluation protocols: kNN on frozen features (always), a linear probe when ``protocols`` lists
+    ``linear`` (see ``workers/linear_probe.py``), plus method metrics (top-1 for supervised)."""
 
     knn_k: int = field(default=20, metadata={"min": 1})
     knn_temperature: float = field(default=0.07, metadata={"min": 0.0})
     every_epochs: int = field(default=0, metadata={"min": 0})  # 0: only after the last epoch
+    protocols: list = field(default_factory=lambda: ["knn"])
+    linear_epochs: int = field(default=100, metadata={"min": 1})
+    linear_lr: float = field(default=0.1, metadata={"min": 0.0})  # x batch / 256, cosine
+    linear_batch_size: int = field(default=256, metadata={"min": 1})  # global
+    linear_weight_decay: float = field(default=0.0, metadata={"min": 0.0})
+
+    def __post_init__(self) -> None:
+        bad = [p for p in self.protocols if p not in PROTOCOLS]
+        if bad or not self.protocols or len(set(self.protocols)) != len(self.protocols):
+            raise SpecError("eval.protocols", "a non-empty list of distinct protocols from " + ", ".join(PROTOCOLS))
 
 
 @dataclass(frozen=True)
@@ -178,3 +192,16 @@ class JobSpec:
     def typed_hparams(self) -> Any:
         """The method's hyperparameter dataclass, with this job's values."""
         return from_table(hparams_class(self.method), self.hparams, "hparams")
+
+
+def metric_protocol(metric: str) -> str:
+    """The evaluation protocol that produces ``metric`` (for the report's header), e.g. ``linear probe``."""
+    if metric.startswith("knn_"):
+        return "kNN on frozen features"
+    if metric.startswith("linear_"):
+        return "linear probe on the frozen backbone"
+    if metric.startswith("online_probe_"):
+        return "online linear probe during training"
+    if metric.startswith("val_"):
+        return "the method's own classifier"
+    return "as recorded by the job"

@@ -65,9 +65,11 @@ def test_solarize_inverts_bright_pixels() -> None:
 
 
 def test_recipe_registry() -> None:
-    assert recipe_names() == ["byol", "dino", "eval", "mocov2", "simclr", "supervised"]
+    assert recipe_names() == ["byol", "dino", "eval", "exemplar", "mae", "mocov1", "mocov2", "simclr", "supervised"]
     views = {name: get_recipe(name).num_views for name in recipe_names()}
-    assert views == {"eval": 1, "supervised": 1, "simclr": 2, "mocov2": 2, "byol": 2, "dino": 10}
+    assert views == {"eval": 1, "supervised": 1, "simclr": 2, "mocov1": 2, "mocov2": 2, "byol": 2, "dino": 10,
+                     "mae": 1, "exemplar": 8}
+    assert get_recipe("exemplar:3").num_views == 3
     dino = get_recipe("dino:3")
     assert dino.num_views == 5 and [v.output_size(224) for v in dino.views] == [224, 224, 96, 96, 96]
     byol = get_recipe("byol").views

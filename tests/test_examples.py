@@ -40,9 +40,9 @@ def test_imagenet_example_expands_to_the_study_it_describes(tmp_path: Path) -> N
     grid = load_grid(grid_file)
     check_backbones(grid)
     jobs = expand(grid, meta)
-    assert len(jobs) == 240  # 8 subsets x 10 configurations x 3 seeds, as its header says
+    assert len(jobs) == 408  # 8 subsets x 17 configurations x 3 seeds, as its header says
     per_subset = Counter(j.subset_name for j in jobs)
-    assert set(per_subset.values()) == {30}
+    assert set(per_subset.values()) == {51}
     sizes = {name: resolve(name, grid.subsets[name], meta) for name in per_subset}
     assert {n: m.num_classes for n, m in sizes.items()} == {
         "full": 1000, "even100": 100, "random100": 100, "imagenet100": 100, "wordnet_cover100": 100,
@@ -50,7 +50,11 @@ def test_imagenet_example_expands_to_the_study_it_describes(tmp_path: Path) -> N
     assert len(sizes["full_10pct"].indices["train"]) == 2000  # 10% of 20 images per class
     assert len(sizes["even100_30pct"].indices["train"]) == 600
     configs = {j.config_name for j in jobs}
-    assert len(configs) == 10 and "simclr[backbone=resnet50,lr=0.6,temperature=0.2]" in configs, configs
+    assert len(configs) == 17 and "simclr[backbone=resnet50,lr=0.6,temperature=0.2]" in configs, configs
+    methods = {j.spec.method for j in jobs}
+    assert methods == {"supervised", "simclr", "mocov2", "mocov3", "byol", "dino", "mae"}
+    mae = next(j.spec for j in jobs if j.spec.method == "mae")
+    assert mae.train.backbone == "vit_base_patch16_224" and mae.train.lr_scaling == "linear"
 
 
 def test_quickstart_example_is_the_grid_the_readme_describes() -> None:
@@ -75,9 +79,9 @@ def test_fashion_study_is_the_study_its_header_describes(tmp_path: Path) -> None
     check_backbones(grid)
     meta = fashion_meta_dir(tmp_path / "fm", **grid.dataset_limits)
     jobs = expand(grid, meta)
-    assert len(jobs) == 96  # 4 subsets x 8 configurations x 3 seeds
+    assert len(jobs) == 108  # 4 subsets x 9 configurations x 3 seeds
     configs = {j.config_name for j in jobs}
-    assert len(configs) == 8 and {j.spec.method for j in jobs} >= {"supervised", "simclr"}
+    assert len(configs) == 9 and {j.spec.method for j in jobs} == {"supervised", "simclr", "rotnet"}
     sizes = {name: resolve(name, grid.subsets[name], meta) for name in grid.subsets}
     assert {n: m.num_classes for n, m in sizes.items()} == {
         "full": 10, "even5": 5, "full_30pct": 10, "hardest5": 5}
@@ -93,3 +97,14 @@ def test_every_example_grid_is_valid() -> None:
     for path in grids:
         if path.name != "imagenet.toml":
             check_backbones(load_grid(path))
+
+
+def test_methods_digits_example_has_every_method() -> None:
+    from specs.methods import METHOD_HPARAMS
+
+    grid = load_grid(REPO / "examples" / "methods_digits.toml")
+    assert {mt.method for mt in grid.methods.values()} == set(METHOD_HPARAMS)
+    assert grid.eval.protocols == ["knn", "linear"] and grid.report.metric == "linear_top1"
+    vit = {name for name, mt in grid.methods.items() if mt.fixed.get("backbone") == "test_vit"}
+    assert vit == {"mae", "dino", "mocov3"}
+    check_backbones(grid)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from subsets.atomic import write_text_atomic
 from torch import nn
 
 from specs.backbones import create_backbone
@@ -35,7 +36,6 @@ from specs.lottery import (
     TICKET,
     Step,
 )
-from subsets.atomic import write_text_atomic
 from workers.checkpoint import save_torch_atomic
 from workers.distributed import DistContext
 from workers.pruning.mask import (

@@ -1,32 +1,52 @@
-"""Optimizer and per-iteration learning-rate schedule from a TrainConfig."""
+"""Optimizer and per-iteration learning-rate schedule from a TrainConfig.
+
+``sgd`` and ``adamw`` are PyTorch's over every parameter (as before). ``lars`` and ``lamb`` come from
+timm's optimiser factory (``timm.optim.create_optimizer_v2``) built on the model, which leaves biases and
+normalisation parameters out of weight decay and, for LARS, out of the trust-ratio adaptation (as the
+SSL references). With ``lr_scaling = "linear"`` every learning rate is ``lr x global batch / 256``.
+"""
 
 from __future__ import annotations
 
 import math
 
 import torch
+from torch import nn
 
 from specs.job import TrainConfig
 
 
-def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:  # type: ignore[no-untyped-def]
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser of ``cfg.optimizer`` over ``model``'s trainable parameters, at :func:`base_lr`."""
+    lr = base_lr(cfg)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    from timm.optim import create_optimizer_v2
+
+    kwargs = {"momentum": cfg.momentum} if cfg.optimizer == "lars" else {}
+    return create_optimizer_v2(model, opt=cfg.optimizer, lr=lr, weight_decay=cfg.weight_decay, **kwargs)
+
+
+def base_lr(cfg: TrainConfig) -> float:
+    """``cfg.lr``, times global batch / 256 with ``lr_scaling = "linear"``."""
+    return cfg.lr * cfg.batch_size / 256 if cfg.lr_scaling == "linear" else cfg.lr
 
 
 def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
     """Learning rate at global ``step``: linear warm-up, then cosine / step (x0.1 at 1/2, 3/4) / constant."""
+    lr = base_lr(cfg)
     total = max(1, cfg.epochs * steps_per_epoch)
     warm = cfg.warmup_epochs * steps_per_epoch
     if step < warm:
-        return cfg.lr * (step + 1) / warm
+        return lr * (step + 1) / warm
     progress = (step - warm) / max(1, total - warm)
     if cfg.schedule == "cosine":
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
+        return lr * 0.5 * (1 + math.cos(math.pi * progress))
     if cfg.schedule == "step":
-        return cfg.lr * (0.1 ** ((progress >= 0.5) + (progress >= 0.75)))
-    return cfg.lr
+        return lr * (0.1 ** ((progress >= 0.5) + (progress >= 0.75)))
+    return lr
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:

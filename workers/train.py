@@ -32,6 +32,7 @@ from workers.distributed import (
 from workers.errors import check_loss
 from workers.init_weights import load_init, save_final_weights
 from workers.knn import extract_features, knn_accuracy
+from workers.linear_probe import probe_if_asked
 from workers.lottery_job import setup_ticket
 from workers.manifest import SubsetChanged, load_manifest
 from workers.methods.base import Method
@@ -90,7 +91,7 @@ class Trainer:
             method = method.to(memory_format=torch.channels_last)
         ticket = setup_ticket(spec, self.job_dir, method, ctx)  # lottery jobs: weights + mask; else None
         model = DistributedDataParallel(method) if ctx.distributed else method
-        opt = build_optimizer(method.parameters(), cfg)
+        opt = build_optimizer(method, cfg)
         scaler = torch.amp.GradScaler(enabled=cfg.precision == "fp16" and ctx.device.type == "cuda")
         start_epoch, train_time = 0, 0.0
         ckpt = load_checkpoint(self.job_dir)
@@ -112,6 +113,7 @@ class Trainer:
             num_workers=spec.resources.loader_workers, device=ctx.device,
         )
         steps = len(loader)
+        method.attach(loader)
         for epoch in range(start_epoch, cfg.epochs):
             loader.set_epoch(epoch)
             model.train()
@@ -131,6 +133,7 @@ class Trainer:
                 scaler.update()
                 if ticket is not None:
                     ticket.after_step()
+                method.after_step(epoch * steps + i, cfg.epochs * steps)  # momentum targets, step counter
                 step_loss = float(loss.detach())
                 check_loss(step_loss, epoch, i)
                 total += step_loss
@@ -146,6 +149,7 @@ class Trainer:
                 "epoch_time_s": elapsed,
                 "images_per_s": n_images * ctx.world_size / max(elapsed, 1e-9),
             }
+            values.update({k: all_reduce_mean(ctx, v) for k, v in method.epoch_metrics().items()})
             if spec.eval.every_epochs and (epoch + 1) % spec.eval.every_epochs == 0 and epoch + 1 < cfg.epochs:
                 values.update(self.evaluate(method, meta, manifest))
             if ctx.is_main:
@@ -161,6 +165,10 @@ class Trainer:
         final = self.evaluate(method, meta, manifest)
         if ticket is not None:
             final.update(ticket.finish())
+        probe = probe_if_asked(spec, method.backbone, meta, manifest, self.job_dir, ctx, self.stop)
+        if probe is None:
+            return None
+        final.update(probe)
         final.update({"train_time_s": train_time, "epochs": float(cfg.epochs),
                       "num_classes": float(manifest.num_classes),
                       "num_train_samples": float(len(manifest.indices["train"]))})

@@ -24,6 +24,7 @@ from orchestrator.report.plots import PLOTS
 from orchestrator.report.ranking import ConfigStat, Report, SubsetReport
 from orchestrator.report.sections import Section, extra_sections, header_lines, recommendation
 from specs.atomic import write_bytes_atomic
+from specs.job import metric_protocol
 
 log = logging.getLogger(__name__)
 DASH = "—"
@@ -194,7 +195,8 @@ def warning_lines(report: Report) -> list[str]:
 def _settings_line(report: Report) -> str:
     direction = "higher is better" if report.higher_is_better else "lower is better"
     sources = f"sources: {', '.join(report.sources)}; " if len(report.sources) > 1 else ""
-    return (f"{sources}metric {report.metric} ({direction}), reference {report.reference}, "
+    return (f"{sources}metric {report.metric} ({direction}; protocol: {metric_protocol(report.metric)}), "
+            f"reference {report.reference}, "
             f"{report.jobs_completed}/{report.jobs_total} jobs completed, tau and regret CIs from "
             f"{report.bootstrap} bootstrap samples over seeds (seed {report.seed})")
 

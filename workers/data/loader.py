@@ -24,6 +24,10 @@ Decisions worth knowing:
   the CPU when FFCV's JIT is switched off, see ``workers.data.jit``). A recipe's batched ops (colour
   jitter, blur...) run on the batch's device after decoding. Labels are always fresh tensors.
 - FFCV sets torch's intra-op thread count to its ``num_workers``; the loader restores the caller's.
+- Sample indices: ``indices`` / ``sample_labels`` are the split's dataset indices and subset labels;
+  during iteration ``batch_indices`` holds the dataset indices of the batch just yielded (FFCV's order is
+  a deterministic function of seed and epoch, so it is recomputed here, batch by batch, in the order
+  FFCV yields them). Methods that need per-sample facts (``semi_rotnet``'s labelled share) read it.
 """
 
 from __future__ import annotations
@@ -111,8 +115,12 @@ class SubsetLoader:
     """Iterates ``(views, labels)`` batches of one split of one subset (a thin wrapper over FFCV's Loader)."""
 
     def __init__(self, ffcv_loader: Any, recipe: Recipe, label_map: np.ndarray, *, device: torch.device,
-                 seed: int, rank: int, torch_threads: int) -> None:
+                 seed: int, rank: int, torch_threads: int, indices: np.ndarray | None = None,
+                 sample_labels: np.ndarray | None = None) -> None:
         self._loader = ffcv_loader
+        self.indices = indices if indices is not None else np.zeros(0, dtype=np.int64)
+        self.sample_labels = sample_labels if sample_labels is not None else np.zeros(0, dtype=np.int64)
+        self.batch_indices = np.zeros(0, dtype=np.int64)
         self.recipe = recipe
         self.num_views = recipe.num_views
         self.device = device
@@ -168,10 +176,12 @@ class SubsetLoader:
 
     def __iter__(self) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
         gen = self._generator(self.epoch)
+        order = np.asarray(self._loader.next_traversal_order())  # what FFCV's iterator draws for this epoch
         iterator = iter(self._loader)
         torch.set_num_threads(self._torch_threads)
         try:
-            for batch in iterator:
+            for b, batch in enumerate(iterator):
+                self.batch_indices = order[b * self.batch_size:(b + 1) * self.batch_size]
                 labels = self._label_map[batch[self._label_pos].to(torch.int64)]
                 views = [
                     self._finish(batch[p], view, gen)
@@ -264,4 +274,5 @@ def build_loader(
         drop_last=train,
     )
     torch.set_num_threads(threads)
-    return SubsetLoader(loader, spec, label_map, device=dev, seed=seed, rank=rank, torch_threads=threads)
+    return SubsetLoader(loader, spec, label_map, device=dev, seed=seed, rank=rank, torch_threads=threads,
+                        indices=indices, sample_labels=label_map[meta.labels[split][indices]])

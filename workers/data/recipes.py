@@ -12,6 +12,11 @@ pipeline, per sample); the view's ``ops`` then run on the decoded float batch on
   grayscale p=0.2, blur p=0.5, flip.
 - ``byol`` (Grill et al. 2020): 2 asymmetric views; crop 0.08-1, flip, colour jitter
   (0.4, 0.4, 0.2, 0.1) p=0.8, grayscale p=0.2, blur p=1.0 / 0.1, solarisation p=0 / 0.2.
+- ``mocov1`` (He et al. 2020): 2 views; crop 0.2-1, grayscale p=0.2, colour jitter (0.4, 0.4, 0.4, 0.4)
+  always, flip.
+- ``mae`` (He et al. 2022): crop 0.2-1 + flip.
+- ``exemplar:N`` (Dosovitskiy et al. 2014; Kolesnikov et al. 2019): N crops (0.2-1), flip, colour jitter
+  (0.4, 0.4, 0.4, 0.1) p=0.8, grayscale p=0.66; ``exemplar`` has 8.
 - ``dino`` (Caron et al. 2021): 2 global crops (0.4-1) as BYOL's two views, plus N local crops
   (0.05-0.4, 96/224 of the global size, blur p=0.5); ``dino`` has 8 local crops, ``dino:N`` has N.
 """
@@ -28,6 +33,7 @@ from workers.data.augment import ColorJitter, GaussianBlur, RandomGrayscale, Sol
 
 EVAL_CROP_RATIO = 224 / 256
 DEFAULT_DINO_LOCAL_CROPS = 8
+DEFAULT_EXEMPLAR_CROPS = 8
 
 
 class BatchOp(Protocol):
@@ -89,6 +95,20 @@ def _mocov2() -> Recipe:
     return Recipe("mocov2", (view, view))
 
 
+def _mocov1() -> Recipe:
+    view = ViewSpec(scale=(0.2, 1.0), ops=(RandomGrayscale(p=0.2), ColorJitter(0.4, 0.4, 0.4, 0.4, p=1.0)))
+    return Recipe("mocov1", (view, view))
+
+
+def _mae() -> Recipe:
+    return Recipe("mae", (ViewSpec(scale=(0.2, 1.0)),))
+
+
+def _exemplar(crops: int = DEFAULT_EXEMPLAR_CROPS) -> Recipe:
+    view = ViewSpec(scale=(0.2, 1.0), ops=(ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8), RandomGrayscale(p=0.66)))
+    return Recipe("exemplar" if crops == DEFAULT_EXEMPLAR_CROPS else f"exemplar:{crops}", (view,) * crops)
+
+
 _BYOL_JITTER = (0.4, 0.4, 0.2, 0.1)
 
 
@@ -115,7 +135,10 @@ RECIPES: dict[str, Callable[..., Recipe]] = {
     "eval": _eval,
     "supervised": _supervised,
     "simclr": _simclr,
+    "mocov1": _mocov1,
     "mocov2": _mocov2,
+    "mae": _mae,
+    "exemplar": _exemplar,
     "byol": _byol,
     "dino": _dino,
 }
@@ -125,13 +148,18 @@ def recipe_names() -> list[str]:
     return sorted(RECIPES)
 
 
+_COUNTED = {"dino": "a number of local crops", "exemplar": "a number of crops"}
+
+
 def get_recipe(name: str) -> Recipe:
-    """The recipe registered as ``name``; ``dino:N`` is DINO with N local crops (N >= 0)."""
+    """The recipe registered as ``name``; ``dino:N`` is DINO with N local crops (N >= 0), ``exemplar:N``
+    Exemplar with N crops."""
     base, _, arg = name.partition(":")
-    if base not in RECIPES or (arg and base != "dino"):
-        raise ValueError(f"recipe: expected one of {', '.join(recipe_names())} (or dino:N), got {name!r}")
+    if base not in RECIPES or (arg and base not in _COUNTED):
+        raise ValueError(f"recipe: expected one of {', '.join(recipe_names())} (or dino:N, exemplar:N), "
+                         f"got {name!r}")
     if not arg:
         return RECIPES[base]()
     if not arg.isdigit():
-        raise ValueError(f"recipe: expected dino:N with N a number of local crops, got {name!r}")
-    return _dino(int(arg))
+        raise ValueError(f"recipe: expected {base}:N with N {_COUNTED[base]}, got {name!r}")
+    return RECIPES[base](int(arg))

@@ -12,6 +12,18 @@ from torch.nn import functional as F
 from workers.methods.base import Method
 
 
+@torch.no_grad()
+def head_top1(backbone: nn.Module, head: nn.Module, batches: Iterable[tuple[list[torch.Tensor], torch.Tensor]]
+              ) -> dict[str, float]:
+    """``val_top1``: top-1 accuracy of ``head`` on ``backbone``'s features of the first view."""
+    correct = total = 0
+    for views, labels in batches:
+        pred = head(backbone(views[0])).argmax(dim=1)
+        correct += int((pred == labels).sum())
+        total += int(labels.numel())
+    return {"val_top1": correct / max(1, total)}
+
+
 class Supervised(Method):
     name = "supervised"
     recipe = "supervised"
@@ -26,9 +38,4 @@ class Supervised(Method):
 
     @torch.no_grad()
     def evaluate(self, batches: Iterable[tuple[list[torch.Tensor], torch.Tensor]]) -> dict[str, float]:
-        correct = total = 0
-        for views, labels in batches:
-            pred = self.head(self.backbone(views[0])).argmax(dim=1)
-            correct += int((pred == labels).sum())
-            total += int(labels.numel())
-        return {"val_top1": correct / max(1, total)}
+        return head_top1(self.backbone, self.head, batches)

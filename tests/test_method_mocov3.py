@@ -1,0 +1,37 @@
+"""MoCo v3: BN(affine=False)-ended projector, predictor, symmetric loss scaled by 2T, momentum encoder."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from tests.method_helpers import make, views_for
+from workers.methods.mocov3 import infonce_2t
+
+
+def test_projector_and_predictor_shapes() -> None:
+    m = make("mocov3")
+    last = m.projector[-1]
+    assert isinstance(last, nn.BatchNorm1d) and not last.affine
+    assert sum(isinstance(x, nn.Linear) for x in m.projector) == 2  # ResNet: 2 layers
+    assert not isinstance(m.predictor[-1], nn.BatchNorm1d)
+    vit = make("mocov3", backbone="test_vit")
+    assert sum(isinstance(x, nn.Linear) for x in vit.projector) == 3  # ViT: 3 layers
+
+
+def test_symmetric_loss_scaled_by_2t() -> None:
+    m = make("mocov3", temperature=0.2)
+    views = views_for(m)
+    loss = m(views, torch.zeros(8, dtype=torch.long))
+    q, k = torch.randn(8, 16), torch.randn(8, 16)
+    logits = F.normalize(q, dim=1) @ F.normalize(k, dim=1).t() / 0.2
+    torch.testing.assert_close(infonce_2t(q, k, 0.2), F.cross_entropy(logits, torch.arange(8)) * 0.4)
+    assert torch.isfinite(loss)
+
+
+def test_momentum_encoder_gets_no_gradient() -> None:
+    m = make("mocov3")
+    m(views_for(m), torch.zeros(8, dtype=torch.long)).backward()
+    assert all(p.grad is None for p in m.momentum_backbone.parameters())
+    assert m.predictor[0].weight.grad is not None and next(m.backbone.parameters()).grad is not None
