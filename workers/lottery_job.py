@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from specs.atomic import write_text_atomic
 from specs.backbones import create_backbone
 from specs.contract import JobPaths, job_dir_for
 from specs.job import JobSpec
@@ -35,7 +36,6 @@ from specs.lottery import (
     TICKET,
     Step,
 )
-from subsets.atomic import write_text_atomic
 from workers.checkpoint import save_torch_atomic
 from workers.distributed import DistContext
 from workers.pruning.mask import (
