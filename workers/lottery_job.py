@@ -26,6 +26,7 @@ import torch
 from subsets.atomic import write_text_atomic
 from torch import nn
 
+from specs.atomic import write_text_atomic
 from specs.backbones import create_backbone
 from specs.contract import JobPaths, job_dir_for
 from specs.job import JobSpec
