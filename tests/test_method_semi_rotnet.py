@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from subsets.base import resolve
+from subsets import resolve
 from tests.data_fixtures import decode_ids, make_id_folder
 from tests.method_helpers import make, views_for
 from workers.data.loader import build_loader

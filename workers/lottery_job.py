@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from subsets.atomic import write_text_atomic
 from torch import nn
 
 from specs.atomic import write_text_atomic
