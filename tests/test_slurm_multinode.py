@@ -58,6 +58,7 @@ def write_grid2(path: Path, name: str, digits: Path, *, epochs: int, nodes: int,
     text = GRID.format(name=name, root=digits, epochs=epochs, budget=budget,
                        resources=f"nodes = {nodes}\nnproc_per_node = {nproc}", cluster="", subsets="",
                        methods="[methods.supervised]")
+    text = text.replace("knn_k = 10", 'knn_k = 10\nprotocols = ["knn", "linear"]\nlinear_epochs = 3')  # both merged
     path.write_text(text.replace('profile = "slurm-local"', 'profile = "slurm-local2"'))
     return path
 
@@ -141,6 +142,9 @@ def test_two_node_job_equals_the_single_node_two_rank_run(tmp_path: Path, home2:
     final_two = Fresh(runs["two_nodes"][1]).final_metrics("multi")[job.job_hash]
     final_one = Fresh(runs["one_node"][1]).final_metrics("multi")[one.job_hash]
     assert final_two["knn_top1"] == pytest.approx(final_one["knn_top1"], abs=1e-9), "kNN over both nodes' shards"
+    assert "linear_top1" in final_two, "the linear probe ran inside the job, after training"
+    assert final_two["linear_top1"] == pytest.approx(final_one["linear_top1"], abs=1e-6), \
+        "the linear probe over both nodes' shards (gradients all-reduced across nodes)"
 
 
 def worker_pids(job_file: str) -> dict[str, int]:
