@@ -10,8 +10,10 @@ for a write transaction with the execution option ``dlth_write=True`` (see :meth
 from __future__ import annotations
 
 import sqlite3
+import time
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -148,7 +150,7 @@ def _sqlite_engine(parsed: URL, *, must_exist: bool) -> Engine:
         dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (see on_begin)
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout={busy_ms}")
-        cur.execute("PRAGMA journal_mode=WAL")
+        _enter_wal(cur, timeout)
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
@@ -160,6 +162,21 @@ def _sqlite_engine(parsed: URL, *, must_exist: bool) -> Engine:
     event.listen(engine, "connect", on_connect)
     event.listen(engine, "begin", on_begin)
     return engine
+
+
+def _enter_wal(cur: Any, timeout: float) -> None:
+    """``PRAGMA journal_mode=WAL``, retried within the busy timeout: switching a new file to WAL takes an
+    exclusive lock for which SQLite does not call the busy handler, so orchestrators opening one fresh
+    database at once would otherwise see "database is locked" at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 def check_sqlite_file(path: Path) -> None:

@@ -22,6 +22,7 @@ from orchestrator.launch import record_grid
 from specs.contract import JobPaths
 from specs.job import JobSpec
 from specs.lottery import parse_label
+from specs.settings import WorkerSettings
 from subsets import DatasetMeta
 from workers.distributed import DistContext
 
@@ -86,7 +87,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory, digits: Path) -> Iterator[tu
         store = Store(db)
         record_grid(store, grid, DatasetMeta.load(digits))
         jobs = store.jobs("chain")
-        # dependency order: levels by level, then the evaluations of levels 0 and 2 (level 1's stay PENDING:
+        # dependency order: levels by level, then the evaluations of levels 0 and 2 (level 1's stay WAITING:
         # the report must count them as unfinished; skipping them keeps the test short on 2 cores)
         order = sorted(jobs, key=lambda j: (parse_label(j.config_name)[2] is not None, parse_label(j.config_name)[1]))
         for j in order:
@@ -94,7 +95,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory, digits: Path) -> Iterator[tu
                 continue
             if j.config_name == "lottery:sup10/L2":  # killed after its first epoch, then resumed
                 assert _run_killed_after_first_epoch(run, Path(j.job_dir), db) == 143
-            assert run(Path(j.job_dir) / "job.json", db, CPU) == 0, j.config_name
+            assert run(Path(j.job_dir) / "job.json", WorkerSettings(db_url=db), CPU) == 0, j.config_name
         yield store, db, home
     torch.set_num_threads(threads)
 
@@ -115,7 +116,7 @@ def _run_killed_after_first_epoch(run: Callable[..., int], job_dir: Path, db: st
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        return run(job_dir / "job.json", db, CPU)
+        return run(job_dir / "job.json", WorkerSettings(db_url=db), CPU)
     finally:
         done.set()
         watcher.join()
@@ -130,7 +131,7 @@ def test_every_job_of_the_chain_completes_with_the_contract_files(chain: tuple[S
     jobs = _by_label(store)
     assert len(jobs) == 3 + 1 + 3 + 3  # levels 0-2, ticket evals 0-2, two baselines at levels 1-2
     for label, j in jobs.items():
-        assert j.state == (JobState.PENDING if label.startswith("lottery:sup10/L1/") else JobState.COMPLETED)
+        assert j.state == (JobState.WAITING if label.startswith("lottery:sup10/L1/") else JobState.COMPLETED)
     l0 = JobPaths.of(jobs["lottery:sup10/L0"].job_dir)
     assert l0.rewind.is_file() and l0.final_weights.is_file() and not l0.mask.is_file()
     assert torch.load(l0.rewind, weights_only=False)["step"] == "2it"
