@@ -222,6 +222,8 @@ def report(grids: tuple[str, ...], metric: str | None, reference: str | None, ex
         click.echo(report_json(rep, lottery))
         return
     console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:  # a log or a pipe: the table's natural width
+        console = Console(width=140)
     print_report(rep, console)
     if lottery is not None:
         print_lottery(lottery, console)
