@@ -177,12 +177,8 @@ def test_iteration_rewind_past_the_end_fails_at_launch_with_exit_2_and_nothing_r
     assert len(lottery_jobs(tmp_path, meta_dir, ok)) > 0
 
 
-NEEDS_SSL_METHODS = pytest.mark.skipif(
-    not {"rotnet", "exemplar", "semi_rotnet"} <= set(__import__("specs.methods").methods.METHOD_HPARAMS),
-    reason="the examples generate tickets with rotnet/exemplar/semi_rotnet (the methods branch); runs once merged")
 
 
-@NEEDS_SSL_METHODS
 def test_lottery_digits_example_is_the_study_it_describes(tmp_path: Path) -> None:
     from tests.conftest import REPO, write_meta_dir
 
@@ -194,7 +190,6 @@ def test_lottery_digits_example_is_the_study_it_describes(tmp_path: Path) -> Non
     assert {j.spec.method for j in jobs} == {"supervised", "rotnet"}
 
 
-@NEEDS_SSL_METHODS
 def test_lottery_imagenet_example_is_the_study_it_describes(tmp_path: Path) -> None:
     from tests.conftest import REPO
     from tests.test_examples import imagenet_meta_dir

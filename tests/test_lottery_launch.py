@@ -18,8 +18,7 @@ from db import JobState, Store
 from specs.lottery import parse_label
 from tests.test_slurm_backend import home, slurm_cluster  # noqa: F401  (fixtures: the real SLURM cluster)
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    not hasattr(JobState, "WAITING"), reason="needs the job graph's scheduler (depends_on honoured); runs once merged")]
+pytestmark = pytest.mark.slow
 
 GRID = """
 name = "{name}"
