@@ -20,7 +20,7 @@ import json
 import logging
 import re
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from db import AttemptState, JobState, Store
@@ -66,11 +66,15 @@ class BreakerState:
     jobs: list[str] = field(default_factory=list)
     since: str = ""
     resumed_after: int = 0  # attempts with an id up to this one no longer count (set by resume)
+    held: list[str] = field(default_factory=list)  # the SLURM tasks the breaker held (released by resume)
 
     @classmethod
     def load(cls, store: Store, grid: str) -> BreakerState:
         raw = store.get_meta(meta_key(grid))
-        return cls(**json.loads(raw)) if raw else cls()
+        if not raw:
+            return cls()
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(raw).items() if k in known})
 
     def save(self, store: Store, grid: str) -> None:
         store.set_meta(meta_key(grid), json.dumps(asdict(self)))
@@ -124,9 +128,10 @@ def check(store: Store, grid: str) -> BreakerState | None:
     if found is None:
         return None
     state.paused, state.error, state.jobs, state.since = True, found[0], found[1], utcnow().isoformat()
-    state.save(store, grid)
-    held = hold_slurm_tasks(store, grid)
-    log.warning("%s", pause_line(grid, state) + (f" ({held} SLURM tasks held)" if held else ""))
+    state.held = _slurm_queued_ids(store, grid)
+    state.save(store, grid)  # saved before the hold: a crash in between leaves nothing held unrecorded
+    _scontrol("hold", state.held)  # a task that started meanwhile is refused; the others are held
+    log.warning("%s", pause_line(grid, state) + (f" ({len(state.held)} SLURM tasks held)" if state.held else ""))
     return state
 
 
@@ -139,13 +144,6 @@ def paused(store: Store, grid: str) -> BreakerState | None:
 def _slurm_queued_ids(store: Store, grid: str) -> list[str]:
     return sorted({j.backend_id for j in store.jobs(grid, [JobState.QUEUED])
                    if j.backend == "slurm" and j.backend_id})
-
-
-def hold_slurm_tasks(store: Store, grid: str) -> int:
-    """``scontrol hold`` the grid's queued SLURM tasks (those already running go on); returns how many."""
-    ids = _slurm_queued_ids(store, grid)
-    _scontrol("hold", ids)  # a task that started meanwhile is refused; the others are held
-    return len(ids)
 
 
 def _scontrol(action: str, ids: list[str]) -> None:
@@ -162,14 +160,15 @@ def _scontrol(action: str, ids: list[str]) -> None:
 
 
 def resume(store: Store, grid: str) -> int:
-    """Unpause ``grid`` and ``scontrol release`` its held SLURM tasks; returns how many were released."""
+    """Unpause ``grid`` and ``scontrol release`` its held SLURM tasks (those the breaker held, and any
+    other queued task of the grid); returns how many tasks were released."""
     state = BreakerState.load(store, grid)
     attempts = store.grid_attempts(grid)
-    state.paused = False
+    ids = sorted(set(state.held) | set(_slurm_queued_ids(store, grid)))
+    state.paused, state.held = False, []
     state.resumed_after = max((a.id for a in attempts), default=0)
-    state.save(store, grid)
-    ids = _slurm_queued_ids(store, grid)
     _scontrol("release", ids)
+    state.save(store, grid)
     return len(ids)
 
 

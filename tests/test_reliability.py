@@ -223,3 +223,24 @@ def test_a_nan_loss_stops_training_and_is_recorded_as_such(tmp_path: Path, digit
         assert attempt.state == AttemptState.FAILED
         assert attempt.exit_reason.startswith("NaN loss: loss is "), attempt.exit_reason
         assert store.job(job.spec.job_hash).last_error == attempt.exit_reason
+
+
+def test_resume_releases_every_task_the_breaker_held_even_if_their_jobs_moved_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SLURM is replaced by a recorder of the ``scontrol`` calls (the real cluster runs in
+    test_reliability_slurm.py): the breaker remembers the tasks it held, and ``resume`` releases them
+    all, even a task whose job the database no longer lists as queued."""
+    calls: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(breaker, "_scontrol", lambda action, ids: calls.append((action, list(ids))))
+    _, store, jobs = _store_with_jobs(tmp_path, 5)
+    store.mark_queued(jobs[3:], "slurm", ["7_3", "7_4"])
+    for job in jobs[:3]:
+        _fail(store, job, "data file unreadable: /d/train.beton: ValueError: negative dimensions")
+    assert breaker.check(store, "g") is not None
+    assert calls == [("hold", ["7_3", "7_4"])]
+    assert breaker.paused(store, "g").held == ["7_3", "7_4"]
+    store.set_state([jobs[4]], JobState.PENDING, [JobState.QUEUED])  # e.g. a lagging accounting record
+    assert breaker.resume(store, "g") == 2
+    assert calls[-1] == ("release", ["7_3", "7_4"])
+    assert breaker.BreakerState.load(store, "g").held == []
+    store.close()

@@ -102,8 +102,9 @@ def test_broken_file_trips_the_breaker_through_a_postgres_restart_and_the_passwo
         assert status.wait(120) == 0 and "PAUSED" in status.communicate()[0]
 
         shutil.copy(digits / "train.beton", beton)  # the fix
+        before = [(j.state, j.backend_id) for j in store.jobs("brk")]
         out = cli("resume", "brk", db=url).stdout
-        assert f"{len(queued)} SLURM tasks released" in out
+        assert f"{len(queued)} SLURM tasks released" in out, (out, before)  # every task the breaker held
         assert not any(held_reason(j.backend_id).startswith("JobHeld") for j in queued)
         cli("cancel", "brk", "--yes", db=url)  # the released tasks would now train; not needed here
         wait_for("SLURM done with the grid", lambda: not any(squeue_state(j.backend_id) for j in jobs), timeout=60)

@@ -159,3 +159,33 @@ def test_an_attempt_belongs_to_the_run_that_started_nearest_before_it() -> None:
     assert _run_of(attempt("2026-11-22T04:00:00"), [first]) is None  # no run could have held it
     # an earlier run of a requeued job is over although its state (REQUEUED) says the job lives on
     assert first.alive and first.ended and second.alive and not second.ended
+
+
+def test_squeue_overrules_a_stale_accounting_record_of_a_live_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sacct says 8_3 was cancelled and lacks 8_4; squeue (the controller) lists both as held: both are
+    alive, and the finished 8_0 keeps sacct's record. The SLURM commands' answers are canned text."""
+    from orchestrator.backends import slurm_sacct
+
+    sacct = ("8_0|FAILED|1:0|2026-11-22T00:03:01|2026-11-22T00:03:02|2026-11-22T00:03:09|00:00:07|UNLIMITED|vm|/w\n"
+             "8_3|CANCELLED|0:0|2026-11-22T00:03:01|Unknown|2026-11-22T00:03:09|00:00:00|UNLIMITED|None|/w\n")
+    squeue = ("8_0|FAILED|2026-11-22T00:03:01|2026-11-22T00:03:02|0:07|UNLIMITED|vm|/w\n"
+              "8_3|PENDING|2026-11-22T00:03:01|N/A|0:00|UNLIMITED||/w\n"
+              "8_4|PENDING|2026-11-22T00:03:01|N/A|0:00|UNLIMITED||/w\n")
+    asked: list[str] = []
+
+    class Done:
+        def __init__(self, out: str) -> None:
+            self.stdout = out
+
+    def fake(cmd: list[str], **_: object) -> Done:
+        asked.append(cmd[0])
+        return Done(sacct if cmd[0] == "sacct" else squeue)
+
+    monkeypatch.setattr(slurm_sacct, "run_slurm", fake)
+    view = slurm_sacct.query("g", datetime(2026, 11, 22), ["8_0", "8_3", "8_4"])
+    assert asked == ["sacct", "squeue"] and view.commands == 2
+    assert view.latest("8_3").alive and view.latest("8_4").alive
+    assert view.latest("8_0").state == "FAILED" and view.latest("8_0").exit_code == 1
+    asked.clear()
+    assert not slurm_sacct.query("g", datetime(2026, 11, 22), ["8_0"]).latest("8_0").alive
+    assert asked == ["sacct", "squeue"]  # a task sacct calls over is checked with the controller once

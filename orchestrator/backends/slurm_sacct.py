@@ -181,8 +181,8 @@ def _order_key(run: SlurmRun) -> tuple:
 def query(job_name: str, since: datetime, expect: Iterable[str] = ()) -> SlurmView:
     """Everything SLURM knows about the jobs named ``job_name`` submitted since ``since`` (UTC).
 
-    One ``sacct -D`` (every run, so requeues show). If accounting lags behind (an ``expect``\\ ed id is
-    missing), one ``squeue`` for the job name fills in the live jobs.
+    One ``sacct -D`` (every run, so requeues show). If accounting may lag behind (an ``expect``\\ ed id is
+    missing, or sacct says it is over), one ``squeue`` for the job name fills in the live jobs.
     """
     starttime = (since - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S")
     view = SlurmView(runs={})
@@ -195,16 +195,26 @@ def query(job_name: str, since: datetime, expect: Iterable[str] = ()) -> SlurmVi
     except SlurmError as exc:
         view.commands += 1
         log.warning("sacct failed (%s): falling back on squeue", exc)
-    missing = [i for i in expect if i not in view.runs]
-    if missing or not view.runs:
-        out = run_slurm(["squeue", "-h", "-r", f"--name={job_name}", "-o", SQUEUE_FORMAT]).stdout
-        view.commands += 1
-        for run in parse_squeue(out):
-            known = view.runs.setdefault(run.slurm_id, [])
-            if known and known[-1].alive:  # squeue is fresher than lagging accounting for the live run
-                known[-1] = run
-            else:
-                known.append(run)
     for runs in view.runs.values():
         runs.sort(key=_order_key)
+    doubtful = [i for i in expect if i not in view.runs or not view.runs[i][-1].alive]
+    if doubtful or not view.runs:
+        _merge_squeue(view, run_slurm(["squeue", "-h", "-r", f"--name={job_name}", "-o", SQUEUE_FORMAT]).stdout)
     return view
+
+
+def _merge_squeue(view: SlurmView, out: str) -> None:
+    """Fold squeue's live view into accounting's. Accounting can lag both ways: a job missing from sacct,
+    or a stale record that says a task is over while it still waits (seen while pending array tasks are
+    split off by ``scontrol hold``). squeue is the controller's own view, so a task it lists as alive is
+    alive, whatever sacct said."""
+    view.commands += 1
+    for run in parse_squeue(out):
+        if not run.alive and run.slurm_id in view.runs:
+            continue  # finished: sacct's record (exit code, end time) is the better one
+        known = view.runs.setdefault(run.slurm_id, [])
+        if known and known[-1].alive:  # squeue is fresher than lagging accounting for the live run
+            known[-1] = run
+        else:
+            known.append(run)
+        known.sort(key=_order_key)
