@@ -197,6 +197,7 @@ def report(grids: tuple[str, ...], metric: str | None, reference: str | None, ex
     """The report of GRIDS (default: the only grid): which subset ranks configurations like the reference."""
     from orchestrator.report import print_report, report_json, write_report_files
     from orchestrator.report.lottery import lottery_report_for, print_lottery
+    from orchestrator.report.render import has_rank_section
     from orchestrator.results import ReportRequest, assemble_report
     from orchestrator.status import refresh
 
@@ -224,7 +225,8 @@ def report(grids: tuple[str, ...], metric: str | None, reference: str | None, ex
     console = Console()
     if not console.is_terminal and "COLUMNS" not in os.environ:  # a log or a pipe: the table's natural width
         console = Console(width=140)
-    print_report(rep, console)
+    if lottery is None or has_rank_section(rep):
+        print_report(rep, console)
     if lottery is not None:
         print_lottery(lottery, console)
     console.print("written: " + ", ".join(str(f) for f in files))

@@ -237,6 +237,10 @@ def test_lottery_report_numbers_are_the_trained_jobs_metrics(chain: tuple[Store,
     assert data["subsets"] == []  # lottery jobs are not ranked as configurations
     assert "## Lottery tickets" in (out / "report.md").read_text() and (out / "lottery.png").is_file()
     assert "<h2>Lottery tickets</h2>" in (out / "report.html").read_text()
+    # a grid of lottery chains alone: no empty rank-consistency tables, no "has no jobs" warning
+    assert "Rank-consistency" not in (out / "report.md").read_text() + (out / "report.html").read_text()
+    text = CliRunner().invoke(cli, ["report", "chain", "--db", db, "--out", str(out)]).output
+    assert "Lottery tickets" in text and "Rank consistency" not in text and "has no jobs" not in text, text
 
 
 def test_a_level_killed_mid_way_resumes_from_its_epoch_checkpoint_with_its_mask(

@@ -379,15 +379,26 @@ def _html_decision(report: Report, pngs: dict[str, bytes]) -> str:
     return f"<div class='top'><div>{box_}</div><div>{plots}</div></div>" if plots else box_
 
 
+def has_rank_section(report: Report) -> bool:
+    """Whether the report has jobs to rank (a grid of lottery chains alone has none)."""
+    return report.jobs_total > 0 or bool(report.subsets)
+
+
 def write_report_files(report: Report, out_dir: Path | str, lottery: LotteryReport | None = None) -> list[Path]:
     """Write report.md (+ its PNG plots), report.html (self-contained) and report.json into ``out_dir``.
 
     Everything is rendered before anything is written, and each file is replaced atomically.
     """
     out = Path(out_dir)
-    pngs = {name: data for name, plot in PLOTS.items() if (data := plot(report)) is not None}
+    lottery_only = lottery is not None and not has_rank_section(report)
+    pngs = {} if lottery_only else {name: data for name, plot in PLOTS.items() if (data := plot(report)) is not None}
     files: dict[str, bytes] = {f"{name}.png": data for name, data in pngs.items()}
-    md, page = render_markdown(report, {name: f"{name}.png" for name in pngs}), render_html(report, pngs)
+    if lottery_only:  # a grid of lottery chains only: no empty rank-consistency tables
+        md = f"# Lottery-ticket report: {report.grid}\n"
+        page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Lottery tickets: {html.escape(report.grid)}"
+                f"</title><style>{CSS}</style></head><body>\n</body></html>")
+    else:
+        md, page = render_markdown(report, {name: f"{name}.png" for name in pngs}), render_html(report, pngs)
     if lottery is not None:  # the lottery section (orchestrator/report/lottery.py)
         png = lottery_plot(lottery)
         files.update({LOTTERY_PLOT: png} if png else {})
