@@ -24,25 +24,27 @@ from specs.job import TrainConfig
 log = logging.getLogger(__name__)
 
 
-def backbone_uses(grid: GridSpec) -> dict[tuple[str, int], str]:
-    """``(backbone, image_size) -> the grid key that chose the backbone``, over every configuration."""
-    uses: dict[tuple[str, int], str] = {}
+def backbone_uses(grid: GridSpec) -> dict[tuple[str, int, int], str]:
+    """``(backbone, image_size, patch_size) -> the grid key that chose the backbone``, over every
+    configuration."""
+    uses: dict[tuple[str, int, int], str] = {}
     for mt in grid.methods.values():
         for combo in method_combinations(mt):
             _, overrides = split_values(mt, combo)
             train = {**grid.train, **overrides}
             backbone = str(train.get("backbone", TrainConfig.backbone))
             size = int(train.get("image_size", TrainConfig.image_size))
+            patch = int(train.get("patch_size", TrainConfig.patch_size))
             key = f"methods.{mt.name}.backbone" if "backbone" in overrides else "train.backbone"
-            uses.setdefault((backbone, size), key)
+            uses.setdefault((backbone, size, patch), key)
     return uses
 
 
-def _feature_shape(backbone: str, image_size: int, device: str) -> tuple[tuple[int, ...], int]:
+def _feature_shape(backbone: str, image_size: int, patch_size: int, device: str) -> tuple[tuple[int, ...], int]:
     import torch
 
     with torch.device(device), torch.no_grad():
-        model = create_backbone(backbone, image_size)
+        model = create_backbone(backbone, image_size, patch_size)
         out: Any = model(torch.zeros(2, 3, image_size, image_size))
     return tuple(out.shape), int(model.num_features)
 
@@ -51,19 +53,21 @@ def check_backbones(grid: GridSpec) -> None:
     """Raise :class:`SpecError` (naming the grid file and key) for a backbone the workers could not train."""
     import timm
 
-    for (backbone, size), key in backbone_uses(grid).items():
+    for (backbone, size, patch), key in backbone_uses(grid).items():
         if not timm.is_model(backbone):
             raise SpecError(key, f"a timm model name (got {backbone!r}; e.g. resnet50, vit_small_patch16_224)",
                             str(grid.path))
         try:
             try:
-                shape, width = _feature_shape(backbone, size, "meta")
+                shape, width = _feature_shape(backbone, size, patch, "meta")
             except Exception:  # noqa: BLE001  (an op without a meta kernel: build it for real)
                 log.debug("%s cannot be built on the meta device; trying the CPU", backbone, exc_info=True)
-                shape, width = _feature_shape(backbone, size, "cpu")
+                shape, width = _feature_shape(backbone, size, patch, "cpu")
         except Exception as exc:  # noqa: BLE001  (whatever timm raises, the user needs one line)
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise SpecError(key, f"a timm model that takes {size} px images (train.image_size); "
+            what = f"{size} px images (train.image_size)" + (f" in {patch} px patches (train.patch_size)"
+                                                              if patch else "")
+            raise SpecError(key, f"a timm model that takes {what}; "
                                  f"{backbone}: {reason}", str(grid.path)) from None
         if shape != (2, width):
             raise SpecError(key, f"a backbone that maps images to feature vectors ({backbone} gives "

@@ -35,10 +35,13 @@ class TrainConfig(Plain):
     optimizer: str = field(default="sgd", metadata={"choices": OPTIMIZERS})
     lr: float = field(default=0.1, metadata={"min": 0.0})
     momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})
+    adam_beta2: float = field(default=0.999, metadata={"min": 0.0, "max": 1.0})  # adamw / lamb (MAE: 0.95)
+    grad_clip: float = field(default=0.0, metadata={"min": 0.0})  # max global gradient norm; 0: no clipping
     weight_decay: float = field(default=5e-4, metadata={"min": 0.0})
     schedule: str = field(default="cosine", metadata={"choices": SCHEDULES})
     warmup_epochs: int = field(default=0, metadata={"min": 0})
     image_size: int = field(default=224, metadata={"min": 8})
+    patch_size: int = field(default=0, metadata={"min": 0})  # ViT patch size in pixels; 0: the model's own
     precision: str = field(default="auto", metadata={"choices": PRECISIONS})
     lr_scaling: str = field(default="none", metadata={"choices": LR_SCALINGS})
 

@@ -164,6 +164,12 @@ def check_method_config(method: str, hparams: dict[str, Any], train: dict[str, A
 
     ``hparams``/``train``: the method table's values (train keys merged over the grid's ``[train]``)."""
     backbone = str(train.get("backbone", "resnet18"))
+    patch = int(train.get("patch_size", 0))
+    if patch and not is_vit(backbone):
+        raise SpecError("patch_size", f"0 (the model's own) for a backbone without patches, got {patch} "
+                                      f"for {backbone!r}")
+    if patch and int(train.get("image_size", 224)) % patch:
+        raise SpecError("patch_size", f"a divisor of image_size {train.get('image_size', 224)} (got {patch})")
     if method == "mae" and not is_vit(backbone):
         raise SpecError("backbone", f"a Vision Transformer for mae (e.g. vit_base_patch16_224), got {backbone!r}")
     if method in ("mocov1", "mocov2"):

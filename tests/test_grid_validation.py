@@ -112,10 +112,32 @@ def test_grid_backbones_that_the_workers_can_build_pass(tmp_path: Path, meta_dir
     from orchestrator.preflight import backbone_uses, check_backbones
 
     grid = load_grid(write(tmp_path, SMALL.replace("[methods.simclr]", '[methods.simclr]\nbackbone = "resnet18"')
-                           .replace("[methods.supervised]", '[methods.supervised]\nbackbone = "vit_tiny_patch16_224"')))
-    assert backbone_uses(grid) == {("vit_tiny_patch16_224", 32): "methods.supervised.backbone",
-                                   ("resnet18", 32): "methods.simclr.backbone"}
+                           .replace("[methods.supervised]", '[methods.supervised]\nbackbone = "vit_tiny_patch16_224"\n'
+                                    'patch_size = [0, 4]')))
+    assert backbone_uses(grid) == {("vit_tiny_patch16_224", 32, 0): "methods.supervised.backbone",
+                                   ("vit_tiny_patch16_224", 32, 4): "methods.supervised.backbone",
+                                   ("resnet18", 32, 0): "methods.simclr.backbone"}
     check_backbones(grid)  # a ViT is built for the grid's image size, not only its native 224 px
+
+
+def test_a_vit_in_small_patches_has_as_many_tokens_as_patches() -> None:
+    from specs.backbones import create_backbone
+
+    vit = create_backbone("test_vit", 32, 4)
+    assert vit.patch_embed.num_patches == 64 and create_backbone("test_vit", 32).patch_embed.num_patches == 4
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ('backbone = "test_resnet"\npatch_size = 4', "patch_size: expected 0 (the model's own) for a backbone without "
+                                                "patches, got 4 for 'test_resnet'"),
+    ('backbone = "test_vit"\npatch_size = 5', "patch_size: expected a divisor of image_size 32 (got 5)"),
+])
+def test_a_patch_size_the_backbone_cannot_take_is_a_grid_error(tmp_path: Path, meta_dir: Path, table: str,
+                                                                message: str) -> None:
+    path = write(tmp_path, SMALL.replace("[methods.supervised]", "[methods.supervised]\n" + table))
+    with pytest.raises(SpecError) as info:
+        load_grid(path)
+    assert f"methods.supervised.{message}" in str(info.value)
 
 
 @pytest.mark.parametrize(("old", "new", "message"), [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from specs.job import EvalConfig, TrainConfig
 from specs.methods import check_method_config, is_vit
 from tests.method_helpers import make, views_for
 from workers.methods.base import cosine_momentum, ema_update, multi_crop_forward
-from workers.schedule import base_lr, build_optimizer, lr_at
+from workers.schedule import base_lr, build_optimizer, lr_at, optimizer_step
 
 
 def test_cosine_momentum_endpoints_and_midpoint() -> None:
@@ -82,6 +83,21 @@ def test_optimisers_from_timm_and_lr_scaling() -> None:
     assert base_lr(cfg) == pytest.approx(1.2) and lr_at(cfg, 0, 10) == pytest.approx(1.2)
     assert base_lr(TrainConfig(lr=0.3, batch_size=1024)) == 0.3  # default: no scaling
     assert lr_at(cfg, 10, 10) == pytest.approx(1.2 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def test_adam_beta2_and_gradient_clipping() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    def betas(**train: Any) -> tuple[float, float]:
+        return build_optimizer(model, TrainConfig(**train)).param_groups[0]["betas"]
+
+    assert betas(optimizer="adamw", adam_beta2=0.95) == betas(optimizer="lamb", adam_beta2=0.95) == (0.9, 0.95)
+    assert betas(optimizer="adamw") == (0.9, 0.999)
+    scaler = torch.amp.GradScaler(enabled=False)
+    for clip, expected in ((0.0, 1000.0 * 4), (1.0, 1.0)):  # plain SGD, lr 1: the step is the gradient
+        w = nn.Parameter(torch.zeros(16))
+        opt = torch.optim.SGD([w], lr=1.0)
+        optimizer_step(opt, scaler, (w * 1000.0).sum(), [w], clip)  # gradient 1000 per weight: norm 4000
+        assert float(w.detach().norm()) == pytest.approx(expected, rel=1e-5)
 
 
 def test_eval_protocols_are_validated_and_default_to_knn() -> None:

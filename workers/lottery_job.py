@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from specs.atomic import write_text_atomic
-from specs.backbones import create_backbone
+from specs.backbones import backbone_of
 from specs.contract import JobPaths, job_dir_for
 from specs.job import JobSpec
 from specs.lottery import (
@@ -222,7 +222,7 @@ def _setup_eval(ticket: LotteryTicket, lot: dict[str, Any]) -> Mask:
     if kind == "random_reinit":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.seed + REINIT_SEED_OFFSET)
-            fresh = create_backbone(spec.train.backbone, spec.train.image_size)
+            fresh = backbone_of(spec.train)
         method.backbone.load_state_dict(fresh.state_dict())  # type: ignore[union-attr]
     else:
         rewind = _load(parent_paths(ticket.paths.root, lot["rewind_job"]).rewind)["model"]

@@ -4,6 +4,8 @@
 timm's optimiser factory (``timm.optim.create_optimizer_v2``) built on the model, which leaves biases and
 normalisation parameters out of weight decay and, for LARS, out of the trust-ratio adaptation (as the
 SSL references). With ``lr_scaling = "linear"`` every learning rate is ``lr x global batch / 256``.
+``adam_beta2`` is the second-moment decay of AdamW and LAMB (the first stays 0.9); ``grad_clip`` > 0 clips
+the global gradient norm before every step (:func:`optimizer_step`).
 """
 
 from __future__ import annotations
@@ -21,12 +23,27 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     lr = base_lr(cfg)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    betas = (0.9, cfg.adam_beta2)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay, betas=betas)
     from timm.optim import create_optimizer_v2
 
-    kwargs = {"momentum": cfg.momentum} if cfg.optimizer == "lars" else {}
+    kwargs: dict = {"momentum": cfg.momentum} if cfg.optimizer == "lars" else {"betas": betas}
     return create_optimizer_v2(model, opt=cfg.optimizer, lr=lr, weight_decay=cfg.weight_decay, **kwargs)
+
+
+def optimizer_step(opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor,
+                   params: list[nn.Parameter], grad_clip: float) -> None:
+    """Backward, clip the global gradient norm of ``params`` to ``grad_clip`` (0: no clipping; on the
+    unscaled gradients under fp16), step. Under DDP the gradients are already averaged over the ranks, so
+    every rank clips alike."""
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip > 0:
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    scaler.step(opt)
+    scaler.update()
 
 
 def base_lr(cfg: TrainConfig) -> float:

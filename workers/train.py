@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from specs.backbones import create_backbone
+from specs.backbones import backbone_of
 from specs.contract import FINAL_METRICS_FILE
 from specs.job import JobSpec
 from subsets import DatasetMeta, Manifest
@@ -38,7 +38,7 @@ from workers.manifest import SubsetChanged, load_manifest
 from workers.methods.base import Method
 from workers.methods.registry import method_class
 from workers.reporting import JobReporter
-from workers.schedule import build_optimizer, lr_at, set_lr
+from workers.schedule import build_optimizer, lr_at, optimizer_step, set_lr
 from workers.test_hooks import maybe_fail_once
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def seed_everything(seed: int, rank: int) -> None:
 
 def build_method(spec: JobSpec, num_classes: int) -> Method:
     """The job's method around a timm backbone built from scratch (no pretrained download)."""
-    backbone = create_backbone(spec.train.backbone, spec.train.image_size)
+    backbone = backbone_of(spec.train)
     return method_class(spec.method)(backbone, backbone.num_features, num_classes, spec.typed_hparams())
 
 
@@ -92,6 +92,7 @@ class Trainer:
         ticket = setup_ticket(spec, self.job_dir, method, ctx)  # lottery jobs: weights + mask; else None
         model = DistributedDataParallel(method) if ctx.distributed else method
         opt = build_optimizer(method, cfg)
+        trainable = [p for p in method.parameters() if p.requires_grad]
         scaler = torch.amp.GradScaler(enabled=cfg.precision == "fp16" and ctx.device.type == "cuda")
         start_epoch, train_time = 0, 0.0
         ckpt = load_checkpoint(self.job_dir)
@@ -127,10 +128,7 @@ class Trainer:
                     ticket.before_step(epoch * steps + i, steps)
                 with autocast_for(spec, ctx.device):
                     loss = model(views, labels)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
+                optimizer_step(opt, scaler, loss, trainable, cfg.grad_clip)
                 if ticket is not None:
                     ticket.after_step()
                 method.after_step(epoch * steps + i, cfg.epochs * steps)  # momentum targets, step counter

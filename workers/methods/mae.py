@@ -11,6 +11,7 @@ non-ViT backbone (``specs.methods.check_method_config``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -18,12 +19,15 @@ from torch import nn
 
 from workers.methods.base import Method
 
+EVAL_MASK_SEED = 20220111  # the masks of every evaluation (mae_val_loss)
 
-def random_masking(x: torch.Tensor, mask_ratio: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+
+def random_masking(x: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(kept tokens N x int(L(1-r)) x D, mask N x L with 1 = removed, ids_restore N x L)."""
     n, length, dim = x.shape
     keep = int(length * (1 - mask_ratio))
-    noise = torch.rand(n, length, device=x.device)
+    noise = torch.rand(n, length, device=x.device, generator=generator)
     ids_shuffle = torch.argsort(noise, dim=1)
     ids_restore = torch.argsort(ids_shuffle, dim=1)
     kept = torch.gather(x, 1, ids_shuffle[:, :keep].unsqueeze(-1).expand(-1, -1, dim))
@@ -87,15 +91,16 @@ class MAE(Method):
             return None, pos
         return pos[:, : self.prefix], pos[:, self.prefix:]
 
-    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(encoded prefix + visible tokens, mask, ids_restore)."""
+    def encode(self, images: torch.Tensor, generator: torch.Generator | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(encoded prefix + visible tokens, mask, ids_restore); ``generator`` draws the masks."""
         vit = self.backbone
         x = vit.patch_embed(images)
         x = x.reshape(x.shape[0], -1, x.shape[-1])
         prefix_pos, patch_pos = self._patch_pos()
         if patch_pos is not None:
             x = x + patch_pos
-        x, mask, ids_restore = random_masking(x, self.hparams.mask_ratio)
+        x, mask, ids_restore = random_masking(x, self.hparams.mask_ratio, generator)
         self.last_visible = x.shape[1]
         prefix = []
         if getattr(vit, "cls_token", None) is not None:
@@ -118,6 +123,23 @@ class MAE(Method):
         x = torch.cat([pre, full], dim=1) + self.decoder_pos[:, : self.prefix + full.shape[1]]
         x = self.decoder_norm(self.decoder_blocks(x))
         return self.decoder_pred(x[:, self.prefix:])
+
+    @torch.no_grad()
+    def evaluate(self, batches: Iterable[tuple[list[torch.Tensor], torch.Tensor]]) -> dict[str, float]:
+        """``mae_val_loss``: the training loss on the validation images (centre crops), with masks drawn from
+        a fixed seed, so that every evaluation of every run masks the same patches and the values compare
+        (lower is better: how well the model fills in patches it never saw)."""
+        generator: torch.Generator | None = None
+        total, count = 0.0, 0
+        for views, _ in batches:
+            images = views[0]
+            if generator is None:
+                generator = torch.Generator(device=images.device).manual_seed(EVAL_MASK_SEED)
+            latent, mask, ids_restore = self.encode(images, generator)
+            pred = self.decode(latent, ids_restore)
+            loss = masked_mse(pred.float(), patchify(images, self.patch).float(), mask, self.hparams.norm_pix_loss)
+            total, count = total + float(loss) * len(images), count + len(images)
+        return {"mae_val_loss": total / max(1, count)}
 
     def training_loss(self, views: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
         images = views[0]
