@@ -1,4 +1,6 @@
-"""Local backend: each job is a ``torchrun`` process group on this machine, several at once.
+"""Local backend: each job is a ``torchrun`` process group on this machine (a one-rank job is its worker
+process alone: torchrun's own interpreter and rendezvous cost ~5 s per job, longer than a small job's
+training), several at once.
 
 Jobs are packed into the machine's CPU cores, or given GPUs of their own (see
 :mod:`orchestrator.backends.local_slots`).
@@ -65,12 +67,13 @@ def released_jobs(ctx: LaunchContext) -> list[JobRow]:
 
 
 def worker_command(spec: JobSpec, job_file: Path, settings_file: Path) -> list[str]:
-    """The torchrun command line of one job (the database URL is in ``settings_file``, mode 0600)."""
-    return [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
-        f"--nproc-per-node={spec.resources.nproc_per_node}",
-        "-m", "workers.entry", str(job_file), "--settings", str(settings_file),
-    ]
+    """The command line of one job (the database URL is in ``settings_file``, mode 0600): torchrun for
+    several ranks; the worker itself for one (without torchrun's variables it runs as rank 0 of 1)."""
+    worker = ["-m", "workers.entry", str(job_file), "--settings", str(settings_file)]
+    if spec.resources.nproc_per_node == 1:
+        return [sys.executable, *worker]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc-per-node={spec.resources.nproc_per_node}", *worker]
 
 
 class LocalBackend(Backend):
@@ -176,6 +179,8 @@ class LocalBackend(Backend):
         threads = max(1, spec.resources.cpus_per_task)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                "PYTHONUNBUFFERED": "1", **alloc.env()}
+        if spec.resources.nproc_per_node == 1:  # no torchrun: rank 0 of 1, whatever this shell inherited
+            env.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"})
         settings = WorkerSettings(db_url=ctx.db_url, backend=self.name, backend_id=f"{self.host}:{os.getpid()}",
                                   log_path=str(log_path), heartbeat_s=env_settings().heartbeat_s)
         cmd = worker_command(spec, job_dir / JOB_FILE, settings.write(JobPaths.of(job_dir).worker_settings))
