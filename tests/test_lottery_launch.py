@@ -1,8 +1,7 @@
 """Lottery chains through ``dlth-orch launch``: locally and on the real SLURM cluster, queued at once.
 
-These need the job graph (the backends honour ``depends_on``: a child starts when its parents are
-COMPLETED; SLURM ``afterok``). It lands from its own branch; until then (no ``JobState.WAITING``) these
-tests are skipped with that reason, and they run with the suite once it is merged.
+They rest on the job graph: the backends honour ``depends_on`` (locally a child starts when its parents
+are COMPLETED; on SLURM it is queued at once with a dependency on its parent's task).
 """
 
 from __future__ import annotations
