@@ -135,17 +135,20 @@ class MAE(Method):
             images = views[0]
             if generator is None:
                 generator = torch.Generator(device=images.device).manual_seed(EVAL_MASK_SEED)
-            latent, mask, ids_restore = self.encode(images, generator)
-            pred = self.decode(latent, ids_restore)
-            loss = masked_mse(pred.float(), patchify(images, self.patch).float(), mask, self.hparams.norm_pix_loss)
+            loss, _ = self.reconstruction_loss(images, generator)
             total, count = total + float(loss) * len(images), count + len(images)
         return {"mae_val_loss": total / max(1, count)}
 
-    def training_loss(self, views: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        images = views[0]
-        latent, mask, ids_restore = self.encode(images)
+    def reconstruction_loss(self, images: torch.Tensor, generator: torch.Generator | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(masked-patch loss of ``images``, the encoded prefix + visible tokens); ``generator`` draws the masks."""
+        latent, mask, ids_restore = self.encode(images, generator)
         pred = self.decode(latent, ids_restore)
         loss = masked_mse(pred.float(), patchify(images, self.patch).float(), mask, self.hparams.norm_pix_loss)
+        return loss, latent
+
+    def training_loss(self, views: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        loss, latent = self.reconstruction_loss(views[0])
         if self.online_probe is not None:
             loss = loss + self.probe_loss(latent[:, 0] if self.prefix else latent.mean(dim=1), labels)
         return loss
