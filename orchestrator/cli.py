@@ -104,9 +104,10 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: running jobs were stopped and will resume on the next launch")
         raise SystemExit(130) from None
-    _print_summary(store, v.grid.name, console)
     if paused(store, v.grid.name):
+        _print_summary(store, v.grid.name, console)
         raise SystemExit(3)  # paused by the breaker (the summary says why and how to resume)
+    _report_or_summary(store, v.grid.name, console)
 
 
 def _detach_local(grid_name: str, db_url: str, profile: str) -> None:
@@ -129,7 +130,7 @@ def run_local(grid_name: str, profile: str, db_url: str) -> None:
     from orchestrator.backends.base import LaunchContext
     from orchestrator.backends.local import LocalBackend
     from orchestrator.graph import advance
-    from orchestrator.launch import grid_lock, runnable_jobs
+    from orchestrator.launch import grid_lock, report_refresher, runnable_jobs
     from orchestrator.profiles import load_profile
 
     store = open_store(db_url)
@@ -145,14 +146,52 @@ def run_local(grid_name: str, profile: str, db_url: str) -> None:
         advance(store, grid_name, g.failure_budget)
         jobs = runnable_jobs(store, grid_name, g.failure_budget, include_queued=True)
         ctx = LaunchContext(store=store, db_url=db_url, grid_name=grid_name, failure_budget=g.failure_budget,
-                            profile=load_profile(profile), progress=False)
+                            profile=load_profile(profile), progress=False,
+                            on_progress=report_refresher(store, grid_name))
         backend.submit(ctx, jobs)
+    from orchestrator.breaker import paused
+    from orchestrator.report_files import finish_report
+
+    if not paused(store, grid_name) and (produced := finish_report(store, grid_name)) is not None:
+        log.warning("grid %s: every job has ended; report written to %s", grid_name, produced.out_dir)
+
+
+@cli.command("report-job", hidden=True)
+@click.argument("grid_name")
+@click.option("--settings", "settings_file", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+def report_job(grid_name: str, settings_file: Path, out_dir: Path) -> None:
+    """(internal) The grid's SLURM report job: write the report once the grid's tasks have ended."""
+    from orchestrator.report_files import run_report_job
+    from specs.settings import WorkerSettings
+
+    store = open_store(WorkerSettings.read(settings_file).db_url)
+    produced = run_report_job(store, grid_name, out_dir)
+    if produced is None:
+        raise SystemExit(1)
+    click.echo(f"report of {grid_name} written to {produced.out_dir}")
 
 
 def _print_summary(store: Store, grid_name: str, console: Console) -> None:
     from orchestrator.status import grid_status, print_status
 
     print_status(grid_status(store, grid_name), console)
+
+
+def _report_or_summary(store: Store, grid_name: str, console: Console) -> None:
+    """After a launch: the grid's report (its decision and where the files are) when every job has ended,
+    else (``--no-wait`` on SLURM, or jobs left to run) the status table."""
+    from orchestrator.report_files import finish_report, print_produced
+
+    produced = finish_report(store, grid_name)
+    if produced is None:
+        _print_summary(store, grid_name, console)
+        return
+    counts = store.state_counts(grid_name)
+    ended = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()) if n)
+    out = _report_console()
+    out.print(f"grid [bold]{grid_name}[/]: every job has ended ({ended}); its report:")
+    print_produced(produced, out, full=False)
 
 
 @cli.command()
@@ -162,7 +201,10 @@ def _print_summary(store: Store, grid_name: str, console: Console) -> None:
 @db_option
 def status(grid: str | None, as_json: bool, all_grids: bool, db_url: str) -> None:
     """Where GRID stands (name or grid file; default: the only grid): counts, progress, failures."""
+    from rich.markup import escape
+
     from orchestrator.db_wait import ride_out
+    from orchestrator.report_files import report_status
     from orchestrator.status import grid_status, print_status, refresh
 
     store = ride_out(lambda: open_store(db_url), what="status")
@@ -170,12 +212,15 @@ def status(grid: str | None, as_json: bool, all_grids: bool, db_url: str) -> Non
     out = []
     for name in names:
         out.append(ride_out(lambda n=name: (refresh(store, n), grid_status(store, n))[1], what="status"))
+    reports = {name: report_status(store, name) for name in names}
     if as_json:
-        click.echo(json.dumps([s.to_dict() for s in out] if all_grids else out[0].to_dict(), indent=1))
+        docs = [{**s.to_dict(), "report": reports[name]} for name, s in zip(names, out, strict=True)]
+        click.echo(json.dumps(docs if all_grids else docs[0], indent=1))
         return
     console = Console()
-    for st in out:
+    for name, st in zip(names, out, strict=True):
         print_status(st, console)
+        console.print(f"[dim]{escape(reports[name]['line'])}[/dim]")
 
 
 @cli.command()
@@ -190,15 +235,15 @@ def status(grid: str | None, as_json: bool, all_grids: bool, db_url: str) -> Non
               "max_regret, e.g. confidence=0,max_regret=0.02.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write report.md and report.html here (default: <workspace>/reports/<grid>).")
+              help="Write the report's files here (report.md and its PNG plots, report.html, report.json; default: "
+              "<workspace>/reports/<grid>).")
 @db_option
 def report(grids: tuple[str, ...], metric: str | None, reference: str | None, external: Path | None,
            plan: str | None, criterion: str | None, as_json: bool, out_dir: Path | None, db_url: str) -> None:
     """The report of GRIDS (default: the only grid): which subset ranks configurations like the reference."""
-    from orchestrator.report import print_report, report_json, write_report_files
-    from orchestrator.report.lottery import lottery_report_for, print_lottery
-    from orchestrator.report.render import has_rank_section
-    from orchestrator.results import ReportRequest, assemble_report
+    from orchestrator.report import report_json
+    from orchestrator.report_files import print_produced, produce
+    from orchestrator.results import ReportRequest
     from orchestrator.status import refresh
 
     store = None
@@ -211,25 +256,21 @@ def report(grids: tuple[str, ...], metric: str | None, reference: str | None, ex
     req = ReportRequest(grids=names, external=external, metric=metric, reference=reference, plan=plan,
                         criterion=criterion)
     try:
-        rep = assemble_report(store, req)
+        produced = produce(store, req, out_dir)
     except ValueError as exc:
         fail(str(exc))
-    lottery = None  # the lottery section: one grid's [lottery.*] chains
-    if store is not None and len(names) == 1:
-        lottery = lottery_report_for(store, names[0], rep.metric, rep.higher_is_better)
-    out_dir = out_dir or workspace_dir() / "reports" / rep.grid
-    files = write_report_files(rep, out_dir, lottery)
     if as_json:
-        click.echo(report_json(rep, lottery))
+        click.echo(report_json(produced.report, produced.lottery))
         return
+    print_produced(produced, _report_console())
+
+
+def _report_console() -> Console:
+    """The terminal, or (a log or a pipe) a console at the tables' natural width."""
     console = Console()
-    if not console.is_terminal and "COLUMNS" not in os.environ:  # a log or a pipe: the table's natural width
+    if not console.is_terminal and "COLUMNS" not in os.environ:
         console = Console(width=140)
-    if lottery is None or has_rank_section(rep):
-        print_report(rep, console)
-    if lottery is not None:
-        print_lottery(lottery, console)
-    console.print("written: " + ", ".join(str(f) for f in files))
+    return console
 
 
 def _mount_optional_groups() -> None:

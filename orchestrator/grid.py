@@ -55,6 +55,8 @@ class ReportConfig:
     min_tau: float = field(default=0.8, metadata={"min": -1.0, "max": 1.0})
     confidence: float = field(default=0.95, metadata={"min": 0.0, "max": 0.999})
     max_regret: float = field(default=0.01, metadata={"min": 0.0})
+    # rewrite the report files each time this many more jobs have completed while the grid runs (0: only at the end)
+    every: int = field(default=0, metadata={"min": 0})
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,6 +152,14 @@ def grid_lock(grid_name: str) -> Iterator[bool]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def report_refresher(store: Store, grid_name: str) -> Callable[[int], object] | None:
+    """``[report] every = N``: what rewrites the report files while the grid runs (``None``: not asked for)."""
+    from orchestrator.report_files import Refresher, report_every
+
+    every = report_every(store, grid_name)
+    return Refresher(store, grid_name, every).poll if every else None
+
+
 def print_plan(plan: Plan, console: Any) -> None:
     """The dry run as a table: one row per group (array / graph level), its jobs, resources, dependencies."""
     from rich.markup import escape
@@ -188,7 +196,7 @@ def launch(v: Validated, store: Store, db_url: str, meta: DatasetMeta, *, wait: 
     advance(store, grid.name, grid.failure_budget)
     local = backend.name == "local"
     ctx = LaunchContext(store=store, db_url=db_url, grid_name=grid.name, failure_budget=grid.failure_budget,
-                        profile=v.profile, wait=wait, progress=progress)
+                        profile=v.profile, wait=wait, progress=progress, on_progress=report_refresher(store, grid.name))
     with grid_lock(grid.name) if local else nullcontext(True) as got:
         if not got:
             raise LauncherBusy(f"grid {grid.name!r}: another local launcher is running it "

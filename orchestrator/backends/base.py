@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -21,6 +22,14 @@ class LaunchContext:
     profile: dict[str, Any] = field(default_factory=dict)  # cluster_profiles/<name>.toml, merged with [cluster]
     wait: bool = True
     progress: bool = True
+    # called with the grid's completed-job count after each look at the jobs while following them
+    # (``[report] every``: the launch pipeline refreshes the report files from here); must not raise
+    on_progress: Callable[[int], object] | None = None
+
+    def progressed(self, completed: int) -> None:
+        """Tell :attr:`on_progress` how many jobs of the grid have completed."""
+        if self.on_progress is not None:
+            self.on_progress(completed)
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,8 @@ class LocalBackend(Backend):
                     progress.update(task, completed=counts.get(JobState.COMPLETED, 0),
                                     detail=f"running {len(running)}  queued {len(queue)}  "
                                            f"failed {counts.get(JobState.FAILED, 0)}")
+                    if ended:
+                        ctx.progressed(counts.get(JobState.COMPLETED, 0))
         except KeyboardInterrupt:
             stopping = True
             log.warning("stopping %d running jobs (they will resume on the next launch)", len(running))

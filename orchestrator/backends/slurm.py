@@ -27,6 +27,7 @@ from orchestrator.backends.slurm_cmd import SlurmError, scancel, slurm_available
 from orchestrator.backends.slurm_graph import plan_graph
 from orchestrator.backends.slurm_profile import SlurmProfile, job_name
 from orchestrator.backends.slurm_reconcile import BACKEND, ReconcileResult, reconcile_grid
+from orchestrator.backends.slurm_report import relink_report_job
 from orchestrator.backends.slurm_submit import grid_dir, submit_jobs
 from orchestrator.backends.slurm_target import array_conf, grid_conf, remember, targeting
 from orchestrator.db_wait import ride_out
@@ -170,6 +171,7 @@ class SlurmBackend(Backend):
                                    on_submitted=lambda sub: remember(store, name, profile.slurm_conf,
                                                                      [sub.array_id]))
                 log.info("%d jobs submitted in %d arrays", len(todo), len(subs))
+                relink_report_job(store, grid, name, profile, ctx.db_url)  # after the grid's last task
             return len(todo)
 
     def follow(self, ctx: LaunchContext, profile: SlurmProfile) -> None:
@@ -188,6 +190,7 @@ class SlurmBackend(Backend):
                     res, resubmitted, pause, counts = ride_out(lambda: self._poll(ctx, profile, name),
                                                                what=f"following {grid}")
                     progress.update(task, completed=counts.get(JobState.COMPLETED, 0), detail=_detail(counts, res))
+                    ctx.progressed(counts.get(JobState.COMPLETED, 0))
                     if pause and not counts.get(JobState.RUNNING, 0):
                         return  # the rest is held; `launch` prints the pause line
                     if not any(counts.get(s, 0) for s in (*JobState.ACTIVE, JobState.WAITING)) and not resubmitted:

@@ -47,6 +47,8 @@ class SlurmProfile:
     setup: list = field(default_factory=list)  # shell lines run before srun (module load ..., source ...)
     sbatch: dict = field(default_factory=dict)  # any other sbatch flag, e.g. {"mail-type" = "FAIL"}
     slurm_conf: str = ""  # SLURM_CONF of every SLURM command: a cluster other than the default ("" = default)
+    report_partition: str = ""  # the grid's report job (CPU only): this partition ("" = ``partition``)
+    report_time_min: int = field(default=15, metadata={"min": 1})  # the report job's time limit
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> SlurmProfile:

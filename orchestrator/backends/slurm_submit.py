@@ -86,6 +86,11 @@ def read_manifest(sub_dir: str | Path) -> dict[str, Any] | None:
         return None
 
 
+def worker_setup(profile: SlurmProfile) -> list[str]:
+    """The shell lines that prepare a compute node for the product's code (before the command runs)."""
+    return [f"export PYTHONPATH={shlex.quote(str(REPO_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}", *profile.setup]
+
+
 class _ArrayExecutor(ArrayExecutor):
     """submitit's SLURM executor whose array tasks start ``python -m workers.slurm_env <submission dir>``."""
 
@@ -140,7 +145,7 @@ def submit_jobs(
         chunk = min(chunk, max_chunk)
     db_url = absolute_db_url(db_url)
     root = grid_dir(name)
-    setup = [f"export PYTHONPATH={shlex.quote(str(REPO_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}", *profile.setup]
+    setup = worker_setup(profile)
     out: list[Submitted] = []
     rows = {j.job_hash: j for j in jobs}
     plan_jobs = [PlanJob(j.job_hash, f"{j.subset_name}/{j.config_name}/s{j.seed}", JobSpec.from_json(j.spec_json),
