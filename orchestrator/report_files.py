@@ -115,13 +115,16 @@ def print_produced(produced: Produced, console: Any, *, full: bool = True) -> No
         console.print(f"[bold]{escape(lines[0])}[/]")
         for line in lines[1:]:
             console.print(f"  {escape(line)}")
-    console.print("written: " + ", ".join(str(f) for f in _main_files(produced.files)))
+    console.print(f"written: {written_line(produced.files)}", soft_wrap=True)
 
 
-def _main_files(files: Sequence[Path]) -> list[Path]:
-    """The report's pages first (plots are linked from them)."""
-    main = [f for f in files if f.suffix in (".html", ".md", ".json")]
-    return main or list(files)
+def written_line(files: Sequence[Path]) -> str:
+    """``DIR/report.html (+ report.md, report.json, 3 plots)``: the page to open first, then the rest."""
+    html = next((f for f in files if f.suffix == ".html"), files[0])
+    pages = [f.name for f in files if f.suffix in (".md", ".json")]
+    plots = sum(1 for f in files if f.suffix == ".png")
+    rest = pages + ([f"{plots} plot{'s' if plots != 1 else ''}"] if plots else [])
+    return f"{html}" + (f" (+ {', '.join(rest)})" if rest else "")
 
 
 class Refresher:

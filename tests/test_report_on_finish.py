@@ -66,7 +66,8 @@ def test_launch_wait_writes_the_report_refreshes_it_while_running_and_the_detach
     out = local_cli("-v", "launch", str(grid), "--cluster", "local", "--no-progress", db=db, home=tmp_path)
     # the decision and where the files are, instead of the status table
     assert "every job has ended (4 completed); its report:" in out.stdout
-    assert re.search(r"written: .*report\.html", out.stdout), out.stdout
+    written = r"written: \S+/reports/fin/report\.html \(\+ report\.md, report\.json, \d plots\)"
+    assert re.search(written, out.stdout), out.stdout
     assert "subset" not in out.stdout.splitlines()[0]
     rep = _report_json(tmp_path, "fin")
     assert (rep["jobs_completed"], rep["jobs_total"], rep["complete"]) == (4, 4, True)
@@ -78,17 +79,17 @@ def test_launch_wait_writes_the_report_refreshes_it_while_running_and_the_detach
     assert status["report"]["state"] == "written" and status["report"]["jobs_completed"] == 4
     assert "report.html" in local_cli("status", "fin", db=db, home=tmp_path).stdout
 
-    # the detached launcher writes it too when its last job ends (a second seed: 4 new jobs)
-    grid.write_text(GRID.format(name="fin", seeds="[0, 1]", root=digits))
+    # the detached launcher writes it too when its last job ends (a third learning rate: 2 new jobs)
+    grid.write_text(GRID.format(name="fin", seeds="[0]", root=digits).replace("[0.01, 0.2]", "[0.01, 0.2, 0.1]"))
     out = local_cli("launch", str(grid), "--cluster", "local", "--detach", db=db, home=tmp_path)
     assert "launched in the background" in out.stderr
 
     def written_for_eight() -> bool:
         doc = json.loads(local_cli("status", "fin", "--json", db=db, home=tmp_path).stdout)["report"]
-        return doc["state"] == "written" and doc["jobs_completed"] == 8
+        return doc["state"] == "written" and doc["jobs_completed"] == 6
 
     wait_for("the detached launcher's report", written_for_eight, timeout=300, every=2)
-    assert _report_json(tmp_path, "fin")["jobs_completed"] == 8
+    assert _report_json(tmp_path, "fin")["jobs_completed"] == 6
 
 
 def test_a_failing_report_job_is_recorded_and_never_fails_the_grid(tmp_path: Path,
