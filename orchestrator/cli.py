@@ -220,7 +220,7 @@ def status(grid: str | None, as_json: bool, all_grids: bool, db_url: str) -> Non
     console = Console()
     for name, st in zip(names, out, strict=True):
         print_status(st, console)
-        console.print(f"[dim]{escape(reports[name]['line'])}[/dim]")
+        console.print(f"[dim]{escape(reports[name]['line'])}[/dim]", soft_wrap=True)
 
 
 @cli.command()

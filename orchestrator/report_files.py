@@ -212,6 +212,6 @@ def report_status(store: Store, grid_name: str) -> dict[str, Any]:
     if last is not None:
         cover = f"{last.get('jobs_completed')}/{last.get('jobs_total')} jobs completed"
         return {"state": "written", **last,
-                "line": f"report: {Path(str(last['dir'])) / 'report.html'} (written {last.get('at')} UTC, "
-                        f"{cover})"}
+                "line": f"report: {Path(str(last['dir'])) / 'report.html'} (written "
+                        f"{str(last.get('at', '')).replace('T', ' ').replace('+00:00', '')} UTC, {cover})"}
     return {"state": "none", "line": f"report: none yet (`dlth-orch report {grid_name}` writes it)"}
