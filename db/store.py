@@ -535,6 +535,25 @@ class Store:
                 moved += int(res.rowcount or 0)
         return moved
 
+    def forget_tasks(self, tasks: dict[str, str]) -> list[str]:
+        """Jobs whose backend task (``{job hash: backend id}``) is gone: a WAITING job keeps waiting without
+        a task (the next submission gives it one), a QUEUED job goes back to PENDING. Only jobs still in
+        those states *and* still recorded with that very id move (a task given meanwhile is kept); returns
+        the hashes that moved."""
+        moved: list[str] = []
+        with self.session() as s:
+            for h, bid in sorted(tasks.items()):
+                row = s.execute(
+                    update(Job).where(Job.job_hash == h, Job.backend_id == bid,
+                                      Job.state.in_([JobState.WAITING, JobState.QUEUED]))
+                    .values(state=case((Job.state == JobState.QUEUED, JobState.PENDING), else_=Job.state),
+                            backend_id=None, updated_at=utcnow())
+                    .returning(Job.job_hash)
+                ).first()
+                if row is not None:
+                    moved.append(h)
+        return moved
+
     # --- metrics ------------------------------------------------------------------------------
     def log_metrics(self, job_hash: str, epoch: int, values: dict[str, float], attempt_id: int | None) -> None:
         """Record metrics of one epoch (or ``FINAL_EPOCH``); a re-run epoch overwrites its values.

@@ -76,12 +76,18 @@ def runnable(store: Store, grid_name: str, failure_budget: int, only: set[str] |
             and (j.state == JobState.PENDING or j.failure_count <= failure_budget)]
 
 
+def untasked(store: Store, grid_name: str) -> list[JobRow]:
+    """WAITING jobs that no SLURM task holds (never submitted, or their task vanished)."""
+    return [j for j in store.jobs(grid_name, [JobState.WAITING]) if not j.backend_id]
+
+
 def relink_children(store: Store, grid_name: str, submitting: set[str]) -> list[JobRow]:
     """WAITING jobs to submit along with ``submitting``: those no SLURM task holds yet, and those held by a
     task that waits for a parent being resubmitted now (pending forever with ``DependencyNeverSatisfied``
     after the parent's failure): that task is cancelled and the child resubmitted against the new one."""
     again = set(store.descendants(submitting)) if submitting else set()
-    out = [j for j in store.jobs(grid_name, [JobState.WAITING]) if not j.backend_id or j.job_hash in again]
+    out = untasked(store, grid_name) + [j for j in store.jobs(grid_name, [JobState.WAITING])
+                                        if j.backend_id and j.job_hash in again]
     stale = sorted({j.backend_id for j in out if j.backend_id})
     if stale:
         log.info("re-linking %d waiting jobs to their resubmitted parents (cancelling %s)", len(out),
@@ -205,7 +211,7 @@ class SlurmBackend(Backend):
         res = self.refresh(store, grid, ctx.failure_budget)
         resubmitted = 0
         pause = breaker.check(store, grid)
-        if runnable(store, grid, ctx.failure_budget) and not pause:
+        if (runnable(store, grid, ctx.failure_budget) or untasked(store, grid)) and not pause:
             resubmitted = self._submit(ctx, profile, name, None)
         return res, resubmitted, pause, store.state_counts(grid)
 
