@@ -28,7 +28,7 @@ from orchestrator.backends.slurm_graph import plan_graph
 from orchestrator.backends.slurm_profile import SlurmProfile, job_name
 from orchestrator.backends.slurm_reconcile import BACKEND, ReconcileResult, reconcile_grid
 from orchestrator.backends.slurm_submit import grid_dir, submit_jobs
-from orchestrator.backends.slurm_target import array_conf, grid_conf, remember, targeting
+from orchestrator.backends.slurm_target import by_cluster, grid_conf, remember, targeting
 from orchestrator.db_wait import ride_out
 from orchestrator.graph import advance
 
@@ -224,11 +224,7 @@ class SlurmBackend(Backend):
         n = store.set_state(list(hashes), JobState.CANCELLED, JobState.CANCELLABLE)
         ids = sorted({j.backend_id for j in jobs if j.backend == BACKEND and j.backend_id
                       and j.state in (JobState.QUEUED, JobState.RUNNING, JobState.WAITING)})
-        confs = {a: array_conf(store, a) for a in {i.split("_")[0] for i in ids}}
-        by_conf: dict[str, list[str]] = {}
-        for slurm_id in ids:
-            by_conf.setdefault(confs[slurm_id.split("_")[0]], []).append(slurm_id)
-        for conf, some in by_conf.items():
+        for conf, some in by_cluster(store, ids).items():
             with targeting(conf):
                 scancel(some)
         return n
