@@ -22,7 +22,7 @@ def test_a_waiting_childs_cancelled_task_is_noticed_in_one_refresh_and_the_graph
     """Two levels queued at once; the child's pending task is cancelled behind dlth-orch's back. One refresh
     notices (the child keeps WAITING, without a task) and ``launch --wait`` gives it a new task, against its
     parent's, so the graph completes instead of waiting for ever."""
-    grid = write_grid(tmp_path / "grid.toml", "vanish", digits, epochs=2, methods=GRAPH_METHODS)
+    grid = write_grid(tmp_path / "grid.toml", "vanish", digits, epochs=1, methods=GRAPH_METHODS)
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     cli("launch", str(grid), "--cluster", "slurm", "--no-wait", "--no-progress", db=db)
     store = Fresh(db)
