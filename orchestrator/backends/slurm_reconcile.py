@@ -151,8 +151,9 @@ def reconcile_grid(store: Store, grid_name: str, job_name: str) -> ReconcileResu
         if not _holds_task(job):
             continue
         if job.state == JobState.WAITING:
-            if not view.alive(job.backend_id):  # type: ignore[arg-type]
-                gone[job.job_hash] = job.backend_id  # type: ignore[assignment]
+            sid = job.backend_id or ""
+            if not view.alive(sid):
+                gone[job.job_hash] = sid
         elif job.state in JobState.ACTIVE:
             _settle(store, job_name, job, attempts.get(job.job_hash, []), view, manifests, gone, res)
     _forget(store, gone, view, res)
