@@ -572,9 +572,9 @@ class Store:
         self.set_meta(breaker_rule.meta_key(grid_name), state.to_json())
 
     def trip_breaker(self, grid_name: str, *, by: str, hold_pending: bool = False) -> tuple[BreakerState, bool]:
-        """Apply the breaker's rule to a grid's attempts and record a trip, in one write transaction (two
-        processes that see the same failures record one trip); returns ``(state, tripped now)``.
-        ``hold_pending``: the tripping process cannot hold the grid's SLURM tasks itself."""
+        """Apply the breaker's rule to a grid's attempts and record a trip, in one write transaction (the
+        breaker's row locked where it exists; SQLite serialises writers anyway); returns ``(state, tripped
+        now)``. ``hold_pending``: the tripping process cannot hold the grid's SLURM tasks itself."""
         key = breaker_rule.meta_key(grid_name)
         with self.session() as s:
             grid = s.scalar(select(Grid).where(Grid.name == grid_name))
