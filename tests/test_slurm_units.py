@@ -291,3 +291,38 @@ def test_a_queued_task_missing_while_sacct_is_down_gets_the_grace_period(monkeyp
     state = {j.job_hash: (j.state, j.backend_id) for j in store.jobs("g")}
     assert state[q] == (JobState.QUEUED, "8_0")
     assert state[w0] == state[w1] == (JobState.WAITING, None)
+
+
+def test_a_vanished_child_of_a_failed_parent_is_marked_parent_failed_with_the_reason(
+        monkeypatch: pytest.MonkeyPatch, tmp_path, meta_dir) -> None:  # type: ignore[no-untyped-def]
+    """The child's task is gone and its parent failed past the budget: the same refresh forgets the task and
+    marks the child PARENT_FAILED, which ``status`` explains (canned SLURM answers, as above)."""
+    from db import AttemptState, JobState, Store
+    from orchestrator.backends.slurm import SlurmBackend
+    from orchestrator.backends.slurm_profile import job_name
+    from orchestrator.backends.slurm_submit import grid_dir
+    from orchestrator.grid import load_grid
+    from orchestrator.launch import record_grid
+    from orchestrator.status import grid_status
+    from subsets import DatasetMeta
+
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f'name = "g"\nseeds = [0]\nfailure_budget = 0\n[dataset]\nroot = "{meta_dir}"\n'
+                    '[subsets.full]\nstrategy = "full"\n[methods.supervised]\n'
+                    '[methods.ft]\nmethod = "supervised"\ninit = { from = "supervised" }\n')
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    record_grid(store, load_grid(grid), DatasetMeta.load(meta_dir))
+    (grid_dir(job_name(store, "g")) / "20261122T000000-a").mkdir(parents=True)
+    parent, child = sorted(store.jobs("g"), key=lambda j: j.config_name != "supervised")
+    assert child.state == JobState.WAITING
+    store.mark_queued([parent.job_hash, child.job_hash], "slurm", ["8_0", "9_0"])
+    attempt = store.claim(parent.job_hash, backend="slurm", backend_id="8_0", host="vm", pid=1)
+    store.finish_attempt(attempt, AttemptState.FAILED, exit_code=1, reason="KeyError: 'lr'")
+    _Canned(monkeypatch, sacct="", squeue="")
+    res = SlurmBackend().refresh(store, "g")
+    assert res.vanished == 1
+    now = store.job(child.job_hash)
+    assert (now.state, now.backend_id) == (JobState.PARENT_FAILED, None)
+    (row,) = grid_status(store, "g").parent_failed
+    assert row["reason"] == "full/supervised/s0 is FAILED after 1 failures", row
+    store.close()
