@@ -41,6 +41,8 @@ from db.models import (
     Metric,
     utcnow,
 )
+from specs import breaker as breaker_rule
+from specs.breaker import BreakerSettings, BreakerState
 from specs.lifecycle import check_transition, initial_state, job_state_after
 
 log = logging.getLogger(__name__)
@@ -534,6 +536,62 @@ class Store:
                 )
                 moved += int(res.rowcount or 0)
         return moved
+
+    def forget_tasks(self, tasks: dict[str, str]) -> list[str]:
+        """Jobs whose backend task (``{job hash: backend id}``) is gone: a WAITING job keeps waiting without
+        a task (the next submission gives it one), a QUEUED job goes back to PENDING. Only jobs still in
+        those states *and* still recorded with that very id move (a task given meanwhile is kept); returns
+        the hashes that moved."""
+        moved: list[str] = []
+        with self.session() as s:
+            for h, bid in sorted(tasks.items()):
+                row = s.execute(
+                    update(Job).where(Job.job_hash == h, Job.backend_id == bid,
+                                      Job.state.in_([JobState.WAITING, JobState.QUEUED]))
+                    .values(state=case((Job.state == JobState.QUEUED, JobState.PENDING), else_=Job.state),
+                            backend_id=None, updated_at=utcnow())
+                    .returning(Job.job_hash)
+                ).first()
+                if row is not None:
+                    moved.append(h)
+        return moved
+
+    # --- the breaker (the rule is specs.breaker's; its state lives in dlth_meta) ------------------
+    def job_grids(self, job_hash: str) -> list[str]:
+        """Names of the grids that hold a job."""
+        with self.session(write=False) as s:
+            q = (select(Grid.name).join(GridJob, GridJob.grid_id == Grid.id).join(Job, Job.id == GridJob.job_id)
+                 .where(Job.job_hash == job_hash).order_by(Grid.name))
+            return list(s.scalars(q))
+
+    def breaker_state(self, grid_name: str) -> BreakerState:
+        """The breaker's state of a grid (not paused if never tripped)."""
+        return BreakerState.from_json(self.get_meta(breaker_rule.meta_key(grid_name)))
+
+    def save_breaker_state(self, grid_name: str, state: BreakerState) -> None:
+        self.set_meta(breaker_rule.meta_key(grid_name), state.to_json())
+
+    def trip_breaker(self, grid_name: str, *, by: str, hold_pending: bool = False) -> tuple[BreakerState, bool]:
+        """Apply the breaker's rule to a grid's attempts and record a trip, in one write transaction (the
+        breaker's row locked where it exists; SQLite serialises writers anyway); returns ``(state, tripped
+        now)``. ``hold_pending``: the tripping process cannot hold the grid's SLURM tasks itself."""
+        key = breaker_rule.meta_key(grid_name)
+        with self.session() as s:
+            grid = s.scalar(select(Grid).where(Grid.name == grid_name))
+            raw = s.scalar(select(Meta.value).where(Meta.key == key).with_for_update())
+            state = BreakerState.from_json(raw)
+            if grid is None or state.paused:
+                return state, False
+            q = (select(Attempt, Job.job_hash).join(Job, Job.id == Attempt.job_id)
+                 .join(GridJob, GridJob.job_id == Job.id).where(GridJob.grid_id == grid.id, Attempt.number == 1))
+            attempts = [_attempt_row(a, h) for a, h in s.execute(q)]
+            settings = BreakerSettings.of_grid(grid.spec_json, grid.source_path or None)
+            if not breaker_rule.trip(state, settings, attempts, by):
+                return state, False
+            state.hold_pending = hold_pending
+            _upsert(s, Meta, [{"key": key, "value": state.to_json(), "updated_at": utcnow()}], ["key"],
+                    ["value", "updated_at"])
+            return state, True
 
     # --- metrics ------------------------------------------------------------------------------
     def log_metrics(self, job_hash: str, epoch: int, values: dict[str, float], attempt_id: int | None) -> None:

@@ -231,7 +231,7 @@ def test_resume_releases_every_task_the_breaker_held_even_if_their_jobs_moved_on
     test_reliability_slurm.py): the breaker remembers the tasks it held, and ``resume`` releases them
     all, even a task whose job the database no longer lists as queued."""
     calls: list[tuple[str, list[str]]] = []
-    monkeypatch.setattr(breaker, "_scontrol", lambda action, ids: calls.append((action, list(ids))))
+    monkeypatch.setattr(breaker, "_scontrol", lambda _s, _g, action, ids: calls.append((action, list(ids))))
     _, store, jobs = _store_with_jobs(tmp_path, 5)
     store.mark_queued(jobs[3:], "slurm", ["7_3", "7_4"])
     for job in jobs[:3]:
@@ -242,5 +242,33 @@ def test_resume_releases_every_task_the_breaker_held_even_if_their_jobs_moved_on
     store.set_state([jobs[4]], JobState.PENDING, [JobState.QUEUED])  # e.g. a lagging accounting record
     assert breaker.resume(store, "g") == 2
     assert calls[-1] == ("release", ["7_3", "7_4"])
-    assert breaker.BreakerState.load(store, "g").held == []
+    assert store.breaker_state("g").held == []
+    store.close()
+
+
+def test_the_worker_that_records_the_failure_trips_the_breaker_and_later_workers_hand_their_jobs_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ``status``, no follower: the third worker to record the same first-attempt failure pauses the
+    grid itself; a worker that starts afterwards refuses to train (no attempt, the job stays QUEUED); the
+    next orchestrator look holds the pending SLURM tasks once (``scontrol`` replaced by a recorder here;
+    the real cluster: test_reliability_slurm.py)."""
+    from workers.reporting import JobReporter
+
+    calls: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(breaker, "_scontrol", lambda _s, _g, action, ids: calls.append((action, list(ids))))
+    _, store, jobs = _store_with_jobs(tmp_path, 5)
+    store.mark_queued(jobs[3:], "slurm", ["7_3", "7_4"])
+    for i, job in enumerate(jobs[:3]):
+        reporter = JobReporter(store, job, tmp_path / job)
+        assert reporter.claim("local", None, "h", 100 + i, None) is not None
+        assert store.breaker_state("g").paused is False
+        reporter.close(AttemptState.FAILED, exit_code=1, reason=f"data file unreadable: /d{i}/train.beton: boom")
+    state = store.breaker_state("g")
+    assert state.paused and state.hold_pending and state.jobs == sorted(jobs[:3])
+    assert state.by == f"the worker of job {jobs[2]}"
+    assert JobReporter(store, jobs[3], tmp_path / jobs[3]).claim("slurm", "7_3", "h", 200, None) is None
+    assert store.job(jobs[3]).state == JobState.QUEUED and store.attempts(jobs[3]) == []
+    assert breaker.check(store, "g") is not None and calls == [("hold", ["7_3", "7_4"])]
+    assert not store.breaker_state("g").hold_pending and store.breaker_state("g").held == ["7_3", "7_4"]
+    assert breaker.check(store, "g") is not None and len(calls) == 1  # held once
     store.close()

@@ -118,3 +118,39 @@ def test_broken_file_trips_the_breaker_through_a_postgres_restart_and_the_passwo
             leaks.append(f"{path} {mode:o}")
     assert not loose, loose
     assert leaks and all(p.split()[0].endswith("worker_settings.json") and p.endswith(" 600") for p in leaks), leaks
+
+
+def test_a_grid_launched_without_wait_pauses_itself_without_any_status(tmp_path: Path, home: Path,
+                                                                        digits: Path) -> None:
+    """Three jobs whose first attempts all fail the same way (test-only hook), one task at a time, launched
+    with ``--no-wait``: nobody runs ``status``. The second worker to fail trips the breaker; the task that
+    starts afterwards refuses to train and hands its job back (no attempt, its failure still armed)."""
+    from orchestrator.expand import expand
+    from orchestrator.grid import load_grid
+    from subsets import DatasetMeta
+
+    grid = write_grid(tmp_path / "grid.toml", "nowait", digits, budget=0,
+                      methods="[methods.supervised]\nlr = [0.01, 0.02, 0.05]\n[breaker]\nthreshold = 2",
+                      cluster="array_throttle = 1")
+    fail_dir = tmp_path / "fail"
+    fail_dir.mkdir()
+    for ej in expand(load_grid(grid), DatasetMeta.load(digits)):
+        (fail_dir / f"{ej.spec.job_hash}.fail").touch()
+    os.environ["DLTH_TEST_FAIL_ONCE"] = str(fail_dir)  # sbatch passes the environment to the tasks
+    try:
+        db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+        cli("launch", str(grid), "--cluster", "slurm", "--no-wait", "--no-progress", db=db)
+    finally:
+        os.environ.pop("DLTH_TEST_FAIL_ONCE", None)
+    store = Fresh(db)
+    jobs = store.jobs("nowait")
+    wait_for("SLURM done with the grid's three tasks", lambda: not any(squeue_state(j.backend_id) for j in jobs),
+             timeout=600, every=2)
+    state = store.breaker_state("nowait")
+    assert state.paused and state.by.startswith("the worker of job "), state
+    tried = {j.job_hash: store.attempts(j.job_hash) for j in store.jobs("nowait")}
+    failed = [h for h, attempts in tried.items() if attempts]
+    assert len(failed) == 2 and sorted(state.jobs) == sorted(failed), tried
+    assert all([a.state for a in tried[h]] == ["FAILED"] for h in failed)
+    assert "InjectedFailure" in state.error
+    assert sorted(p.suffix for p in fail_dir.iterdir()) == [".fail", ".failed", ".failed"]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from db import AttemptState, JobState
+from db import AttemptState, JobState, Store
 from tests.test_slurm_backend import GRID, REPO, Fresh, _cannot_run, wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -209,3 +209,48 @@ def test_two_node_job_requeued_resumes_both_nodes_and_a_killed_rank_fails_both(
     out = subprocess.run(["sacct", "-X", "-P", "-n", "-j", sid, "-o", "State"], capture_output=True, text=True,
                          env=ENV2, check=True).stdout.split()
     assert out == ["FAILED"], out
+
+
+def test_the_breaker_holds_and_releases_on_the_grids_own_cluster(tmp_path: Path, home2: Path, digits: Path) -> None:
+    """A grid of four jobs on the two-node cluster (profile slurm-local2), its tasks pending until an hour
+    from now. Two workers record the same first-attempt failure (through the store API, as the worker's
+    reporter does: what fails is not the point here), which trips the breaker from the worker side;
+    ``status`` and ``resume`` run without ``SLURM_CONF``, yet hold and release the other two tasks on the
+    two-node cluster, where they are (holding ids of the default cluster would hit other grids' jobs)."""
+    from workers.reporting import JobReporter
+
+    text = GRID.format(name="brk2", root=digits, epochs=1, budget=0, resources="", subsets="",
+                       cluster='sbatch = { begin = "now+1hour" }',
+                       methods="[methods.supervised]\nlr = [0.01, 0.02, 0.05, 0.1]\n[breaker]\nthreshold = 2")
+    grid = tmp_path / "grid.toml"
+    grid.write_text(text.replace('profile = "slurm-local"', 'profile = "slurm-local2"'))
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    env = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}
+    cli2("launch", str(grid), "--cluster", "slurm", "--no-wait", "--no-progress", db=db, home=home2)
+    store = Fresh(db)
+    jobs = store.jobs("brk2")
+    assert len(jobs) == 4 and all(j.state == JobState.QUEUED and j.backend_id for j in jobs)
+
+    def reasons(js: list) -> list[str]:
+        return [squeue2("-j", j.backend_id, "-o", "%r").strip() for j in js]
+
+    assert reasons(jobs) == ["BeginTime"] * 4
+    real = Store(db)
+    try:
+        for j in jobs[:2]:
+            reporter = JobReporter(real, j.job_hash, Path(j.job_dir))
+            assert reporter.claim("slurm", j.backend_id, "dlth2-n1", os.getpid(), None) is not None
+            reporter.close(AttemptState.FAILED, exit_code=1, reason=f"data file unreadable: {j.job_dir}/x.beton: "
+                                                                    "ValueError: negative dimensions")
+        assert real.breaker_state("brk2").hold_pending
+    finally:
+        real.close()
+    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "status", "brk2", "--db", db], cwd=REPO,
+                         env={**env, "DLTH_HOME": str(home2)}, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "PAUSED" in out.stdout, out.stdout + out.stderr
+    rest = jobs[2:]
+    assert all(r.startswith("JobHeld") for r in reasons(rest)), reasons(rest)
+    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "resume", "brk2", "--db", db], cwd=REPO,
+                         env={**env, "DLTH_HOME": str(home2)}, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "2 SLURM tasks released" in out.stdout, out.stdout + out.stderr
+    assert reasons(rest) == ["BeginTime"] * 2

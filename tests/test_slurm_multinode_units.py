@@ -67,3 +67,31 @@ def test_slurm_conf_is_remembered_per_grid_and_array_and_applied_only_inside(tmp
     with targeting("/x/slurm.conf"):
         assert os.environ["SLURM_CONF"] == "/x/slurm.conf"
     assert "SLURM_CONF" not in os.environ
+
+
+def test_the_breakers_scontrol_goes_to_each_arrays_cluster_else_the_grids(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``SLURM_CONF`` as each ``scontrol`` sees it (``run_slurm`` replaced by a recorder: no cluster here; the
+    real two-node cluster: test_slurm_multinode.py): arrays recorded on a cluster go there, the others to
+    the grid's cluster, never to the default one of the shell that runs ``status``."""
+    from orchestrator import breaker
+    from orchestrator.backends import slurm_cmd
+    from orchestrator.backends.slurm_profile import job_name
+    from orchestrator.backends.slurm_target import by_cluster
+
+    monkeypatch.delenv("SLURM_CONF", raising=False)
+    seen: list[tuple[str | None, list[str]]] = []
+    monkeypatch.setattr(slurm_cmd, "run_slurm",
+                        lambda args, **_: seen.append((os.environ.get("SLURM_CONF"), args)))
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        remember(store, job_name(store, "g"), "/etc/slurm-dlth2/slurm.conf", ["12"])
+        remember(store, "dlth-other", "/x/slurm.conf", ["9"])
+        assert by_cluster(store, ["12_0", "9_1", "5_0"], "/d.conf") == {
+            "/etc/slurm-dlth2/slurm.conf": ["12_0"], "/x/slurm.conf": ["9_1"], "/d.conf": ["5_0"]}
+        breaker._scontrol(store, "g", "hold", ["12_0", "12_1", "9_1", "5_0"])
+    finally:
+        store.close()
+    assert sorted(seen) == [("/etc/slurm-dlth2/slurm.conf", ["scontrol", "hold", "12_0,12_1,5_0"]),
+                            ("/x/slurm.conf", ["scontrol", "hold", "9_1"])]
+    assert "SLURM_CONF" not in os.environ

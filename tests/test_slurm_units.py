@@ -189,3 +189,140 @@ def test_squeue_overrules_a_stale_accounting_record_of_a_live_task(monkeypatch: 
     asked.clear()
     assert not slurm_sacct.query("g", datetime(2026, 11, 22), ["8_0"]).latest("8_0").alive
     assert asked == ["sacct", "squeue"]  # a task sacct calls over is checked with the controller once
+
+
+class _Canned:
+    """SLURM's answers as canned text (``run_slurm`` of :mod:`slurm_sacct` replaced): the tools asked, in
+    order; ``sacct=None`` makes sacct fail like an unreachable slurmdbd."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, sacct: str | None, squeue: str) -> None:
+        from orchestrator.backends import slurm_sacct
+        from orchestrator.backends.slurm_cmd import SlurmError
+
+        self.asked: list[str] = []
+
+        class Done:
+            def __init__(self, out: str) -> None:
+                self.stdout = out
+
+        def fake(cmd: list[str], **_: object) -> Done:
+            self.asked.append(cmd[0])
+            if cmd[0] == "sacct" and sacct is None:
+                raise SlurmError("sacct: slurmdbd unreachable")
+            return Done(sacct if cmd[0] == "sacct" else squeue)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(slurm_sacct, "run_slurm", fake)
+
+
+@pytest.fixture
+def four_jobs(tmp_path, meta_dir):  # type: ignore[no-untyped-def]
+    """A grid of 4 recorded jobs, submitted once from this workspace: two WAITING on tasks 9_0 and 9_1
+    (pending on a dependency), one QUEUED on 8_0, one RUNNING on 8_1."""
+    from db import JobState, Store
+    from orchestrator.backends.slurm_profile import job_name
+    from orchestrator.backends.slurm_submit import grid_dir
+    from orchestrator.grid import load_grid
+    from orchestrator.launch import record_grid
+    from subsets import DatasetMeta
+
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f'name = "g"\nseeds = [0, 1, 2, 3]\n[dataset]\nroot = "{meta_dir}"\n'
+                    '[subsets.full]\nstrategy = "full"\n[methods.supervised]\n')
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    record_grid(store, load_grid(grid), DatasetMeta.load(meta_dir))
+    (grid_dir(job_name(store, "g")) / "20261122T000000-a").mkdir(parents=True)
+    w0, w1, q, r = (j.job_hash for j in sorted(store.jobs("g"), key=lambda j: j.seed))
+    store.set_state([w0, w1], JobState.WAITING, [JobState.PENDING], check=False)
+    store.mark_queued([w0, w1, q, r], "slurm", ["9_0", "9_1", "8_0", "8_1"])
+    store.set_state([r], JobState.RUNNING, [JobState.QUEUED])
+    return store, (w0, w1, q, r)
+
+
+SQ_RUNNING = "8_1|RUNNING|2026-11-22T00:03:01|2026-11-22T00:03:02|0:07|UNLIMITED|vm|/w\n"
+SQ_WAITING = "9_[0-1]|PENDING|2026-11-22T00:03:01|N/A|0:00|UNLIMITED||/w\n"
+
+
+def test_while_tasks_wait_on_a_dependency_one_squeue_is_the_whole_refresh(monkeypatch, four_jobs) -> None:  # type: ignore[no-untyped-def]
+    """Accounting never lists tasks pending on a dependency; the controller does: when squeue lists every
+    task alive, that one command is the refresh and nothing moves."""
+    from orchestrator.backends.slurm_profile import job_name
+    from orchestrator.backends.slurm_reconcile import reconcile_grid
+
+    store, hashes = four_jobs
+    before = [(j.state, j.backend_id) for j in store.jobs("g")]
+    canned = _Canned(monkeypatch, sacct="", squeue=SQ_RUNNING + SQ_WAITING +
+                     "8_0|PENDING|2026-11-22T00:03:01|N/A|0:00|UNLIMITED||/w\n")
+    res = reconcile_grid(store, "g", job_name(store, "g"))
+    assert canned.asked == ["squeue"] and res.commands == 1
+    assert not res.changed() and [(j.state, j.backend_id) for j in store.jobs("g")] == before
+
+
+def test_a_task_slurm_no_longer_knows_is_noticed_in_one_refresh(monkeypatch, four_jobs) -> None:  # type: ignore[no-untyped-def]
+    """9_1 was cancelled while it waited (squeue lacks it; sacct never listed it) and 8_0 was purged (in
+    neither): in that very refresh the WAITING job loses its task (the next submission gives it one) and
+    the QUEUED job goes back to PENDING; the others keep theirs."""
+    from db import JobState
+    from orchestrator.backends.slurm_profile import job_name
+    from orchestrator.backends.slurm_reconcile import reconcile_grid
+
+    store, (w0, w1, q, r) = four_jobs
+    canned = _Canned(monkeypatch, sacct="", squeue=SQ_RUNNING + SQ_WAITING.replace("9_[0-1]", "9_0"))
+    res = reconcile_grid(store, "g", job_name(store, "g"))
+    assert canned.asked == ["squeue", "sacct"] and res.commands == 2 and res.vanished == 2
+    state = {j.job_hash: (j.state, j.backend_id) for j in store.jobs("g")}
+    assert state == {w0: (JobState.WAITING, "9_0"), w1: (JobState.WAITING, None), q: (JobState.PENDING, None),
+                     r: (JobState.RUNNING, "8_1")}
+    # a task given meanwhile is never forgotten by a refresh that looked at the old one
+    store.mark_queued([w1], "slurm", ["9_7"])
+    assert store.forget_tasks({w1: "9_1"}) == [] and store.job(w1).backend_id == "9_7"
+
+
+def test_a_queued_task_missing_while_sacct_is_down_gets_the_grace_period(monkeypatch, four_jobs) -> None:  # type: ignore[no-untyped-def]
+    """Without accounting's answer a missing task may just have ended long ago: the QUEUED job keeps it
+    (for ``UNKNOWN_GRACE``), while a waiting task squeue lacks is gone whatever sacct says."""
+    from db import JobState
+    from orchestrator.backends.slurm_profile import job_name
+    from orchestrator.backends.slurm_reconcile import reconcile_grid
+
+    store, (w0, w1, q, r) = four_jobs
+    canned = _Canned(monkeypatch, sacct=None, squeue=SQ_RUNNING)
+    res = reconcile_grid(store, "g", job_name(store, "g"))
+    assert canned.asked == ["squeue", "sacct"] and res.unknown == 1
+    state = {j.job_hash: (j.state, j.backend_id) for j in store.jobs("g")}
+    assert state[q] == (JobState.QUEUED, "8_0")
+    assert state[w0] == state[w1] == (JobState.WAITING, None)
+
+
+def test_a_vanished_child_of_a_failed_parent_is_marked_parent_failed_with_the_reason(
+        monkeypatch: pytest.MonkeyPatch, tmp_path, meta_dir) -> None:  # type: ignore[no-untyped-def]
+    """The child's task is gone and its parent failed past the budget: the same refresh forgets the task and
+    marks the child PARENT_FAILED, which ``status`` explains (canned SLURM answers, as above)."""
+    from db import AttemptState, JobState, Store
+    from orchestrator.backends.slurm import SlurmBackend
+    from orchestrator.backends.slurm_profile import job_name
+    from orchestrator.backends.slurm_submit import grid_dir
+    from orchestrator.grid import load_grid
+    from orchestrator.launch import record_grid
+    from orchestrator.status import grid_status
+    from subsets import DatasetMeta
+
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f'name = "g"\nseeds = [0]\nfailure_budget = 0\n[dataset]\nroot = "{meta_dir}"\n'
+                    '[subsets.full]\nstrategy = "full"\n[methods.supervised]\n'
+                    '[methods.ft]\nmethod = "supervised"\ninit = { from = "supervised" }\n')
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    record_grid(store, load_grid(grid), DatasetMeta.load(meta_dir))
+    (grid_dir(job_name(store, "g")) / "20261122T000000-a").mkdir(parents=True)
+    parent, child = sorted(store.jobs("g"), key=lambda j: j.config_name != "supervised")
+    assert child.state == JobState.WAITING
+    store.mark_queued([parent.job_hash, child.job_hash], "slurm", ["8_0", "9_0"])
+    attempt = store.claim(parent.job_hash, backend="slurm", backend_id="8_0", host="vm", pid=1)
+    store.finish_attempt(attempt, AttemptState.FAILED, exit_code=1, reason="KeyError: 'lr'")
+    _Canned(monkeypatch, sacct="", squeue="")
+    res = SlurmBackend().refresh(store, "g")
+    assert res.vanished == 1
+    now = store.job(child.job_hash)
+    assert (now.state, now.backend_id) == (JobState.PARENT_FAILED, None)
+    (row,) = grid_status(store, "g").parent_failed
+    assert row["reason"] == "full/supervised/s0 is FAILED after 1 failures", row
+    store.close()

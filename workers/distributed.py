@@ -73,6 +73,21 @@ def any_rank(ctx: DistContext, value: bool) -> bool:
     return bool(t.item())
 
 
+def first_rank_with(ctx: DistContext, flag: bool, value: float = 0.0) -> tuple[int, float] | None:
+    """The lowest rank whose ``flag`` is true and its ``value``, on every rank (None if no rank's is): one
+    all-reduce, plus one broadcast of the value when some rank's flag is true."""
+    if not ctx.distributed:
+        return (ctx.rank, value) if flag else None
+    t = torch.tensor([ctx.rank if flag else ctx.world_size], dtype=torch.int64, device=ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    rank = int(t.item())
+    if rank >= ctx.world_size:
+        return None
+    v = torch.tensor([value], dtype=torch.float64 if ctx.device.type == "cpu" else torch.float32, device=ctx.device)
+    dist.broadcast(v, src=rank)
+    return rank, float(v.item())
+
+
 def all_reduce_mean(ctx: DistContext, value: float) -> float:
     if not ctx.distributed:
         return value

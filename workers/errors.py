@@ -11,16 +11,33 @@ from __future__ import annotations
 import math
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from workers.distributed import DistContext
 
 
 class NonFiniteLoss(FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
-def check_loss(value: float, epoch: int, step: int) -> None:
-    """Raise :class:`NonFiniteLoss` if ``value`` (a training step's loss) is NaN or infinite."""
-    if not math.isfinite(value):
-        raise NonFiniteLoss(f"loss is {value} at epoch {epoch + 1}, step {step + 1} "
+def check_loss(value: float, epoch: int, step: int, ctx: DistContext | None = None) -> None:
+    """Raise :class:`NonFiniteLoss` if ``value`` (a training step's loss) is NaN or infinite.
+
+    With a multi-rank ``ctx`` the verdict is all-reduced every step (every rank must call it at the same
+    step): when the loss of *any* rank is not finite, every rank raises at once, naming the rank, instead
+    of the others waiting for the stopped one in their next collective until the timeout."""
+    bad = not math.isfinite(value)
+    if ctx is None or not ctx.distributed:
+        found = (None, value) if bad else None
+    else:
+        from workers.distributed import first_rank_with
+
+        found = first_rank_with(ctx, bad, value)
+    if found is not None:
+        rank, loss = found
+        where = "" if rank is None else f" on rank {rank}"
+        raise NonFiniteLoss(f"loss is {loss}{where} at epoch {epoch + 1}, step {step + 1} "
                             "(lower the learning rate, or use fp32/bf16 precision)")
 
 

@@ -3,6 +3,9 @@
 Order matters (nothing is lost): metrics go to ``metrics.jsonl`` / ``final_metrics.json`` in the job
 directory before the database hears of them, and database writes are retried with back-off. If the
 database stays unreachable the orchestrator ingests the job directory on its next ``status``.
+
+A recorded failure also applies the breaker's rule (:mod:`specs.breaker`): the worker trips it, so a grid
+launched with ``--no-wait`` pauses without anyone looking; a worker of a paused grid does not start.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import TypeVar
 
 from db import Store, write_final_metrics
 from db.retry import with_retries
+from specs.breaker import COUNTED, pause_line
 from specs.contract import EPOCH_METRICS_FILE
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,14 @@ class JobReporter:
             return None
 
     def claim(self, backend: str, backend_id: str | None, host: str, pid: int, log_path: str | None) -> int | None:
+        """Open an attempt (None: another process holds or finished the job, or its grid is paused by the
+        breaker: then the job is handed back untouched, and runs again after ``dlth-orch resume``)."""
+        held = with_retries(lambda: [g for g in self.store.job_grids(self.job_hash)
+                                     if self.store.breaker_state(g).paused], what="breaker state")
+        if held:
+            log.warning("job %s not started: grid %s is paused by the breaker (dlth-orch resume %s)",
+                        self.job_hash, held[0], held[0])
+            return None
         self.attempt_id = with_retries(
             lambda: self.store.claim(self.job_hash, backend=backend, backend_id=backend_id, host=host, pid=pid,
                                      log_path=log_path),
@@ -84,6 +96,22 @@ class JobReporter:
             self._db(f"attempt {state}", lambda: self.store.finish_attempt(
                 attempt_id, state, exit_code=exit_code, reason=reason, log_tail=log_tail or reason))
             self.attempt_id = None
+            if state in COUNTED:
+                self._db("breaker", self._trip_breaker)
+
+    def _trip_breaker(self) -> None:
+        """Apply the breaker's rule to the grids of this job, now that a counted failure is recorded.
+
+        The worker records the trip and nothing else: every worker that starts afterwards refuses to train
+        (:meth:`claim`), and the next orchestrator look holds the grid's pending SLURM tasks on the grid's
+        own cluster (``hold_pending``). A worker does not hold them itself: it may run where ``scontrol``
+        cannot reach the grid's cluster, and the rooms' rule keeps the SLURM commands in the orchestrator.
+        """
+        for grid in self.store.job_grids(self.job_hash):
+            state, tripped = self.store.trip_breaker(grid, by=f"the worker of job {self.job_hash}",
+                                                     hold_pending=True)
+            if tripped:
+                log.warning("%s", pause_line(grid, state))
 
 
 def read_epoch_metrics(job_dir: Path) -> dict[str, dict[str, float]]:

@@ -133,7 +133,7 @@ class Trainer:
                     ticket.after_step()
                 method.after_step(epoch * steps + i, cfg.epochs * steps)  # momentum targets, step counter
                 step_loss = float(loss.detach())
-                check_loss(step_loss, epoch, i)
+                check_loss(step_loss, epoch, i, ctx)
                 total += step_loss
                 n_batches += 1
                 n_images += int(labels.shape[0])

@@ -29,7 +29,7 @@ from orchestrator.backends.slurm_profile import SlurmProfile, job_name
 from orchestrator.backends.slurm_reconcile import BACKEND, ReconcileResult, reconcile_grid
 from orchestrator.backends.slurm_report import relink_report_job
 from orchestrator.backends.slurm_submit import grid_dir, submit_jobs
-from orchestrator.backends.slurm_target import array_conf, grid_conf, remember, targeting
+from orchestrator.backends.slurm_target import by_cluster, grid_conf, remember, targeting
 from orchestrator.db_wait import ride_out
 from orchestrator.graph import advance
 
@@ -77,12 +77,18 @@ def runnable(store: Store, grid_name: str, failure_budget: int, only: set[str] |
             and (j.state == JobState.PENDING or j.failure_count <= failure_budget)]
 
 
+def untasked(store: Store, grid_name: str) -> list[JobRow]:
+    """WAITING jobs that no SLURM task holds (never submitted, or their task vanished)."""
+    return [j for j in store.jobs(grid_name, [JobState.WAITING]) if not j.backend_id]
+
+
 def relink_children(store: Store, grid_name: str, submitting: set[str]) -> list[JobRow]:
     """WAITING jobs to submit along with ``submitting``: those no SLURM task holds yet, and those held by a
     task that waits for a parent being resubmitted now (pending forever with ``DependencyNeverSatisfied``
     after the parent's failure): that task is cancelled and the child resubmitted against the new one."""
     again = set(store.descendants(submitting)) if submitting else set()
-    out = [j for j in store.jobs(grid_name, [JobState.WAITING]) if not j.backend_id or j.job_hash in again]
+    out = untasked(store, grid_name) + [j for j in store.jobs(grid_name, [JobState.WAITING])
+                                        if j.backend_id and j.job_hash in again]
     stale = sorted({j.backend_id for j in out if j.backend_id})
     if stale:
         log.info("re-linking %d waiting jobs to their resubmitted parents (cancelling %s)", len(out),
@@ -208,7 +214,7 @@ class SlurmBackend(Backend):
         res = self.refresh(store, grid, ctx.failure_budget)
         resubmitted = 0
         pause = breaker.check(store, grid)
-        if runnable(store, grid, ctx.failure_budget) and not pause:
+        if (runnable(store, grid, ctx.failure_budget) or untasked(store, grid)) and not pause:
             resubmitted = self._submit(ctx, profile, name, None)
         return res, resubmitted, pause, store.state_counts(grid)
 
@@ -221,11 +227,7 @@ class SlurmBackend(Backend):
         n = store.set_state(list(hashes), JobState.CANCELLED, JobState.CANCELLABLE)
         ids = sorted({j.backend_id for j in jobs if j.backend == BACKEND and j.backend_id
                       and j.state in (JobState.QUEUED, JobState.RUNNING, JobState.WAITING)})
-        confs = {a: array_conf(store, a) for a in {i.split("_")[0] for i in ids}}
-        by_conf: dict[str, list[str]] = {}
-        for slurm_id in ids:
-            by_conf.setdefault(confs[slurm_id.split("_")[0]], []).append(slurm_id)
-        for conf, some in by_conf.items():
+        for conf, some in by_cluster(store, ids).items():
             with targeting(conf):
                 scancel(some)
         return n

@@ -9,6 +9,9 @@
   time limit, the attempt is corrected to CANCELLED / TIMEOUT.
 - A job SLURM has finished with, but which is neither done nor failed (timed out, requeue refused, the
   worker found nothing to do), goes back to PENDING so the next submission runs it again.
+- A WAITING or QUEUED job whose task SLURM no longer holds (cancelled while it waited on its parents,
+  purged: in neither squeue nor sacct; for a WAITING job, not alive in squeue, the only view of tasks
+  pending on a dependency) is noticed in that refresh and submitted again; see :func:`_forget`.
 - A RUNNING job whose heartbeat stopped while SLURM says RUNNING is *flagged* (logged, listed), never killed.
 """
 
@@ -40,7 +43,7 @@ TERMINAL_TO_ATTEMPT = {
     "NODE_FAIL": AttemptState.NODE_FAIL, "BOOT_FAIL": AttemptState.NODE_FAIL, "PREEMPTED": AttemptState.PREEMPTED,
     "REQUEUED": AttemptState.PREEMPTED, "REVOKED": AttemptState.CANCELLED,
 }
-UNKNOWN_GRACE = timedelta(minutes=10)  # a recorded SLURM id missing from sacct and squeue this long is gone
+UNKNOWN_GRACE = timedelta(minutes=10)  # missing this long while sacct or squeue did not answer: gone
 CLOCK_SLACK = timedelta(seconds=30)
 
 
@@ -55,11 +58,13 @@ class ReconcileResult:
     requeued: int = 0  # jobs put back to PENDING for another submission
     cancelled_spares: int = 0
     unknown: int = 0
+    vanished: int = 0  # jobs whose task SLURM no longer holds, to be submitted again
     stale: list[str] = field(default_factory=list)
     alive: int = 0  # jobs with a live SLURM task
 
     def changed(self) -> bool:
-        return bool(self.adopted or self.closed or self.corrected or self.requeued or self.cancelled_spares)
+        return bool(self.adopted or self.closed or self.corrected or self.requeued or self.cancelled_spares
+                    or self.vanished)
 
 
 def verdict(run: SlurmRun, tail: str, signal_delay_s: int) -> str:
@@ -129,9 +134,9 @@ def reconcile_grid(store: Store, grid_name: str, job_name: str) -> ReconcileResu
     if since is None:
         return res  # never submitted to SLURM from this workspace
     jobs = {j.job_hash: j for j in store.jobs(grid_name)}
-    expect = [j.backend_id for j in jobs.values()
-              if j.backend == BACKEND and j.state in JobState.ACTIVE and j.backend_id]
-    view = query(job_name, since, expect)
+    expect = [j.backend_id for j in jobs.values() if _holds_task(j) and j.state in JobState.ACTIVE]
+    waiting = [j.backend_id for j in jobs.values() if _holds_task(j) and j.state == JobState.WAITING]
+    view = query(job_name, since, expect, waiting)
     res.commands = view.commands
     manifests = _Manifests()
     _adopt(store, jobs, view, manifests, res)
@@ -141,10 +146,37 @@ def reconcile_grid(store: Store, grid_name: str, job_name: str) -> ReconcileResu
             attempts[a.job_hash].append(a)
     _correct_stops(store, attempts, view, manifests, res)
     jobs = {j.job_hash: j for j in store.jobs(grid_name)}
+    gone: dict[str, str] = {}  # job -> its task that SLURM no longer holds
     for job in jobs.values():
-        if job.backend == BACKEND and job.state in JobState.ACTIVE and job.backend_id:
-            _settle(store, job_name, job, attempts.get(job.job_hash, []), view, manifests, res)
+        if not _holds_task(job):
+            continue
+        if job.state == JobState.WAITING:
+            sid = job.backend_id or ""
+            if not view.alive(sid):
+                gone[job.job_hash] = sid
+        elif job.state in JobState.ACTIVE:
+            _settle(store, job_name, job, attempts.get(job.job_hash, []), view, manifests, gone, res)
+    _forget(store, gone, view, res)
     return res
+
+
+def _holds_task(job: JobRow) -> bool:
+    return job.backend == BACKEND and bool(job.backend_id)
+
+
+def _forget(store: Store, gone: dict[str, str], view: SlurmView, res: ReconcileResult) -> None:
+    """Jobs whose SLURM task is gone (cancelled while it waited on its parents, purged): WAITING ones keep
+    waiting without a task, QUEUED ones go back to PENDING; the next submission gives them a new task
+    (against their parents' live tasks). A child whose parents failed is marked PARENT_FAILED by
+    :func:`orchestrator.graph.advance` in the same refresh."""
+    if not gone:
+        return
+    moved = store.forget_tasks(gone)
+    res.vanished += len(moved)
+    for h in moved:
+        run = view.latest(gone[h])
+        how = f"it ended {run.state}" if run else "neither squeue nor sacct knows it"
+        log.warning("job %s: its SLURM task %s is gone (%s): it will be submitted again", h, gone[h], how)
 
 
 def _adopt(store: Store, jobs: dict[str, JobRow], view: SlurmView, manifests: _Manifests,
@@ -191,17 +223,21 @@ def _correct_stops(store: Store, attempts: dict[str, list[AttemptRow]], view: Sl
 
 
 def _settle(store: Store, job_name: str, job: JobRow, attempts: list[AttemptRow], view: SlurmView,
-            manifests: _Manifests, res: ReconcileResult) -> None:
+            manifests: _Manifests, gone: dict[str, str], res: ReconcileResult) -> None:
     sid = job.backend_id
     assert sid is not None
     runs = view.runs.get(sid)
     if not runs:
         res.unknown += 1
+        if job.state != JobState.QUEUED:
+            return
+        if view.complete:  # accounting and the controller both answered: the task is gone
+            gone[job.job_hash] = sid
+            return
         seen = [a.started_at for a in attempts if a.backend_id == sid]
         seen.append(submitted_at(job_name, sid.split("_", 1)[0]) or utcnow())
-        if job.state == JobState.QUEUED and utcnow() - max(seen) > UNKNOWN_GRACE:
-            log.warning("job %s: SLURM has no record of %s: resubmitting it", job.job_hash, sid)
-            res.requeued += store.set_state([job.job_hash], JobState.PENDING, [JobState.QUEUED])
+        if utcnow() - max(seen) > UNKNOWN_GRACE:  # one of them did not answer: give it time
+            gone[job.job_hash] = sid
         return
     latest = runs[-1]
     open_attempts = [a for a in attempts if a.state == AttemptState.RUNNING and a.backend_id == sid]

@@ -1,4 +1,5 @@
-"""What SLURM says about a grid's jobs: ONE ``sacct`` query per refresh (``squeue`` when accounting lags).
+"""What SLURM says about a grid's jobs: ONE query per refresh in steady state (``sacct``; ``squeue`` while
+tasks wait on a dependency), both when accounting lags or a task may have vanished.
 
 Behaviours of SLURM 22.05 observed on the local cluster (``scripts/slurm-cluster.sh``), which this
 module relies on:
@@ -13,6 +14,8 @@ module relies on:
   ``ExitCode`` ``code:signal``. Without cgroups, a job over its ``--mem`` is killed by
   ``JobAcctGatherParams=OverMemoryKill``: ``FAILED`` with ``ExitCode 0:9`` and "Exceeded job memory
   limit" in its log (``OUT_OF_MEMORY`` on clusters that enforce memory with cgroups).
+- A task pending on a dependency is not *eligible*: a time-windowed ``sacct`` never lists it, nor one
+  cancelled before it became eligible (``sacct -j`` may still show its array as pending). ``squeue`` does.
 - sacct prints local times: commands run with ``TZ=UTC`` so times compare with the database's UTC.
 """
 
@@ -164,32 +167,61 @@ def parse_squeue(text: str) -> list[SlurmRun]:
 
 @dataclass
 class SlurmView:
-    """Every run of a grid's SLURM jobs, by SLURM id, oldest first; what the refresh cost."""
+    """Every run of a grid's SLURM jobs, by SLURM id, oldest first; what the refresh cost.
+
+    ``complete``: both accounting (sacct) and the controller (squeue) answered, so an id in neither is
+    unknown to SLURM (cancelled while it waited on a dependency, purged), not merely lagging."""
 
     runs: dict[str, list[SlurmRun]]
     commands: int = 0
+    complete: bool = False
 
     def latest(self, slurm_id: str) -> SlurmRun | None:
         runs = self.runs.get(slurm_id)
         return runs[-1] if runs else None
+
+    def alive(self, slurm_id: str) -> bool:
+        run = self.latest(slurm_id)
+        return run is not None and run.alive
 
 
 def _order_key(run: SlurmRun) -> tuple:
     return (run.start is None and run.alive, run.start or run.submit or datetime.min)
 
 
-def query(job_name: str, since: datetime, expect: Iterable[str] = ()) -> SlurmView:
+def _squeue(job_name: str) -> str:
+    return run_slurm(["squeue", "-h", "-r", f"--name={job_name}", "-o", SQUEUE_FORMAT]).stdout
+
+
+def query(job_name: str, since: datetime, expect: Iterable[str] = (), waiting: Iterable[str] = ()) -> SlurmView:
     """Everything SLURM knows about the jobs named ``job_name`` submitted since ``since`` (UTC).
 
-    One ``sacct -D`` (every run, so requeues show). If accounting may lag behind (an ``expect``\\ ed id is
-    missing, or sacct says it is over), one ``squeue`` for the job name fills in the live jobs.
+    ``expect``: ids of queued/running jobs; ``waiting``: ids of tasks that wait on a dependency. Accounting
+    never lists a task that has not become eligible (pending on a dependency, or cancelled before it
+    did): only the controller (``squeue``) sees those. So:
+
+    - nothing waits: one ``sacct -D`` (every run, so requeues show); if accounting may lag behind (an
+      expected id is missing, or sacct says it is over), one ``squeue`` for the job name fills in
+      the live jobs;
+    - tasks wait: one ``squeue`` first; if it lists every expected and waiting id alive, that is the
+      answer (one command); else one ``sacct`` too, merged under squeue's live view.
     """
+    expect, waiting = list(expect), list(waiting)
+    queue_out: str | None = None
+    if waiting:
+        queue_out = _squeue(job_name)
+        view = SlurmView(runs={}, commands=1)
+        _merge_squeue(view, queue_out)
+        if all(view.alive(i) for i in (*expect, *waiting)):
+            return view
     starttime = (since - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S")
-    view = SlurmView(runs={})
+    view = SlurmView(runs={}, commands=1 if queue_out is not None else 0)
+    sacct_ok = False
     try:
         out = run_slurm(["sacct", "-X", "-D", "-P", "-n", f"--name={job_name}", f"--starttime={starttime}",
                          "--endtime=now", "-o", ",".join(SACCT_FIELDS)]).stdout
         view.commands += 1
+        sacct_ok = True
         for run in parse_sacct(out):
             view.runs.setdefault(run.slurm_id, []).append(run)
     except SlurmError as exc:
@@ -197,9 +229,13 @@ def query(job_name: str, since: datetime, expect: Iterable[str] = ()) -> SlurmVi
         log.warning("sacct failed (%s): falling back on squeue", exc)
     for runs in view.runs.values():
         runs.sort(key=_order_key)
-    doubtful = [i for i in expect if i not in view.runs or not view.runs[i][-1].alive]
-    if doubtful or not view.runs:
-        _merge_squeue(view, run_slurm(["squeue", "-h", "-r", f"--name={job_name}", "-o", SQUEUE_FORMAT]).stdout)
+    doubtful = [i for i in expect if not view.alive(i)]
+    if queue_out is None and (doubtful or not view.runs):
+        queue_out = _squeue(job_name)
+        view.commands += 1
+    if queue_out is not None:
+        _merge_squeue(view, queue_out)
+    view.complete = sacct_ok and queue_out is not None
     return view
 
 
@@ -208,7 +244,6 @@ def _merge_squeue(view: SlurmView, out: str) -> None:
     or a stale record that says a task is over while it still waits (seen while pending array tasks are
     split off by ``scontrol hold``). squeue is the controller's own view, so a task it lists as alive is
     alive, whatever sacct said."""
-    view.commands += 1
     for run in parse_squeue(out):
         if not run.alive and run.slurm_id in view.runs:
             continue  # finished: sacct's record (exit code, end time) is the better one

@@ -3,9 +3,9 @@
 A profile's ``slurm_conf`` (a path to a ``slurm.conf``) selects a cluster other than the machine's default
 one, the standard SLURM way: every SLURM command the backend runs (its own and submitit's ``sbatch``) sees
 ``SLURM_CONF``, and the jobs inherit it. The path is remembered in the database (``dlth_meta``) under the
-grid's SLURM job name and under each array id, so that ``status``/``cancel`` of a later process, which
-read no profile, reach the same cluster. Without ``slurm_conf`` nothing changes: ``SLURM_CONF`` from the
-environment, else SLURM's default.
+grid's SLURM job name and under each array id, so that ``status``/``cancel``/``resume`` (and the breaker's
+holds) of a later process, which read no profile, reach the same cluster. Without ``slurm_conf`` nothing
+changes: ``SLURM_CONF`` from the environment, else SLURM's default.
 """
 
 from __future__ import annotations
@@ -38,6 +38,15 @@ def grid_conf(store: Any, name: str) -> str:
 def array_conf(store: Any, slurm_id: str) -> str:
     """The ``slurm.conf`` recorded for the array of ``slurm_id`` (``ARRAY_TASK``; "" = the default cluster)."""
     return store.get_meta(_ARRAY_KEY.format(slurm_id.split("_")[0])) or ""
+
+
+def by_cluster(store: Any, slurm_ids: Sequence[str], default: str = "") -> dict[str, list[str]]:
+    """``slurm_ids`` grouped by the ``slurm.conf`` recorded for their array (``default`` where none was)."""
+    confs = {a: array_conf(store, a) or default for a in {i.split("_")[0] for i in slurm_ids}}
+    out: dict[str, list[str]] = {}
+    for slurm_id in slurm_ids:
+        out.setdefault(confs[slurm_id.split("_")[0]], []).append(slurm_id)
+    return out
 
 
 @contextlib.contextmanager
