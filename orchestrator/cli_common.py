@@ -32,9 +32,14 @@ def check_environment() -> None:
 
     try:
         settings = env_settings()
-    except (ValueError, OverflowError) as exc:
-        fail(str(exc).splitlines()[0] if str(exc) else "environment: a DLTH_* value is not valid")
+    except ValueError as exc:  # specs.settings names the variable and what it expected
+        fail(str(exc).splitlines()[0])
         return
+    except OverflowError:  # the one count read through a float: DLTH_DB_RETRIES=inf
+        fail(f"environment DLTH_DB_RETRIES={os.environ.get('DLTH_DB_RETRIES')!r}: expected a number of retries")
+        return
+    if settings.db_retries < 0:
+        fail(f"environment DLTH_DB_RETRIES={os.environ.get('DLTH_DB_RETRIES')!r}: expected a number of retries")
     for var, attr in SECONDS_SETTINGS.items():
         value = getattr(settings, attr)
         if not math.isfinite(value) or value <= 0:
