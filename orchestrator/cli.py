@@ -67,7 +67,7 @@ def cli(ctx: click.Context, db_url: str | None, verbose: int) -> None:
 @click.option("--cluster", type=click.Choice(list(BACKENDS)), default="local", show_default=True)
 @click.option("--profile", default=None, help="Cluster profile name or .toml path (default: the grid's "
               "[cluster].profile, else 'local' / 'slurm-local').")
-@click.option("--detach", is_flag=True, help="Return at once; local jobs run in a background launcher.")
+@click.option("--detach", is_flag=True, help="Return once a background launcher (local jobs) holds the grid's lock.")
 @click.option("--wait/--no-wait", default=False, help="SLURM: follow the jobs to the end with a live view.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @click.option("--dry-run", is_flag=True, help="Validate, expand and print what would be recorded and submitted "
