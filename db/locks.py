@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, select, text, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from db.engine import WRITE_OPTION, is_sqlite
@@ -108,9 +108,12 @@ def _pg_lock(engine: Engine, grid_name: str) -> Iterator[GridLock]:
         try:
             yield GridLock(True)
         finally:
-            _quietly(lambda: conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key}), "unlock")
-            _quietly(lambda: conn.execute(text("SELECT set_config('application_name', 'dlth-orch', false)")),
-                     "reset application_name")
+            def release() -> None:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                conn.execute(text("SELECT set_config('application_name', 'dlth-orch', false)"))
+
+            if not _quietly(release, "unlock"):
+                _quietly(conn.invalidate, "discard the connection")  # never back into the pool
     finally:
         _quietly(conn.close, "close")
 
@@ -130,12 +133,15 @@ def _pg_holder(conn: Connection, key: int) -> LockHolder | None:
     return LockHolder(parts[1] if len(parts) > 1 else "?", pid, since)
 
 
-def _quietly(fn: Any, what: str) -> None:
-    """Run a release step; a connection that went away has released the lock already."""
+def _quietly(fn: Any, what: str) -> bool:
+    """Run a release step; False if it failed. A connection that went away (a server restart during the
+    launch) has released the lock already: the server dropped it with the session."""
     try:
         fn()
-    except DBAPIError as exc:
+        return True
+    except SQLAlchemyError as exc:
         log.debug("grid lock: %s failed (%s); the server releases the lock with the connection", what, exc)
+        return False
 
 
 # --- SQLite -------------------------------------------------------------------------------------
@@ -166,8 +172,11 @@ def _sqlite_lock(engine: Engine, grid_name: str) -> Iterator[GridLock]:
     finally:
         stop.set()
         beat.join()
-        with _write(engine) as s:
-            s.execute(delete(Meta).where(Meta.key == key, Meta.value == value))
+        try:
+            with _write(engine) as s:
+                s.execute(delete(Meta).where(Meta.key == key, Meta.value == value))
+        except SQLAlchemyError as exc:  # the row goes stale: the next launcher takes it over (see _stale)
+            log.warning("grid %r: could not release its lock (%s)", grid_name, str(exc).splitlines()[0])
 
 
 @contextmanager
@@ -186,7 +195,7 @@ def _heartbeat(engine: Engine, key: str, value: str, stop: threading.Event) -> N
             if not res.rowcount:
                 log.warning("grid lock %s: another launcher took it over (this one stalled for over %.0f s)",
                             key, STALE_S)
-        except DBAPIError as exc:
+        except SQLAlchemyError as exc:
             log.warning("grid lock %s: heartbeat failed (%s)", key, str(exc).splitlines()[0])
 
 

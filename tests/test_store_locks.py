@@ -139,3 +139,24 @@ def test_launch_while_another_launcher_holds_the_grid_records_nothing(
                        f"since {err[0].split(' since ')[1].split(')')[0]}); wait for it, or follow it with: "
                        "dlth-orch status"], err
         assert store.get_grid("g") is None and store.list_grids() == []
+
+
+@pytest.mark.postgres
+def test_a_postgres_session_lost_during_the_launch_releases_quietly(tmp_path: Path) -> None:
+    """A server restart drops the lock's session (and the lock with it): leaving the block is no error, and
+    the grid is free at once."""
+    from sqlalchemy import text
+
+    from db.testing import database_url
+
+    with database_url("postgres", tmp_path) as url, Store(url) as store:
+        with store.grid_lock("g") as got:
+            assert got.held
+            with store.engine.connect() as conn:  # what a restart does to the lock's session
+                killed = conn.scalar(text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND application_name LIKE 'dlth-orch launch%'"))
+            assert killed == 1
+        assert store.lock_holder("g") is None
+        with store.grid_lock("g") as got:
+            assert got.held
