@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from db import migrate, netfs
 from db.engine import WRITE_OPTION, StoreError, is_sqlite, make_engine, sqlite_path
 from db.ingest import FinalResult
+from db.locks import GridLock, LockHolder, grid_lock, lock_holder
 from db.models import (
     FINAL_EPOCH,
     Attempt,
@@ -214,14 +215,30 @@ class Store:
     ) -> int:
         """Record a grid (or update its spec); return its id."""
         with self.session() as s:
-            now = utcnow()
-            _upsert(s, Grid, [{"name": name, "spec_json": spec_json, "spec_hash": spec_hash,
-                               "source_path": source_path, "failure_budget": failure_budget,
-                               "created_at": now, "updated_at": now}],
-                    ["name"], ["spec_json", "spec_hash", "source_path", "failure_budget", "updated_at"])
-            grid_id = s.scalar(select(Grid.id).where(Grid.name == name))
-            assert grid_id is not None
-            return grid_id
+            return _upsert_grid(s, name, spec_json, spec_hash, source_path, failure_budget)
+
+    def record_grid(
+        self, name: str, spec_json: str, spec_hash: str, source_path: str, failure_budget: int,
+        jobs: Sequence[NewJob],
+    ) -> tuple[int, int, int]:
+        """Record a grid and its jobs in ONE transaction (:meth:`upsert_grid` + :meth:`add_jobs`): a failure
+        leaves neither, never a grid without its jobs. Returns ``(grid_id, new, already_known)``."""
+        with self.session() as s:
+            grid_id = _upsert_grid(s, name, spec_json, spec_hash, source_path, failure_budget)
+            new = self._add_jobs(s, grid_id, jobs)
+        return grid_id, new, len(jobs) - new
+
+    @contextmanager
+    def grid_lock(self, grid_name: str) -> Iterator[GridLock]:
+        """The grid's launcher lock, held in the database (:mod:`db.locks`): at most one launcher per grid,
+        on any host. Does not wait: yields a :class:`~db.locks.GridLock` saying whether it is held (and
+        by whom, when not); released on exit."""
+        with grid_lock(self.engine, grid_name) as got:
+            yield got
+
+    def lock_holder(self, grid_name: str) -> LockHolder | None:
+        """Who holds the grid's launcher lock now (None: nobody)."""
+        return lock_holder(self.engine, grid_name)
 
     def add_jobs(self, grid_id: int, jobs: Sequence[NewJob]) -> tuple[int, int]:
         """Record ``jobs`` in one transaction: new jobs PENDING (WAITING when they have parents), known
@@ -230,32 +247,37 @@ class Store:
         Returns ``(new, already_known)``. Idempotent, also when two orchestrators add the same jobs at once.
         """
         with self.session() as s:
-            now = utcnow()
-            unique = {j.job_hash: j for j in jobs}
-            ids = self._ids_of(s, list(unique))  # a relaunch inserts only what is missing
-            rows = [{"job_hash": j.job_hash, "spec_json": j.spec_json, "method": j.method,
-                     "config_key": j.config_key, "seed": j.seed, "job_dir": j.job_dir,
-                     "state": initial_state(bool(j.parents)), "attempt_count": 0, "failure_count": 0,
-                     "created_at": now, "updated_at": now, "ingested_from_disk": False}
-                    for j in unique.values() if j.job_hash not in ids]
-            new = _insert_ignore(s, Job, rows, ["job_hash"])
-            if rows:
-                ids.update(self._ids_of(s, [r["job_hash"] for r in rows]))
-            parents = sorted({p for j in unique.values() for p in j.parents} - set(ids))
-            if parents:
-                ids.update(self._ids_of(s, parents))
-            missing = [p for p in parents if p not in ids]
-            if missing:
-                raise KeyError(f"parent job {missing[0]} is neither recorded nor among the jobs to record")
-            linked = set(s.scalars(select(GridJob.job_id).where(GridJob.grid_id == grid_id)))
-            links = [{"grid_id": grid_id, "job_id": ids[j.job_hash], "subset_name": j.subset_name,
-                      "config_name": j.config_name} for j in unique.values() if ids[j.job_hash] not in linked]
-            _insert_ignore(s, GridJob, links, ["grid_id", "job_id"])
-            fresh = {r["job_hash"] for r in rows}  # a known job's edges were recorded with it
-            deps = [{"child_id": ids[j.job_hash], "parent_id": ids[p]}
-                    for j in unique.values() if j.job_hash in fresh for p in j.parents]
-            _insert_ignore(s, JobDep, deps, ["child_id", "parent_id"])
+            new = self._add_jobs(s, grid_id, jobs)
         return new, len(jobs) - new
+
+    def _add_jobs(self, s: Session, grid_id: int, jobs: Sequence[NewJob]) -> int:
+        """:meth:`add_jobs` inside the caller's transaction; returns how many jobs were new."""
+        now = utcnow()
+        unique = {j.job_hash: j for j in jobs}
+        ids = self._ids_of(s, list(unique))  # a relaunch inserts only what is missing
+        rows = [{"job_hash": j.job_hash, "spec_json": j.spec_json, "method": j.method,
+                 "config_key": j.config_key, "seed": j.seed, "job_dir": j.job_dir,
+                 "state": initial_state(bool(j.parents)), "attempt_count": 0, "failure_count": 0,
+                 "created_at": now, "updated_at": now, "ingested_from_disk": False}
+                for j in unique.values() if j.job_hash not in ids]
+        new = _insert_ignore(s, Job, rows, ["job_hash"])
+        if rows:
+            ids.update(self._ids_of(s, [r["job_hash"] for r in rows]))
+        parents = sorted({p for j in unique.values() for p in j.parents} - set(ids))
+        if parents:
+            ids.update(self._ids_of(s, parents))
+        missing = [p for p in parents if p not in ids]
+        if missing:
+            raise KeyError(f"parent job {missing[0]} is neither recorded nor among the jobs to record")
+        linked = set(s.scalars(select(GridJob.job_id).where(GridJob.grid_id == grid_id)))
+        links = [{"grid_id": grid_id, "job_id": ids[j.job_hash], "subset_name": j.subset_name,
+                  "config_name": j.config_name} for j in unique.values() if ids[j.job_hash] not in linked]
+        _insert_ignore(s, GridJob, links, ["grid_id", "job_id"])
+        fresh = {r["job_hash"] for r in rows}  # a known job's edges were recorded with it
+        deps = [{"child_id": ids[j.job_hash], "parent_id": ids[p]}
+                for j in unique.values() if j.job_hash in fresh for p in j.parents]
+        _insert_ignore(s, JobDep, deps, ["child_id", "parent_id"])
+        return new
 
     def _ids_of(self, s: Session, hashes: Sequence[str]) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -723,6 +745,17 @@ def _insert_ignore(s: Session, model: Any, rows: list[dict[str, Any]], keys: lis
     return len(s.execute(stmt.returning(model.__table__.c[keys[0]]), rows).all())
 
 
+def _upsert_grid(s: Session, name: str, spec_json: str, spec_hash: str, source_path: str,
+                 failure_budget: int) -> int:
+    now = utcnow()
+    _upsert(s, Grid, [{"name": name, "spec_json": spec_json, "spec_hash": spec_hash, "source_path": source_path,
+                       "failure_budget": failure_budget, "created_at": now, "updated_at": now}],
+            ["name"], ["spec_json", "spec_hash", "source_path", "failure_budget", "updated_at"])
+    grid_id = s.scalar(select(Grid.id).where(Grid.name == name))
+    assert grid_id is not None
+    return grid_id
+
+
 def _metric_rows(job_id: int, attempt_id: int | None, epoch: int, values: dict[str, float]) -> list[dict[str, Any]]:
     now = utcnow()
     return [{"job_id": job_id, "attempt_id": attempt_id, "epoch": int(epoch), "name": name,
@@ -805,4 +838,4 @@ def _attempt_row(a: Attempt, job_hash: str) -> AttemptRow:
     )
 
 
-__all__ = ["AttemptRow", "GridRow", "JobRow", "MetricRow", "NewJob", "Store", "StoreError"]
+__all__ = ["AttemptRow", "GridLock", "GridRow", "LockHolder", "JobRow", "MetricRow", "NewJob", "Store", "StoreError"]

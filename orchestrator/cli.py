@@ -19,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from db import Store, StoreError, workspace_dir
 from orchestrator.backends.registry import BACKENDS
-from orchestrator.cli_common import db_option, fail, open_store, resolve_grid_name
+from orchestrator.cli_common import check_environment, db_option, fail, open_store, resolve_grid_name
 from specs.base import SpecError
 from specs.settings import apply_umask
 from subsets import DatasetMetaError, SubsetError
@@ -57,6 +57,7 @@ def cli(ctx: click.Context, db_url: str | None, verbose: int) -> None:
     ctx.ensure_object(dict)
     if db_url:
         ctx.obj["db_url"] = db_url
+    check_environment()  # a bad DLTH_* value is one line and exit 2 here, not a traceback later
     old_umask = apply_umask()  # the workspace is the user's alone (DLTH_UMASK to share it)
     ctx.call_on_close(lambda: os.umask(old_umask))
 
@@ -66,21 +67,23 @@ def cli(ctx: click.Context, db_url: str | None, verbose: int) -> None:
 @click.option("--cluster", type=click.Choice(list(BACKENDS)), default="local", show_default=True)
 @click.option("--profile", default=None, help="Cluster profile name or .toml path (default: the grid's "
               "[cluster].profile, else 'local' / 'slurm-local').")
-@click.option("--detach", is_flag=True, help="Return at once; local jobs run in a background launcher.")
+@click.option("--detach", is_flag=True, help="Return once a background launcher (local jobs) holds the grid's lock.")
 @click.option("--wait/--no-wait", default=False, help="SLURM: follow the jobs to the end with a live view.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @click.option("--dry-run", is_flag=True, help="Validate, expand and print what would be recorded and submitted "
               "(jobs, arrays, dependencies, resources); write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")
+@click.option("--max-jobs", type=click.IntRange(min=1), default=100_000, show_default=True, metavar="N",
+              help="Refuse a grid of more jobs (counted before anything is expanded).")
 @db_option
 def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wait: bool,
-           progress: bool, dry_run: bool, as_json: bool, db_url: str) -> None:
+           progress: bool, dry_run: bool, as_json: bool, max_jobs: int, db_url: str) -> None:
     """Validate GRID_FILE, record its jobs and run (or submit) the ones not done yet."""
     from orchestrator import launch as pipeline
     from orchestrator.breaker import paused
 
     console = Console(stderr=True)
-    v = pipeline.validate(grid_file, cluster, profile)
+    v = pipeline.validate(grid_file, cluster, profile, max_jobs)
     if dry_run:
         plan = pipeline.dry_run(v)
         if as_json:
@@ -91,8 +94,13 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
     meta = pipeline.prepare_data(v)  # a truncated or changed .beton fails here, before anything is recorded
     store = open_store(db_url, create=True)
     if cluster == "local" and detach:
-        pipeline.record_grid(store, v.grid, meta)
-        _detach_local(v.grid.name, db_url, v.profile_name)
+        try:
+            with pipeline.holding_grid(store, v.grid.name):
+                pipeline.record_grid(store, v.grid, meta)
+        except pipeline.LauncherBusy as exc:
+            fail(str(exc))
+        launcher = _detach_local(v.grid.name, db_url, v.profile_name)
+        _await_launcher(store, v.grid.name, launcher)
         console.print("launched in the background; follow with: dlth-orch status")
         return
     # SLURM: return once submitted unless --wait; local: the launcher runs the jobs
@@ -110,15 +118,38 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
     _report_or_summary(store, v.grid.name, console)
 
 
-def _detach_local(grid_name: str, db_url: str, profile: str) -> None:
-    logs = workspace_dir() / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    with open(logs / f"launch-{grid_name}.log", "ab") as fh:
-        subprocess.Popen(
+def _detach_log(grid_name: str) -> Path:
+    return workspace_dir() / "logs" / f"launch-{grid_name}.log"
+
+
+def _detach_local(grid_name: str, db_url: str, profile: str) -> subprocess.Popen:
+    log_file = _detach_log(grid_name)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as fh:
+        return subprocess.Popen(
             [sys.executable, "-m", "orchestrator.cli", "run-local", grid_name, "--profile", profile],
             stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             env={**os.environ, "DLTH_DB": db_url},  # not on the command line: it may hold a password
         )
+
+
+def _await_launcher(store: Store, grid_name: str, launcher: subprocess.Popen, timeout_s: float = 120.0) -> None:
+    """Return once the background launcher holds the grid's lock; fail (one line) if it exits first."""
+    import time
+
+    from orchestrator.workspace import log_tail
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        holder = store.lock_holder(grid_name)
+        if holder is not None and holder.is_process(launcher.pid):
+            return
+        if launcher.poll() is not None:
+            last = log_tail(_detach_log(grid_name), 1).strip() or f"exit code {launcher.returncode}"
+            fail(f"grid {grid_name!r}: the background launcher did not start ({last.removeprefix('error: ')})")
+        time.sleep(0.1)
+    fail(f"grid {grid_name!r}: the background launcher did not take the grid's lock within {timeout_s:.0f} s "
+         f"(see {_detach_log(grid_name)})")
 
 
 @cli.command("run-local", hidden=True)
@@ -130,7 +161,7 @@ def run_local(grid_name: str, profile: str, db_url: str) -> None:
     from orchestrator.backends.base import LaunchContext
     from orchestrator.backends.local import LocalBackend
     from orchestrator.graph import advance
-    from orchestrator.launch import grid_lock, report_refresher, runnable_jobs
+    from orchestrator.launch import LauncherBusy, holding_grid, report_refresher, runnable_jobs
     from orchestrator.profiles import load_profile
 
     store = open_store(db_url)
@@ -138,17 +169,18 @@ def run_local(grid_name: str, profile: str, db_url: str) -> None:
     if g is None:
         fail(f"grid {grid_name!r}: expected a launched grid")
     assert g is not None
-    with grid_lock(grid_name) as got:
-        if not got:
-            fail(f"grid {grid_name!r}: another local launcher is running it")
-        backend = LocalBackend()
-        backend.reconcile(store, grid_name)
-        advance(store, grid_name, g.failure_budget)
-        jobs = runnable_jobs(store, grid_name, g.failure_budget, include_queued=True)
-        ctx = LaunchContext(store=store, db_url=db_url, grid_name=grid_name, failure_budget=g.failure_budget,
-                            profile=load_profile(profile), progress=False,
-                            on_progress=report_refresher(store, grid_name))
-        backend.submit(ctx, jobs)
+    try:
+        with holding_grid(store, grid_name):
+            backend = LocalBackend()
+            backend.reconcile(store, grid_name)
+            advance(store, grid_name, g.failure_budget)
+            jobs = runnable_jobs(store, grid_name, g.failure_budget, include_queued=True)
+            ctx = LaunchContext(store=store, db_url=db_url, grid_name=grid_name, failure_budget=g.failure_budget,
+                                profile=load_profile(profile), progress=False,
+                                on_progress=report_refresher(store, grid_name))
+            backend.submit(ctx, jobs)
+    except LauncherBusy as exc:
+        fail(str(exc))
     from orchestrator.breaker import paused
     from orchestrator.report_files import finish_report
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -16,6 +18,34 @@ def fail(message: str) -> None:
     """Print a one-line error and exit with code 2."""
     click.echo(f"error: {message}", err=True)
     raise SystemExit(2)
+
+
+# DLTH_* settings in seconds: finite and positive (specs.settings reads them; a NaN interval would spin)
+SECONDS_SETTINGS = {"DLTH_HEARTBEAT_S": "heartbeat_s", "DLTH_STALE_S": "stale_s", "DLTH_DB_WAIT_S": "db_wait_s",
+                    "DLTH_SQLITE_TIMEOUT": "sqlite_timeout_s"}
+
+
+def check_environment() -> None:
+    """Fail (one line, exit 2) on a ``DLTH_*`` setting that is not what it should be, e.g. ``DLTH_UMASK=abc``
+    or ``DLTH_HEARTBEAT_S=fast``, before any command reads it."""
+    from specs.settings import env_settings
+
+    try:
+        settings = env_settings()
+    except ValueError as exc:  # specs.settings names the variable and what it expected
+        fail(str(exc).splitlines()[0])
+        return
+    except OverflowError:  # the one count read through a float: DLTH_DB_RETRIES=inf
+        fail(f"environment DLTH_DB_RETRIES={os.environ.get('DLTH_DB_RETRIES')!r}: expected a number of retries")
+        return
+    if settings.db_retries < 0:
+        fail(f"environment DLTH_DB_RETRIES={os.environ.get('DLTH_DB_RETRIES')!r}: expected a number of retries")
+    for var, attr in SECONDS_SETTINGS.items():
+        value = getattr(settings, attr)
+        if not math.isfinite(value) or value <= 0:
+            fail(f"environment {var}={os.environ.get(var)!r}: expected a positive number of seconds")
+    if not 0 <= settings.umask <= 0o777:
+        fail(f"environment DLTH_UMASK={os.environ.get('DLTH_UMASK')!r}: expected an octal mask like 077")
 
 
 def db_option(fn: Callable[..., Any]) -> Callable[..., Any]:

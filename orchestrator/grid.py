@@ -19,6 +19,11 @@ A grid file looks like ``examples/quickstart.toml``::
                     init = { from = "other table" } or { file = "w.pt" } (orchestrator/grid_init.py).
 
 Every error is a :class:`specs.base.SpecError` naming the file, the dotted key and what was expected.
+
+Limits (README "Limits"): the file is UTF-8 TOML of at most 16 MiB, nested at most 16 tables/lists deep;
+names follow :data:`specs.base.NAME_PATTERN`; ``setup``, ``python`` and ``sbatch`` come from cluster profiles
+only (``cluster_profiles/*.toml``), never from a grid; a grid of more than ``max_jobs`` jobs is refused
+(counted from its axes before anything is expanded).
 """
 
 from __future__ import annotations
@@ -32,8 +37,8 @@ from typing import Any
 
 from orchestrator.grid_init import InitTable, check_graph, parse_init
 from orchestrator.lottery_grid import LotteryGrid, parse_lottery
-from specs.base import SpecError, coerce, from_table, stable_hash
-from specs.job import EvalConfig, Resources, TrainConfig
+from specs.base import LABEL_MAX, SpecError, check_name, coerce, from_table, stable_hash
+from specs.job import SEED_MAX, EvalConfig, Resources, TrainConfig
 from specs.methods import check_method_config, hparams_class
 from subsets import SubsetError, validate_table
 from subsets.registry import get_strategy
@@ -43,6 +48,11 @@ TOP_KEYS = {"name", "seeds", "failure_budget", "dataset", "train", "eval", "reso
 METHOD_META_KEYS = {"method", "seeds", "zip", "resources", "init", "plain_jobs"}
 BUILTIN_DATASETS = ("digits", "fashion-mnist")  # workers.data.builtin.BUILTINS
 BUILTIN_LIMITS = ("train_per_class", "val_per_class")  # [dataset] sizing of a builtin: first N per class
+MAX_FILE_BYTES = 16 << 20  # a grid file larger than this is not a grid file
+MAX_DEPTH = 16  # tables/lists nested deeper than this are refused (before anything recurses over them)
+MAX_FAILURE_BUDGET = 1000
+MAX_TABLES = 500  # [subsets.*] / [methods.*] tables of one grid
+PROFILE_ONLY_KEYS = ("setup", "python", "sbatch")  # they run on the compute nodes: cluster profiles only
 
 
 @dataclass(frozen=True)
@@ -102,30 +112,69 @@ class GridSpec:
         return json.dumps(self.raw, sort_keys=True, default=str)
 
 
-def load_grid(path: str | Path) -> GridSpec:
-    """Read and validate a grid file; raise :class:`SpecError` (with the file name) on any problem."""
+def load_grid(path: str | Path, *, max_jobs: int | None = None) -> GridSpec:
+    """Read and validate a grid file; raise :class:`SpecError` (with the file name) on any problem.
+
+    ``max_jobs``: refuse a grid of more jobs (counted from its axes, before the values are validated).
+    """
     path = Path(path)
+    raw = read_toml(path)
     try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise SpecError("file", "an existing grid file", str(path)) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError("toml", f"valid TOML ({exc})", str(path)) from exc
-    try:
-        return _parse(path.resolve(), raw)
+        return _parse(path.resolve(), raw, max_jobs)
     except SpecError as exc:
         raise exc.in_file(str(path)) from None
 
 
-def _parse(path: Path, raw: dict[str, Any]) -> GridSpec:
+def read_toml(path: Path) -> dict[str, Any]:
+    """The tables of a TOML file: UTF-8, at most ``MAX_FILE_BYTES``, nested at most ``MAX_DEPTH`` deep."""
+    file = str(path)
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise SpecError("file", f"a grid file of at most {MAX_FILE_BYTES >> 20} MiB", file)
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise SpecError("file", "an existing grid file", file) from None
+    except IsADirectoryError:
+        raise SpecError("file", "a grid file, not a directory", file) from None
+    except OSError as exc:
+        raise SpecError("file", f"a readable grid file ({exc.strerror})", file) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError("file", f"UTF-8 text (byte {exc.start} is not)", file) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError("toml", f"valid TOML ({str(exc).splitlines()[0]})", file) from None
+    except RecursionError:
+        raise SpecError("toml", f"tables and lists nested at most {MAX_DEPTH} deep", file) from None
+    if _depth(raw) > MAX_DEPTH:
+        raise SpecError("toml", f"tables and lists nested at most {MAX_DEPTH} deep", file)
+    return raw
+
+
+def _depth(value: Any) -> int:
+    """How deeply tables and lists nest in ``value`` (iterative: a hostile file must not exhaust the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if depth <= MAX_DEPTH:
+            stack.extend((c, depth + 1) for c in children)
+    return deepest
+
+
+def _parse(path: Path, raw: dict[str, Any], max_jobs: int | None = None) -> GridSpec:
     unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:
         raise SpecError(unknown[0], "one of the top-level keys " + ", ".join(sorted(TOP_KEYS)))
     name = coerce(raw.get("name"), str, "name") if "name" in raw else None
     if not name:
         raise SpecError("name", "a non-empty string naming the grid")
+    check_name(name, "name")
     seeds = _seed_list(raw.get("seeds", [0]), "seeds")
-    budget = coerce(raw.get("failure_budget", 2), int, "failure_budget", {"min": 0})
+    budget = coerce(raw.get("failure_budget", 2), int, "failure_budget", {"min": 0, "max": MAX_FAILURE_BUDGET})
     base = path.parent
 
     dataset = raw.get("dataset")
@@ -149,15 +198,16 @@ def _parse(path: Path, raw: dict[str, Any]) -> GridSpec:
     resources_raw = raw.get("resources", {})
     resources = from_table(Resources, resources_raw, "resources")
     report = from_table(ReportConfig, raw.get("report", {}), "report")
-    cluster = raw.get("cluster", {})
-    if not isinstance(cluster, dict):
-        raise SpecError("cluster", "a table")
+    cluster = _cluster_table(raw.get("cluster", {}))
 
     subsets_raw = raw.get("subsets")
     if not isinstance(subsets_raw, dict) or not subsets_raw:
         raise SpecError("subsets", "at least one [subsets.NAME] table")
+    if len(subsets_raw) > MAX_TABLES:
+        raise SpecError("subsets", f"at most {MAX_TABLES} [subsets.NAME] tables")
     subsets: dict[str, dict[str, Any]] = {}
     for sname, table in subsets_raw.items():
+        check_name(sname, f"subsets.{ascii(sname)[:60]}")
         if not isinstance(table, dict):
             raise SpecError(f"subsets.{sname}", "a table")
         table = _absolute_paths(table, base)
@@ -171,11 +221,22 @@ def _parse(path: Path, raw: dict[str, Any]) -> GridSpec:
     methods_raw = raw.get("methods")
     if not isinstance(methods_raw, dict) or not methods_raw:
         raise SpecError("methods", "at least one [methods.NAME] table")
+    if len(methods_raw) > MAX_TABLES:
+        raise SpecError("methods", f"at most {MAX_TABLES} [methods.NAME] tables")
+    for mname in methods_raw:
+        check_name(mname, f"methods.{ascii(mname)[:60]}")
+    if max_jobs is not None:
+        from orchestrator.expand import count_jobs
+
+        count = count_jobs(raw, seeds, len(subsets_raw))
+        if count > max_jobs:
+            raise SpecError("methods", f"a grid of at most {max_jobs:,} jobs (this one has {count:,}: subsets x "
+                            "configurations x seeds); launch --max-jobs N allows more")
     methods = {
         mname: _parse_method(mname, table, train, resources_raw, seeds, base)
         for mname, table in methods_raw.items()
     }
-    check_graph(methods, train)
+    _check_labels(methods, check_graph(methods, train))
     lottery = parse_lottery(raw, subsets=subsets, methods=methods, train=train, seeds=seeds, metric=report.metric,
                             base=base)
     return GridSpec(
@@ -183,6 +244,38 @@ def _parse(path: Path, raw: dict[str, Any]) -> GridSpec:
         train=dict(train), eval=eval_cfg, resources=resources, report=report, cluster=dict(cluster),
         subsets=subsets, methods=methods, raw=raw, lottery=lottery, dataset_limits=limits,
     )
+
+
+def _cluster_table(cluster: Any) -> dict[str, Any]:
+    """The grid's ``[cluster]`` overrides of its profile: never what runs on the compute nodes."""
+    if not isinstance(cluster, dict):
+        raise SpecError("cluster", "a table")
+    for key in PROFILE_ONLY_KEYS:
+        if key in cluster:
+            raise SpecError(f"cluster.{key}", "no value in a grid file: setup, python and sbatch are set in a "
+                            "cluster profile (cluster_profiles/*.toml, chosen with [cluster] profile = NAME)")
+    if "profile" in cluster:
+        check_name(cluster["profile"], "cluster.profile")  # a profile name, searched in the profile dirs
+    for key, value in cluster.items():
+        if isinstance(value, str):
+            coerce(value, str, f"cluster.{key}")
+    return cluster
+
+
+def _check_labels(methods: dict[str, MethodTable], order: list[str]) -> None:
+    """Every configuration label (``name[k=v,...]@parent``) fits the database's String(200) column."""
+    from orchestrator.expand import config_label, method_combinations
+
+    labels: dict[str, list[str]] = {}
+    for name in order:
+        mt = methods[name]
+        own = [config_label(name, combo) for combo in method_combinations(mt)]
+        parents = labels[mt.init.parent] if mt.init is not None and mt.init.parent is not None else [""]
+        labels[name] = [f"{label}@{p}" if p else label for label in own for p in parents]
+        too_long = next((label for label in labels[name] if len(label) > LABEL_MAX), None)
+        if too_long is not None:
+            raise SpecError(f"methods.{name}", f"configuration labels of at most {LABEL_MAX} characters (got "
+                            f"{len(too_long)}: {too_long[:60]}...; shorten the table name or the swept values)")
 
 
 def _absolute_paths(table: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -198,7 +291,7 @@ def _seed_list(value: Any, key: str) -> list[int]:
     if not isinstance(value, list) or not value:
         raise SpecError(key, "a non-empty list of integers")
     for i, s in enumerate(value):
-        coerce(s, int, f"{key}[{i}]")
+        coerce(s, int, f"{key}[{i}]", {"min": 0, "max": SEED_MAX})
     if len(set(value)) != len(value):
         raise SpecError(key, "distinct seeds")
     return list(value)

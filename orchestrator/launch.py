@@ -1,15 +1,17 @@
 """``launch``: grid file -> validated spec -> jobs recorded in the database -> handed to a backend.
 
 The pipeline (:func:`launch`): validate (grid file, backend profile, backbones) -> expand -> plan (the dry
-run stops here and writes nothing) -> record (job files, rows, dependency edges) -> advance the graph ->
-submit (the backend schedules the whole graph) -> follow (local: run to the end; SLURM: ``--wait``).
+run stops here and writes nothing) -> take the grid's lock -> record (job files, then the grid row and its
+job rows in one transaction) -> advance the graph -> submit (the backend schedules the whole graph) ->
+follow (local: run to the end; SLURM: ``--wait``).
+
+The grid lock lives in the database (:mod:`db.locks`), so two launchers of one grid, on one host or on
+two hosts sharing a PostgreSQL server, never both record and submit it: the second is told who holds it.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from orchestrator.workspace import job_dir_for, write_job_file, write_manifest
 from subsets import DatasetMeta
 
 log = logging.getLogger(__name__)
+DEFAULT_MAX_JOBS = 100_000  # launch --max-jobs: a larger grid must be asked for
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ class RecordResult:
 
 
 class LauncherBusy(RuntimeError):
-    """Another local launcher holds the grid's lock (one line)."""
+    """Another launcher holds the grid's lock (one line naming it)."""
 
 
 @dataclass(frozen=True)
@@ -49,13 +52,14 @@ class Validated:
     profile: dict[str, Any]
 
 
-def validate(grid_file: Path, cluster: str, profile: str | None) -> Validated:
-    """Read the grid, load and check the backend's profile, pre-flight the backbones (one-line errors)."""
+def validate(grid_file: Path, cluster: str, profile: str | None, max_jobs: int = DEFAULT_MAX_JOBS) -> Validated:
+    """Read the grid (at most ``max_jobs`` jobs), load and check the backend's profile, pre-flight the
+    backbones (one-line errors)."""
     from orchestrator.backends.registry import get_backend
     from orchestrator.preflight import check_backbones
     from orchestrator.profiles import load_profile
 
-    grid = load_grid(grid_file)
+    grid = load_grid(grid_file, max_jobs=max_jobs)
     backend = get_backend(cluster)
     name = profile or grid.cluster.get("profile") or backend.default_profile
     prof = load_profile(name, {k: v for k, v in grid.cluster.items() if k != "profile"})
@@ -100,8 +104,9 @@ def ensure_dataset(grid: GridSpec) -> DatasetMeta:
 
 
 def record_grid(store: Store, grid: GridSpec, meta: DatasetMeta) -> RecordResult:
-    """Expand ``grid`` and record its jobs (idempotent): job files and subset manifests on disk, rows in one
-    transaction."""
+    """Expand ``grid`` and record its jobs (idempotent): job files and subset manifests on disk first, then
+    the grid row and its job rows in ONE transaction (never a grid without its jobs). Launchers call it
+    while holding the grid's lock (:func:`holding_grid`)."""
     manifests = resolve_subsets(grid, meta)
     jobs = expand(grid, meta, manifests)
     root = workspace_dir()
@@ -115,8 +120,8 @@ def record_grid(store: Store, grid: GridSpec, meta: DatasetMeta) -> RecordResult
                            config_key=ej.spec.config_key, seed=ej.spec.seed, job_dir=str(job_dir),
                            subset_name=ej.subset_name, config_name=ej.config_name,
                            parents=ej.spec.depends_on))
-    grid_id = store.upsert_grid(grid.name, grid.to_json(), grid.spec_hash, str(grid.path), grid.failure_budget)
-    new, known = store.add_jobs(grid_id, rows)
+    grid_id, new, known = store.record_grid(grid.name, grid.to_json(), grid.spec_hash, str(grid.path),
+                                            grid.failure_budget, rows)
     return RecordResult(grid_id, new, known, jobs)
 
 
@@ -132,24 +137,15 @@ def runnable_jobs(store: Store, grid_name: str, failure_budget: int, *, include_
 
 
 @contextmanager
-def grid_lock(grid_name: str) -> Iterator[bool]:
-    """An exclusive per-grid lock for local launchers; yields False if another launcher holds it."""
-    lock_dir = workspace_dir() / "locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / f"{grid_name}.lock", "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
-        try:
-            yield True
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def holding_grid(store: Store, grid_name: str) -> Iterator[None]:
+    """Hold the grid's launcher lock (in the database) for the block; :class:`LauncherBusy` naming the
+    holder when another launcher, on any host, has it."""
+    with store.grid_lock(grid_name) as got:
+        if not got.held:
+            who = got.holder.describe() if got.holder else "a launcher that is just finishing"
+            raise LauncherBusy(f"grid {grid_name!r}: another launcher is running it ({who}); wait for it, or "
+                               "follow it with: dlth-orch status")
+        yield
 
 
 def report_refresher(store: Store, grid_name: str) -> Callable[[int], object] | None:
@@ -181,8 +177,6 @@ def print_plan(plan: Plan, console: Any) -> None:
 def launch(v: Validated, store: Store, db_url: str, meta: DatasetMeta, *, wait: bool, progress: bool,
            console: Any) -> None:
     """Record the grid's jobs and hand the runnable ones to the backend (after :func:`validate`)."""
-    from contextlib import nullcontext
-
     from rich.markup import escape
 
     from orchestrator.backends.base import LaunchContext
@@ -190,17 +184,16 @@ def launch(v: Validated, store: Store, db_url: str, meta: DatasetMeta, *, wait: 
     from orchestrator.status import refresh
 
     grid, backend = v.grid, v.backend
-    rec = record_grid(store, grid, meta)
-    console.print(f"grid [bold]{escape(grid.name)}[/]: {len(rec.jobs)} jobs ({rec.new} new, {rec.known} already known)")
-    refresh(store, grid.name)
-    advance(store, grid.name, grid.failure_budget)
-    local = backend.name == "local"
-    ctx = LaunchContext(store=store, db_url=db_url, grid_name=grid.name, failure_budget=grid.failure_budget,
-                        profile=v.profile, wait=wait, progress=progress, on_progress=report_refresher(store, grid.name))
-    with grid_lock(grid.name) if local else nullcontext(True) as got:
-        if not got:
-            raise LauncherBusy(f"grid {grid.name!r}: another local launcher is running it "
-                               f"(see {workspace_dir() / 'locks'})")
+    with holding_grid(store, grid.name):  # before anything is recorded
+        rec = record_grid(store, grid, meta)
+        console.print(f"grid [bold]{escape(grid.name)}[/]: {len(rec.jobs)} jobs ({rec.new} new, {rec.known} "
+                      "already known)")
+        refresh(store, grid.name)
+        advance(store, grid.name, grid.failure_budget)
+        local = backend.name == "local"
+        ctx = LaunchContext(store=store, db_url=db_url, grid_name=grid.name, failure_budget=grid.failure_budget,
+                            profile=v.profile, wait=wait, progress=progress,
+                            on_progress=report_refresher(store, grid.name))
         jobs = runnable_jobs(store, grid.name, grid.failure_budget, include_queued=local)
         waiting = len(store.jobs(grid.name, [JobState.WAITING]))
         console.print(f"{len(jobs)} jobs to run" + (f", {waiting} waiting for their parents" if waiting else ""))

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from specs.base import SpecError, coerce, from_table
+from specs.base import SpecError, check_name, coerce, from_table
 from specs.job import TrainConfig
 from specs.lottery import BASELINES, DEFAULT_PRUNABLE, REWIND_START, STRATEGIES, Step
 
@@ -35,6 +35,7 @@ KEYS = {"generate", "subset", "levels", "prune_fraction", "strategy", "rewind", 
         "prunable", "not_prunable", "seeds", "metric"}
 REQUIRED = ("generate", "subset", "levels", "evaluate")
 PLAIN_JOBS_KEY = "plain_jobs"
+MAX_LEVELS = 100  # 0.8^100 of the weights is far below one weight of any model
 # methods that only train vision transformers (masked-patch objectives): never on a convolutional backbone
 VIT_ONLY_METHODS = {"mae"}
 VIT_PREFIXES = ("vit", "deit", "beit", "eva", "cait", "swin")
@@ -113,6 +114,7 @@ def _parse_setting(name: str, table: Any, subsets: dict[str, Any], methods: dict
                    seeds: list[int], metric: str, base: Path) -> LotterySetting:
     from orchestrator.expand import split_values
 
+    check_name(name, f"lottery.{ascii(name)[:60]}")
     where = f"lottery.{name}"
     if not isinstance(table, dict):
         raise SpecError(where, "a table")
@@ -125,7 +127,7 @@ def _parse_setting(name: str, table: Any, subsets: dict[str, Any], methods: dict
     generate = _table_ref(table["generate"], f"{where}.generate", methods, "[methods.X]")
     gen = _single_config(generate, f"{where}.generate", methods)
     subset = _table_ref(table["subset"], f"{where}.subset", subsets, "[subsets.X]")
-    levels = coerce(table["levels"], int, f"{where}.levels", {"min": 1})
+    levels = coerce(table["levels"], int, f"{where}.levels", {"min": 1, "max": MAX_LEVELS})
     fraction = coerce(table.get("prune_fraction", 0.2), float, f"{where}.prune_fraction")
     if not 0.0 < fraction < 1.0:
         raise SpecError(f"{where}.prune_fraction", f"a number strictly between 0 and 1 (got {fraction})")

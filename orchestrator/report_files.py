@@ -18,13 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from db import JobState, Store, workspace_dir
+from db import JobState, Store
 from orchestrator.report import print_report, write_report_files
 from orchestrator.report.lottery import LotteryReport, lottery_report_for, print_lottery
 from orchestrator.report.ranking import Report
 from orchestrator.report.render import has_rank_section
 from orchestrator.report.sections import recommendation
 from orchestrator.results import ReportRequest, assemble_report
+from orchestrator.workspace import report_dir
 
 log = logging.getLogger(__name__)
 _LAST_KEY = "report/last/{}"  # dlth_meta: where and when the grid's last report was written
@@ -51,11 +52,6 @@ class Produced:
         return [f"Lottery tickets: {n} setting{'s' if n != 1 else ''} (see the report)"]
 
 
-def report_dir(grid_name: str) -> Path:
-    """Where a grid's report goes by default."""
-    return workspace_dir() / "reports" / grid_name
-
-
 def grid_finished(store: Store, grid_name: str) -> bool:
     """No job of the grid is pending, waiting, queued or running (failed and cancelled ones count as ended)."""
     counts = store.state_counts(grid_name)
@@ -78,7 +74,8 @@ def produce(store: Store | None, req: ReportRequest, out_dir: Path | None = None
 
 
 def produce_for_grid(store: Store, grid_name: str, out_dir: Path | None = None) -> Produced:
-    """The grid's report with its own ``[report]`` settings, written to ``out_dir`` (default :func:`report_dir`)."""
+    """The grid's report with its own ``[report]`` settings, written to ``out_dir`` (default: the workspace's
+    ``reports/<grid>``)."""
     return produce(store, ReportRequest(grids=[grid_name]), out_dir)
 
 

@@ -9,24 +9,37 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
 from db import workspace_dir
 from specs import contract
 from specs.atomic import write_text_atomic
+from specs.base import LABEL_MAX, SpecError
 from specs.contract import JOB_FILE, JobPaths
 from specs.job import JobSpec
 from subsets import Manifest
 
 log = logging.getLogger(__name__)
-__all__ = ["JOB_FILE", "job_dir_for", "log_tail", "write_job_file", "write_manifest"]
+__all__ = ["JOB_FILE", "job_dir_for", "log_tail", "report_dir", "write_job_file", "write_manifest"]
 MANIFESTS_DIR = "manifests"
+REPORTS_DIR = "reports"
+_UNSAFE_FOLDER = re.compile(r"[/\\\x00-\x1f\x7f]")
 
 
 def job_dir_for(job_hash: str, root: Path | None = None) -> Path:
     """``<workspace>/jobs/<hash[:2]>/<hash>``: stable, shared by every grid that contains the job."""
     return contract.job_dir_for(job_hash, root or workspace_dir())
+
+
+def report_dir(name: str) -> Path:
+    """``<workspace>/reports/<name>``: the default folder of a report; a name that would leave that folder
+    (``..``, a slash, a control character) or make too long a file name is a :class:`SpecError`."""
+    if not name or name.startswith(".") or _UNSAFE_FOLDER.search(name) or len(name.encode()) > LABEL_MAX:
+        raise SpecError("GRID", f"a report name usable as a folder under {workspace_dir() / REPORTS_DIR} (got "
+                                f"{ascii(name)[:80]}); pass --out DIR")
+    return workspace_dir() / REPORTS_DIR / name
 
 
 def write_manifest(manifest: Manifest, root: Path | None = None) -> Path:

@@ -3,6 +3,11 @@
 Every spec field is a plain scalar (int, float, str, bool), optionally ``| None``, or a
 ``dict``/``list`` of scalars. Allowed string values are declared with ``field(metadata={"choices": ...})``
 and numeric bounds with ``metadata={"min": ..., "max": ...}``.
+
+Limits every value obeys (hostile or mistyped input ends in one :class:`SpecError` line): floats are
+finite; integers fit the database's 32-bit ``INTEGER`` columns (:data:`INT_MIN`..:data:`INT_MAX`) unless a
+field sets tighter bounds; strings hold no control characters. Names that reach file names and database
+columns (grid, subset, method and lottery table names) match :data:`NAME_PATTERN` (:func:`check_name`).
 """
 
 from __future__ import annotations
@@ -10,23 +15,33 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import types
 import typing
 from functools import cached_property
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+INT_MAX = 2**31 - 1  # the database stores integers (seeds, counts) in 32-bit INTEGER columns
+INT_MIN = -(2**31)
+NAME_MAX = 100  # grid / subset / method / lottery table names (labels built from them: LABEL_MAX)
+LABEL_MAX = 200  # String(200) columns of db/models.py (grid name, subset and config labels)
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+_NAME_RE = re.compile(NAME_PATTERN)
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class SpecError(ValueError):
     """A spec value is invalid. ``key`` is the dotted path of the offending key."""
 
     def __init__(self, key: str, expected: str, file: str | None = None) -> None:
-        self.key, self.expected, self.file = key, expected, file
+        # one line whatever the input held: control characters (a newline in a TOML key) are escaped
+        self.key, self.expected, self.file = one_line(str(key)), one_line(str(expected)), file
         super().__init__(self.line())
 
     def line(self) -> str:
-        where = f"{self.file}: " if self.file else ""
+        where = f"{one_line(self.file)}: " if self.file else ""
         return f"{where}{self.key}: expected {self.expected}"
 
     def in_file(self, file: str) -> "SpecError":
@@ -34,6 +49,11 @@ class SpecError(ValueError):
 
     def under(self, prefix: str) -> "SpecError":
         return SpecError(f"{prefix}.{self.key}" if prefix else self.key, self.expected, self.file)
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``), so that a message stays one line."""
+    return _CONTROL_RE.sub(lambda m: ascii(m.group())[1:-1], text)
 
 
 def _type_name(tp: Any) -> str:
@@ -66,17 +86,50 @@ def coerce(value: Any, tp: Any, key: str, meta: typing.Mapping[str, Any] | None 
     elif tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SpecError(key, "a number")
-        value = float(value)
-    elif tp is str and not isinstance(value, str):
-        raise SpecError(key, "a string")
+        value = finite(value, key)
+    elif tp is str:
+        if not isinstance(value, str):
+            raise SpecError(key, "a string")
+        check_text(value, key)
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise SpecError(key, "one of " + ", ".join(repr(c) for c in choices))
     lo, hi = meta.get("min"), meta.get("max")
+    if tp is int:  # what the database stores
+        lo = INT_MIN if lo is None else lo
+        hi = INT_MAX if hi is None else hi
     if lo is not None and value < lo:
         raise SpecError(key, f"{_type_name(tp)} >= {lo}")
     if hi is not None and value > hi:
         raise SpecError(key, f"{_type_name(tp)} <= {hi}")
+    return value
+
+
+def finite(value: Any, key: str) -> float:
+    """``value`` as a finite float, or :class:`SpecError` (NaN, infinities and ints beyond a float)."""
+    try:
+        out = float(value)
+    except (OverflowError, TypeError, ValueError):
+        raise SpecError(key, "a finite number") from None
+    if not math.isfinite(out):
+        raise SpecError(key, f"a finite number (got {value})")
+    return out
+
+
+def check_text(value: str, key: str) -> str:
+    """``value`` unless it holds a control character (a newline would end a shell or ``#SBATCH`` line)."""
+    bad = _CONTROL_RE.search(value)
+    if bad:
+        raise SpecError(key, f"text without control characters (found {bad.group()!r})")
+    return value
+
+
+def check_name(value: Any, key: str, max_len: int = NAME_MAX) -> str:
+    """A name that may become part of a file name or a database label: ``NAME_PATTERN``, ``max_len`` long."""
+    if not isinstance(value, str) or len(value) > max_len or not _NAME_RE.fullmatch(value):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise SpecError(key, f"a name of 1-{max_len} letters, digits, '_', '.', '-', starting with a letter or "
+                             f"digit (got {shown})")
     return value
 
 
@@ -114,7 +167,10 @@ def from_table(cls: type[T], table: dict[str, Any], prefix: str = "") -> T:
     ]
     if missing:
         raise SpecError(dotted(missing[0]), "a value (required)")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except SpecError as exc:  # a rule between fields (``__post_init__``) names its key relative to the table
+        raise exc.under(prefix) from None
 
 
 def non_defaults(obj: Any) -> dict[str, Any]:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from specs.base import Plain, SpecError, from_table, stable_hash
+from specs.base import INT_MAX, Plain, SpecError, check_text, finite, from_table, stable_hash
 from specs.methods import hparams_class
 
 OPTIMIZERS = ("sgd", "adamw", "lars", "lamb")  # lars/lamb: timm's (create_optimizer_v2)
@@ -23,6 +24,13 @@ LR_SCALINGS = ("none", "linear")  # linear: lr x global batch / 256
 PROTOCOLS = ("knn", "linear")
 SCHEDULES = ("cosine", "step", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# upper bounds of counts (README "Limits"): far above any real study, low enough that a typo (or a hostile
+# grid) cannot ask for a billion epochs or OMP_NUM_THREADS=100000
+MAX_EPOCHS = 100_000
+MAX_BATCH = 1 << 24
+MAX_IMAGE = 8192
+SEED_MAX = INT_MAX  # seeds are 0 .. 2^31-1 (the database's INTEGER column, numpy's seed range)
+SLURM_KEY_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 
 
 @dataclass(frozen=True)
@@ -30,8 +38,8 @@ class TrainConfig(Plain):
     """Training defaults shared by all methods; a method table may override any of them."""
 
     backbone: str = "resnet18"
-    epochs: int = field(default=10, metadata={"min": 1})
-    batch_size: int = field(default=256, metadata={"min": 1})  # global, over all ranks
+    epochs: int = field(default=10, metadata={"min": 1, "max": MAX_EPOCHS})
+    batch_size: int = field(default=256, metadata={"min": 1, "max": MAX_BATCH})  # global, over all ranks
     optimizer: str = field(default="sgd", metadata={"choices": OPTIMIZERS})
     lr: float = field(default=0.1, metadata={"min": 0.0})
     momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 1.0})
@@ -39,9 +47,10 @@ class TrainConfig(Plain):
     grad_clip: float = field(default=0.0, metadata={"min": 0.0})  # max global gradient norm; 0: no clipping
     weight_decay: float = field(default=5e-4, metadata={"min": 0.0})
     schedule: str = field(default="cosine", metadata={"choices": SCHEDULES})
-    warmup_epochs: int = field(default=0, metadata={"min": 0})
-    image_size: int = field(default=224, metadata={"min": 8})
-    patch_size: int = field(default=0, metadata={"min": 0})  # ViT patch size in pixels; 0: the model's own
+    warmup_epochs: int = field(default=0, metadata={"min": 0, "max": MAX_EPOCHS})
+    image_size: int = field(default=224, metadata={"min": 8, "max": MAX_IMAGE})
+    # ViT patch size in pixels; 0: the model's own
+    patch_size: int = field(default=0, metadata={"min": 0, "max": MAX_IMAGE})
     precision: str = field(default="auto", metadata={"choices": PRECISIONS})
     lr_scaling: str = field(default="none", metadata={"choices": LR_SCALINGS})
 
@@ -51,41 +60,60 @@ class EvalConfig(Plain):
     """Evaluation protocols: kNN on frozen features (always), a linear probe when ``protocols`` lists
     ``linear`` (see ``workers/linear_probe.py``), plus method metrics (top-1 for supervised)."""
 
-    knn_k: int = field(default=20, metadata={"min": 1})
+    knn_k: int = field(default=20, metadata={"min": 1, "max": 100_000})
     knn_temperature: float = field(default=0.07, metadata={"min": 0.0})
-    every_epochs: int = field(default=0, metadata={"min": 0})  # 0: only after the last epoch
+    every_epochs: int = field(default=0, metadata={"min": 0, "max": MAX_EPOCHS})  # 0: only after the last epoch
     protocols: list = field(default_factory=lambda: ["knn"])
-    linear_epochs: int = field(default=100, metadata={"min": 1})
+    linear_epochs: int = field(default=100, metadata={"min": 1, "max": MAX_EPOCHS})
     linear_lr: float = field(default=0.1, metadata={"min": 0.0})  # x batch / 256, cosine
-    linear_batch_size: int = field(default=256, metadata={"min": 1})  # global
+    linear_batch_size: int = field(default=256, metadata={"min": 1, "max": MAX_BATCH})  # global
     linear_weight_decay: float = field(default=0.0, metadata={"min": 0.0})
 
     def __post_init__(self) -> None:
         bad = [p for p in self.protocols if p not in PROTOCOLS]
         if bad or not self.protocols or len(set(self.protocols)) != len(self.protocols):
-            raise SpecError("eval.protocols", "a non-empty list of distinct protocols from " + ", ".join(PROTOCOLS))
+            raise SpecError("protocols", "a non-empty list of distinct protocols from " + ", ".join(PROTOCOLS))
 
 
 @dataclass(frozen=True)
 class Resources(Plain):
     """What one job asks of the cluster. Excluded from the job identity."""
 
-    nodes: int = field(default=1, metadata={"min": 1})
-    nproc_per_node: int = field(default=1, metadata={"min": 1})
-    gpus_per_node: int = field(default=0, metadata={"min": 0})
-    cpus_per_task: int = field(default=1, metadata={"min": 1})
-    mem_gb: float = field(default=4.0, metadata={"min": 0.1})
-    time_min: int = field(default=60, metadata={"min": 1})
-    loader_workers: int = field(default=1, metadata={"min": 0})
+    nodes: int = field(default=1, metadata={"min": 1, "max": 4096})
+    nproc_per_node: int = field(default=1, metadata={"min": 1, "max": 256})
+    gpus_per_node: int = field(default=0, metadata={"min": 0, "max": 64})
+    cpus_per_task: int = field(default=1, metadata={"min": 1, "max": 1024})  # = OMP_NUM_THREADS of each rank
+    mem_gb: float = field(default=4.0, metadata={"min": 0.1, "max": 65536.0})
+    time_min: int = field(default=60, metadata={"min": 1, "max": 366 * 24 * 60})
+    loader_workers: int = field(default=1, metadata={"min": 0, "max": 256})
     # FFCV's numba JIT: "auto" compiles only for subsets of >= 20,000 training images (compiling costs
     # ~10-20 s per pipeline, more than reading a tiny dataset without it)
     ffcv_jit: str = field(default="auto", metadata={"choices": ("auto", "on", "off")})
     # free-form overrides of the cluster profile (partition, account, qos, constraint, exclude)
     slurm: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        check_slurm_table(self.slurm, "slurm")
+
     def slots(self) -> int:
         """CPU cores (or GPUs, when it asks for GPUs) the job occupies on one node."""
         return self.gpus_per_node if self.gpus_per_node else self.nproc_per_node * self.cpus_per_task
+
+
+def check_slurm_table(table: dict[str, Any], where: str) -> None:
+    """sbatch flags: names of letters, digits, '-' and '_'; values scalars without control characters
+    (a newline in a value would end its ``#SBATCH`` line and run the rest in the batch script)."""
+    for key, value in table.items():
+        if not isinstance(key, str) or not SLURM_KEY_RE.fullmatch(key) or len(key) > 64:
+            raise SpecError(f"{where}.{str(key)[:40]!r}", "an sbatch flag name (letters, digits, '-', '_')")
+        if isinstance(value, (dict, list)) or value is None:
+            raise SpecError(f"{where}.{key}", "a string, number or true/false")
+        if isinstance(value, float):
+            finite(value, f"{where}.{key}")
+        elif isinstance(value, str):
+            check_text(value, f"{where}.{key}")
+            if len(value) > 4096:
+                raise SpecError(f"{where}.{key}", "at most 4096 characters")
 
 
 def job_label(subset_name: str, config_name: str, seed: int) -> str:

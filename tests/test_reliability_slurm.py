@@ -52,7 +52,7 @@ def test_broken_file_trips_the_breaker_through_a_postgres_restart_and_the_passwo
     data = tmp_path / "digits"
     shutil.copytree(digits, data)
     grid = write_grid(tmp_path / "grid.toml", "brk", data, budget=0, methods=SIX_CONFIGS + "[breaker]\nthreshold = 2",
-                      cluster="array_throttle = 2\nsbatch = { hold = true }")
+                      cluster="array_throttle = 2", resources="slurm = { hold = true }")
     with private_postgres() as server:
         url = server.url.replace("postgres@", f"postgres:{password}@")
         env = {"DLTH_DB": url, "DLTH_DB_WAIT_S": "120"}  # the URL comes from the environment, not argv

@@ -348,7 +348,7 @@ def slurm_cmd(*args: str) -> str:
 
 def test_cancel_command_cancels_the_slurm_tasks_and_resubmit_brings_them_back(tmp_path: Path, home: Path,
                                                                               digits: Path) -> None:
-    grid = write_grid(tmp_path / "grid.toml", "cmdcancel", digits, cluster="sbatch = { hold = true }")
+    grid = write_grid(tmp_path / "grid.toml", "cmdcancel", digits, resources="slurm = { hold = true }")  # sbatch --hold
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     cli("launch", str(grid), "--cluster", "slurm", "--no-wait", "--no-progress", db=db)
     store = Fresh(db)
@@ -383,7 +383,7 @@ main(sys.argv[1:])
 
 def test_orchestrator_killed_right_after_sbatch_is_reconciled_without_duplicates(tmp_path: Path, home: Path,
                                                                                 digits: Path) -> None:
-    grid = write_grid(tmp_path / "grid.toml", "crash", digits, cluster="sbatch = { hold = true }")
+    grid = write_grid(tmp_path / "grid.toml", "crash", digits, resources="slurm = { hold = true }")  # sbatch --hold
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     proc = subprocess.run([sys.executable, "-c", CRASH_AFTER_SBATCH, "launch", str(grid), "--cluster", "slurm",
                            "--no-wait", "--no-progress", "--db", db], cwd=REPO, capture_output=True, text=True)

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from specs.base import SpecError, coerce
-from specs.job import Resources
+from specs.base import SpecError, check_text, coerce
+from specs.job import Resources, check_slurm_table
 
 NAMED_FLAGS = ("partition", "account", "qos", "constraint", "exclude")  # submitit parameters of the same name
 
@@ -65,6 +65,14 @@ class SlurmProfile:
                 values[key] = coerce(value, tp, f"cluster.{key}", f.metadata)
             except SpecError as exc:
                 raise exc.in_file(where) from None
+        try:  # what reaches the batch script: one #SBATCH flag per line, one shell line per setup entry
+            check_slurm_table(values.get("sbatch", {}), "cluster.sbatch")
+            for i, line in enumerate(values.get("setup", [])):
+                if not isinstance(line, str):
+                    raise SpecError(f"cluster.setup[{i}]", "a shell line (a string)")
+                check_text(line, f"cluster.setup[{i}]")
+        except SpecError as exc:
+            raise exc.in_file(where) from None
         if values.get("backend", "slurm") != "slurm":
             raise SpecError("cluster.backend", "'slurm' in a SLURM profile", where)
         if values.get("slurm_conf") and not Path(values["slurm_conf"]).is_file():

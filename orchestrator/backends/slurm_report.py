@@ -26,6 +26,7 @@ from db import JobState, Store, workspace_dir
 from orchestrator.backends.slurm_cmd import SlurmError, run_slurm, scancel
 from orchestrator.backends.slurm_profile import SlurmProfile
 from orchestrator.backends.slurm_submit import absolute_db_url, grid_dir, worker_setup
+from orchestrator.workspace import report_dir
 from specs.atomic import write_text_atomic
 from specs.settings import WorkerSettings
 
@@ -116,7 +117,7 @@ def _submit(store: Store, grid_name: str, name: str, profile: SlurmProfile, db_u
     sub = grid_dir(name) / "report"
     sub.mkdir(parents=True, exist_ok=True)
     settings = WorkerSettings(db_url=absolute_db_url(db_url), backend="slurm").write(sub / SETTINGS_FILE)
-    out_dir = workspace_dir().resolve() / "reports" / grid_name
+    out_dir = report_dir(grid_name).resolve()
     script = sub / "report_job.sh"
     command = [profile.interpreter, "-m", "orchestrator.cli", "report-job", grid_name,
                "--settings", str(settings), "--out", str(out_dir)]

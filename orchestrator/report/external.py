@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from db import JobState
 from orchestrator.report.ranking import JobResult
+from specs.base import one_line
 
 REQUIRED = ("config", "subset", "metric", "value")
 PREFIX = "external:"
+MAX_ABS_VALUE = 1e12  # larger values are not metrics: they break the statistics and the plots
+MAX_LABEL = 200  # the database's String(200) labels
+MAX_BYTES = 64 << 20
+SEED_MAX = 2**31 - 1
 
 
 class ExternalTableError(ValueError):
@@ -27,7 +32,7 @@ class ExternalTableError(ValueError):
 
     def __init__(self, file: str, row: int | None, column: str | None, expected: str) -> None:
         where = ", ".join(p for p in (f"row {row}" if row else "", f"column {column}" if column else "") if p)
-        super().__init__(f"{file}: {where + ': ' if where else ''}expected {expected}")
+        super().__init__(one_line(f"{file}: {where + ': ' if where else ''}expected {expected}"))
 
 
 @dataclass(frozen=True)
@@ -45,12 +50,24 @@ def read_external(path: str | Path) -> list[ExternalRow]:
     path = Path(path)
     file = str(path)
     try:
+        if path.stat().st_size > MAX_BYTES:
+            raise ExternalTableError(file, None, None, f"a CSV file of at most {MAX_BYTES >> 20} MiB")
         text = path.read_text(encoding="utf-8-sig")
     except (FileNotFoundError, IsADirectoryError):
         raise ExternalTableError(file, None, None, "an existing CSV file") from None
     except UnicodeDecodeError:
         raise ExternalTableError(file, None, None, "a UTF-8 text file") from None
-    reader = csv.reader(text.splitlines())
+    except OSError as exc:
+        raise ExternalTableError(file, None, None, f"a readable CSV file ({exc.strerror})") from None
+    if "\x00" in text:
+        raise ExternalTableError(file, None, None, "a text file (it holds NUL bytes)")
+    try:
+        return _rows(csv.reader(text.splitlines()), file)
+    except csv.Error as exc:
+        raise ExternalTableError(file, None, None, f"valid CSV ({exc})") from None
+
+
+def _rows(reader: Iterator[list[str]], file: str) -> list[ExternalRow]:
     header = [h.strip().lower() for h in next(reader, [])]
     for col in REQUIRED:
         if col not in header:
@@ -68,8 +85,10 @@ def read_external(path: str | Path) -> list[ExternalRow]:
             return cells[n].strip() if n < len(cells) else ""
 
         for col in ("config", "subset", "metric"):
-            if not cell(col):
-                raise ExternalTableError(file, line, col, "a non-empty label")
+            label = cell(col)
+            if not label or len(label) > MAX_LABEL or any(ord(c) < 32 or ord(c) == 127 for c in label):
+                raise ExternalTableError(file, line, col, f"a label of 1-{MAX_LABEL} characters without control "
+                                         "characters")
         value = _number(cell("value"), file, line)
         seed = _seed(cell("seed"), file, line) if "seed" in idx else 0
         key = (cell("config"), cell("subset"), cell("metric"), seed)
@@ -87,9 +106,10 @@ def _number(text: str, file: str, line: int) -> float:
     try:
         v = float(text)
     except ValueError:
-        raise ExternalTableError(file, line, "value", f"a number, got {text!r}") from None
-    if not math.isfinite(v):
-        raise ExternalTableError(file, line, "value", f"a finite number, got {text!r}")
+        raise ExternalTableError(file, line, "value", f"a number, got {text[:40]!r}") from None
+    if not math.isfinite(v) or abs(v) > MAX_ABS_VALUE:
+        raise ExternalTableError(file, line, "value", f"a finite number of magnitude at most {MAX_ABS_VALUE:g}, "
+                                 f"got {text[:40]!r}")
     return v
 
 
@@ -97,9 +117,12 @@ def _seed(text: str, file: str, line: int) -> int:
     if not text:
         return 0
     try:
-        return int(text)
+        seed = int(text)
     except ValueError:
-        raise ExternalTableError(file, line, "seed", f"an integer, got {text!r}") from None
+        raise ExternalTableError(file, line, "seed", f"an integer, got {text[:40]!r}") from None
+    if not 0 <= seed <= SEED_MAX:
+        raise ExternalTableError(file, line, "seed", f"an integer from 0 to {SEED_MAX}, got {text[:40]!r}")
+    return seed
 
 
 def metrics_of(rows: Sequence[ExternalRow]) -> list[str]:
