@@ -60,22 +60,9 @@ strategy = "full"
 [subsets.imgs_10pct]
 strategy = "full"
 fraction = 0.1
-[methods.byol]
-hidden_dim = 32
-dim = 16
-plain_jobs = false
-[methods.mocov2]
-queue_size = 32
-dim = 16
-bn_splits = 2
-plain_jobs = false
-[methods.dino]
-out_dim = 64
-hidden_dim = 32
-bottleneck_dim = 16
-local_crops = 0
-plain_jobs = false
 """
+TABLES = {"byol": "hidden_dim = 32\ndim = 16", "mocov2": "queue_size = 32\ndim = 16\nbn_splits = 2",
+          "dino": "out_dim = 64\nhidden_dim = 32\nbottleneck_dim = 16\nlocal_crops = 0"}
 SETTING = """
 [lottery.{name}]
 generate = "{method}"
@@ -98,9 +85,11 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def _record(home: Path, digits: Path, name: str, settings: str) -> tuple[Store, str, dict[str, Any]]:
+def _record(home: Path, digits: Path, name: str, settings: str,
+            methods: tuple[str, ...] = METHODS) -> tuple[Store, str, dict[str, Any]]:
     grid_file = home / "grid.toml"
-    grid_file.write_text(HEAD.format(name=name, root=digits) + settings)
+    tables = "".join(f"[methods.{m}]\n{TABLES[m]}\nplain_jobs = false\n" for m in methods)
+    grid_file.write_text(HEAD.format(name=name, root=digits) + tables + settings)
     db = f"sqlite:///{home / 'db.sqlite'}"
     store = Store(db)
     record_grid(store, load_grid(grid_file), DatasetMeta.load(digits))
@@ -250,14 +239,14 @@ def test_a_skipped_fp16_step_moves_neither_the_targets_nor_the_step_counter() ->
     assert not torch.equal(method.target_projector[0].weight, before["target_projector.0.weight"])
 
 
-CHAIN = SETTING.format(name="byol", method="byol", rewind="2it", baselines='["random_reinit"]', extra="")
+CHAIN = SETTING.format(name="byol", method="byol", rewind="2it", baselines="[]", extra="")
 
 
 @pytest.fixture(scope="module")
 def byol_chain(tmp_path_factory: pytest.TempPathFactory, digits: Path) -> Iterator[dict[str, Any]]:
-    """A real BYOL chain on the digits: level 0, level 1 and level 1's ticket and random re-init, trained in
-    process through the worker, with the learning rates, EMA steps and masked targets of every step recorded
-    (by wrapping the trainer's own functions, which still run)."""
+    """A real BYOL chain on the digits: levels 0 and 1 trained in process through the worker, with the learning
+    rates, EMA steps and masked targets of every step recorded (by wrapping the trainer's own functions, which
+    still run). Evaluation jobs and a resumed level: tests/test_lottery_chain.py."""
     import workers.train as train
     from workers.entry import run
 
@@ -282,9 +271,9 @@ def byol_chain(tmp_path_factory: pytest.TempPathFactory, digits: Path) -> Iterat
         mp.setenv("DLTH_HOME", str(home))
         mp.setattr(train, "set_lr", set_lr)
         mp.setattr(train, "after_optimizer_step", after_step)
-        store, db, jobs = _record(home, digits, "emachain", CHAIN)
+        store, db, jobs = _record(home, digits, "emachain", CHAIN, ("byol",))
         out: dict[str, Any] = {"jobs": jobs, "store": store}
-        for label in ("lottery:byol/L0", "lottery:byol/L1", "lottery:byol/L1/lottery", "lottery:byol/L1/random_reinit"):
+        for label in ("lottery:byol/L0", "lottery:byol/L1"):
             record.update(lr=[], ema_steps=[], unmasked_target_entries=0, checked=0)
             assert run(Path(jobs[label].job_dir) / "job.json", WorkerSettings(db_url=db), CPU) == 0, label
             out[label] = dict(record)
@@ -304,19 +293,20 @@ def test_a_rewound_level_trains_from_the_rewind_step_with_the_schedules_there(by
     assert dense["lr"] == [lr_at(spec.train, s, steps) for s in range(total)]  # warm-up, then cosine
     k = 2  # rewind = "2it"
     finals = byol_chain["store"].final_metrics("emachain")
-    for label in ("lottery:byol/L1", "lottery:byol/L1/lottery", "lottery:byol/L1/random_reinit"):
-        rec = byol_chain[label]
-        assert len(rec["lr"]) == total - k and rec["lr"][0] == dense["lr"][k], label  # T - k steps, lr at k
-        assert rec["lr"] == dense["lr"][k:] and rec["ema_steps"] == list(range(k, total)), label
-        m = finals[jobs[label].job_hash]
-        assert (m["start_step"], m["train_steps"], m["epochs"]) == (k, total - k, spec.train.epochs), label
-        weights = torch.load(JobPaths.of(jobs[label].job_dir).final_weights, weights_only=False)["model"]
-        assert int(weights["global_step"]) == total  # the step counter ends where the dense run's does
-        # the targets stayed pruned at every step, and after training
-        assert rec["checked"] == total - k and rec["unmasked_target_entries"] == 0, label
-        mask = torch.load(JobPaths.of(jobs[label].job_dir).mask, weights_only=True)
-        for n, keep in mask.items():
-            assert (weights[n.replace("backbone.", "target_backbone.", 1)][~keep] == 0).all(), (label, n)
+    label = "lottery:byol/L1"
+    rec = byol_chain[label]
+    # T - k steps, the first at the dense run's learning rate at step k; the EMA momentum at k + i
+    assert len(rec["lr"]) == total - k and rec["lr"][0] == dense["lr"][k]
+    assert rec["lr"] == dense["lr"][k:] and rec["ema_steps"] == list(range(k, total))
+    m = finals[jobs[label].job_hash]
+    assert (m["start_step"], m["train_steps"], m["epochs"]) == (k, total - k, spec.train.epochs)
+    weights = torch.load(JobPaths.of(jobs[label].job_dir).final_weights, weights_only=False)["model"]
+    assert int(weights["global_step"]) == total  # the step counter ends where the dense run's does
+    # the targets stayed pruned at every step, and after training
+    assert rec["checked"] == total - k and rec["unmasked_target_entries"] == 0
+    mask = torch.load(JobPaths.of(jobs[label].job_dir).mask, weights_only=True)
+    for n, keep in mask.items():
+        assert (weights[n.replace("backbone.", "target_backbone.", 1)][~keep] == 0).all(), n
     lines = JobPaths.of(jobs["lottery:byol/L1"].job_dir).epoch_metrics.read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [0, 1]  # the first epoch from its step k on
 
