@@ -186,8 +186,10 @@ def test_lottery_digits_example_is_the_study_it_describes(tmp_path: Path) -> Non
     text = (REPO / "examples" / "lottery_digits.toml").read_text()
     grid = load_grid(write(tmp_path, text.replace('root = "../data/digits"', f'root = "{meta.root}"')))
     jobs = expand(grid, meta)
-    assert len(jobs) == 78 and all(j.spec.lottery is not None for j in jobs)
-    assert {j.spec.method for j in jobs} == {"supervised", "rotnet"}
+    assert len(jobs) == 104 and all(j.spec.lottery is not None for j in jobs)
+    assert {j.spec.method for j in jobs} == {"supervised", "rotnet", "byol"}
+    evaluations = [j for j in jobs if j.spec.lottery["role"] == "eval"]
+    assert {j.spec.train.epochs for j in evaluations} == {3}  # 1 epoch to the rewind point, 2 of retraining
 
 
 def test_lottery_imagenet_example_is_the_study_it_describes(tmp_path: Path) -> None:
