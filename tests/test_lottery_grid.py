@@ -127,6 +127,9 @@ BAD = [
     ('evaluate = { method = "supervised", subset = "full" }', 'evaluate = { method = "supervised", subset = "x" }',
      "lottery.sup30.evaluate.subset"),
     ("levels = 2", "levels = 0", "lottery.sup30.levels: expected an integer >= 1"),
+    ('rewind = "1ep"\nevaluate = { method = "supervised"', 'rewind = "2ep"\nevaluate = { method = "simclr"',
+     "lottery.sup30.rewind: expected a point before the end of the evaluation too (it starts there: 2 epochs of "
+     "[methods.simclr]; got 2ep)"),
     ('rewind = "1ep"', 'rewind = "1ep"\nstart = "missing.pt"', "lottery.sup30.start: expected"),
     ("levels = 2", 'levels = 2\nstrategy = "magnitude"', "lottery.sup30.strategy"),
     ("levels = 2", "levels = 2\nlevel_count = 3", "lottery.sup30.level_count: expected one of"),
@@ -175,6 +178,13 @@ def test_iteration_rewind_past_the_end_fails_at_launch_with_exit_2_and_nothing_r
     assert not db.exists() or Store(f"sqlite:///{db}").get_grid("lt") is None  # nothing recorded
     ok = text.replace('rewind = "8it"', 'rewind = "7it"')
     assert len(lottery_jobs(tmp_path, meta_dir, ok)) > 0
+    # the evaluation starts at the rewind point too: 2 epochs of simclr on 30% = 4 iterations
+    short = ok.replace('evaluate = { method = "supervised", subset = "full" }',
+                       'evaluate = { method = "simclr", subset = "imgs_30pct" }')
+    assert len(lottery_jobs(tmp_path, meta_dir, short.replace('rewind = "7it"', 'rewind = "3it"'))) > 0
+    with pytest.raises(SpecError, match=r"rewind: expected a point before the end of the evaluation too \(it starts "
+                       r"there\) \(4 iterations of \[methods.simclr\] on imgs_30pct; got 4it\)"):
+        lottery_jobs(tmp_path, meta_dir, short.replace('rewind = "7it"', 'rewind = "4it"'))
 
 
 
