@@ -76,7 +76,7 @@ baselines = {baselines}
 """
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)  # module scope: before the module's trained fixtures
 def _one_thread() -> Iterator[None]:
     """One intra-op thread: on a loaded 2-core machine spinning OpenMP threads make a step far slower."""
     threads = torch.get_num_threads()
