@@ -155,7 +155,6 @@ def recorded(tmp_path_factory: pytest.TempPathFactory, digits: Path) -> Iterator
 def test_targets_equal_the_online_network_after_every_kind_of_load(
         recorded: tuple[Path, dict[str, Any]], name: str) -> None:
     from workers.lottery_job import setup_ticket
-    from workers.train import load_fresh_start
 
     home, jobs = recorded
     built_backbone = _build(jobs[f"lottery:{name}/L0"], seed=0)[1].backbone.state_dict()
@@ -165,14 +164,6 @@ def test_targets_equal_the_online_network_after_every_kind_of_load(
         assert not torch.equal(method.backbone.state_dict()[first], built_backbone[first]), f"{what}: nothing loaded"
         assert_targets_are_online(method, name, what)
 
-    # an init file and a parent's final weights (JobSpec.init), loaded on a fresh start
-    l0 = jobs[f"lottery:{name}/L0"]
-    raw = json.loads(l0.spec_json)
-    for init in ({"file": str(home / f"start_{name}.pt")}, {"job": l0.job_hash}):
-        spec = JobSpec.from_dict({**raw, "lottery": None, "init": init})
-        method = _build(l0, seed=0)[1]
-        load_fresh_start(spec, Path(l0.job_dir), method)
-        check(method, f"init {init}")
     # a pre-trained start (level 0 of the "_pre" setting), a rewind point (level 1), transferred tickets and
     # a random re-initialisation (the evaluations; level 1's first: they read its mask)
     for label in (f"lottery:{name}_pre/L0", f"lottery:{name}/L1", f"lottery:{name}/L0/lottery",
@@ -180,14 +171,24 @@ def test_targets_equal_the_online_network_after_every_kind_of_load(
         spec, method = _build(jobs[label], seed=0)
         setup_ticket(spec, Path(jobs[label].job_dir), method, CPU)
         check(method, label)
+    # an init file and a parent's final weights (JobSpec.init), loaded on a fresh start
+    from workers.train import load_fresh_start
+
+    l0 = jobs[f"lottery:{name}/L0"]
+    raw = json.loads(l0.spec_json)
+    for init in ({"file": str(home / f"start_{name}.pt")}, {"job": l0.job_hash}):
+        spec = JobSpec.from_dict({**raw, "lottery": None, "init": init})
+        method = _build(l0, seed=0)[1]
+        load_fresh_start(spec, Path(l0.job_dir), method)
+        check(method, f"init {init}")
 
 
 @pytest.mark.parametrize("name", METHODS)
 def test_a_pruned_jobs_targets_are_zero_where_masked_at_every_step(
         recorded: tuple[Path, dict[str, Any]], name: str) -> None:
+    import workers.train as train
     from workers.lottery_job import setup_ticket
     from workers.schedule import build_optimizer, optimizer_step
-    from workers.train import after_optimizer_step
 
     _, jobs = recorded
     for label in (f"lottery:{name}/L1", f"lottery:{name}/L1/random_prune"):
@@ -202,7 +203,7 @@ def test_a_pruned_jobs_targets_are_zero_where_masked_at_every_step(
             if step >= 0:
                 loss = method.training_loss(views_for(method, n=8), torch.zeros(8, dtype=torch.long))
                 applied = optimizer_step(opt, scaler, loss, trainable, 0.0)
-                after_optimizer_step(method, ticket, applied, step, 10)
+                train.after_optimizer_step(method, ticket, applied, step, 10)
             for online, target in PAIRS[name][:1]:  # the backbone: what the mask covers
                 params = dict(getattr(method, target).named_parameters())
                 for n, m in ticket.mask.items():
