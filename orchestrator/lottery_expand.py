@@ -53,14 +53,17 @@ def _spec(grid: Any, meta: DatasetMeta, manifests: dict[str, Manifest], table: s
 
 
 def _check_rewind(grid: Any, manifests: dict[str, Manifest], st: LotterySetting) -> None:
+    """The rewind point lies before the end of the generation and of the evaluation (which start there)."""
     if st.rewind == REWIND_START:
         return
-    mt = grid.methods[st.generate]
-    _, train = method_config(grid, mt, {})
-    total = train.epochs * steps_per_epoch(train, mt.resources, len(manifests[st.subset].indices["train"]))
-    if Step.parse(st.rewind).iteration(total // train.epochs) >= total:
-        raise SpecError(f"lottery.{st.name}.rewind", f"a point before the end of training ({total} iterations "
-                        f"of [methods.{st.generate}] on {st.subset}; got {st.rewind})", str(grid.path))
+    for table, subset, what in ((st.generate, st.subset, "training"),
+                                (st.evaluate_method, st.evaluate_subset, "the evaluation too (it starts there)")):
+        mt = grid.methods[table]
+        _, train = method_config(grid, mt, {})
+        total = train.epochs * steps_per_epoch(train, mt.resources, len(manifests[subset].indices["train"]))
+        if Step.parse(st.rewind).iteration(total // train.epochs) >= total:
+            raise SpecError(f"lottery.{st.name}.rewind", f"a point before the end of {what} ({total} iterations "
+                            f"of [methods.{table}] on {subset}; got {st.rewind})", str(grid.path))
 
 
 def _setting_jobs(grid: Any, meta: DatasetMeta, manifests: dict[str, Manifest],

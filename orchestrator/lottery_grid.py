@@ -151,7 +151,11 @@ def _parse_setting(name: str, table: Any, subsets: dict[str, Any], methods: dict
     if not isinstance(evaluate, dict) or set(evaluate) - {"method", "subset"}:
         raise SpecError(f"{where}.evaluate", '{ method = "<[methods.X] table>", subset = "<[subsets.X] table>" }')
     ev_method = _table_ref(evaluate.get("method"), f"{where}.evaluate.method", methods, "[methods.X]")
-    _single_config(ev_method, f"{where}.evaluate.method", methods)
+    ev = _single_config(ev_method, f"{where}.evaluate.method", methods)
+    ev_epochs = from_table(TrainConfig, {**train, **split_values(ev, {})[1]}, where).epochs
+    if rewind != REWIND_START and Step.parse(rewind).unit == "ep" and Step.parse(rewind).count >= ev_epochs:
+        raise SpecError(f"{where}.rewind", f"a point before the end of the evaluation too (it starts there: "
+                        f"{ev_epochs} epochs of [methods.{ev_method}]; got {rewind})")
     ev_subset = _table_ref(evaluate.get("subset"), f"{where}.evaluate.subset", subsets, "[subsets.X]")
     baselines = table.get("baselines", [])
     if not isinstance(baselines, list) or any(b not in BASELINES for b in baselines) or len(set(baselines)) != len(

@@ -1,6 +1,8 @@
 """A real lottery chain on the digits: levels 0-2 and their ticket evaluations (with both baselines), each
 run in-process through the worker (``workers.entry.run``) in dependency order, so that it does not need the
-job graph's scheduler; then what the job directories hold, and the lottery report built from them."""
+job graph's scheduler; then what the job directories hold, and the lottery report built from them. The
+learning rate of every step each job trained is recorded by wrapping the trainer's ``set_lr`` (which still
+runs)."""
 
 from __future__ import annotations
 
@@ -70,16 +72,33 @@ baselines = ["random_reinit", "random_prune"]
 CPU = DistContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
 
 
+LRS: dict[str, list[list[float]]] = {}  # label -> per attempt, the learning rate of every step it trained
+
+
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory, digits: Path) -> Iterator[tuple[Store, str, Path]]:
+    import workers.train as train
     from workers.entry import run
 
     home = tmp_path_factory.mktemp("chain_home")
     threads = torch.get_num_threads()
     # one intra-op thread: on a loaded 2-core machine two spinning OpenMP threads make a step ~40x slower
     torch.set_num_threads(1)
+    attempt: list[float] = []
+    real_set_lr = train.set_lr
+
+    def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+        attempt.append(lr)
+        real_set_lr(opt, lr)
+
+    def recorded(label: str, code: int) -> int:
+        LRS.setdefault(label, []).append(list(attempt))
+        attempt.clear()
+        return code
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DLTH_HOME", str(home))
+        mp.setattr(train, "set_lr", set_lr)
         grid_file = home / "grid.toml"
         grid_file.write_text(GRID.format(root=digits))
         grid = load_grid(grid_file)
@@ -93,9 +112,10 @@ def chain(tmp_path_factory: pytest.TempPathFactory, digits: Path) -> Iterator[tu
         for j in order:
             if parse_label(j.config_name)[2] is not None and parse_label(j.config_name)[1] == 1:
                 continue
-            if j.config_name == "lottery:sup10/L2":  # killed after its first epoch, then resumed
-                assert _run_killed_after_first_epoch(run, Path(j.job_dir), db) == 143
-            assert run(Path(j.job_dir) / "job.json", WorkerSettings(db_url=db), CPU) == 0, j.config_name
+            label = j.config_name
+            if label == "lottery:sup10/L2":  # killed after its first epoch, then resumed
+                assert recorded(label, _run_killed_after_first_epoch(run, Path(j.job_dir), db)) == 143
+            assert recorded(label, run(Path(j.job_dir) / "job.json", WorkerSettings(db_url=db), CPU)) == 0, label
         yield store, db, home
     torch.set_num_threads(threads)
 
@@ -181,7 +201,46 @@ def test_level_rewinds_exactly_to_the_saved_point_under_its_mask(chain: tuple[St
     assert not torch.equal(trained0[first], rewind[first])  # level 0 trained on after its rewind point
 
 
+def _schedule(job: object) -> list[float]:
+    """The learning rate of every step of ``job``'s full schedule, as a dense run from step 0 reads it."""
+    from orchestrator.lottery_expand import steps_per_epoch
+    from workers.schedule import lr_at
+    from workers.train import load_manifest
+
+    spec = JobSpec.from_json(job.spec_json)  # type: ignore[attr-defined]
+    _, manifest = load_manifest(spec)
+    steps = steps_per_epoch(spec.train, spec.resources, len(manifest.indices["train"]))
+    return [lr_at(spec.train, s, steps) for s in range(spec.train.epochs * steps)]
+
+
+def test_levels_and_evaluations_continue_the_schedule_from_the_rewind_step(chain: tuple[Store, str, Path]) -> None:
+    store, _, _ = chain
+    jobs = _by_label(store)
+    finals = store.final_metrics("chain")
+    k = 2  # rewind = "2it"
+    dense = _schedule(jobs["lottery:sup10/L0"])
+    assert LRS["lottery:sup10/L0"] == [dense] and len(set(dense)) > k  # a cosine schedule from step 0
+    # a pruned level trains T - k steps, the first at the dense run's learning rate at step k
+    assert LRS["lottery:sup10/L1"] == [dense[k:]]
+    # a level killed after its first epoch: the first attempt from step k, the second from its epoch checkpoint
+    first, second = LRS["lottery:sup10/L2"]
+    steps = len(dense) // 2
+    assert first == dense[k:k + len(first)] and len(first) >= steps - k and second == dense[steps:]
+    # every evaluation (ticket and baselines, at level 0 and 2) starts at the rewind step of its own schedule
+    for label in ("lottery:sup10/L0/lottery", "lottery:sup10/L2/lottery", "lottery:sup10/L2/random_reinit",
+                  "lottery:sup10/L2/random_prune"):
+        full = _schedule(jobs[label])
+        assert LRS[label] == [full[k:]], label
+        m = finals[jobs[label].job_hash]
+        assert (m["start_step"], m["train_steps"], m["epochs"]) == (k, len(full) - k, 1.0), label
+    m = finals[jobs["lottery:sup10/L2"].job_hash]
+    assert (m["start_step"], m["train_steps"], m["epochs"]) == (k, len(dense) - k, 2.0)
+
+
 def test_evaluations_keep_the_mask_and_baselines_differ_as_they_should(chain: tuple[Store, str, Path]) -> None:
+    from workers.lottery_job import setup_ticket
+    from workers.train import build_method, load_manifest
+
     store, _, _ = chain
     jobs = _by_label(store)
     for level in (2,):
@@ -192,6 +251,27 @@ def test_evaluations_keep_the_mask_and_baselines_differ_as_they_should(chain: tu
             assert torch.equal(masks["lottery"][name], m) and torch.equal(masks["random_reinit"][name], m)
             assert int(masks["random_prune"][name].sum()) == int(m.sum())  # each layer's density kept
         assert any(not torch.equal(masks["random_prune"][n], level_mask[n]) for n in level_mask)
+    # the ticket and random_prune start from the rewind weights (under their masks); random_reinit from new
+    # random weights: neither the rewind point's nor the ones the job's own seed would have built
+    rewind = torch.load(JobPaths.of(jobs["lottery:sup10/L0"].job_dir).rewind, weights_only=False)["model"]
+    for ticket in ("lottery", "random_prune", "random_reinit"):
+        job = jobs[f"lottery:sup10/L2/{ticket}"]
+        spec = JobSpec.from_json(job.spec_json)
+        _, manifest = load_manifest(spec)
+        torch.manual_seed(spec.seed)  # as the trainer before it builds the method
+        method = build_method(spec, manifest.num_classes)
+        own = {k: v.clone() for k, v in method.state_dict().items()}
+        state = setup_ticket(spec, Path(job.job_dir), method, CPU).method.state_dict()
+        mask = torch.load(JobPaths.of(job.job_dir).mask, weights_only=True)
+        for name, m in mask.items():
+            assert (state[name][~m] == 0).all(), (ticket, name)
+            same_as_rewind = (state[name][m] == rewind[name][m]).float().mean()
+            if ticket == "random_reinit":
+                assert same_as_rewind < 0.01 and (state[name][m] == own[name][m]).float().mean() < 0.01, name
+            else:
+                assert same_as_rewind == 1.0, (ticket, name)
+        bn = "backbone.conv1.1.running_var"  # after 2 steps, the rewind point's differs from a new one's
+        assert torch.equal(state[bn], torch.ones_like(state[bn]) if ticket == "random_reinit" else rewind[bn]), ticket
     finals = store.final_metrics("chain")
     for label, j in jobs.items():
         if j.state != JobState.COMPLETED:

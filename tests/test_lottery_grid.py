@@ -127,6 +127,9 @@ BAD = [
     ('evaluate = { method = "supervised", subset = "full" }', 'evaluate = { method = "supervised", subset = "x" }',
      "lottery.sup30.evaluate.subset"),
     ("levels = 2", "levels = 0", "lottery.sup30.levels: expected an integer >= 1"),
+    ('rewind = "1ep"\nevaluate = { method = "supervised"', 'rewind = "2ep"\nevaluate = { method = "simclr"',
+     "lottery.sup30.rewind: expected a point before the end of the evaluation too (it starts there: 2 epochs of "
+     "[methods.simclr]; got 2ep)"),
     ('rewind = "1ep"', 'rewind = "1ep"\nstart = "missing.pt"', "lottery.sup30.start: expected"),
     ("levels = 2", 'levels = 2\nstrategy = "magnitude"', "lottery.sup30.strategy"),
     ("levels = 2", "levels = 2\nlevel_count = 3", "lottery.sup30.level_count: expected one of"),
@@ -175,6 +178,13 @@ def test_iteration_rewind_past_the_end_fails_at_launch_with_exit_2_and_nothing_r
     assert not db.exists() or Store(f"sqlite:///{db}").get_grid("lt") is None  # nothing recorded
     ok = text.replace('rewind = "8it"', 'rewind = "7it"')
     assert len(lottery_jobs(tmp_path, meta_dir, ok)) > 0
+    # the evaluation starts at the rewind point too: 2 epochs of simclr on 30% = 4 iterations
+    short = ok.replace('evaluate = { method = "supervised", subset = "full" }',
+                       'evaluate = { method = "simclr", subset = "imgs_30pct" }')
+    assert len(lottery_jobs(tmp_path, meta_dir, short.replace('rewind = "7it"', 'rewind = "3it"'))) > 0
+    with pytest.raises(SpecError, match=r"rewind: expected a point before the end of the evaluation too \(it starts "
+                       r"there\) \(4 iterations of \[methods.simclr\] on imgs_30pct; got 4it\)"):
+        lottery_jobs(tmp_path, meta_dir, short.replace('rewind = "7it"', 'rewind = "4it"'))
 
 
 
@@ -186,8 +196,10 @@ def test_lottery_digits_example_is_the_study_it_describes(tmp_path: Path) -> Non
     text = (REPO / "examples" / "lottery_digits.toml").read_text()
     grid = load_grid(write(tmp_path, text.replace('root = "../data/digits"', f'root = "{meta.root}"')))
     jobs = expand(grid, meta)
-    assert len(jobs) == 78 and all(j.spec.lottery is not None for j in jobs)
-    assert {j.spec.method for j in jobs} == {"supervised", "rotnet"}
+    assert len(jobs) == 104 and all(j.spec.lottery is not None for j in jobs)
+    assert {j.spec.method for j in jobs} == {"supervised", "rotnet", "byol"}
+    evaluations = [j for j in jobs if j.spec.lottery["role"] == "eval"]
+    assert {j.spec.train.epochs for j in evaluations} == {3}  # 1 epoch to the rewind point, 2 of retraining
 
 
 def test_lottery_imagenet_example_is_the_study_it_describes(tmp_path: Path) -> None:

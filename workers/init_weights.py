@@ -1,5 +1,6 @@
 """A job's initial weights (``JobSpec.init``): a parent job's ``final_weights.pt`` or a checkpoint file,
-loaded into the method's backbone before the first epoch (never when resuming from a checkpoint).
+loaded into the method's backbone before the first epoch (never when resuming from a checkpoint); the
+trainer then copies the loaded backbone into the method's EMA targets (:func:`workers.train.load_fresh_start`).
 
 Accepted files: a dlth-orch ``final_weights.pt`` (``{"backbone": ...}``) or epoch ``checkpoint.pt``
 (``{"model": method state dict}``: its ``backbone.*`` keys), a timm/torchvision state dict (optionally

@@ -8,9 +8,20 @@
   name and shape: a new head where the class count differs) under the ticket's mask; ``random_reinit``
   keeps the mask with new random weights, ``random_prune`` keeps each layer's density with a random mask.
 
+After any of these loads the method's momentum (EMA) targets are made copies of the loaded online network
+(:meth:`Method.sync_targets`), so a MoCo key encoder, a BYOL target or a DINO teacher starts as the ticket,
+not as the random network the method was built with.
+
 The mask is computed on rank 0 and broadcast; it is written to ``mask.pt`` with ``sparsity.json``, and
-enforced after every optimiser step (weights) and in every backward pass (gradients). Parent jobs'
-files are read through the job contract (:mod:`specs.contract`) from the same workspace.
+enforced after every optimiser step (weights) and in every backward pass (gradients). The mask file names
+the online parameters only; it is enforced on their momentum-target twins too (as CV_LTH_Pre-training
+prunes ``encoder_k``), so a ticket trains in isolation.
+
+Rewinding continues the schedule (open_lth's ``start_step``): a pruned level and every evaluation job
+start at the rewind point's step ``k`` (:meth:`LotteryTicket.start_step`, in the job's own steps per
+epoch) and train to the end, ``T - k`` steps, with every schedule (learning rate, warm-up, EMA momentum,
+DINO's warm-ups) at ``k + i``. Parent jobs' files are read through the job contract
+(:mod:`specs.contract`) from the same workspace.
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ from specs.lottery import (
 )
 from workers.checkpoint import save_torch_atomic
 from workers.distributed import DistContext
+from workers.methods.base import Method
 from workers.pruning.mask import (
     Mask,
     apply_mask,
@@ -96,15 +108,29 @@ class LotteryTicket:
 
     spec: JobSpec
     paths: JobPaths
-    method: nn.Module
+    method: Method
     ctx: DistContext
-    mask: Mask = field(default_factory=dict)
+    mask: Mask = field(default_factory=dict)  # the online network's prunable weights (what mask.pt holds)
+    enforced: Mask = field(default_factory=dict)  # ``mask`` plus the same mask on the momentum targets' twins
     rewind_at: Step | None = None  # level 0: when to save the rewind point
+    start_at: Step | None = None  # pruned levels and evaluations: the rewind point the schedule starts at
     hooks: list[Any] = field(default_factory=list)
 
     @property
     def level(self) -> int:
         return int(self.spec.lottery["level"])  # type: ignore[index]
+
+    def start_step(self, steps_per_epoch: int) -> int:
+        """The iteration this job's schedule starts at: 0 for level 0, else the rewind point's (``"3ep"``: 3
+        epochs of this job's own loader, as open_lth's ``Step``)."""
+        if self.start_at is None:
+            return 0
+        start, total = self.start_at.iteration(steps_per_epoch), self.spec.train.epochs * steps_per_epoch
+        if start >= total:
+            at = f"{self.start_at.count}{self.start_at.unit}"
+            raise ValueError(f"lottery: the rewind point {at} is step {start} of this job, at or past the end "
+                             f"of its {total} steps: nothing to train")
+        return start
 
     def before_step(self, step: int, steps_per_epoch: int) -> None:
         """Level 0: save the rewind point when training reaches it (before that step's update)."""
@@ -112,14 +138,14 @@ class LotteryTicket:
             self.save_rewind()
 
     def after_step(self) -> None:
-        """Zero the pruned weights again (weight decay, momentum and AMP can never revive them)."""
-        if self.mask:
-            apply_mask(self.method, self.mask)
+        """Zero the pruned weights (and their target twins) again: weight decay, momentum and AMP never revive them."""
+        if self.enforced:
+            apply_mask(self.method, self.enforced)
 
     def save_rewind(self) -> None:
         if self.ctx.is_main and not self.paths.rewind.is_file():
             save_torch_atomic({"job_hash": self.spec.job_hash, "step": self.spec.lottery["rewind"],  # type: ignore[index]
-                               "backbone": self.method.backbone.state_dict(),  # type: ignore[union-attr]
+                               "backbone": self.method.backbone.state_dict(),
                                "model": self.method.state_dict()}, self.paths.rewind)
             log.info("rewind point %s saved", self.spec.lottery["rewind"])  # type: ignore[index]
 
@@ -129,13 +155,20 @@ class LotteryTicket:
         if self.rewind_at is not None and not self.paths.rewind.is_file():
             raise RuntimeError(f"rewind point {self.rewind_at} was never reached: training is shorter")
         params = dict(self.method.named_parameters())
-        revived = [n for n, m in self.mask.items() if bool((params[n].detach()[~m.to(params[n].device)] != 0).any())]
+        revived = [n for n, m in self.enforced.items()
+                   if bool((params[n].detach()[~m.to(params[n].device)] != 0).any())]
         if revived:
             raise RuntimeError(f"pruned weights are non-zero after training: {revived[:3]}")
         return {"weights_remaining": density(self.mask) if self.mask else 1.0, "lottery_level": float(self.level)}
 
 
-def setup_ticket(spec: JobSpec, job_dir: Path, method: nn.Module, ctx: DistContext) -> LotteryTicket | None:
+def with_target_twins(method: Method, mask: Mask) -> Mask:
+    """``mask`` plus, for every masked parameter with a momentum-target twin, the same mask on the twin."""
+    twins = method.target_twins()
+    return {**mask, **{twins[n]: m for n, m in mask.items() if n in twins}}
+
+
+def setup_ticket(spec: JobSpec, job_dir: Path, method: Method, ctx: DistContext) -> LotteryTicket | None:
     """Prepare ``method`` for a lottery job (weights, mask, hooks); None for any other job."""
     lot = spec.lottery
     if lot is None:
@@ -148,8 +181,9 @@ def setup_ticket(spec: JobSpec, job_dir: Path, method: nn.Module, ctx: DistConte
         return ticket
     else:
         mask = _setup_level(ticket, lot)
-    ticket.mask = mask
-    apply_mask(method, mask)
+    method.sync_targets()  # the targets start as the loaded ticket (moco-v3 builder; CV_LTH loads both)
+    ticket.mask, ticket.enforced = mask, with_target_twins(method, mask)
+    apply_mask(method, ticket.enforced)
     ticket.hooks = mask_gradients(method, mask)
     if ctx.is_main:
         save_mask(mask, ticket.paths.mask)
@@ -163,6 +197,7 @@ def _setup_dense(ticket: LotteryTicket, lot: dict[str, Any]) -> None:
     if lot.get("start"):
         missing = transfer(ticket.method, _start_state(lot["start"], ticket.paths.root))
         log.info("level 0 starts from %s (%d entries not in it: new)", lot["start"], len(missing))
+        ticket.method.sync_targets()  # before the rewind point "start" is saved
     if lot["rewind"] == REWIND_START:
         ticket.save_rewind()
     else:
@@ -196,6 +231,13 @@ def _generator(spec: JobSpec) -> torch.Generator:
     return torch.Generator().manual_seed(spec.seed)
 
 
+def _rewind_point(ticket: LotteryTicket, lot: dict[str, Any]) -> dict[str, Any]:
+    """Level 0's rewind point; sets where this job's schedule starts (its ``step``, "start": 0)."""
+    rewind = _load(parent_paths(ticket.paths.root, lot["rewind_job"]).rewind)
+    ticket.start_at = None if rewind["step"] == REWIND_START else Step.parse(rewind["step"])
+    return rewind
+
+
 def _setup_level(ticket: LotteryTicket, lot: dict[str, Any]) -> Mask:
     spec, method = ticket.spec, ticket.method
     parent = parent_paths(ticket.paths.root, spec.depends_on[0])
@@ -209,8 +251,7 @@ def _setup_level(ticket: LotteryTicket, lot: dict[str, Any]) -> Mask:
                                                    _generator(spec))
 
     mask = _own_or(ticket, names, compute)
-    rewind = _load(parent_paths(ticket.paths.root, lot["rewind_job"]).rewind)["model"]
-    method.load_state_dict(rewind)  # the same method and classes as level 0: every entry
+    method.load_state_dict(_rewind_point(ticket, lot)["model"])  # the same method and classes as level 0
     return mask
 
 
@@ -219,13 +260,13 @@ def _setup_eval(ticket: LotteryTicket, lot: dict[str, Any]) -> Mask:
     source = parent_paths(ticket.paths.root, spec.depends_on[0])
     names = _names(ticket, lot)
     kind = lot["ticket"]
+    rewind = _rewind_point(ticket, lot)["model"]
     if kind == "random_reinit":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.seed + REINIT_SEED_OFFSET)
             fresh = backbone_of(spec.train)
-        method.backbone.load_state_dict(fresh.state_dict())  # type: ignore[union-attr]
+        method.backbone.load_state_dict(fresh.state_dict())
     else:
-        rewind = _load(parent_paths(ticket.paths.root, lot["rewind_job"]).rewind)["model"]
         new = transfer(method, rewind)
         log.info("ticket weights from the rewind point; new (not in it or another shape): %s", new)
 

@@ -33,17 +33,20 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 
 
 def optimizer_step(opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor,
-                   params: list[nn.Parameter], grad_clip: float) -> None:
+                   params: list[nn.Parameter], grad_clip: float) -> bool:
     """Backward, clip the global gradient norm of ``params`` to ``grad_clip`` (0: no clipping; on the
     unscaled gradients under fp16), step. Under DDP the gradients are already averaged over the ranks, so
-    every rank clips alike."""
+    every rank clips alike. Returns False when the fp16 grad scaler skipped the step (inf/NaN gradients:
+    the weights did not move, the scale was lowered), True otherwise."""
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if grad_clip > 0:
         scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    scale = scaler.get_scale()
     scaler.step(opt)
     scaler.update()
+    return scaler.get_scale() >= scale  # the scaler lowers its scale exactly when it skipped the step
 
 
 def base_lr(cfg: TrainConfig) -> float:

@@ -1,4 +1,9 @@
-"""The training loop of one job: data, model, optimisation, epoch checkpoints, evaluation."""
+"""The training loop of one job: data, model, optimisation, epoch checkpoints, evaluation.
+
+A job trains its schedule's steps ``[start, epochs x steps per epoch)``: ``start`` is 0, or a lottery job's
+rewind point (:meth:`LotteryTicket.start_step`), or the epoch its own checkpoint ends on; every schedule
+(learning rate, warm-up, EMA momentum, the method's step counter) is read at the global step.
+"""
 
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ from workers.errors import check_loss
 from workers.init_weights import load_init, save_final_weights
 from workers.knn import extract_features, knn_accuracy
 from workers.linear_probe import probe_if_asked
-from workers.lottery_job import setup_ticket
+from workers.lottery_job import LotteryTicket, setup_ticket
 from workers.manifest import SubsetChanged, load_manifest
 from workers.methods.base import Method
 from workers.methods.registry import method_class
@@ -58,6 +63,23 @@ def build_method(spec: JobSpec, num_classes: int) -> Method:
     """The job's method around a timm backbone built from scratch (no pretrained download)."""
     backbone = backbone_of(spec.train)
     return method_class(spec.method)(backbone, backbone.num_features, num_classes, spec.typed_hparams())
+
+
+def load_fresh_start(spec: JobSpec, job_dir: Path, method: Method) -> None:
+    """A fresh start's weights (never a resume): ``spec.init`` (a file or a parent's final weights) into the
+    backbone, then every EMA target made a copy of its loaded online module (a resume restores both)."""
+    load_init(spec, job_dir, method.backbone)
+    method.sync_targets()
+
+
+def after_optimizer_step(method: Method, ticket: LotteryTicket | None, applied: bool, step: int,
+                         total_steps: int) -> None:
+    """After the optimiser step ``step``: the mask again; the EMA targets and the step counter only if the
+    step was applied (a step the fp16 grad scaler skipped left the online weights, so the targets stay)."""
+    if ticket is not None:
+        ticket.after_step()
+    if applied:
+        method.after_step(step, total_steps)
 
 
 def autocast_for(spec: JobSpec, device: torch.device) -> contextlib.AbstractContextManager:
@@ -102,7 +124,7 @@ class Trainer:
             scaler.load_state_dict(ckpt["scaler"])
             start_epoch, train_time = int(ckpt["epoch"]), float(ckpt.get("train_time_s", 0.0))
         else:  # a fresh start: the initial weights the spec names (a parent's or a file's), if any
-            load_init(spec, self.job_dir, method.backbone)
+            load_fresh_start(spec, self.job_dir, method)
         per_rank = max(1, cfg.batch_size // ctx.world_size)
         available = len(manifest.indices["train"]) // ctx.world_size
         if per_rank > available:
@@ -115,11 +137,17 @@ class Trainer:
         )
         steps = len(loader)
         method.attach(loader)
-        for epoch in range(start_epoch, cfg.epochs):
+        start = ticket.start_step(steps) if ticket is not None else 0  # a rewound level: the rewind step
+        begin = start_epoch * steps if ckpt is not None else start
+        if ckpt is None:
+            method.global_step.fill_(start)
+        for epoch in range(begin // steps, cfg.epochs):
             loader.set_epoch(epoch)
             model.train()
             t0, total, n_batches, n_images = time.time(), 0.0, 0, 0
             for i, (views, labels) in enumerate(loader):
+                if epoch * steps + i < begin:  # the same batches as the dense run from step `begin` on
+                    continue
                 if any_rank(ctx, self.stop.is_set()):
                     return None
                 lr = lr_at(cfg, epoch * steps + i, steps)
@@ -128,10 +156,8 @@ class Trainer:
                     ticket.before_step(epoch * steps + i, steps)
                 with autocast_for(spec, ctx.device):
                     loss = model(views, labels)
-                optimizer_step(opt, scaler, loss, trainable, cfg.grad_clip)
-                if ticket is not None:
-                    ticket.after_step()
-                method.after_step(epoch * steps + i, cfg.epochs * steps)  # momentum targets, step counter
+                applied = optimizer_step(opt, scaler, loss, trainable, cfg.grad_clip)
+                after_optimizer_step(method, ticket, applied, epoch * steps + i, cfg.epochs * steps)
                 step_loss = float(loss.detach())
                 check_loss(step_loss, epoch, i, ctx)
                 total += step_loss
@@ -161,8 +187,9 @@ class Trainer:
         if ctx.is_main:  # before the final metrics: a child may start as soon as this job is COMPLETED
             save_final_weights(self.job_dir, spec.job_hash, method.backbone, method)
         final = self.evaluate(method, meta, manifest)
-        if ticket is not None:
-            final.update(ticket.finish())
+        if ticket is not None:  # "epochs" stays the schedule's length; a rewound job trained from `start`
+            final.update({**ticket.finish(), "start_step": float(start),
+                          "train_steps": float(cfg.epochs * steps - start)})
         probe = probe_if_asked(spec, method.backbone, meta, manifest, self.job_dir, ctx, self.stop)
         if probe is None:
             return None

@@ -6,7 +6,13 @@ Shared here, not per method:
   :meth:`Method.after_step` after every optimiser step, which moves every copy towards its online module
   with ``tau = final - (final - base) * (cos(pi * step / max_steps) + 1) / 2`` (:func:`cosine_momentum`),
   ``step`` counting optimiser steps from 0 over the whole run (``max_steps = epochs x steps per epoch``,
-  so tau reaches ``final`` exactly at the end, not early: solo-learn #286);
+  so tau reaches ``final`` exactly at the end, not early: solo-learn #286); the Trainer skips it (and the
+  step counter) when the fp16 grad scaler skipped the optimiser step;
+- every target starts as a copy of its *loaded* online module: whoever loads weights into the online network
+  (an init file, a parent's weights, a rewind point, a lottery ticket) calls :meth:`Method.sync_targets`
+  afterwards (moco-v3 ``moco/builder.py``; CV_LTH_Pre-training loads into both encoders); a resume from
+  the job's own checkpoint restores both instead. :meth:`Method.target_twins` names each online
+  parameter's target twin, so a lottery mask covers the targets too;
 - the optimiser-step counter ``global_step`` (a buffer: it is checkpointed and resumes with the model),
   from which methods derive the current epoch (DINO's warm-ups);
 - a multi-crop forward (:func:`multi_crop_forward`: one backbone pass per crop resolution);
@@ -35,6 +41,15 @@ def cosine_momentum(step: int, max_steps: int, base: float, final: float = 1.0) 
         return final
     step = min(max(step, 0), max_steps)
     return final - (final - base) * (math.cos(math.pi * step / max_steps) + 1) / 2
+
+
+@torch.no_grad()
+def copy_module_(target: nn.Module, online: nn.Module) -> None:
+    """Make ``target`` an exact copy of ``online`` in place: parameters and buffers (BN running statistics)."""
+    for t, o in zip(target.parameters(), online.parameters(), strict=True):
+        t.copy_(o.detach())
+    for t, o in zip(target.buffers(), online.buffers(), strict=True):
+        t.copy_(o)
 
 
 @torch.no_grad()
@@ -147,6 +162,21 @@ class Method(nn.Module, ABC):
             p.requires_grad_(False)
         self._momentum.append((online, target, base, final))
         return target
+
+    def sync_targets(self) -> None:
+        """Make every momentum target an exact copy of its online module (after weights were loaded into it)."""
+        for online, target, _, _ in self._momentum:
+            copy_module_(target, online)
+
+    def target_twins(self) -> dict[str, str]:
+        """``{online parameter name: its momentum target's parameter name}`` (names in this method)."""
+        names = {id(module): name for name, module in self.named_modules()}
+        twins = {}
+        for online, target, _, _ in self._momentum:
+            src, dst = names[id(online)], names[id(target)]
+            for (n, _), (m, _) in zip(online.named_parameters(), target.named_parameters(), strict=True):
+                twins[f"{src}.{n}"] = f"{dst}.{m}"
+        return twins
 
     def probe_loss(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of the online linear probe on detached ``features`` (0 when there is no probe)."""
