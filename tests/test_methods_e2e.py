@@ -11,7 +11,8 @@ that it LEARNED, against the same model untrained (same seed, same initial weigh
   few steps, BYOL's and MoCo v3's targets follow the online network faster (EMA momentum 0.9, not 0.99):
   at 0.99 they stay near their random start and the spread reaches the untrained level (0.77-0.85). DINO
   is evaluated on its teacher (as its reference), so its teacher also gets momentum 0.9 (at 0.996 it would
-  stay the untrained network for a test's few steps).
+  stay the untrained network for a test's few steps); on the ResNet (SGD) its weight decay stays constant,
+  as the reference's ResNet-50 recipe (``weight_decay_end`` = ``weight_decay``).
   Supervised and the RotNet pair learn in one epoch.
 - On a tiny ViT at 32 px in 8-px patches (16 tokens), for MAE, DINO and MoCo v3. MAE (ViT only) must
   have learned its task: its held-out reconstruction loss (``mae_val_loss``, fixed masks) is below the
@@ -57,7 +58,7 @@ LEARN_ON_RESNET: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("mocov3", {"hidden_dim": 128, "dim": 64, "temperature": 0.2, "momentum": 0.9}, {"epochs": 10}),
     ("byol", {"hidden_dim": 128, "dim": 64, "momentum": 0.9}, {"epochs": 8}),
     ("dino", {"out_dim": 256, "hidden_dim": 128, "bottleneck_dim": 64, "local_crops": 2,
-              "freeze_last_layer_epochs": 0, "momentum": 0.9}, {"epochs": 4}),
+              "freeze_last_layer_epochs": 0, "momentum": 0.9, "weight_decay_end": 5e-4}, {"epochs": 4}),
     ("exemplar", {"crops": 4, "dim": 64}, {"epochs": 3}),
 ]
 ON_VIT: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
@@ -130,7 +131,7 @@ def _train(spec: JobSpec, job_dir: Path) -> tuple[dict[str, float], list[float]]
         total = int(trained["global_step"])  # optimiser steps of the run
         groups = {g.get(DECAYED, True): g["weight_decay"] for g in ckpt["optimizer"]["param_groups"]}
         assert groups[True] == pytest.approx(weight_decay_at(spec.train.weight_decay, end, total - 1, total))
-        assert groups[True] > 2 * spec.train.weight_decay and groups.get(False, 0.0) == 0.0
+        assert groups.get(False, 0.0) == 0.0
     torch.manual_seed(spec.seed)
     initial = create_backbone(spec.train.backbone, 32, spec.train.patch_size).state_dict()
     moved = [k for k, v in initial.items() if v.is_floating_point() and not torch.equal(v, trained[f"backbone.{k}"])]
