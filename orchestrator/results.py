@@ -34,7 +34,7 @@ def grid_results(store: Store, grid_name: str, now: datetime | None = None) -> l
         hours = attempts_hours(spans[j.job_hash], devices, now) if j.job_hash in spans else None
         out.append(JobResult(subset=j.subset_name, config=j.config_name, config_key=j.config_key, seed=j.seed,
                              state=j.state, metrics=metrics.get(j.job_hash, {}), cost_hours=hours,
-                             cost_unit=unit if hours is not None else ""))
+                             cost_unit=unit if hours is not None else "", method=j.method))
     return out
 
 

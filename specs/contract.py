@@ -15,9 +15,11 @@ Formats:
 - ``metrics.jsonl``: one JSON object per epoch (``{"epoch": e, "values": {...}}``).
 - ``final_metrics.json``: ``{"job_hash", "metrics", "epoch_metrics"}`` (see ``db.ingest``).
 - ``final_weights.pt``: ``{"job_hash", "backbone": state_dict, "model": state_dict}``, the trained
-  model a child job starts from (``init = { from = ..., checkpoint = "final" }``).
-- ``linear_probe.pt``: the linear-probe evaluation's checkpoint (``{"job_hash", "epoch", "head",
-  "optimizer"}``), so a job stopped during the probe resumes it without training the backbone again.
+  model a child job starts from (``init = { from = ..., checkpoint = "final" }``); ``backbone`` is the
+  method's evaluation network (``specs.methods.eval_network``: DINO's teacher, else the online backbone).
+- ``linear_probe.pt``: the linear-probe evaluation's checkpoint (``{"job_hash", "stage", "epoch",
+  "head", "optimizer", "scores"}``: which head of the lr sweep, its epoch, the held-out scores so far), so
+  a job stopped during the probe resumes it without training the backbone again.
 - ``mask.pt`` / ``rewind.pt`` / ``sparsity.json``: lottery-ticket artifacts (pruning mask of a level,
   the weights its survivors rewind to, the per-layer sparsity report).
 """

@@ -97,6 +97,10 @@ class DINOHparams:
     momentum: float = field(default=0.996, metadata={"min": 0.0, "max": 1.0})  # teacher, cosine to 1
     freeze_last_layer_epochs: int = field(default=1, metadata={"min": 0})
     online_probe: bool = False
+    # weight decay of the decayed parameters moves from the training key ``weight_decay`` (reference 0.04) to
+    # this by a cosine over the optimiser steps (main_dino.py ``wd_schedule``; its ResNet-50 recipe sets
+    # it equal to weight_decay, 1e-4); workers/schedule.py
+    weight_decay_end: float = field(default=0.4, metadata={"min": 0.0})
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,24 @@ METHOD_HPARAMS: dict[str, type] = {
     "exemplar": ExemplarHparams,
     "semi_rotnet": SemiRotNetHparams,
 }
+
+
+# The network the evaluation protocols (kNN, linear probe) extract features with, and the backbone a child
+# job starts from (``final_weights.pt``), where it is not the online backbone: DINO's references evaluate
+# and publish the teacher (eval_knn.py / eval_linear.py ``--checkpoint_key teacher``). MoCo and BYOL are
+# evaluated on the online backbone (the query encoder), as their papers do.
+EVAL_NETWORKS: dict[str, str] = {"dino": "teacher"}
+NETWORK_WORDS = {"online": "online backbone", "teacher": "teacher (EMA of the student)"}
+
+
+def eval_network(method: str) -> str:
+    """Which network of ``method`` is evaluated: ``"teacher"`` (DINO) or ``"online"`` (every other method)."""
+    return EVAL_NETWORKS.get(method, "online")
+
+
+def eval_network_words(method: str) -> str:
+    """:func:`eval_network` in words for the report, e.g. ``teacher (EMA of the student)``."""
+    return NETWORK_WORDS[eval_network(method)]
 
 
 def hparams_class(method: Any) -> type:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from specs.backbones import create_backbone
+from specs.job import TrainConfig
 from specs.methods import MAEHparams
 from tests.method_helpers import make, views_for
 from workers.methods.mae import MAE, masked_mse, patchify, random_masking
+from workers.schedule import build_optimizer, optimizer_step
 
 
 def test_encoder_sees_int_l_times_one_minus_ratio_tokens() -> None:
@@ -51,6 +54,34 @@ def test_patchify_round_trip_order() -> None:
     patches = patchify(img, 2)
     assert patches.shape == (1, 4, 12)
     torch.testing.assert_close(patches[0, 1].view(2, 2, 3).permute(2, 0, 1), img[0, :, 0:2, 2:4])
+
+
+def _reference_sincos(dim: int, grid: int) -> np.ndarray:
+    """MAE's util/pos_embed.py get_2d_sincos_pos_embed(dim, grid, cls_token=True), transcribed in numpy."""
+    def one_d(d: int, pos: np.ndarray) -> np.ndarray:
+        omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
+        out = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    coords = np.stack(np.meshgrid(np.arange(grid, dtype=np.float32), np.arange(grid, dtype=np.float32)), axis=0)
+    emb = np.concatenate([one_d(dim // 2, coords[0]), one_d(dim // 2, coords[1])], axis=1)
+    return np.concatenate([np.zeros([1, dim]), emb], axis=0)
+
+
+def test_position_embeddings_are_fixed_2d_sincos_and_not_trained() -> None:
+    m = make("mae", backbone="test_vit", mask_ratio=0.5)
+    grid = int(m.backbone.patch_embed.grid_size[0])
+    assert grid == 2
+    for pos, dim in ((m.decoder_pos, 32), (m.backbone.pos_embed, m.feat_dim)):
+        assert not pos.requires_grad and pos.shape == (1, 1 + grid * grid, dim)
+        np.testing.assert_allclose(pos[0].numpy(), _reference_sincos(dim, grid), atol=1e-6)
+    before = (m.decoder_pos.clone(), m.backbone.pos_embed.clone(), m.decoder_embed.weight.clone())
+    opt = build_optimizer(m, TrainConfig(optimizer="adamw", lr=0.1, weight_decay=0.05))
+    for _ in range(2):
+        optimizer_step(opt, torch.amp.GradScaler(enabled=False), m(views_for(m, n=4), torch.zeros(4, dtype=torch.long)),
+                       [p for p in m.parameters() if p.requires_grad], 0.0)
+    assert torch.equal(m.decoder_pos, before[0]) and torch.equal(m.backbone.pos_embed, before[1])
+    assert not torch.equal(m.decoder_embed.weight, before[2])  # while the rest trains
 
 
 def test_non_vit_backbone_is_refused() -> None:

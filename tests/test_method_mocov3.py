@@ -15,9 +15,16 @@ def test_projector_and_predictor_shapes() -> None:
     last = m.projector[-1]
     assert isinstance(last, nn.BatchNorm1d) and not last.affine
     assert sum(isinstance(x, nn.Linear) for x in m.projector) == 2  # ResNet: 2 layers
-    assert not isinstance(m.predictor[-1], nn.BatchNorm1d)
+    assert not isinstance(m.predictor[-1], nn.BatchNorm1d)  # MoCo_ResNet: _build_mlp(2, ..., False)
     vit = make("mocov3", backbone="test_vit")
     assert sum(isinstance(x, nn.Linear) for x in vit.projector) == 3  # ViT: 3 layers
+    # MoCo_ViT: the predictor is _build_mlp(2, dim, mlp_dim, dim), ending in BN without affine like the
+    # projector: Linear(bias=False)-BN-ReLU-Linear(bias=False)-BN(affine=False)
+    kinds = [type(x) for x in vit.predictor]
+    assert kinds == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear, nn.BatchNorm1d]
+    assert vit.predictor[1].affine and not vit.predictor[-1].affine
+    assert vit.predictor[0].bias is None and vit.predictor[3].bias is None
+    assert (vit.predictor[0].in_features, vit.predictor[3].out_features) == (16, 16)
 
 
 def test_symmetric_loss_scaled_by_2t() -> None:

@@ -9,7 +9,10 @@ that it LEARNED, against the same model untrained (same seed, same initial weigh
   on this machine (min-max kNN top-1): SimCLR 10 epochs (0.83-0.87), MoCo v1 6 (0.84-0.86), MoCo v2 5
   (0.84 at 4), MoCo v3 10 (0.88), BYOL 8 (0.84-0.86), DINO 4 (0.84-0.88), Exemplar 3 (0.86-0.93). With so
   few steps, BYOL's and MoCo v3's targets follow the online network faster (EMA momentum 0.9, not 0.99):
-  at 0.99 they stay near their random start and the spread reaches the untrained level (0.77-0.85).
+  at 0.99 they stay near their random start and the spread reaches the untrained level (0.77-0.85). DINO
+  is evaluated on its teacher (as its reference), so its teacher also gets momentum 0.9 (at 0.996 it would
+  stay the untrained network for a test's few steps); on the ResNet (SGD) its weight decay stays constant,
+  as the reference's ResNet-50 recipe (``weight_decay_end`` = ``weight_decay``).
   Supervised and the RotNet pair learn in one epoch.
 - On a tiny ViT at 32 px in 8-px patches (16 tokens), for MAE, DINO and MoCo v3. MAE (ViT only) must
   have learned its task: its held-out reconstruction loss (``mae_val_loss``, fixed masks) is below the
@@ -31,10 +34,12 @@ import torch
 
 from specs.backbones import create_backbone
 from specs.job import EvalConfig, JobSpec, Resources, TrainConfig
+from specs.methods import eval_network
 from subsets import DatasetMeta, resolve
 from workers.data.loader import build_loader
 from workers.distributed import DistContext
 from workers.knn import extract_features, knn_accuracy
+from workers.schedule import DECAYED, weight_decay_at
 from workers.train import Trainer, build_method, seed_everything
 
 CTX = DistContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
@@ -53,14 +58,14 @@ LEARN_ON_RESNET: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("mocov3", {"hidden_dim": 128, "dim": 64, "temperature": 0.2, "momentum": 0.9}, {"epochs": 10}),
     ("byol", {"hidden_dim": 128, "dim": 64, "momentum": 0.9}, {"epochs": 8}),
     ("dino", {"out_dim": 256, "hidden_dim": 128, "bottleneck_dim": 64, "local_crops": 2,
-              "freeze_last_layer_epochs": 0}, {"epochs": 4}),
+              "freeze_last_layer_epochs": 0, "momentum": 0.9, "weight_decay_end": 5e-4}, {"epochs": 4}),
     ("exemplar", {"crops": 4, "dim": 64}, {"epochs": 3}),
 ]
 ON_VIT: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("mae", {"decoder_dim": 64, "decoder_depth": 1, "decoder_heads": 2, "mask_ratio": 0.75},
      {**VIT, "epochs": 3, "weight_decay": 0.05}),
     ("dino", {"out_dim": 256, "hidden_dim": 128, "bottleneck_dim": 64, "local_crops": 2,
-              "freeze_last_layer_epochs": 0}, {**VIT, "weight_decay": 0.04}),
+              "freeze_last_layer_epochs": 0, "momentum": 0.9}, {**VIT, "weight_decay": 0.04}),
     ("mocov3", {"hidden_dim": 128, "dim": 64, "temperature": 0.2}, {**VIT, "weight_decay": 0.05}),
 ]
 
@@ -115,7 +120,18 @@ def _train(spec: JobSpec, job_dir: Path) -> tuple[dict[str, float], list[float]]
     metrics = Trainer(spec, job_dir, CTX, losses, threading.Event()).run()  # type: ignore[arg-type]
     assert metrics is not None and metrics["epochs"] == spec.train.epochs
     assert len(losses.losses) == spec.train.epochs and all(torch.isfinite(torch.tensor(losses.losses)))
-    trained = torch.load(job_dir / "checkpoint.pt", weights_only=False)["model"]
+    ckpt = torch.load(job_dir / "checkpoint.pt", weights_only=False)
+    trained = ckpt["model"]
+    # final_weights.pt hands child jobs the network the method is evaluated on (DINO: the teacher)
+    prefix = "teacher_backbone." if eval_network(spec.method) == "teacher" else "backbone."
+    final = torch.load(job_dir / "final_weights.pt", weights_only=False)["backbone"]
+    assert final.keys() and all(torch.equal(v, trained[prefix + k]) for k, v in final.items())
+    end = getattr(spec.typed_hparams(), "weight_decay_end", None)
+    if end is not None:  # DINO's weight-decay schedule reached its last step on the decayed group only
+        total = int(trained["global_step"])  # optimiser steps of the run
+        groups = {g.get(DECAYED, True): g["weight_decay"] for g in ckpt["optimizer"]["param_groups"]}
+        assert groups[True] == pytest.approx(weight_decay_at(spec.train.weight_decay, end, total - 1, total))
+        assert groups.get(False, 0.0) == 0.0
     torch.manual_seed(spec.seed)
     initial = create_backbone(spec.train.backbone, 32, spec.train.patch_size).state_dict()
     moved = [k for k, v in initial.items() if v.is_floating_point() and not torch.equal(v, trained[f"backbone.{k}"])]

@@ -5,6 +5,9 @@ the validation split. The validation features are gathered on every rank; each r
 neighbours of every validation image in its share of the bank, and the ranks' candidates are merged into
 the global k nearest. The result equals a single process's over the whole bank (up to ties at the k-th
 neighbour), at 1/world of the extraction time, without any rank holding the whole bank.
+
+Features are computed in float32 whatever the training precision (autocast is switched off around the
+forward, as the references evaluate in fp32): bf16 features would round the similarities the kNN ranks by.
 """
 
 from __future__ import annotations
@@ -19,16 +22,22 @@ from torch.nn import functional as F
 from workers.distributed import DistContext, all_gather_rows
 
 
+def fp32_forward(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``backbone(images)`` in float32 with autocast switched off (also inside an autocast region)."""
+    with torch.autocast(device_type=images.device.type, enabled=False):
+        return backbone(images.float()).float()
+
+
 @torch.no_grad()
 def extract_features(
     backbone: nn.Module, batches: Iterable[tuple[list[torch.Tensor], torch.Tensor]],
     device: torch.device | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """L2-normalised float32 features and int64 labels of every batch (first view), kept on ``device``
-    (default: where the backbone computes). No batch at all gives empty tensors."""
+    """L2-normalised float32 features (:func:`fp32_forward`) and int64 labels of every batch (first view),
+    kept on ``device`` (default: where the backbone computes). No batch at all gives empty tensors."""
     feats, labels = [], []
     for views, y in batches:
-        f = F.normalize(backbone(views[0]).float(), dim=1)
+        f = F.normalize(fp32_forward(backbone, views[0]), dim=1)
         target = device or f.device
         feats.append(f.to(target))
         labels.append(y.to(target, torch.int64))

@@ -43,7 +43,7 @@ from workers.manifest import SubsetChanged, load_manifest
 from workers.methods.base import Method
 from workers.methods.registry import method_class
 from workers.reporting import JobReporter
-from workers.schedule import build_optimizer, lr_at, optimizer_step, set_lr
+from workers.schedule import build_optimizer, lr_at, optimizer_step, set_lr, set_weight_decay
 from workers.test_hooks import maybe_fail_once
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,7 @@ class Trainer:
         begin = start_epoch * steps if ckpt is not None else start
         if ckpt is None:
             method.global_step.fill_(start)
+        wd_end = getattr(method.hparams, "weight_decay_end", None)  # DINO's weight-decay schedule
         for epoch in range(begin // steps, cfg.epochs):
             loader.set_epoch(epoch)
             model.train()
@@ -152,6 +153,7 @@ class Trainer:
                     return None
                 lr = lr_at(cfg, epoch * steps + i, steps)
                 set_lr(opt, lr)
+                set_weight_decay(opt, cfg, wd_end, epoch * steps + i, cfg.epochs * steps)
                 if ticket is not None:
                     ticket.before_step(epoch * steps + i, steps)
                 with autocast_for(spec, ctx.device):
@@ -185,12 +187,12 @@ class Trainer:
             log.info("epoch %d/%d loss %.4f (%.1fs)", epoch + 1, cfg.epochs, values["train_loss"], elapsed)
             barrier(ctx)
         if ctx.is_main:  # before the final metrics: a child may start as soon as this job is COMPLETED
-            save_final_weights(self.job_dir, spec.job_hash, method.backbone, method)
+            save_final_weights(self.job_dir, spec.job_hash, method.eval_backbone(), method)
         final = self.evaluate(method, meta, manifest)
         if ticket is not None:  # "epochs" stays the schedule's length; a rewound job trained from `start`
             final.update({**ticket.finish(), "start_step": float(start),
                           "train_steps": float(cfg.epochs * steps - start)})
-        probe = probe_if_asked(spec, method.backbone, meta, manifest, self.job_dir, ctx, self.stop)
+        probe = probe_if_asked(spec, method.eval_backbone(), meta, manifest, self.job_dir, ctx, self.stop)
         if probe is None:
             return None
         final.update(probe)
@@ -202,6 +204,8 @@ class Trainer:
     def evaluate(self, method: Method, meta: DatasetMeta, manifest: Manifest) -> dict[str, float]:
         """kNN (every method) and method-specific metrics on the subset's validation classes.
 
+        The kNN runs on the method's evaluation network (:meth:`Method.eval_backbone`: DINO's teacher) with
+        float32 features whatever the training precision; method metrics run under the training precision.
         Every rank evaluates its own share of both splits with rank 0's weights and buffers; the kNN
         merges neighbours across ranks and method metrics (per-sample means) are weighted by share size."""
         spec, ctx = self.spec, self.ctx
@@ -214,10 +218,11 @@ class Trainer:
                                 distributed=ctx.distributed, num_workers=spec.resources.loader_workers,
                                 device=ctx.device)
 
+        network = method.eval_backbone()
+        bank, bank_y = extract_features(network, eval_loader("train"), ctx.device)
+        val_loader = eval_loader("val")
+        feats, ys = extract_features(network, val_loader, ctx.device)
         with autocast_for(spec, ctx.device):
-            bank, bank_y = extract_features(method.backbone, eval_loader("train"), ctx.device)
-            val_loader = eval_loader("val")
-            feats, ys = extract_features(method.backbone, val_loader, ctx.device)
             own = method.evaluate(val_loader)
         names = sorted(own)
         sums = all_reduce_sum(ctx, [own[name] * len(ys) for name in names] + [float(len(ys))])

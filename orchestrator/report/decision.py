@@ -13,12 +13,20 @@ else training samples) is recommended. When none does, the closest one is named 
 When the grid's shape cannot decide the criterion at all, :func:`needed_configs` says how many
 configurations a grid needs (exact Kendall test of a perfect agreement, from scipy) and an interval
 needs at least two seeds per configuration.
+
+The intervals come from a *paired* seed bootstrap (:func:`paired_resampled_means`): seed s gives the same
+initial weights to every configuration and in every subset, so each bootstrap replicate draws seed
+indices once, with replacement, and every configuration on both sides (subset and reference) takes its
+values at those same seeds. A shared per-seed effect (a lucky initialisation that helps every
+configuration) then moves all of them together and does not widen the interval, as it does not change the
+ranking. The interval covers seed variation only, for these configurations: not the choice of
+configurations (another sample of configurations could rank differently).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -30,6 +38,8 @@ if TYPE_CHECKING:
     from orchestrator.report.ranking import SubsetReport
 
 MIN_CONFIGS = 3  # a correlation needs three configurations whatever the confidence
+# one configuration's per-seed values: seed -> value (a plain sequence: its seeds are 0, 1, 2, ...)
+SeedValues = Mapping[int, float] | Sequence[float]
 MAX_CONFIGS_SEARCHED = 12  # 2 / 12! is far below any confidence the grid file accepts (<= 0.999)
 
 
@@ -98,12 +108,40 @@ def regret_rows(sub_means: np.ndarray, ref_means: np.ndarray, higher_is_better: 
     return ref.max(axis=1) - (ref * picked).sum(axis=1) / picked.sum(axis=1)
 
 
-def resampled_means(values: Sequence[Sequence[float]], n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Bootstrap replicates (n_boot x n) of each configuration's mean over its seeds, resampled with replacement."""
-    out = np.empty((n_boot, len(values)))
-    for c, v in enumerate(values):
-        arr = np.asarray(v, dtype=float)
-        out[:, c] = arr[rng.integers(0, len(arr), size=(n_boot, len(arr)))].mean(axis=1)
+def by_seed(values: SeedValues) -> dict[int, float]:
+    """``values`` as seed -> value (a plain sequence is seeds 0, 1, 2, ...)."""
+    if isinstance(values, Mapping):
+        return {int(k): float(v) for k, v in values.items()}
+    return {i: float(v) for i, v in enumerate(values)}
+
+
+def seed_draws(n_seeds: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """n_boot x n_seeds counts: how often each seed index is drawn when ``n_seeds`` indices are drawn with
+    replacement, once per replicate (the one draw every configuration shares)."""
+    draws = rng.integers(0, n_seeds, size=(n_boot, n_seeds)) + n_seeds * np.arange(n_boot)[:, None]
+    return np.bincount(draws.ravel(), minlength=n_boot * n_seeds).reshape(n_boot, n_seeds).astype(float)
+
+
+def paired_resampled_means(groups: Sequence[Sequence[SeedValues]], n_boot: int,
+                           rng: np.random.Generator) -> list[np.ndarray]:
+    """Paired bootstrap replicates (one n_boot x n array per group, e.g. subset and reference) of every
+    configuration's mean over its seeds: each replicate draws seed indices once, from the seeds any
+    configuration of any group has, and every configuration averages its values at the drawn seeds (a seed
+    drawn twice counts twice). A configuration that lacks every drawn seed (possible only when
+    configurations have different seeds, e.g. an unfinished grid) keeps its plain mean in that replicate."""
+    maps = [[by_seed(v) for v in group] for group in groups]
+    seeds = sorted({s for group in maps for m in group for s in m})
+    weights = seed_draws(len(seeds), n_boot, rng)
+    col = {s: i for i, s in enumerate(seeds)}
+    out = []
+    for group in maps:
+        arr = np.empty((n_boot, len(group)))
+        for c, m in enumerate(group):
+            w = weights[:, [col[s] for s in m]]
+            vals = np.array(list(m.values()), dtype=float)
+            total = w.sum(axis=1)
+            arr[:, c] = np.where(total > 0, (w @ vals) / np.where(total > 0, total, 1.0), vals.mean())
+        out.append(arr)
     return out
 
 
@@ -114,20 +152,19 @@ def percentile_interval(samples: np.ndarray, level: float) -> tuple[float, float
     return round(float(low), 12), round(float(high), 12)
 
 
-def regret_with_ci(sub_values: Sequence[Sequence[float]], ref_values: Sequence[Sequence[float]], *,
+def regret_with_ci(sub_values: Sequence[SeedValues], ref_values: Sequence[SeedValues], *,
                    higher_is_better: bool, n_boot: int, rng: np.random.Generator,
                    level: float = 0.95) -> tuple[float | None, tuple[float, float] | None]:
-    """Regret of choosing on the subset (point) and its seed-bootstrap percentile interval at ``level``."""
+    """Regret of choosing on the subset (point) and its paired seed-bootstrap percentile interval at ``level``."""
     if len(sub_values) < 2:
         return None, None
-    sub = np.array([[np.mean(v) for v in sub_values]])
-    ref = np.array([[np.mean(v) for v in ref_values]])
+    sub = np.array([[np.mean(list(by_seed(v).values())) for v in sub_values]])
+    ref = np.array([[np.mean(list(by_seed(v).values())) for v in ref_values]])
     point = round(float(regret_rows(sub, ref, higher_is_better)[0]), 12)
     if n_boot <= 0:
         return point, None
-    boot = regret_rows(resampled_means(sub_values, n_boot, rng), resampled_means(ref_values, n_boot, rng),
-                       higher_is_better)
-    return point, percentile_interval(boot, level)
+    boot_sub, boot_ref = paired_resampled_means([sub_values, ref_values], n_boot, rng)
+    return point, percentile_interval(regret_rows(boot_sub, boot_ref, higher_is_better), level)
 
 
 @lru_cache(maxsize=32)

@@ -3,8 +3,9 @@
 Pure functions over :class:`JobResult` rows (no I/O). :func:`build_report` groups the rows per
 (subset, configuration), averages the ranking metric over the completed seeds and compares every
 subset's ranking of the configurations it shares with the reference (Kendall tau-b, Spearman rho,
-top-1 agreement, top-k overlap, pairwise order agreement, a seed-bootstrap CI for tau), plus cost and
-completeness. The result is a frozen :class:`Report` that round-trips through ``to_dict``/``from_dict``.
+top-1 agreement, top-k overlap, pairwise order agreement, a paired seed-bootstrap CI for tau: seed
+indices resampled jointly across configurations and subsets, see ``decision.paired_resampled_means``),
+plus cost and completeness. The result is a frozen :class:`Report` that round-trips through ``to_dict``/``from_dict``.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ from orchestrator.report.cost import per_job as cost_per_job
 from orchestrator.report.decision import (
     Criterion,
     Decision,
+    SeedValues,
+    by_seed,
     decide,
+    paired_resampled_means,
     percentile_interval,
     regret_with_ci,
-    resampled_means,
 )
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,7 @@ class JobResult:
     external: bool = False  # a row of an external results table (measured elsewhere)
     cost_hours: float | None = None  # device-hours of all its attempts (None: no attempt recorded)
     cost_unit: str = ""  # "GPU-hours" or "CPU-hours"
+    method: str = ""  # the training method ("" when unknown, e.g. external results)
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class ConfigStat:
     values: tuple[float, ...]  # per seed, in the order of ``seeds``
     rank: int | None  # 1 = best among this subset's configurations with a mean (ties share the best rank)
     ref_rank: int | None  # the configuration's rank on the reference (None if it has no mean there)
+    method: str = ""  # the training method ("" when unknown, e.g. external results)
 
 
 @dataclass(frozen=True)
@@ -226,16 +231,17 @@ def kendall_tau_b_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
-def bootstrap_tau_ci(sub_values: Sequence[Sequence[float]], ref_values: Sequence[Sequence[float]],
+def bootstrap_tau_ci(sub_values: Sequence[SeedValues], ref_values: Sequence[SeedValues],
                      n_boot: int, rng: np.random.Generator,
                      level: float = 0.95) -> tuple[tuple[float, float] | None, str | None]:
-    """Percentile CI of Kendall tau when each configuration's seeds are resampled with replacement on both sides.
+    """Percentile CI of Kendall tau under the paired seed bootstrap (the same seeds drawn for every
+    configuration on both sides, ``decision.paired_resampled_means``).
 
     ``sub_values[c]`` / ``ref_values[c]``: the per-seed metric of configuration c. Returns (ci, note).
     """
     if n_boot <= 0:
         return None, "bootstrap disabled"
-    taus = kendall_tau_b_rows(resampled_means(sub_values, n_boot, rng), resampled_means(ref_values, n_boot, rng))
+    taus = kendall_tau_b_rows(*paired_resampled_means([sub_values, ref_values], n_boot, rng))
     ok = taus[~np.isnan(taus)]
     if len(ok) < n_boot / 2:
         return None, f"tau CI undefined: {n_boot - len(ok)} of {n_boot} bootstrap samples were all tied"
@@ -244,13 +250,14 @@ def bootstrap_tau_ci(sub_values: Sequence[Sequence[float]], ref_values: Sequence
     return (low, high), note
 
 
-def compare_rankings(labels: Sequence[str], sub_values: Sequence[Sequence[float]],
-                     ref_values: Sequence[Sequence[float]], *, top_k: int, higher_is_better: bool,
+def compare_rankings(labels: Sequence[str], sub_values: Sequence[SeedValues],
+                     ref_values: Sequence[SeedValues], *, top_k: int, higher_is_better: bool,
                      n_boot: int, rng: np.random.Generator, level: float = 0.95) -> Consistency:
-    """All agreement statistics between a subset and the reference over the configurations both have."""
+    """All agreement statistics between a subset and the reference over the configurations both have
+    (``*_values[c]``: configuration c's metric per seed, seed -> value)."""
     n = len(labels)
-    sub = [float(np.mean(v)) for v in sub_values]
-    ref = [float(np.mean(v)) for v in ref_values]
+    sub = [float(np.mean(list(by_seed(v).values()))) for v in sub_values]
+    ref = [float(np.mean(list(by_seed(v).values()))) for v in ref_values]
     notes: list[str] = []
     tau = tau_p = rho = rho_p = None
     ci = None
@@ -266,7 +273,7 @@ def compare_rankings(labels: Sequence[str], sub_values: Sequence[Sequence[float]
         ci, note = bootstrap_tau_ci(sub_values, ref_values, n_boot, rng, level)
         if note:
             notes.append(note)
-        if all(len(v) < 2 for v in (*sub_values, *ref_values)):
+        if all(len(by_seed(v)) < 2 for v in (*sub_values, *ref_values)):
             notes.append("one seed per configuration: the tau CI has no seed uncertainty to show")
     top1 = None
     overlap = None
@@ -305,6 +312,7 @@ def _stat(x: Any) -> float | None:
 class _Group:
     config: str
     config_key: str
+    method: str = ""
     expected: int = 0
     done: list[tuple[int, float]] = field(default_factory=list)  # (seed, value) of completed seeds
 
@@ -355,8 +363,8 @@ def build_report(grid_name: str, results: list[JobResult], *, metric: str = "knn
             common = sorted((k for k in means if k in ref_means), key=lambda k: grp[k].config)
             rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
             consistency = compare_rankings([grp[k].config for k in common],
-                                           [[v for _, v in grp[k].done] for k in common],
-                                           [[v for _, v in ref_groups[k].done] for k in common],
+                                           [dict(grp[k].done) for k in common],
+                                           [dict(ref_groups[k].done) for k in common],
                                            top_k=top_k, higher_is_better=higher_is_better, n_boot=bootstrap, rng=rng,
                                            level=crit.level())
             extra = _coverage_notes(means, ref_means, grp, ref_groups, reference)
@@ -401,7 +409,7 @@ def _group(subset: str, rows: Iterable[JobResult], metric: str, warnings: list[s
     out: dict[str, _Group] = {}
     missing: list[str] = []
     for r in sorted(rows, key=lambda r: (r.config_key, r.seed)):
-        g = out.setdefault(r.config_key, _Group(r.config, r.config_key))
+        g = out.setdefault(r.config_key, _Group(r.config, r.config_key, r.method))
         g.expected += 1
         if r.state != JobState.COMPLETED:
             continue
@@ -430,7 +438,7 @@ def _config_stat(g: _Group, rank: int | None, ref_rank: int | None) -> ConfigSta
     return ConfigStat(config=g.config, config_key=g.config_key, mean=float(np.mean(vals)) if vals else None,
                       std=float(np.std(vals, ddof=1)) if len(vals) >= 2 else None, n_done=len(vals),
                       n_expected=g.expected, seeds=tuple(s for s, _ in g.done), values=tuple(vals), rank=rank,
-                      ref_rank=ref_rank)
+                      ref_rank=ref_rank, method=g.method)
 
 
 def _coverage_notes(means: dict[str, float], ref_means: dict[str, float], grp: dict[str, _Group],

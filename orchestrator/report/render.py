@@ -25,6 +25,7 @@ from orchestrator.report.ranking import ConfigStat, Report, SubsetReport
 from orchestrator.report.sections import Section, extra_sections, header_lines, recommendation
 from specs.atomic import write_bytes_atomic
 from specs.job import metric_protocol
+from specs.methods import eval_network_words
 
 log = logging.getLogger(__name__)
 DASH = "—"
@@ -132,7 +133,8 @@ def _level(report: Report) -> float:
 
 def _short_legend(report: Report) -> str:
     ref, k = report.reference, report.top_k
-    return (f"size: classes / training samples; tau: Kendall tau-b vs {ref} ({_level(report):.0%} CI over seeds); "
+    return (f"size: classes / training samples; tau: Kendall tau-b vs {ref} ({_level(report):.0%} CI over "
+            "seeds, paired: seed variation only, not the choice of configurations); "
             "rho: Spearman; "
             f"top-1: same best config; top-{k}: overlap of the top {k}; pairs: share of config pairs in the same "
             f"order; regret: {report.metric} lost on {ref} by picking the subset's best config; time: training "
@@ -192,13 +194,28 @@ def warning_lines(report: Report) -> list[str]:
     return ([report.warning] if report.warning else []) + list(report.warnings)
 
 
+def evaluated_networks(report: Report) -> str | None:
+    """Which network a frozen-feature metric (kNN, linear probe) was measured on, per method, e.g.
+    ``dino: teacher (EMA of the student); byol, simclr: online backbone``; None for other metrics."""
+    if not report.metric.startswith(("knn_", "linear_")):
+        return None
+    by_words: dict[str, list[str]] = {}
+    for method in sorted({c.method for s in report.subsets for c in s.configs if c.method}):
+        by_words.setdefault(eval_network_words(method), []).append(method)
+    return "; ".join(f"{', '.join(methods)}: {words}" for words, methods in by_words.items()) or None
+
+
 def _settings_line(report: Report) -> str:
     direction = "higher is better" if report.higher_is_better else "lower is better"
     sources = f"sources: {', '.join(report.sources)}; " if len(report.sources) > 1 else ""
-    return (f"{sources}metric {report.metric} ({direction}; protocol: {metric_protocol(report.metric)}), "
+    networks = evaluated_networks(report)
+    on = f", evaluated on: {networks}" if networks else ""
+    return (f"{sources}metric {report.metric} ({direction}; protocol: {metric_protocol(report.metric)}{on}), "
             f"reference {report.reference}, "
             f"{report.jobs_completed}/{report.jobs_total} jobs completed, tau and regret CIs from "
-            f"{report.bootstrap} bootstrap samples over seeds (seed {report.seed})")
+            f"{report.bootstrap} paired bootstrap samples over seeds (seed {report.seed}; each draws seed indices "
+            "once for every configuration and subset, since a seed is the same initialisation everywhere): they "
+            "cover seed variation, not the choice of configurations")
 
 
 # ---------------------------------------------------------------------------------------------------------

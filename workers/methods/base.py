@@ -149,6 +149,12 @@ class Method(nn.Module, ABC):
         for online, target, base, final in self._momentum:
             ema_update(target, online, cosine_momentum(step, total_steps, base, final))
 
+    def eval_backbone(self) -> nn.Module:
+        """The network the evaluation protocols (kNN, linear probe) extract features with and whose weights
+        ``final_weights.pt`` hands to child jobs: the online backbone, unless a method's reference evaluates
+        another one (DINO: the teacher). ``specs.methods.eval_network`` names it for the report."""
+        return self.backbone
+
     @property
     def epoch(self) -> int:
         """The epoch the current optimiser step belongs to (from the checkpointed step counter)."""

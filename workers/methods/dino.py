@@ -10,6 +10,9 @@ terms. ``center`` is an EMA (``center_momentum``) of the teacher outputs' mean o
 ``teacher_temp`` over ``warmup_teacher_temp_epochs``; the last layer gets zero gradient during the first
 ``freeze_last_layer_epochs`` (its weight norm is fixed, so weight decay cannot move its output either).
 Epochs come from the checkpointed optimiser-step counter, so a resumed job keeps its schedule.
+Evaluation (kNN, linear probe) and ``final_weights.pt`` use the teacher backbone, as the reference's
+``eval_knn.py`` / ``eval_linear.py`` (``--checkpoint_key teacher``); the weight-decay schedule
+(``weight_decay_end``) is applied by the trainer (``workers/schedule.py``).
 """
 
 from __future__ import annotations
@@ -77,6 +80,10 @@ class DINO(Method):
         self.teacher_head = self.momentum_copy(self.head, hparams.momentum)
         self.register_buffer("center", torch.zeros(1, hparams.out_dim))
         self.last_terms = 0
+
+    def eval_backbone(self) -> nn.Module:
+        """The teacher backbone (the network DINO's references evaluate and publish)."""
+        return self.teacher_backbone
 
     def teacher_temp(self) -> float:
         """The teacher temperature of the current epoch (linear warm-up, then constant)."""

@@ -4,9 +4,12 @@ Per sample, the patches are shuffled by the argsort of uniform noise and the fir
 ``int(L x (1 - mask_ratio))`` are kept: the encoder (the timm ViT's patch embedding, position embedding,
 blocks and norm) sees only those (plus the class token). A light decoder (``decoder_depth`` blocks of
 ``decoder_dim``) gets the visible tokens and a shared mask token for every masked position (with its own
-position embeddings) and predicts the pixels of every patch; the loss is the mean squared error over the
-*masked* patches only, on per-patch normalised pixels with ``norm_pix_loss``. The grid refuses a
-non-ViT backbone (``specs.methods.check_method_config``).
+position embeddings) and predicts the pixels of every patch. Position embeddings of the encoder and the
+decoder are fixed 2-D sin-cos (``workers/methods/pos_embed.py``, not trained: ``requires_grad=False``, as
+the reference's ``util/pos_embed.py``; a timm ViT's own are learnable, so MAE overwrites and freezes
+them; a child job that fine-tunes the backbone trains them again from these values). The loss is the
+mean squared error over the *masked* patches only, on per-patch normalised pixels with
+``norm_pix_loss``. The grid refuses a non-ViT backbone (``specs.methods.check_method_config``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 from torch import nn
 
 from workers.methods.base import Method
+from workers.methods.pos_embed import sincos_2d
 
 EVAL_MASK_SEED = 20220111  # the masks of every evaluation (mae_val_loss)
 
@@ -70,11 +74,16 @@ class MAE(Method):
         self.patch = int(pe.patch_size[0])
         self.num_patches = int(pe.num_patches)
         self.prefix = int(getattr(backbone, "num_prefix_tokens", 1))
+        grid_h, grid_w = (int(g) for g in pe.grid_size)
+        if backbone.pos_embed is not None:  # the encoder's: fixed sin-cos (zeros for a prefix that has one)
+            pos = backbone.pos_embed
+            with torch.no_grad():
+                pos.copy_(sincos_2d(pos.shape[-1], grid_h, grid_w, prefix=pos.shape[1] - self.num_patches))
+            pos.requires_grad_(False)
         dim, ddim = feat_dim, hparams.decoder_dim
         self.decoder_embed = nn.Linear(dim, ddim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, ddim))
-        self.decoder_pos = nn.Parameter(torch.zeros(1, self.prefix + self.num_patches, ddim))
-        nn.init.trunc_normal_(self.decoder_pos, std=0.02)
+        self.decoder_pos = nn.Parameter(sincos_2d(ddim, grid_h, grid_w, prefix=self.prefix), requires_grad=False)
         nn.init.normal_(self.mask_token, std=0.02)
         self.decoder_blocks = nn.Sequential(*[Block(ddim, hparams.decoder_heads, mlp_ratio=4.0, qkv_bias=True)
                                               for _ in range(hparams.decoder_depth)])

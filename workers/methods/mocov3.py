@@ -2,9 +2,12 @@
 
 No queue: the keys of the other view in the global batch are the negatives. Base encoder = backbone +
 projector (ResNet: 2 layers, ViT: 3 layers; hidden ``hidden_dim``, out ``dim``, ending in
-BatchNorm1d(affine=False)); a predictor (2 layers) on top for the queries; a momentum encoder (backbone +
-projector) moved by the cosine schedule from ``momentum`` to 1. The loss is symmetric,
-``CE(q1 k2 / T) + CE(q2 k1 / T)`` with targets ``arange(N) + N x rank``, each scaled by ``2T``.
+BatchNorm1d(affine=False)); a predictor (2 layers) on top for the queries, ending in
+BatchNorm1d(affine=False) for a ViT and without it for a ResNet (reference ``MoCo_ViT`` /
+``MoCo_ResNet._build_projector_and_predictor_mlps``: ``_build_mlp(2, dim, mlp_dim, dim)`` vs
+``..., False)``); a momentum encoder (backbone + projector) moved by the cosine schedule from
+``momentum`` to 1. The loss is symmetric, ``CE(q1 k2 / T) + CE(q2 k1 / T)`` with targets
+``arange(N) + N x rank``, each scaled by ``2T``.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ class MoCoV3(Method):
         vit = hasattr(backbone, "patch_embed")  # a timm ViT: 3-layer projector, as the reference
         h, d = hparams.hidden_dim, hparams.dim
         self.projector = mlp(feat_dim, h, d, layers=3 if vit else 2, last_bn=True)
-        self.predictor = mlp(d, h, d, layers=2, last_bn=False)
+        self.predictor = mlp(d, h, d, layers=2, last_bn=vit)
         self.momentum_backbone = self.momentum_copy(self.backbone, hparams.momentum)
         self.momentum_projector = self.momentum_copy(self.projector, hparams.momentum)
 
