@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from torch.nn import functional as F
 from specs.contract import JobPaths
 from specs.job import JobSpec
 from subsets import DatasetMeta, Manifest
+from workers.checkpoint import read_or_set_aside, save_torch_atomic
 from workers.data.loader import build_loader
 from workers.distributed import DistContext, all_gather_rows, all_reduce_sum, any_rank, broadcast_buffers
 
@@ -100,13 +100,12 @@ def linear_probe(backbone: nn.Module, train_batches: Any, val_batches: Any, *, n
     opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=cfg.linear_weight_decay)
     path = JobPaths.of(job_dir).probe_checkpoint
     start = 0
-    if path.is_file():
-        state = torch.load(path, map_location=device, weights_only=False)
-        if state.get("job_hash") == spec.job_hash:
-            head.load_state_dict(state["head"])
-            opt.load_state_dict(state["optimizer"])
-            start = int(state["epoch"])
-            log.info("linear probe: resuming after epoch %d", start)
+    state = read_or_set_aside(path, ("epoch", "head", "optimizer"), device)
+    if state is not None and state.get("job_hash") == spec.job_hash:
+        head.load_state_dict(state["head"])
+        opt.load_state_dict(state["optimizer"])
+        start = int(state["epoch"])
+        log.info("linear probe: resuming after epoch %d", start)
     per_rank = max(1, cfg.linear_batch_size // ctx.world_size)
     counts = all_gather_rows(ctx, torch.tensor([len(labels)], device=device))
     steps = max(1, math.ceil(int(counts.min()) / per_rank))
@@ -126,8 +125,8 @@ def linear_probe(backbone: nn.Module, train_batches: Any, val_batches: Any, *, n
             _average_gradients(ctx, head)
             opt.step()
         if ctx.is_main:
-            _save(path, {"job_hash": spec.job_hash, "epoch": epoch + 1, "head": head.state_dict(),
-                         "optimizer": opt.state_dict()})
+            save_torch_atomic({"job_hash": spec.job_hash, "epoch": epoch + 1, "head": head.state_dict(),
+                               "optimizer": opt.state_dict()}, path)
         if any_rank(ctx, stop.is_set()):
             return None
     broadcast_buffers(ctx, head)
@@ -139,9 +138,3 @@ def linear_probe(backbone: nn.Module, train_batches: Any, val_batches: Any, *, n
     hit5 = float((top == val_labels[:, None]).any(dim=1).sum()) if top is not None else 0.0
     c1, c5, n = all_reduce_sum(ctx, [hit1, hit5, float(len(val_labels))])
     return {"linear_top1": c1 / max(1.0, n), "linear_top5": c5 / max(1.0, n)}
-
-
-def _save(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
