@@ -17,6 +17,7 @@ import os
 import pickle
 import pickletools
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -43,11 +44,11 @@ def load_torch(path: str | os.PathLike[str], map_location: str | torch.device = 
     """``torch.load(path, weights_only=True)``, with one-line :class:`UnsafeFileError` /
     :class:`UnreadableFileError`; ``legacy_numpy`` also admits NumPy arrays (older checkpoints' RNG)."""
     path = Path(path)
+    allowed = LEGACY_NUMPY_GLOBALS if legacy_numpy else []
     try:
-        if legacy_numpy:
-            with torch.serialization.safe_globals(LEGACY_NUMPY_GLOBALS):
-                return torch.load(path, map_location=map_location, weights_only=True)
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(allowed), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # refused anyway, or fine
+            return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise
     except pickle.UnpicklingError as exc:
