@@ -13,8 +13,8 @@ Formats:
   share one file (hard links to ``<workspace>/manifests/<content_hash>.json``).
 - ``checkpoint.pt``: the epoch checkpoint (``torch.save`` dict with ``epoch``, ``model``, ..., and rank 0's
   RNG states as tensors: every file of a job loads with ``torch.load(weights_only=True)``);
-  ``checkpoint.prev.pt`` the one before it, kept until the new one is durable; ``rng.rank<r>.pt`` (and
-  ``rng.rank<r>.prev.pt``) the RNG states of rank ``r`` > 0 at the end of an epoch (``{"epoch", ...}``).
+  ``checkpoint.prev.pt`` the one before it, kept until the new one is durable; ``rng/rank<r>.pt`` (and
+  ``rng/rank<r>.prev.pt``) the RNG states of rank ``r`` > 0 at the end of an epoch (``{"epoch", ...}``).
 - ``metrics.jsonl``: one JSON object per epoch (``{"epoch": e, "values": {...}}``).
 - ``final_metrics.json``: ``{"job_hash", "metrics", "epoch_metrics"}`` (see ``db.ingest``).
 - ``final_weights.pt``: ``{"job_hash", "backbone": state_dict, "model": state_dict}``, the trained
@@ -34,7 +34,8 @@ JOB_FILE = "job.json"
 MANIFEST_FILE = "manifest.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 PREVIOUS_SUFFIX = ".prev"  # checkpoint.pt -> checkpoint.prev.pt: the previous durable copy of a file
-RANK_RNG_FILE = "rng.rank{rank}.pt"
+PREVIOUS_CHECKPOINT_FILE = f"checkpoint{PREVIOUS_SUFFIX}.pt"
+RNG_DIR = "rng"  # rank<r>.pt: the RNG states of rank r > 0
 EPOCH_METRICS_FILE = "metrics.jsonl"
 FINAL_METRICS_FILE = "final_metrics.json"
 FINAL_WEIGHTS_FILE = "final_weights.pt"
@@ -91,7 +92,7 @@ class JobPaths:
         return self.root / CHECKPOINT_FILE
 
     def rank_rng(self, rank: int) -> Path:
-        return self.root / RANK_RNG_FILE.format(rank=rank)
+        return self.root / RNG_DIR / f"rank{rank}.pt"
 
     @property
     def epoch_metrics(self) -> Path:

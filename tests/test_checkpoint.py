@@ -10,6 +10,7 @@ import logging
 import os
 import random
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from specs.contract import JobPaths, previous_of
+from specs.contract import CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE, JobPaths, previous_of
 from workers.checkpoint import load_checkpoint, save_checkpoint, save_rank_rng
 
 
@@ -49,7 +50,8 @@ def test_a_checkpoint_is_flushed_before_it_replaces_the_previous_which_is_kept(
     _save(tmp_path, 2)
     assert torch.load(ckpt, weights_only=True)["epoch"] == 2
     assert torch.load(previous_of(ckpt), weights_only=True)["epoch"] == 1  # the one before stays
-    assert {p.name for p in tmp_path.iterdir()} == {"checkpoint.pt", "checkpoint.prev.pt"}
+    assert {p.name for p in tmp_path.iterdir()} == {CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE}
+    assert previous_of(ckpt).name == PREVIOUS_CHECKPOINT_FILE
 
 
 def test_rng_states_are_stored_as_tensors_and_restored(tmp_path: Path) -> None:
@@ -133,7 +135,7 @@ failure_budget = 0
 root = "{root}"
 [train]
 backbone = "test_resnet"
-epochs = 4
+epochs = 3
 batch_size = 64
 image_size = 32
 [resources]
@@ -164,8 +166,11 @@ def test_a_torn_checkpoint_resumes_from_the_previous_without_spending_the_failur
     paths = JobPaths.of(job.job_dir)
     _wait_for(lambda: len(_epochs_logged(paths.root)) >= 2, 240, "two epochs")
     os.kill(store.open_attempts("torn")[0].pid, signal.SIGTERM)  # stopped (a preemption), not failed
+    (settings,) = (tmp_path / "settings").iterdir()  # the grid's one settings file, private
+    assert stat.S_IMODE(settings.stat().st_mode) == 0o600 and not paths.worker_settings.exists()
     out, _ = launcher.communicate(timeout=300)
     assert [a.state for a in store.attempts(job.job_hash)] == [AttemptState.PREEMPTED], out
+    assert not settings.exists()  # removed with the launcher's last worker
     previous = torch.load(previous_of(paths.checkpoint), weights_only=True)["epoch"]
     paths.checkpoint.write_bytes(paths.checkpoint.read_bytes()[:4096])  # torn
 
@@ -178,6 +183,7 @@ def test_a_torn_checkpoint_resumes_from_the_previous_without_spending_the_failur
     warnings = [ln for ln in log.splitlines() if "set aside" in ln]
     assert len(warnings) == 1 and str(paths.checkpoint) in warnings[0], warnings
     assert f"resuming from {previous_of(paths.checkpoint)} (epoch {previous} done)" in log
-    assert sorted(set(_epochs_logged(paths.root))) == [0, 1, 2, 3]
+    assert sorted(set(_epochs_logged(paths.root))) == [0, 1, 2]
     assert len(list(paths.root.glob("checkpoint.pt.torn-*"))) == 1
+    assert not list((tmp_path / "settings").iterdir())
     store.close()
