@@ -165,9 +165,9 @@ def test_a_torn_checkpoint_resumes_from_the_previous_without_spending_the_failur
     job = _wait_for(lambda: (store.jobs("torn") or [None])[0], 120, "the job to be recorded")
     paths = JobPaths.of(job.job_dir)
     _wait_for(lambda: len(_epochs_logged(paths.root)) >= 2, 240, "two epochs")
-    os.kill(store.open_attempts("torn")[0].pid, signal.SIGTERM)  # stopped (a preemption), not failed
     (settings,) = (tmp_path / "settings").iterdir()  # the grid's one settings file, private
     assert stat.S_IMODE(settings.stat().st_mode) == 0o600 and not paths.worker_settings.exists()
+    os.kill(store.open_attempts("torn")[0].pid, signal.SIGTERM)  # stopped (a preemption), not failed
     out, _ = launcher.communicate(timeout=300)
     assert [a.state for a in store.attempts(job.job_hash)] == [AttemptState.PREEMPTED], out
     assert not settings.exists()  # removed with the launcher's last worker
