@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("job_file", type=Path, help="the job's job.json")
     parser.add_argument("--settings", required=True, type=Path, help="the grid's worker settings file (JSON, 0600)")
     parser.add_argument("--backend-id", help="this attempt's id in its backend (overrides the settings file's)")
-    parser.add_argument("--log", help="this attempt's log file (overrides the settings file's)")
+    # names that are no prefix of a torchrun option (torchrun's parser would take an abbreviation as its own)
+    parser.add_argument("--attempt-log", help="this attempt's log file (overrides the settings file's)")
     args = parser.parse_args(argv)
     apply_umask()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = setup_distributed()
     try:
         settings = WorkerSettings.read(args.settings)
-        own = {"backend_id": args.backend_id, "log_path": args.log}
+        own = {"backend_id": args.backend_id, "log_path": args.attempt_log}
         return run(args.job_file.resolve(), settings.replace(**{k: v for k, v in own.items() if v}), ctx)
     finally:
         teardown(ctx)

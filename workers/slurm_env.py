@@ -91,7 +91,7 @@ class SlurmTask(submitit.helpers.Checkpointable):
         """The worker's command line: the grid's settings file (0600, the database URL), and this task's
         SLURM id and log, which are no secret."""
         return [sys.executable, "-u", "-m", "workers.entry", self.job_file, "--settings", self.settings_file,
-                "--backend-id", slurm_job_id(), "--log", str(submitit.JobEnvironment().paths.stdout)]
+                "--backend-id", slurm_job_id(), "--attempt-log", str(submitit.JobEnvironment().paths.stdout)]
 
     def __call__(self) -> None:
         rank0 = submitit.JobEnvironment().global_rank == 0

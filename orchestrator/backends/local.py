@@ -71,7 +71,7 @@ def worker_command(spec: JobSpec, job_file: Path, settings_file: Path, backend_i
     """The command line of one job (the database URL is in the grid's ``settings_file``, mode 0600): torchrun
     for several ranks; the worker itself for one (without torchrun's variables it runs as rank 0 of 1)."""
     worker = ["-m", "workers.entry", str(job_file), "--settings", str(settings_file), "--backend-id", backend_id,
-              "--log", str(log_path)]
+              "--attempt-log", str(log_path)]
     if spec.resources.nproc_per_node == 1:
         return [sys.executable, *worker]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
