@@ -9,6 +9,7 @@ for a write transaction with the execution option ``dlth_write=True`` (see :meth
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 import urllib.parse
@@ -26,6 +27,8 @@ POSTGRES_DRIVERS = ("postgresql", "postgresql+psycopg")
 SUPPORTED_DRIVERS = SQLITE_DRIVERS + POSTGRES_DRIVERS
 DEFAULT_SQLITE_TIMEOUT_S = 60.0
 WRITE_OPTION = "dlth_write"
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+_QUERY_PASSWORD_VALUE = re.compile(r"[?&]password=([^&#]*)", re.IGNORECASE)
 # connection failures that retrying cannot cure (psycopg gives no SQLSTATE for them)
 _PERMANENT_CONNECT_ERRORS = ("does not exist", "authentication failed", "no pg_hba.conf entry")
 
@@ -49,11 +52,43 @@ def default_url() -> str:
 
 
 def redact(url: str | URL) -> str:
-    """``url`` with its password hidden, for messages."""
-    try:
-        return (url if isinstance(url, URL) else make_url(url)).render_as_string(hide_password=True)
-    except ArgumentError:
-        return str(url)
+    """``url`` with its password hidden, for messages, whatever its shape: without a scheme, with an
+    unencoded ``@`` in the password (everything before the last ``@`` of the authority is user info),
+    malformed, or with ``password=`` in its query."""
+    text = url.render_as_string(hide_password=False) if isinstance(url, URL) else str(url)
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "", text
+    end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    if "@" in authority:
+        userinfo, host = authority.rsplit("@", 1)
+        user, colon, _password = userinfo.partition(":")
+        authority = f"{user}:***@{host}" if colon else authority
+    elif ":" in authority and not authority.startswith("[") and not authority.rpartition(":")[2].isdigit():
+        authority = authority.partition(":")[0] + ":***"  # "user:password" without a host
+    tail = _QUERY_PASSWORD.sub(r"\1***", tail)
+    return f"{scheme}{'://' if sep else ''}{authority}{tail}"
+
+
+def scrub(text: str, url: str | URL) -> str:
+    """``text`` (a driver's message) with every appearance of ``url``'s password hidden."""
+    secrets = {s for s in _passwords(url) if len(s) >= 3}
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _passwords(url: str | URL) -> set[str]:
+    """The password of ``url`` as written and decoded, and its pieces around unencoded ``@`` signs."""
+    text = url.render_as_string(hide_password=False) if isinstance(url, URL) else str(url)
+    rest = text.partition("://")[2] or text
+    authority = rest.split("/", 1)[0].split("?", 1)[0]
+    found = set(_QUERY_PASSWORD_VALUE.findall(text))
+    if "@" in authority:
+        password = authority.rsplit("@", 1)[0].partition(":")[2]
+        found.update({password, urllib.parse.unquote(password), *password.split("@")})
+    return {s for s in found if s}
 
 
 def first_line(exc: BaseException) -> str:
@@ -64,11 +99,20 @@ def first_line(exc: BaseException) -> str:
 
 
 def parse_url(url: str) -> URL:
-    """Validate ``url`` and normalise its driver (``postgresql`` -> ``postgresql+psycopg``)."""
+    """Validate ``url`` and normalise its driver (``postgresql`` -> ``postgresql+psycopg``); every error
+    is one line that shows the URL without its password."""
+    expected = "expected sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DBNAME"
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme:
+        raise StoreError(f"database URL {redact(url)!r}: {expected}")
+    if rest.split("/", 1)[0].count("@") > 1:
+        raise StoreError(f"database URL {redact(url)!r}: the user or password holds an unencoded '@' "
+                         "(write it as %40)")
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise StoreError(f"database URL {url!r}: expected sqlite:///PATH or postgresql+psycopg://...") from exc
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
+        detail = "the port must be a number" if "int()" in str(exc) else "malformed"
+        raise StoreError(f"database URL {redact(url)!r}: {detail}; {expected}") from None
     if parsed.drivername not in SUPPORTED_DRIVERS:
         raise StoreError(f"database URL {redact(parsed)!r}: expected a driver among "
                          f"{', '.join(SUPPORTED_DRIVERS)}, got {parsed.drivername!r}")
@@ -76,7 +120,7 @@ def parse_url(url: str) -> URL:
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.drivername in SQLITE_DRIVERS and (not parsed.database or parsed.database == ":memory:"
                                                 or parsed.database.startswith("file:")):
-        raise StoreError(f"database URL {url!r}: expected a SQLite file path (sqlite:///PATH)")
+        raise StoreError(f"database URL {redact(url)!r}: expected a SQLite file path (sqlite:///PATH)")
     if parsed.drivername.startswith("postgresql") and not parsed.database:
         raise StoreError(f"database URL {redact(parsed)!r}: expected a database name "
                          "(postgresql+psycopg://USER:PASSWORD@HOST:PORT/DBNAME)")
@@ -120,7 +164,8 @@ def make_engine(url: str, *, must_exist: bool = False) -> Engine:
             connect_args={"connect_timeout": 10, "application_name": "dlth-orch"},
         )
     except (NoSuchModuleError, ImportError) as exc:
-        raise StoreError(f"database URL {redact(parsed)!r}: driver not installed ({first_line(exc)})") from exc
+        raise StoreError(f"database URL {redact(parsed)!r}: driver not installed "
+                         f"({scrub(first_line(exc), parsed)})") from exc
 
 
 def _sqlite_engine(parsed: URL, *, must_exist: bool) -> Engine:
@@ -129,9 +174,9 @@ def _sqlite_engine(parsed: URL, *, must_exist: bool) -> Engine:
     try:
         timeout = float(query.pop("timeout", env_settings().sqlite_timeout_s))
     except ValueError as exc:
-        raise StoreError(f"database URL {parsed!s}: timeout: expected a number of seconds") from exc
+        raise StoreError(f"database URL {redact(parsed)}: timeout: expected a number of seconds") from exc
     if query:
-        raise StoreError(f"database URL {parsed!s}: unknown option(s) {', '.join(sorted(query))} "
+        raise StoreError(f"database URL {redact(parsed)}: unknown option(s) {', '.join(sorted(query))} "
                          "(SQLite URLs take only ?timeout=SECONDS)")
     if path.exists():
         check_sqlite_file(path)
@@ -208,7 +253,7 @@ def connection_error(engine: Engine, exc: DBAPIError) -> StoreError:
     :class:`StoreUnavailable`, which :func:`db.retry.with_retries` retries; a wrong password or an
     unknown database or role stays a plain :class:`StoreError` (retrying cannot help).
     """
-    line = first_line(exc)
+    line = scrub(first_line(exc), engine.url)
     permanent = any(m in line for m in _PERMANENT_CONNECT_ERRORS)
     cls = StoreUnavailable if isinstance(exc, OperationalError) and not permanent else StoreError
     where = sqlite_path(engine) if is_sqlite(engine) else redact(engine.url)

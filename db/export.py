@@ -8,6 +8,11 @@
 
 JSON files are lists of flat records (``pandas.read_json(path)``); missing values and NaN are ``null``
 in JSON and empty in CSV. Every file is written atomically (tmp + rename).
+
+CSV injection (OWASP): a text cell that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return
+(a job name, an error message, a spec string such as ``=HYPERLINK(...)``) gets a leading ``'`` so that a
+spreadsheet shows it as text instead of running it as a formula. Numbers are never escaped: a negative
+metric stays a number. JSON files hold the values as they are.
 """
 
 from __future__ import annotations
@@ -109,16 +114,25 @@ def _columns(rows: list[dict[str, Any]], base: Sequence[str]) -> list[str]:
 
 def _csv_text(rows: list[dict[str, Any]], cols: list[str]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    # RFC 4180 line ends: the writer then quotes a cell holding a lone \r as well as one holding \n
+    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\r\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({c: _csv_value(row.get(c)) for c in cols})
+        writer.writerow({c: csv_cell(row.get(c)) for c in cols})
     return buf.getvalue()
 
 
-def _csv_value(value: Any) -> Any:
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` as a CSV cell: empty for missing, numbers as they are, formula-like text quoted with ``'``."""
     plain = _plain(value)
-    return "" if plain is None else plain
+    if plain is None:
+        return ""
+    if isinstance(plain, str) and plain.startswith(FORMULA_STARTS):
+        return "'" + plain
+    return plain
 
 
 def export_grid(

@@ -195,9 +195,11 @@ def run_local(grid_name: str, profile: str, db_url: str) -> None:
 def report_job(grid_name: str, settings_file: Path, out_dir: Path) -> None:
     """(internal) The grid's SLURM report job: write the report once the grid's tasks have ended."""
     from orchestrator.report_files import run_report_job
-    from specs.settings import WorkerSettings
+    from specs.settings import WorkerSettings, remove_settings_file
 
-    store = open_store(WorkerSettings.read(settings_file).db_url)
+    settings = WorkerSettings.read(settings_file)
+    remove_settings_file(settings_file)  # the password stays on disk only while the report job waits
+    store = open_store(settings.db_url)
     produced = run_report_job(store, grid_name, out_dir)
     if produced is None:
         raise SystemExit(1)

@@ -202,6 +202,10 @@ def report_status(store: Store, grid_name: str) -> dict[str, Any]:
         return {"state": "failed", "slurm_id": job.slurm_id, "log": job.log_path,
                 "line": f"report: the report job {job.slurm_id} {job.outcome} (log {job.log_path}); "
                         f"`dlth-orch report {grid_name}` writes it by hand"}
+    if job is not None and newer_job and job.outcome.startswith("cancelled"):
+        return {"state": "cancelled", "slurm_id": job.slurm_id,
+                "line": f"report: the report job {job.slurm_id} was {job.outcome}; `dlth-orch report {grid_name}` "
+                        "writes the report"}
     if job is not None and newer_job and not job.outcome:
         return {"state": "scheduled", "slurm_id": job.slurm_id, "dir": job.out_dir,
                 "line": f"report: SLURM job {job.slurm_id} writes it to {job.out_dir} when the grid's last task "

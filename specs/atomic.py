@@ -4,7 +4,8 @@ file, and a kill mid-write leaves at most a hidden ``.<stem>.<pid>.<thread>.<n>.
 
 The temporary file is created with the process's umask (like ``open``), in the target's directory
 (a rename is atomic only within one file system). ``fsync=True`` flushes the data to disk before the
-rename, for results that must survive a crash of the node (``final_metrics.json``).
+rename and the directory after it, for results that must survive a crash of the node
+(``final_metrics.json``, checkpoints).
 """
 
 from __future__ import annotations
@@ -19,6 +20,15 @@ from pathlib import Path
 from typing import Any
 
 _counter = itertools.count()
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Flush the directory ``path`` (its entries: a rename or a new file in it) to disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _tmp_name(path: Path) -> Path:
@@ -44,6 +54,8 @@ def atomic_path(path: str | os.PathLike[str], *, fsync: bool = False) -> Iterato
             finally:
                 os.close(fd)
         os.replace(tmp, path)
+        if fsync:
+            fsync_dir(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -69,6 +81,8 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, fsync: bool
                 fh.flush()
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
+        if fsync:
+            fsync_dir(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

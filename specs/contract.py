@@ -11,7 +11,10 @@ Formats:
 - ``manifest.json``: the resolved subset, :meth:`subsets.base.Manifest.to_json` (``classes``, ``indices``
   per split, ``content_hash``, the strategy and its identity parameters). Jobs with the same subset
   share one file (hard links to ``<workspace>/manifests/<content_hash>.json``).
-- ``checkpoint.pt``: the epoch checkpoint (``torch.save`` dict with ``epoch``, ``model``, ...).
+- ``checkpoint.pt``: the epoch checkpoint (``torch.save`` dict with ``epoch``, ``model``, ..., and rank 0's
+  RNG states as tensors: every file of a job loads with ``torch.load(weights_only=True)``);
+  ``checkpoint.prev.pt`` the one before it, kept until the new one is durable; ``rng/rank<r>.pt`` (and
+  ``rng/rank<r>.prev.pt``) the RNG states of rank ``r`` > 0 at the end of an epoch (``{"epoch", ...}``).
 - ``metrics.jsonl``: one JSON object per epoch (``{"epoch": e, "values": {...}}``).
 - ``final_metrics.json``: ``{"job_hash", "metrics", "epoch_metrics"}`` (see ``db.ingest``).
 - ``final_weights.pt``: ``{"job_hash", "backbone": state_dict, "model": state_dict}``, the trained
@@ -32,6 +35,9 @@ from pathlib import Path
 JOB_FILE = "job.json"
 MANIFEST_FILE = "manifest.json"
 CHECKPOINT_FILE = "checkpoint.pt"
+PREVIOUS_SUFFIX = ".prev"  # checkpoint.pt -> checkpoint.prev.pt: the previous durable copy of a file
+PREVIOUS_CHECKPOINT_FILE = f"checkpoint{PREVIOUS_SUFFIX}.pt"
+RNG_DIR = "rng"  # rank<r>.pt: the RNG states of rank r > 0
 EPOCH_METRICS_FILE = "metrics.jsonl"
 FINAL_METRICS_FILE = "final_metrics.json"
 FINAL_WEIGHTS_FILE = "final_weights.pt"
@@ -48,6 +54,11 @@ RECORDED_FILES = (JOB_FILE, MANIFEST_FILE)
 # tasks in index order, written before ``sbatch`` and read by each task (``workers.slurm_env``).
 ARRAY_MANIFEST_FILE = "manifest.json"
 ARRAY_ID_FILE = "array_id"
+
+
+def previous_of(path: Path) -> Path:
+    """The previous durable copy of ``path`` (``checkpoint.pt`` -> ``checkpoint.prev.pt``)."""
+    return path.with_name(f"{path.stem}{PREVIOUS_SUFFIX}{path.suffix}")
 
 
 def job_dir_for(job_hash: str, workspace: Path) -> Path:
@@ -81,6 +92,9 @@ class JobPaths:
     @property
     def checkpoint(self) -> Path:
         return self.root / CHECKPOINT_FILE
+
+    def rank_rng(self, rank: int) -> Path:
+        return self.root / RNG_DIR / f"rank{rank}.pt"
 
     @property
     def epoch_metrics(self) -> Path:

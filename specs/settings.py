@@ -5,19 +5,31 @@
 id, log path): written as a JSON file readable only by the user (mode 0600) and read by
 ``python -m workers.entry JOB_JSON --settings FILE``, so the database password never appears on a
 command line, in a job file or in a SLURM script. Torch-free.
+
+There is ONE such file per grid (:func:`grid_settings_file`): the per-job values that are no secret
+(backend id, log path) travel on the worker's command line. The file is removed as soon as no job of
+the grid can start a worker any more (its last job ended, ``cancel``): see :data:`LIVE_JOB_STATES`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Protocol
 
 from specs.atomic import write_bytes_atomic
+from specs.contract import WORKER_SETTINGS_FILE
+from specs.lifecycle import JobState
 
 PRIVATE_FILE_MODE = 0o600
 DEFAULT_UMASK = 0o077  # everything the product writes is readable only by the user
+SETTINGS_DIR = "settings"  # <workspace>/settings/: the grids' worker settings files
+#: a grid's settings file is kept while one of its jobs is in one of these states (it may start a worker)
+LIVE_JOB_STATES = tuple(s for s in JobState.ALL if s not in JobState.TERMINAL)  # type: ignore[attr-defined]
 
 
 def _float(name: str, default: float) -> float:
@@ -75,6 +87,34 @@ def write_private(path: str | Path, text: str) -> Path:
     return write_bytes_atomic(path, text.encode(), fsync=True, mode=PRIVATE_FILE_MODE)
 
 
+def grid_settings_file(grid_key: str, workspace: Path | None = None) -> Path:
+    """``<workspace>/settings/<digest>.worker_settings.json``: the one settings file of the grid that
+    ``grid_key`` names (a database id and the grid's name: two databases may hold grids of one name)."""
+    digest = hashlib.sha256(grid_key.encode()).hexdigest()[:16]
+    return (workspace or env_settings().home) / SETTINGS_DIR / f"{digest}.{WORKER_SETTINGS_FILE}"
+
+
+def remove_settings_file(path: str | Path) -> bool:
+    """Remove a settings file (no worker of its grid will start any more); ``True`` if there was one."""
+    try:
+        Path(path).unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+class _JobsOfGrid(Protocol):
+    def jobs(self, grid_name: str, states: Iterable[str] | None = None) -> Sequence[object]: ...
+
+
+def release_if_done(path: str | Path, store: _JobsOfGrid, grid_name: str) -> bool:
+    """Remove the settings file ``path`` of ``grid_name`` if none of the grid's jobs (in ``store``, a
+    :class:`db.Store`) may start a worker any more; ``True`` if removed."""
+    if store.jobs(grid_name, LIVE_JOB_STATES):
+        return False
+    return remove_settings_file(path)
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     """What a backend passes to a worker. ``db_url`` may hold a password: it lives only in 0600 files."""
@@ -84,6 +124,7 @@ class WorkerSettings:
     backend_id: str | None = None
     log_path: str | None = None
     heartbeat_s: float = 30.0
+    grid: str | None = None  # the grid whose settings file this is (its last job removes it)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)

@@ -1,4 +1,5 @@
-"""Opening a database: one-line errors for bad URLs and files, SQLite settings, the network-FS check."""
+"""Opening a database: one-line errors for bad URLs and files, SQLite settings, the network-FS check; the
+password never shown whatever the URL's shape; the grid's one 0600 worker settings file and its removal."""
 
 from __future__ import annotations
 
@@ -160,3 +161,116 @@ def test_opening_a_second_store_never_leaves_the_first_reading_a_stale_snapshot(
         subprocess.run([sys.executable, "-c", f"from db import Store; Store({url!r}).set_state(['h0', 'h1'], "
                         f"{dst!r}, [{src!r}])"], check=True)
         assert {j.state for j in first.jobs("g")} == {dst}
+
+
+# --- secrets: the password of a database URL is never shown, whatever the URL's shape ----------------------
+SECRET = "S3kr1t-pw"
+BAD_SHAPES = [  # (URL, what the one-line error says)
+    (f"dlth:{SECRET}@db.example/dlth", "expected sqlite:///PATH or postgresql+psycopg://"),  # no scheme
+    (f"dlth:{SECRET}", "expected sqlite:///PATH"),
+    (f"://dlth:{SECRET}@db.example/dlth", "expected sqlite:///PATH"),
+    (f"postgresql://dlth:p@{SECRET}@db.example/dlth", "unencoded '@' (write it as %40)"),
+    (f"postgresql://dlth:{SECRET}@db.example:/dlth", "the port must be a number"),  # :port missing
+    (f"postgresql://dlth:{SECRET}@db.example:fivefour/dlth", "the port must be a number"),
+    (f"postgresql://dlth:{SECRET}@[::1/dlth", "expected sqlite:///PATH"),  # malformed
+    (f"postgresql://dlth:{SECRET}", "expected sqlite:///PATH"),
+    (f"postgres://dlth:{SECRET}@db.example/dlth", "got 'postgres'"),
+    (f"postgresql://dlth:{SECRET}@db.example/", "expected a database name"),
+]
+
+
+@pytest.mark.parametrize("url, expected", BAD_SHAPES)
+def test_a_malformed_url_is_one_line_without_its_password(url: str, expected: str) -> None:
+    from db.engine import redact
+
+    msg = one_line_error(url)
+    assert expected in msg and SECRET not in msg, msg
+    assert SECRET not in redact(url) and "***" in redact(url)
+
+
+def test_redact_hides_passwords_in_every_shape_and_scrub_cleans_driver_messages() -> None:
+    from db.engine import redact, scrub
+
+    assert redact(f"postgresql+psycopg://dlth:{SECRET}@h:5432/db") == "postgresql+psycopg://dlth:***@h:5432/db"
+    assert redact(f"dlth:{SECRET}@h/db") == "dlth:***@h/db"
+    assert redact(f"postgresql://dlth:a@b@{SECRET}@h/db") == "postgresql://dlth:***@h/db"
+    assert redact(f"postgresql://h/db?user=dlth&password={SECRET}&x=1") == "postgresql://h/db?user=dlth&password=***&x=1"
+    assert redact("postgresql://dlth@h:5432/db") == "postgresql://dlth@h:5432/db"  # nothing to hide
+    assert redact("h:5432") == "h:5432" and redact("sqlite:////tmp/a@b/x.db") == "sqlite:////tmp/a@b/x.db"
+    encoded = "p%40ss%3Aword"  # the driver may echo the decoded password
+    url = f"postgresql://dlth:{encoded}@h/db"
+    assert scrub("FATAL: bad password p@ss:word for p%40ss%3Aword", url) == "FATAL: bad password *** for ***"
+    unencoded = f"postgresql://dlth:p@x{SECRET}@h/db"
+    assert scrub(f"could not resolve 'x{SECRET}@h'", unencoded) == "could not resolve '***@h'"
+
+
+def test_db_commands_and_status_print_no_password_and_exit_2(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.cli import main
+
+    monkeypatch.setenv("DLTH_DB_WAIT_S", "0")
+    with socket.socket() as s:  # a port with no server behind it: a well-formed URL that cannot connect
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    urls = [u for u, _ in BAD_SHAPES] + [f"postgresql+psycopg://dlth:{SECRET}@127.0.0.1:{port}/dlth"]
+    for url in urls:
+        for args in (["db", "current"], ["db", "upgrade"], ["status"], ["export", "g", "--out", "x"]):
+            with pytest.raises(SystemExit) as exit_info:
+                main(["--db", url, *args])
+            out = capsys.readouterr()
+            assert exit_info.value.code == 2, (url, args, out)
+            lines = [ln for ln in out.err.splitlines() if ln.strip() and "WARNING" not in ln]
+            assert len(lines) == 1 and lines[0].startswith("error: database"), (url, args, out)
+            assert SECRET not in out.out + out.err and "Traceback" not in out.err, (url, args, out)
+
+
+# --- the grid's one worker settings file ----------------------------------------------------------------
+def _grid_with_jobs(url: str, tmp_path: Path, n: int = 2) -> Store:
+    import json
+
+    from db import NewJob
+
+    store = Store(url)
+    gid = store.upsert_grid("g", "{}", "sh", "g.toml", 0)
+    store.add_jobs(gid, [NewJob(f"j{i}", json.dumps({}), "supervised", "ck", i, str(tmp_path / f"j{i}"), "full",
+                                "sup") for i in range(n)])
+    return store
+
+
+def test_one_private_settings_file_per_grid_removed_with_its_last_job(tmp_path: Path) -> None:
+    import stat
+
+    from db import AttemptState
+    from orchestrator.backends.settings_file import release_grid_settings, write_grid_settings
+    from specs.settings import WorkerSettings
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    store = _grid_with_jobs(url, tmp_path)
+    path = write_grid_settings(store, "g", url, "slurm")
+    assert write_grid_settings(store, "g", url, "slurm") == path  # one file per grid, however often written
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and WorkerSettings.read(path).grid == "g"
+    for job in ("j0", "j1"):
+        assert not release_grid_settings(store, "g") and path.is_file()  # a job may still start a worker
+        attempt = store.claim(job, backend="slurm", backend_id=None, host="n", pid=1)
+        assert attempt is not None
+        if job == "j0":
+            store.finish_attempt(attempt, AttemptState.FAILED, reason="x")  # out of its budget of 0
+        else:
+            store.complete(job, attempt, {"acc": 1.0})
+    assert release_grid_settings(store, "g") and not path.exists()  # the last job ended
+    store.close()
+
+
+def test_cancel_removes_the_grids_settings_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestrator.backends.settings_file import write_grid_settings
+    from orchestrator.cli import main
+
+    url = f"postgresql+psycopg://dlth:{SECRET}@db.example/dlth"  # what the file would hold
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    store = _grid_with_jobs(db, tmp_path)
+    path = write_grid_settings(store, "g", url, "local")
+    assert SECRET.encode() in path.read_bytes()
+    main(["--db", db, "cancel", "g", "--yes"])
+    assert "2 jobs cancelled" in capsys.readouterr().out
+    assert not path.exists()
+    store.close()

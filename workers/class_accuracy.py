@@ -17,6 +17,7 @@ from specs.job import JobSpec
 from workers.data.loader import build_loader
 from workers.knn import extract_features, knn_votes
 from workers.manifest import load_manifest
+from workers.safe_load import load_torch
 from workers.train import build_method
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def per_class_accuracy(job_dir: str | Path, *, batch_size: int = 256, num_worker
     spec = JobSpec.from_json(paths.job_file.read_text())
     meta, manifest = load_manifest(spec, job_dir)
     method = build_method(spec, manifest.num_classes)
-    method.load_state_dict(torch.load(ckpt_path, map_location="cpu", weights_only=False)["model"])
+    method.load_state_dict(load_torch(ckpt_path)["model"])
     method.eval()
 
     def loader(split: str):  # type: ignore[no-untyped-def]

@@ -87,7 +87,10 @@ def run(job_file: Path, settings: WorkerSettings, ctx: DistContext) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.entry", description=__doc__)
     parser.add_argument("job_file", type=Path, help="the job's job.json")
-    parser.add_argument("--settings", required=True, type=Path, help="the worker settings file (JSON, 0600)")
+    parser.add_argument("--settings", required=True, type=Path, help="the grid's worker settings file (JSON, 0600)")
+    parser.add_argument("--backend-id", help="this attempt's id in its backend (overrides the settings file's)")
+    # names that are no prefix of a torchrun option (torchrun's parser would take an abbreviation as its own)
+    parser.add_argument("--attempt-log", help="this attempt's log file (overrides the settings file's)")
     args = parser.parse_args(argv)
     apply_umask()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -95,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
                                "%(message)s")
     ctx = setup_distributed()
     try:
-        return run(args.job_file.resolve(), WorkerSettings.read(args.settings), ctx)
+        settings = WorkerSettings.read(args.settings)
+        own = {"backend_id": args.backend_id, "log_path": args.attempt_log}
+        return run(args.job_file.resolve(), settings.replace(**{k: v for k, v in own.items() if v}), ctx)
     finally:
         teardown(ctx)
 

@@ -22,6 +22,7 @@ from torch import nn
 from specs.contract import JobPaths, sibling_job_dir
 from specs.job import JobSpec
 from workers.checkpoint import save_torch_atomic
+from workers.safe_load import UnreadableFileError, UnsafeFileError, load_torch
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return dict(load_file(str(path)))
-    raw: Any = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        raw: Any = load_torch(path)
+    except (UnsafeFileError, UnreadableFileError) as exc:
+        raise InitWeightsError(f"init: {exc}") from None
     if isinstance(raw, dict) and isinstance(raw.get("backbone"), dict):
         return dict(raw["backbone"])
     for key in ("model", "state_dict"):

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ from torch.nn import functional as F
 from specs.contract import JobPaths
 from specs.job import JobSpec
 from subsets import DatasetMeta, Manifest
+from workers.checkpoint import read_or_set_aside, save_torch_atomic
 from workers.data.loader import build_loader
 from workers.distributed import DistContext, all_gather_rows, all_reduce_sum, any_rank, broadcast_buffers
 from workers.knn import fp32_forward
@@ -133,19 +133,15 @@ class _Probe:
     def load(self) -> dict[str, Any]:
         """The saved progress of this job's probe, or a fresh start."""
         fresh: dict[str, Any] = {"stage": 0, "epoch": 0, "scores": []}
-        if not self.path.is_file():
-            return fresh
-        state = torch.load(self.path, map_location=self.ctx.device, weights_only=False)
-        if state.get("job_hash") != self.spec.job_hash or "stage" not in state:
+        state = read_or_set_aside(self.path, ("stage", "epoch", "scores"), self.ctx.device)  # torn: set aside
+        if state is None or state.get("job_hash") != self.spec.job_hash:
             return fresh
         log.info("linear probe: resuming at head %d, after epoch %d", state["stage"], state["epoch"])
         return state
 
     def save(self, state: dict[str, Any]) -> None:
         if self.ctx.is_main:
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            torch.save({"job_hash": self.spec.job_hash, **state}, tmp)
-            os.replace(tmp, self.path)
+            save_torch_atomic({"job_hash": self.spec.job_hash, **state}, self.path)
 
     def train(self, stage: int, lr: float, feats: torch.Tensor, labels: torch.Tensor, resume: dict[str, Any] | None,
               scores: list[list[float]]) -> nn.Module | None:

@@ -63,6 +63,7 @@ from workers.pruning.mask import (
     sparsity_report,
 )
 from workers.pruning.registry import get_strategy
+from workers.safe_load import load_torch
 
 log = logging.getLogger(__name__)
 REINIT_SEED_OFFSET = 1_000_003  # random_reinit draws its weights from another seed than the ticket's own init
@@ -76,7 +77,7 @@ def parent_paths(job_dir: Path, job_hash: str) -> JobPaths:
 def _load(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: a parent job's file is missing (did the parent complete?)")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return load_torch(path)
 
 
 def transfer(method: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:

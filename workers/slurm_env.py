@@ -28,9 +28,9 @@ from typing import Any
 
 import submitit
 
-from specs.contract import ARRAY_MANIFEST_FILE, LOG_DIR, WORKER_SETTINGS_FILE
+from specs.contract import ARRAY_MANIFEST_FILE, LOG_DIR
 from specs.procs import pid_alive
-from specs.settings import WorkerSettings, apply_umask
+from specs.settings import WorkerSettings, apply_umask, release_if_done
 from specs.submitit_adapter import place_task_pickle, run_task
 
 log = logging.getLogger("workers.slurm_env")
@@ -87,19 +87,17 @@ class SlurmTask(submitit.helpers.Checkpointable):
         env.setdefault("MKL_NUM_THREADS", threads)
         return env
 
-    def task_settings(self) -> Path:
-        """This task's :class:`WorkerSettings` (the array's, with its SLURM id and log), written 0600
-        next to the task's log; returns the file."""
-        job_env = submitit.JobEnvironment()
-        settings = WorkerSettings.read(self.settings_file).replace(
-            backend="slurm", backend_id=slurm_job_id(), log_path=str(job_env.paths.stdout))
-        return settings.write(job_env.paths.stdout.with_name(
-            f"{job_env.job_id}_{job_env.global_rank}_{WORKER_SETTINGS_FILE}"))
+    def worker_command(self) -> list[str]:
+        """The worker's command line: the grid's settings file (0600, the database URL), and this task's
+        SLURM id and log, which are no secret."""
+        return [sys.executable, "-u", "-m", "workers.entry", self.job_file, "--settings", self.settings_file,
+                "--backend-id", slurm_job_id(), "--attempt-log", str(submitit.JobEnvironment().paths.stdout)]
 
     def __call__(self) -> None:
-        if submitit.JobEnvironment().global_rank == 0:
+        rank0 = submitit.JobEnvironment().global_rank == 0
+        if rank0:
             close_stale_attempts(WorkerSettings.read(self.settings_file).db_url, self.job_hash, slurm_job_id())
-        cmd = [sys.executable, "-u", "-m", "workers.entry", self.job_file, "--settings", str(self.task_settings())]
+        cmd = self.worker_command()
         env = self.worker_env()
         log.info("rank %s/%s (local rank %s) on node %s: MASTER_ADDR=%s MASTER_PORT=%s", env["RANK"],
                  env["WORLD_SIZE"], env["LOCAL_RANK"], os.environ.get("SLURMD_NODENAME", "?"),
@@ -107,8 +105,10 @@ class SlurmTask(submitit.helpers.Checkpointable):
         self._proc = subprocess.Popen(cmd, env=env)
         while (rc := self._proc.poll()) is None:  # poll, not wait: the SIGUSR2 handler must not find a lock
             time.sleep(0.2)
-        if rc == STOPPED_RC and submitit.JobEnvironment().global_rank != 0:
+        if rc == STOPPED_RC and not rank0:
             self._await_requeue()
+        if rank0 and rc != STOPPED_RC:  # requeued otherwise
+            release_settings(self.settings_file)
         if rc != 0:
             raise RuntimeError(f"worker exited with code {rc} (job {self.job_hash})")
 
@@ -160,6 +160,24 @@ def close_stale_attempts(db_url: str, job_hash: str, backend_id: str) -> None:
                 "attempt recorded its end"), what="close stale attempt")
     finally:
         store.close()
+
+
+def release_settings(settings_file: str) -> None:
+    """Remove the grid's settings file if this task's job was the grid's last (nothing else may start)."""
+    from db import Store
+
+    try:
+        settings = WorkerSettings.read(settings_file)
+    except (OSError, ValueError):  # removed by now (cancel, a refresh) or unreadable: nothing to do
+        return
+    if settings.grid is None:
+        return
+    try:
+        with Store(settings.db_url, create=False) as store:
+            if release_if_done(settings_file, store, settings.grid):
+                log.info("grid %s: its last job ended: worker settings file removed", settings.grid)
+    except Exception as exc:  # noqa: BLE001 (the next refresh or cancel removes it instead)
+        log.warning("cannot check whether grid %s has jobs left: %s", settings.grid, exc)
 
 
 def bootstrap(submission_dir: Path) -> None:

@@ -23,7 +23,7 @@ from specs.backbones import backbone_of
 from specs.contract import FINAL_METRICS_FILE
 from specs.job import JobSpec
 from subsets import DatasetMeta, Manifest
-from workers.checkpoint import load_checkpoint, save_checkpoint
+from workers.checkpoint import load_checkpoint, save_checkpoint, save_rank_rng
 from workers.data.jit import configure_jit
 from workers.data.loader import build_loader
 from workers.distributed import (
@@ -117,7 +117,7 @@ class Trainer:
         trainable = [p for p in method.parameters() if p.requires_grad]
         scaler = torch.amp.GradScaler(enabled=cfg.precision == "fp16" and ctx.device.type == "cuda")
         start_epoch, train_time = 0, 0.0
-        ckpt = load_checkpoint(self.job_dir)
+        ckpt = load_checkpoint(self.job_dir, ctx.rank)
         if ckpt is not None:
             method.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
@@ -178,6 +178,8 @@ class Trainer:
             values.update({k: all_reduce_mean(ctx, v) for k, v in method.epoch_metrics().items()})
             if spec.eval.every_epochs and (epoch + 1) % spec.eval.every_epochs == 0 and epoch + 1 < cfg.epochs:
                 values.update(self.evaluate(method, meta, manifest))
+            save_rank_rng(self.job_dir, ctx.rank, epoch + 1)  # every rank > 0 saves its own RNG states
+            barrier(ctx)  # ... before rank 0's checkpoint names the epoch
             if ctx.is_main:
                 save_checkpoint(self.job_dir, {"epoch": epoch + 1, "model": method.state_dict(),
                                                "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),

@@ -30,6 +30,7 @@ from db import AttemptState, JobRow, JobState, Store
 from orchestrator import breaker
 from orchestrator.backends.base import Backend, LaunchContext, Plan, PlanJob, PlannedGroup, graph_levels
 from orchestrator.backends.local_slots import Allocation, SlotPool
+from orchestrator.backends.settings_file import release_finished_grids, release_grid_settings, write_grid_settings
 from orchestrator.db_wait import ride_out
 from orchestrator.graph import advance
 from orchestrator.preflight import check_local_resources
@@ -37,7 +38,7 @@ from orchestrator.workspace import JOB_FILE, log_tail
 from specs.contract import LOG_DIR, JobPaths
 from specs.job import JobSpec
 from specs.procs import pid_alive
-from specs.settings import WorkerSettings, env_settings
+from specs.settings import remove_settings_file
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5
@@ -66,10 +67,11 @@ def released_jobs(ctx: LaunchContext) -> list[JobRow]:
     return jobs
 
 
-def worker_command(spec: JobSpec, job_file: Path, settings_file: Path) -> list[str]:
-    """The command line of one job (the database URL is in ``settings_file``, mode 0600): torchrun for
-    several ranks; the worker itself for one (without torchrun's variables it runs as rank 0 of 1)."""
-    worker = ["-m", "workers.entry", str(job_file), "--settings", str(settings_file)]
+def worker_command(spec: JobSpec, job_file: Path, settings_file: Path, backend_id: str, log_path: Path) -> list[str]:
+    """The command line of one job (the database URL is in the grid's ``settings_file``, mode 0600): torchrun
+    for several ranks; the worker itself for one (without torchrun's variables it runs as rank 0 of 1)."""
+    worker = ["-m", "workers.entry", str(job_file), "--settings", str(settings_file), "--backend-id", backend_id,
+              "--attempt-log", str(log_path)]
     if spec.resources.nproc_per_node == 1:
         return [sys.executable, *worker]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -108,6 +110,7 @@ class LocalBackend(Backend):
                 store.finish_attempt(a.id, AttemptState.LOST, reason=f"worker process {a.pid} vanished\n{tail}",
                                      )
                 log.warning("job %s: attempt %d lost (process %s gone)", a.job_hash, a.number, a.pid)
+        release_grid_settings(store, grid_name)  # a launcher killed before it could remove it
 
     # --- submit ---------------------------------------------------------------------------------
     def submit(self, ctx: LaunchContext, jobs: list[JobRow]) -> None:
@@ -127,6 +130,7 @@ class LocalBackend(Backend):
         stopping = False
         paused = breaker.paused(ctx.store, ctx.grid_name) is not None  # the breaker stops new starts
         total = len(ctx.store.jobs(ctx.grid_name))
+        settings_file = write_grid_settings(ctx.store, ctx.grid_name, ctx.db_url, self.name)
 
         def on_term(signum: int, _frame: object) -> None:
             raise KeyboardInterrupt
@@ -145,7 +149,7 @@ class LocalBackend(Backend):
                         if alloc is None:
                             break
                         queue.popleft()
-                        running[job.job_hash] = self._start(ctx, job, spec, alloc)
+                        running[job.job_hash] = self._start(job, spec, alloc, settings_file)
                     time.sleep(POLL_S)
                     ended = [h for h, r in running.items() if r.proc.poll() is not None]
                     for h in ended:
@@ -170,10 +174,11 @@ class LocalBackend(Backend):
             self._stop_all(ctx, running)
         finally:
             signal.signal(signal.SIGTERM, old)
+            remove_settings_file(settings_file)  # every worker this launcher started has ended
         if stopping:
             raise KeyboardInterrupt
 
-    def _start(self, ctx: LaunchContext, job: JobRow, spec: JobSpec, alloc: Allocation) -> _Running:
+    def _start(self, job: JobRow, spec: JobSpec, alloc: Allocation, settings_file: Path) -> _Running:
         job_dir = Path(job.job_dir)
         (job_dir / LOG_DIR).mkdir(parents=True, exist_ok=True)
         log_path = job_dir / LOG_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
@@ -183,9 +188,8 @@ class LocalBackend(Backend):
                "PYTHONUNBUFFERED": "1", **alloc.env()}
         if spec.resources.nproc_per_node == 1:  # no torchrun: rank 0 of 1, whatever this shell inherited
             env.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"})
-        settings = WorkerSettings(db_url=ctx.db_url, backend=self.name, backend_id=f"{self.host}:{os.getpid()}",
-                                  log_path=str(log_path), heartbeat_s=env_settings().heartbeat_s)
-        cmd = worker_command(spec, job_dir / JOB_FILE, settings.write(JobPaths.of(job_dir).worker_settings))
+        JobPaths.of(job_dir).worker_settings.unlink(missing_ok=True)  # a per-job copy of older versions
+        cmd = worker_command(spec, job_dir / JOB_FILE, settings_file, f"{self.host}:{os.getpid()}", log_path)
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.info("started %s (%s) pid %d%s", job.job_hash, spec.label(), proc.pid,
                  f" on GPUs {','.join(alloc.gpus)}" if alloc.gpus else "")
@@ -239,4 +243,6 @@ class LocalBackend(Backend):
             if a.job_hash in hashes and a.host == self.host and pid_alive(a.pid):
                 os.kill(a.pid, signal.SIGTERM)
                 store.finish_attempt(a.id, AttemptState.CANCELLED, reason="cancelled by the user")
-        return store.set_state(list(hashes), JobState.CANCELLED, JobState.CANCELLABLE)
+        n = store.set_state(list(hashes), JobState.CANCELLED, JobState.CANCELLABLE)
+        release_finished_grids(store)
+        return n

@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from db import AttemptState, JobRow, JobState, Store
 from orchestrator import breaker
 from orchestrator.backends.base import Backend, LaunchContext, Plan, PlanJob, PlannedGroup
+from orchestrator.backends.settings_file import release_finished_grids, release_grid_settings
 from orchestrator.backends.slurm_cmd import SlurmError, scancel, slurm_available
 from orchestrator.backends.slurm_graph import plan_graph
 from orchestrator.backends.slurm_profile import SlurmProfile, job_name
@@ -139,6 +140,7 @@ class SlurmBackend(Backend):
                               if j.job_hash in dead and j.backend == BACKEND and j.backend_id})
                 if ids:
                     scancel(ids)
+        release_grid_settings(store, grid_name)  # when its last job ended
         return res
 
     def reconcile(self, store: Store, grid_name: str) -> None:
@@ -173,7 +175,8 @@ class SlurmBackend(Backend):
                 known = {j.job_hash: j.backend_id for j in store.jobs(grid, [JobState.QUEUED, JobState.RUNNING,
                                                                               JobState.WAITING])
                          if j.backend == BACKEND and j.backend_id and j.job_hash not in planned}
-                subs = submit_jobs(store, name, todo, profile, ctx.db_url, parents=deps, known_ids=known,
+                subs = submit_jobs(store, name, todo, profile, ctx.db_url, grid_name=grid, parents=deps,
+                                   known_ids=known,
                                    on_submitted=lambda sub: remember(store, name, profile.slurm_conf,
                                                                      [sub.array_id]))
                 log.info("%d jobs submitted in %d arrays", len(todo), len(subs))
@@ -225,6 +228,7 @@ class SlurmBackend(Backend):
             if a.job_hash in hashes:
                 store.finish_attempt(a.id, AttemptState.CANCELLED, reason="cancelled by the user (dlth-orch cancel)")
         n = store.set_state(list(hashes), JobState.CANCELLED, JobState.CANCELLABLE)
+        release_finished_grids(store)
         ids = sorted({j.backend_id for j in jobs if j.backend == BACKEND and j.backend_id
                       and j.state in (JobState.QUEUED, JobState.RUNNING, JobState.WAITING)})
         for conf, some in by_cluster(store, ids).items():

@@ -20,15 +20,17 @@ import logging
 import shlex
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from db import JobState, Store, workspace_dir
 from orchestrator.backends.slurm_cmd import SlurmError, run_slurm, scancel
 from orchestrator.backends.slurm_profile import SlurmProfile
 from orchestrator.backends.slurm_submit import absolute_db_url, grid_dir, worker_setup
+from orchestrator.backends.slurm_target import grid_conf, targeting
 from orchestrator.workspace import report_dir
 from specs.atomic import write_text_atomic
-from specs.settings import WorkerSettings
+from specs.settings import WorkerSettings, remove_settings_file
 
 log = logging.getLogger(__name__)
 _KEY = "report/slurm_job/{}"  # dlth_meta: the grid's report job (a ReportJob as JSON)
@@ -69,6 +71,26 @@ def record_outcome(store: Store, grid_name: str, outcome: str) -> None:
     job = load_report_job(store, grid_name)
     if job is not None:
         store.set_meta(_KEY.format(grid_name), ReportJob(**{**asdict(job), "outcome": outcome}).to_json())
+
+
+def settings_path(name: str) -> Path:
+    """The report job's own settings file (0600, the database URL): the report job removes it once read,
+    ``cancel`` of the whole grid with the report job."""
+    return grid_dir(name) / "report" / SETTINGS_FILE
+
+
+def drop_if_grid_over(store: Store, grid_name: str, name: str) -> bool:
+    """After ``cancel``: when no job of the grid is unfinished any more, its pending report job has nothing
+    left to wait for: cancel it and remove its settings file (``dlth-orch report`` still writes the report).
+    ``True`` if it did."""
+    job = load_report_job(store, grid_name)
+    if job is None or job.outcome or unfinished_arrays(store, grid_name):
+        return False
+    with targeting(grid_conf(store, name)):
+        scancel([job.slurm_id])
+    remove_settings_file(settings_path(name))
+    record_outcome(store, grid_name, "cancelled with the grid's jobs")
+    return True
 
 
 def unfinished_arrays(store: Store, grid_name: str) -> list[str]:
@@ -116,7 +138,7 @@ def _submit(store: Store, grid_name: str, name: str, profile: SlurmProfile, db_u
     """sbatch the report job (CPU only, a few minutes) with ``afterany`` on ``arrays``."""
     sub = grid_dir(name) / "report"
     sub.mkdir(parents=True, exist_ok=True)
-    settings = WorkerSettings(db_url=absolute_db_url(db_url), backend="slurm").write(sub / SETTINGS_FILE)
+    settings = WorkerSettings(db_url=absolute_db_url(db_url), backend="slurm").write(settings_path(name))
     out_dir = report_dir(grid_name).resolve()
     script = sub / "report_job.sh"
     command = [profile.interpreter, "-m", "orchestrator.cli", "report-job", grid_name,

@@ -7,8 +7,9 @@ Every array gets a *submission directory* ``<workspace>/slurm/<job name>/<token>
 ids, the next refresh finds the array by job name and maps its tasks back to jobs through the manifest
 (see :mod:`orchestrator.backends.slurm_reconcile`). Array tasks need nothing from the orchestrator after
 ``sbatch``: each reads its job from the manifest (``python -m workers.slurm_env``). The database URL is
-not in the manifest: it is in the submission directory's ``worker_settings.json`` (mode 0600), whose
-path the manifest names (no password in the manifest, submitit's pickles or the SLURM script).
+not in the manifest: it is in the grid's one settings file (mode 0600,
+:mod:`orchestrator.backends.settings_file`), whose path the manifest names (no password in the manifest,
+submitit's pickles or the SLURM script); the grid's last task, ``cancel`` or a refresh removes it.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ from typing import Any
 
 from db import JobRow, Store, workspace_dir
 from orchestrator.backends.base import PlanJob
+from orchestrator.backends.settings_file import write_grid_settings
 from orchestrator.backends.slurm_cmd import COMMANDS, max_array_size
 from orchestrator.backends.slurm_graph import plan_graph
 from orchestrator.backends.slurm_profile import SlurmProfile, executor_parameters, group_key
 from specs.atomic import write_json_atomic
-from specs.contract import ARRAY_ID_FILE, ARRAY_MANIFEST_FILE, JOB_FILE, LOG_DIR, WORKER_SETTINGS_FILE
+from specs.contract import ARRAY_ID_FILE, ARRAY_MANIFEST_FILE, JOB_FILE, LOG_DIR
 from specs.job import JobSpec
-from specs.settings import WorkerSettings, env_settings
 from specs.submitit_adapter import ArrayExecutor
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ def plan_arrays(jobs: list[JobRow], profile: SlurmProfile, chunk: int) -> Iterat
 
 def submit_jobs(
     store: Store, name: str, jobs: list[JobRow], profile: SlurmProfile, db_url: str,
-    *, max_chunk: int | None = None, on_submitted: Callable[[Submitted], None] | None = None,
+    *, grid_name: str, max_chunk: int | None = None, on_submitted: Callable[[Submitted], None] | None = None,
     parents: dict[str, list[str]] | None = None, known_ids: dict[str, str] | None = None,
 ) -> list[Submitted]:
     """Submit ``jobs`` as arrays named ``name`` and record each array's ids as soon as sbatch returns.
@@ -157,8 +158,7 @@ def submit_jobs(
         token = f"{datetime.now(UTC):{TOKEN_TIME}}-{uuid.uuid4().hex[:8]}"
         sub_dir = root / token
         (sub_dir / LOG_DIR).mkdir(parents=True, exist_ok=True)
-        settings = WorkerSettings(db_url=db_url, backend="slurm", heartbeat_s=env_settings().heartbeat_s)
-        settings_file = settings.write(sub_dir / WORKER_SETTINGS_FILE)
+        settings_file = write_grid_settings(store, grid_name, db_url, "slurm")  # (again) right before sbatch
         write_json_atomic(sub_dir / MANIFEST, {
             "version": 1, "job_name": name, "token": token, "settings_file": str(settings_file),
             "time_min": params["time"], "signal_delay_s": profile.signal_delay_s,

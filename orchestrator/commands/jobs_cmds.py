@@ -75,5 +75,10 @@ def cancel(grid: str | None, subset: str | None, config: str | None, job: str | 
     for j in jobs:
         by_backend.setdefault(j.backend or "local", []).append(j)
     n = sum(get_backend(b).cancel(store, js) for b, js in by_backend.items())
+    if "slurm" in by_backend:  # nothing left to wait for: the grid's report job goes too
+        from orchestrator.backends.slurm_profile import job_name
+        from orchestrator.backends.slurm_report import drop_if_grid_over
+
+        drop_if_grid_over(store, name, job_name(store, name))
     n_dep = len(dependents & {j.job_hash for j in jobs})
     click.echo(f"{n} jobs cancelled" + (f", {n_dep} of them dependents of the selected jobs" if n_dep else ""))

@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from workers.checkpoint import save_torch_atomic
+from workers.safe_load import load_torch
 
 log = logging.getLogger(__name__)
 Mask = dict[str, torch.Tensor]
@@ -101,4 +102,4 @@ def save_mask(mask: Mask, path: Path) -> None:
 
 
 def load_mask(path: Path) -> Mask:
-    return {n: m.bool() for n, m in torch.load(path, map_location="cpu", weights_only=True).items()}
+    return {n: m.bool() for n, m in load_torch(path).items()}
