@@ -72,12 +72,17 @@ def cli(ctx: click.Context, db_url: str | None, verbose: int) -> None:
 @click.option("--dry-run", is_flag=True, help="Validate, expand and print what would be recorded and submitted "
               "(jobs, arrays, dependencies, resources); write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")
+@click.option("--code", "code", type=click.Choice(["launch", "current"]), default="launch", show_default=True,
+              help="Which code jobs run: 'launch' keeps each job on the snapshot it was launched with; "
+              "'current' snapshots the code now and re-points the jobs that have not started.")
+@click.option("--require-clean", is_flag=True, help="Refuse to launch code with uncommitted changes (exit 2).")
 @db_option
 def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wait: bool,
-           progress: bool, dry_run: bool, as_json: bool, db_url: str) -> None:
+           progress: bool, dry_run: bool, as_json: bool, code: str, require_clean: bool, db_url: str) -> None:
     """Validate GRID_FILE, record its jobs and run (or submit) the ones not done yet."""
     from orchestrator import launch as pipeline
     from orchestrator.breaker import paused
+    from orchestrator.provenance.freeze import DirtyTree, freeze
 
     console = Console(stderr=True)
     v = pipeline.validate(grid_file, cluster, profile)
@@ -88,17 +93,23 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
         else:
             pipeline.print_plan(plan, Console())
         return
+    try:  # the code the workers will run, frozen before anything is recorded (a dirty tree warns or refuses)
+        frozen = freeze(workspace_dir(), code=code, require_clean=require_clean)
+    except DirtyTree as exc:
+        fail(str(exc))
+    console.print(frozen.describe())
     meta = pipeline.prepare_data(v)  # a truncated or changed .beton fails here, before anything is recorded
     store = open_store(db_url, create=True)
     if cluster == "local" and detach:
         pipeline.record_grid(store, v.grid, meta)
+        frozen.record(store, v.grid.name)
         _detach_local(v.grid.name, db_url, v.profile_name)
         console.print("launched in the background; follow with: dlth-orch status")
         return
     # SLURM: return once submitted unless --wait; local: the launcher runs the jobs
     follow = bool(wait) if cluster == "slurm" else True
     try:
-        pipeline.launch(v, store, db_url, meta, wait=follow, progress=progress, console=console)
+        pipeline.launch(v, store, db_url, meta, wait=follow, progress=progress, console=console, frozen=frozen)
     except pipeline.LauncherBusy as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -243,6 +254,7 @@ def _mount_optional_groups() -> None:
         ("orchestrator.commands.jobs_cmds", "cancel"),
         ("orchestrator.commands.slurm_cmds", "slurm"),
         ("orchestrator.commands.breaker_cmd", "resume"),
+        ("orchestrator.commands.show_cmd", "show"),
     ]
     import importlib
 

@@ -33,6 +33,7 @@ from orchestrator.backends.local_slots import Allocation, SlotPool
 from orchestrator.db_wait import ride_out
 from orchestrator.graph import advance
 from orchestrator.preflight import check_local_resources
+from orchestrator.provenance.runtime import job_code_env
 from orchestrator.workspace import JOB_FILE, log_tail
 from specs.contract import LOG_DIR, JobPaths
 from specs.job import JobSpec
@@ -181,6 +182,7 @@ class LocalBackend(Backend):
                "PYTHONUNBUFFERED": "1", **alloc.env()}
         if spec.resources.nproc_per_node == 1:  # no torchrun: rank 0 of 1, whatever this shell inherited
             env.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"})
+        env.update(job_code_env(ctx.store, job.job_hash, env))  # the job's frozen code first on sys.path
         settings = WorkerSettings(db_url=ctx.db_url, backend=self.name, backend_id=f"{self.host}:{os.getpid()}",
                                   log_path=str(log_path), heartbeat_s=env_settings().heartbeat_s)
         cmd = worker_command(spec, job_dir / JOB_FILE, settings.write(JobPaths.of(job_dir).worker_settings))

@@ -28,7 +28,9 @@ from orchestrator.backends.base import PlanJob
 from orchestrator.backends.slurm_cmd import COMMANDS, max_array_size
 from orchestrator.backends.slurm_graph import plan_graph
 from orchestrator.backends.slurm_profile import SlurmProfile, executor_parameters, group_key
+from orchestrator.provenance.snapshot import code_root
 from specs.atomic import write_json_atomic
+from specs.code_version import snapshot_dir
 from specs.contract import ARRAY_ID_FILE, ARRAY_MANIFEST_FILE, JOB_FILE, LOG_DIR, WORKER_SETTINGS_FILE
 from specs.job import JobSpec
 from specs.settings import WorkerSettings, env_settings
@@ -86,6 +88,15 @@ def read_manifest(sub_dir: str | Path) -> dict[str, Any] | None:
         return None
 
 
+def array_code_setup(code_dir: Path, codes: list[str | None]) -> list[str]:
+    """The sbatch lines that put an array's code first on ``PYTHONPATH``: the snapshot of its first job that
+    has one (the task bootstrap runs from it; each task then starts its worker from its own job's snapshot,
+    see :mod:`workers.slurm_env`), else the live repository (jobs recorded before snapshots existed)."""
+    code = next((c for c in codes if c), None)
+    path = snapshot_dir(code_dir, code) if code else REPO_ROOT
+    return [f"export PYTHONPATH={shlex.quote(str(path))}${{PYTHONPATH:+:$PYTHONPATH}}", "export PYTHONSAFEPATH=1"]
+
+
 class _ArrayExecutor(ArrayExecutor):
     """submitit's SLURM executor whose array tasks start ``python -m workers.slurm_env <submission dir>``."""
 
@@ -140,7 +151,8 @@ def submit_jobs(
         chunk = min(chunk, max_chunk)
     db_url = absolute_db_url(db_url)
     root = grid_dir(name)
-    setup = [f"export PYTHONPATH={shlex.quote(str(REPO_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}", *profile.setup]
+    codes = store.code_of([j.job_hash for j in jobs])
+    code_dir = code_root(workspace_dir())
     out: list[Submitted] = []
     rows = {j.job_hash: j for j in jobs}
     plan_jobs = [PlanJob(j.job_hash, f"{j.subset_name}/{j.config_name}/s{j.seed}", JobSpec.from_json(j.spec_json),
@@ -152,13 +164,16 @@ def submit_jobs(
         token = f"{datetime.now(UTC):{TOKEN_TIME}}-{uuid.uuid4().hex[:8]}"
         sub_dir = root / token
         (sub_dir / LOG_DIR).mkdir(parents=True, exist_ok=True)
+        setup = [*array_code_setup(code_dir, [codes.get(j.job_hash) for j in members]), *profile.setup]
         settings = WorkerSettings(db_url=db_url, backend="slurm", heartbeat_s=env_settings().heartbeat_s)
         settings_file = settings.write(sub_dir / WORKER_SETTINGS_FILE)
         write_json_atomic(sub_dir / MANIFEST, {
             "version": 1, "job_name": name, "token": token, "settings_file": str(settings_file),
             "time_min": params["time"], "signal_delay_s": profile.signal_delay_s,
             "stop_grace_s": max(5, profile.signal_delay_s - 20), "max_requeues": profile.max_requeues,
-            "tasks": [{"job_hash": j.job_hash, "job_file": str(Path(j.job_dir) / JOB_FILE)} for j in members],
+            "code_root": str(code_dir),
+            "tasks": [{"job_hash": j.job_hash, "job_file": str(Path(j.job_dir) / JOB_FILE),
+                       "code_hash": codes.get(j.job_hash)} for j in members],
         })
         ex = _ArrayExecutor(sub_dir, profile.interpreter, profile.max_requeues)
         extra = {**params.get("additional_parameters", {}), "chdir": str(sub_dir)}
