@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from db.models import Attempt, Grid, GridJob, Job, JobState, Launch, utcnow
+from db.models import Attempt, Grid, GridJob, Job, JobState, Launch, Metric, utcnow
 
 _CHUNK = 500
 #: states of a job that will not run again (its code pointer is history, never moved)
@@ -106,6 +106,22 @@ class LaunchStore:
         with self.session() as s:
             for chunk in _chunks(job_hashes):
                 s.execute(update(Job).where(Job.job_hash.in_(chunk), Job.state.not_in(_SETTLED)).values(code_hash=None))
+
+    def reopen_completed(self, job_hashes: Sequence[str]) -> int:
+        """COMPLETED -> PENDING for a retrain the user asked for (``retry --stale``: results of old code):
+        their metrics are deleted and their code pointer cleared. The only way out of COMPLETED."""
+        moved = 0
+        with self.session() as s:
+            for chunk in _chunks(sorted(job_hashes)):
+                ids = list(s.scalars(select(Job.id).where(Job.job_hash.in_(chunk), Job.state == JobState.COMPLETED)
+                                     .with_for_update()))
+                if not ids:
+                    continue
+                s.execute(delete(Metric).where(Metric.job_id.in_(ids)))
+                res = s.execute(update(Job).where(Job.id.in_(ids)).values(
+                    state=JobState.PENDING, code_hash=None, ingested_from_disk=False, updated_at=utcnow()))
+                moved += int(res.rowcount or 0)
+        return moved
 
     def code_of(self, job_hashes: Sequence[str]) -> dict[str, str | None]:
         """``{job_hash: code_hash}``: the snapshot each job's next worker runs (None: the live code)."""

@@ -225,6 +225,10 @@ def report(grids: tuple[str, ...], metric: str | None, reference: str | None, ex
         rep = assemble_report(store, req)
     except ValueError as exc:
         fail(str(exc))
+    if store is not None:  # the report names the code behind its numbers (and warns when they mix)
+        from orchestrator.report.code_section import with_code_versions
+
+        rep = with_code_versions(rep, store, names)
     lottery = None  # the lottery section: one grid's [lottery.*] chains
     if store is not None and len(names) == 1:
         lottery = lottery_report_for(store, names[0], rep.metric, rep.higher_is_better)
