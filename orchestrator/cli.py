@@ -82,9 +82,13 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
     """Validate GRID_FILE, record its jobs and run (or submit) the ones not done yet."""
     from orchestrator import launch as pipeline
     from orchestrator.breaker import paused
-    from orchestrator.provenance.freeze import DirtyTree, freeze
+    from orchestrator.provenance.freeze import DirtyTree, freeze, read_source
 
     console = Console(stderr=True)
+    try:  # the code the workers will run: a dirty tree warns (or is refused) before anything else
+        source = None if dry_run else read_source(require_clean=require_clean)
+    except DirtyTree as exc:
+        fail(str(exc))
     v = pipeline.validate(grid_file, cluster, profile)
     if dry_run:
         plan = pipeline.dry_run(v)
@@ -93,10 +97,8 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
         else:
             pipeline.print_plan(plan, Console())
         return
-    try:  # the code the workers will run, frozen before anything is recorded (a dirty tree warns or refuses)
-        frozen = freeze(workspace_dir(), code=code, require_clean=require_clean)
-    except DirtyTree as exc:
-        fail(str(exc))
+    assert source is not None
+    frozen = freeze(workspace_dir(), source, code=code)  # snapshot before any job is recorded
     console.print(frozen.describe())
     meta = pipeline.prepare_data(v)  # a truncated or changed .beton fails here, before anything is recorded
     store = open_store(db_url, create=True)

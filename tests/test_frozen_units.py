@@ -99,7 +99,8 @@ def test_require_clean_refuses_a_dirty_tree_in_one_line_and_writes_nothing(tmp_p
     git(repo, "commit", "-qm", "one")
     (repo / "workers" / "train.py").write_text("raise ImportError('edited after the commit')\n")
     grid = tmp_path / "grid.toml"
-    grid.write_text(GOOD.replace('root = "', f'root = "{meta_dir}" #'))
+    grid.write_text(GOOD.replace('root = "', f'root = "{meta_dir}" #')
+                    .replace("[train]\n", '[train]\nbackbone = "test_resnet"\nimage_size = 32\n'))
     home = tmp_path / "home"
     env = {**os.environ, "PYTHONPATH": str(repo), "DLTH_HOME": str(home)}
     proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "launch", str(grid), "--require-clean"],

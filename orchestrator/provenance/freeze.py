@@ -56,10 +56,17 @@ def _names(changed: tuple[str, ...]) -> str:
     return ", ".join(changed[:NAMED_FILES]) + (f" and {more} more" if more > 0 else "")
 
 
-def freeze(workspace: Path, *, code: str = "launch", require_clean: bool = False) -> Frozen:
-    """Snapshot the code this process would hand its workers and gather the launch's provenance."""
-    if code not in CODE_MODES:
-        raise ValueError(f"--code: expected one of {', '.join(CODE_MODES)}, got {code!r}")
+@dataclass(frozen=True)
+class CodeSource:
+    """The code this process would hand its workers: the packages' directories and their git state."""
+
+    packages: dict[str, Path]
+    git: GitState
+
+
+def read_source(*, require_clean: bool = False) -> CodeSource:
+    """Locate the worker packages and read their git state; writes nothing. A dirty tree is one warning line
+    naming the changed files, or :class:`DirtyTree` under ``require_clean``."""
     packages = package_dirs()
     root = next(iter(packages.values())).parent
     git = git_state(root)
@@ -68,7 +75,15 @@ def freeze(workspace: Path, *, code: str = "launch", require_clean: bool = False
             raise DirtyTree(f"--require-clean: {root} has uncommitted changes in {_names(git.changed)}; "
                             "commit or stash them")
         log.warning("launching uncommitted code (the diff is recorded): %s", _names(git.changed))
-    snap = take_snapshot(workspace, packages)
+    return CodeSource(packages, git)
+
+
+def freeze(workspace: Path, source: CodeSource, *, code: str = "launch") -> Frozen:
+    """Snapshot ``source`` into the workspace and gather the launch's provenance (nothing in the database yet)."""
+    if code not in CODE_MODES:
+        raise ValueError(f"--code: expected one of {', '.join(CODE_MODES)}, got {code!r}")
+    snap = take_snapshot(workspace, source.packages)
+    git = source.git
     launch = NewLaunch(code_hash=snap.code_hash, code_mode=code, git_commit=git.commit, git_dirty=git.dirty,
                        git_changed=git.changed, git_diff=git.diff, python=environment.python_version(),
                        packages=environment.package_versions(), host=environment.host(),
