@@ -1,0 +1,124 @@
+"""Frozen code on the local backend, with real training on the digits: jobs recorded by a launch run the
+code of that launch even after the repository changed so that importing it fails; each attempt records its
+code version and node; ``show`` and the report name the commit.
+
+The launch runs from a copy of the repository committed to a temporary git repository, never from the
+real checkout (which the test must not break). Mocked: nothing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from db import AttemptState, JobState, Store
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+BREAK = "raise ImportError('broken on purpose: the live tree changed after launch')\n"
+GRID = """
+name = "{name}"
+seeds = [0]
+[dataset]
+root = "{root}"
+[train]
+backbone = "test_resnet"
+epochs = 1
+batch_size = 64
+lr = 0.05
+image_size = 32
+[eval]
+knn_k = 10
+[resources]
+cpus_per_task = 1
+loader_workers = 1
+{cluster}
+[subsets.full]
+strategy = "full"
+[methods.supervised]
+lr = {lrs}
+"""
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.email=t@example.org", "-c", "user.name=t", *args],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def repo_copy(dst: Path) -> tuple[Path, str]:
+    """A copy of this repository's code committed to a fresh git repository; returns it and the commit."""
+    shutil.copytree(REPO, dst, ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", "tests", "benchmarks",
+                                                             ".dlth", "*.egg-info", ".*_cache", "data", "runs"))
+    git(dst, "init", "-q")
+    git(dst, "add", "-A")
+    git(dst, "commit", "-qm", "launch-time code")
+    return dst, git(dst, "rev-parse", "HEAD")
+
+
+def run_from(repo: Path, *args: str, home: Path, db: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``dlth-orch ARGS`` run from ``repo`` (its code first on the path), in workspace ``home``."""
+    env = {**os.environ, "PYTHONPATH": str(repo), "DLTH_HOME": str(home), "DLTH_HEARTBEAT_S": "1"}
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args, "--db", db], capture_output=True,
+                          text=True, env=env, cwd=repo, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def launches_of(db: str, grid: str) -> list[str]:
+    with Store(db) as store:
+        return [la.code_hash for la in store.launches(grid)]
+
+
+def test_local_jobs_run_their_launch_code_after_the_tree_breaks(tmp_path: Path, digits: Path) -> None:
+    repo, commit = repo_copy(tmp_path / "repo")
+    home, db = tmp_path / "home", f"sqlite:///{tmp_path / 'db.sqlite'}"
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID.format(name="frozen", root=digits, cluster="", lrs="[0.2]"))
+    (home / "locks").mkdir(parents=True)
+    with open(home / "locks" / "frozen.lock", "a+") as lock:  # the background launcher cannot run the jobs yet
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        first = run_from(repo, "launch", str(grid), "--detach", home=home, db=db)
+        log = home / "logs" / "launch-frozen.log"
+        deadline = time.time() + 120
+        while "another local launcher" not in (log.read_text() if log.is_file() else "") and time.time() < deadline:
+            time.sleep(0.5)
+        assert "another local launcher" in log.read_text()
+    (code,) = launches_of(db, "frozen")
+    assert f"code {code} (new snapshot, commit {commit[:12]})" in first.stderr
+    with Store(db) as store:
+        (job,) = store.jobs("frozen")
+        assert job.state == JobState.PENDING and store.code_of([job.job_hash]) == {job.job_hash: code}
+
+    (repo / "workers" / "train.py").write_text(BREAK + (repo / "workers" / "train.py").read_text())
+    again = run_from(repo, "launch", str(grid), "--no-progress", home=home, db=db)
+    warning = [line for line in again.stderr.splitlines() if "uncommitted" in line]
+    assert len(warning) == 1 and warning[0].endswith("workers/train.py"), again.stderr
+    broken = launches_of(db, "frozen")[-1]
+    assert broken != code and sorted(p.name for p in (home / "code").iterdir()) == sorted([code, broken])
+    with Store(db) as store:
+        job = store.job(job.job_hash)
+        assert job.state == JobState.COMPLETED, job.last_error  # trained with the launch-time code
+        (attempt,) = store.attempts(job.job_hash)
+        (ran,) = store.attempt_codes([job.job_hash])[job.job_hash]
+        assert attempt.state == AttemptState.COMPLETED and (ran.code_hash, ran.node) == (code, socket.gethostname())
+        (last,) = store.launches("frozen")[-1:]
+        assert last.git_dirty and last.git_changed == ("workers/train.py",) and BREAK.strip() in last.git_diff
+        assert last.packages["torch"] and last.python and "launch" in last.command_line
+
+    view = json.loads(run_from(repo, "show", "full/supervised[lr=0.2]/s0", "--json", home=home, db=db).stdout)
+    assert view["attempts"][0]["code"] == code and view["code_versions"][code]["commit"] == commit
+    assert view["files"]["final_metrics"] and view["final_metrics"]["knn_top1"] > 0
+    shown = run_from(repo, "show", job.job_hash[:8], home=home, db=db).stdout
+    assert f"{code} ({commit[:12]})" in shown
+    report = json.loads(run_from(repo, "report", "frozen", "--json", home=home, db=db).stdout)
+    assert [(v["code_hash"], v["commit"], v["jobs"]) for v in report["code_versions"]] == [(code, commit, 1)]
+    assert not any("code versions" in w for w in report["warnings"])
