@@ -164,7 +164,8 @@ class Report:
         dec, plan = top.get("decision"), top.get("plan")
         return cls(**{**top, "warnings": tuple(top["warnings"]), "subsets": tuple(subs),
                       "decision": Decision.from_dict(dec) if dec else None, "plan": Plan(**plan) if plan else None,
-                      "sources": tuple(top.get("sources", ()))})
+                      "sources": tuple(top.get("sources", ())),
+                      "code_versions": tuple(top.get("code_versions", ()))})
 
     def subset(self, name: str) -> SubsetReport:
         """The entry of subset ``name`` (KeyError if absent)."""
