@@ -37,13 +37,12 @@ def torch_cuda() -> str | None:
     return m.group(1) if m else None
 
 
+CUDNN_WHEELS = ("nvidia-cudnn-cu13", "nvidia-cudnn-cu12", "nvidia-cudnn-cu11")
+
+
 def cudnn() -> str | None:
-    """The version of the installed cuDNN wheel (``nvidia-cudnn-cu12``/``-cu13``), if any."""
-    for dist in md.distributions():
-        name = (dist.metadata.get("Name") or "").lower()
-        if name.startswith("nvidia-cudnn"):
-            return dist.version
-    return None
+    """The version of the installed cuDNN wheel (``nvidia-cudnn-cu13``/``-cu12``/``-cu11``), if any."""
+    return next((v for name in CUDNN_WHEELS if (v := _version(name))), None)
 
 
 def package_versions() -> dict[str, str | None]:
