@@ -11,6 +11,10 @@ own job runner, which installs the ``SIGUSR2`` handler. :class:`SlurmTask` runs 
 SLURM's environment. On ``SIGUSR2`` (preemption, or the time limit ``signal_delay_s`` away) the child
 stops after its current batch and records the attempt (its last epoch checkpoint is on disk); then
 submitit calls :meth:`SlurmTask.checkpoint` and requeues the SLURM job, which resumes from that checkpoint.
+
+Code: the array's script puts a code snapshot first on ``PYTHONPATH`` (the bootstrap runs from it); each
+task starts its worker from its own job's snapshot, read from the database when the task starts (so
+``launch --code current`` re-points a queued task), else the one the manifest named at submission.
 """
 
 from __future__ import annotations
