@@ -58,7 +58,7 @@ class AttemptCode:
 
 
 class LaunchStore:
-    """Launch provenance: mixed into :class:`db.store.Store` (which provides ``session`` and ``_job_id``)."""
+    """Launch provenance: mixed into :class:`db.store.Store` (which provides ``session``)."""
 
     def session(self, *, write: bool = True) -> AbstractContextManager[Session]:  # provided by Store
         raise NotImplementedError

@@ -89,8 +89,9 @@ def job_view(store: Store, named: Named) -> dict[str, Any]:
     """Everything ``show`` prints about one job, as a JSON-ready dict."""
     j = named.row
     h = j.job_hash
-    grids = {n.grid: n.label for n in _named_jobs(store, None) if n.row.job_hash == h}
-    labels = {n.row.job_hash: f"{n.grid}: {n.label}" for n in _named_jobs(store, None)}
+    everywhere = _named_jobs(store, None)
+    grids = {n.grid: n.label for n in everywhere if n.row.job_hash == h}
+    labels = {n.row.job_hash: f"{n.grid}: {n.label}" for n in everywhere}
     attempts = store.attempts(h)
     codes = {c.attempt_id: c for c in store.attempt_codes([h]).get(h, [])}
     pointer = store.code_of([h]).get(h)
