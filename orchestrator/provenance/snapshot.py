@@ -2,12 +2,13 @@
 data included), copied into ``<workspace>/code/<code_hash>/`` once per distinct content.
 
 The hash covers every file's relative path and bytes (``__pycache__``, ``*.pyc`` and hidden files are not
-code). A snapshot is written to a temporary directory and renamed into place, so a reader never sees half
-of one and ten launches of one tree keep one copy; its files are made read-only.
+code). A snapshot is written to a temporary directory, byte-compiled, and renamed into place, so a reader never
+sees half of one and ten launches of one tree keep one copy; its source files are made read-only.
 """
 
 from __future__ import annotations
 
+import compileall
 import hashlib
 import importlib.util
 import json
@@ -90,6 +91,8 @@ def take_snapshot(workspace: Path, packages: dict[str, Path] | None = None) -> S
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
             dst.chmod(READ_ONLY)
+        # compiled once here, not by hundreds of array tasks racing to write __pycache__ on a shared file system
+        compileall.compile_dir(str(tmp), quiet=2, ddir=str(final))
         marker = tmp / MARKER
         marker.write_text(json.dumps({"code_hash": h, "files": len(files), "bytes": size}, indent=1))
         marker.chmod(READ_ONLY)
