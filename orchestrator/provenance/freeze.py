@@ -5,7 +5,7 @@ record the launch and point the grid's jobs at the snapshot.
 version (new ones) get this launch's snapshot. ``code="current"``: jobs that have not started yet are
 re-pointed too (never a RUNNING or COMPLETED one, nor one with attempts: its checkpoint came from its code).
 A dirty tree launches with one warning line naming the changed files; ``require_clean`` refuses it first,
-before anything is written.
+before the grid is even read (:func:`read_source`).
 """
 
 from __future__ import annotations
@@ -65,16 +65,14 @@ class CodeSource:
 
 
 def read_source(*, require_clean: bool = False) -> CodeSource:
-    """Locate the worker packages and read their git state; writes nothing. A dirty tree is one warning line
-    naming the changed files, or :class:`DirtyTree` under ``require_clean``."""
+    """Locate the worker packages and read their git state; writes nothing. A dirty tree is refused with
+    :class:`DirtyTree` under ``require_clean`` (else :func:`freeze` warns)."""
     packages = package_dirs()
     root = next(iter(packages.values())).parent
     git = git_state(root)
-    if git.dirty:
-        if require_clean:
-            raise DirtyTree(f"--require-clean: {root} has uncommitted changes in {_names(git.changed)}; "
-                            "commit or stash them")
-        log.warning("launching uncommitted code (the diff is recorded): %s", _names(git.changed))
+    if git.dirty and require_clean:
+        raise DirtyTree(f"--require-clean: {root} has uncommitted changes in {_names(git.changed)}; "
+                        "commit or stash them")
     return CodeSource(packages, git)
 
 
@@ -82,8 +80,10 @@ def freeze(workspace: Path, source: CodeSource, *, code: str = "launch") -> Froz
     """Snapshot ``source`` into the workspace and gather the launch's provenance (nothing in the database yet)."""
     if code not in CODE_MODES:
         raise ValueError(f"--code: expected one of {', '.join(CODE_MODES)}, got {code!r}")
-    snap = take_snapshot(workspace, source.packages)
     git = source.git
+    if git.dirty:  # one line naming the changed files
+        log.warning("launching uncommitted code (the diff is recorded): %s", _names(git.changed))
+    snap = take_snapshot(workspace, source.packages)
     launch = NewLaunch(code_hash=snap.code_hash, code_mode=code, git_commit=git.commit, git_dirty=git.dirty,
                        git_changed=git.changed, git_diff=git.diff, python=environment.python_version(),
                        packages=environment.package_versions(), host=environment.host(),
