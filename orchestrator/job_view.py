@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from db import FINAL_EPOCH, JobRow, LaunchRow, Store
+from orchestrator.provenance.stale import code_launches
 from specs.contract import JobPaths
 from specs.job import job_label
 
@@ -61,11 +62,8 @@ def _first_line(text: str | None) -> str | None:
 
 
 def code_versions(store: Store, code_hashes: set[str]) -> dict[str, dict[str, Any]]:
-    """``{code_hash: {commit, dirty, changed, launched}}`` from the first launch that made each snapshot."""
-    out: dict[str, dict[str, Any]] = {}
-    for launch in store.launches(code_hashes=sorted(code_hashes)) if code_hashes else []:
-        out.setdefault(launch.code_hash, _launch_summary(launch))
-    return out
+    """``{code_hash: {commit, dirty, changed, launched, ...}}`` of the launch that describes each snapshot."""
+    return {h: _launch_summary(launch) for h, launch in code_launches(store, code_hashes).items()}
 
 
 def _launch_summary(launch: LaunchRow) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from db import AttemptState, JobRow, JobState, Store
+from db import AttemptState, JobRow, JobState, LaunchRow, Store
 from specs.contract import (
     CHECKPOINT_FILE,
     EPOCH_METRICS_FILE,
@@ -40,6 +40,17 @@ def job_codes(store: Store, grid: str) -> dict[str, str]:
     for h in done:
         by_id = {c.attempt_id: c.code_hash for c in codes.get(h, [])}
         out[h] = by_id.get(completing.get(h, -1)) or LIVE
+    return out
+
+
+def code_launches(store: Store, code_hashes: set[str]) -> dict[str, LaunchRow]:
+    """``{code_hash: launch}`` describing each snapshot: its first launch from a clean tree (a commit alone
+    reproduces it), else its first launch (commit + the recorded diff)."""
+    out: dict[str, LaunchRow] = {}
+    for launch in store.launches(code_hashes=sorted(code_hashes)) if code_hashes else []:
+        have = out.get(launch.code_hash)
+        if have is None or (have.git_dirty is not False and launch.git_dirty is False):
+            out[launch.code_hash] = launch
     return out
 
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from db import Store
-from orchestrator.provenance.stale import LIVE, job_codes, newest_code
+from orchestrator.provenance.stale import LIVE, code_launches, job_codes, newest_code
 from orchestrator.report.ranking import Report
 from orchestrator.report.sections import EXTRA_SECTIONS, Section
 from specs.job import job_label
@@ -25,13 +25,14 @@ def grid_code_versions(store: Store, grid: str) -> list[dict[str, Any]]:
     of jobs, whether it is the grid's newest, and the labels of its jobs when it is not (stale)."""
     codes = job_codes(store, grid)
     newest = newest_code(store, grid)
-    first = {}
-    for launch in store.launches(code_hashes=sorted(set(codes.values()) - {LIVE})):
-        first.setdefault(launch.code_hash, launch)
+    described = code_launches(store, set(codes.values()) - {LIVE})
     labels = {j.job_hash: job_label(j.subset_name, j.config_name, j.seed) for j in store.jobs(grid)}
     out = []
-    for code in sorted(set(codes.values()), key=lambda c: (first[c].created_at.isoformat() if c in first else "")):
-        launch = first.get(code)
+    def launched(code: str) -> str:
+        return described[code].created_at.isoformat() if code in described else ""
+
+    for code in sorted(set(codes.values()), key=launched):
+        launch = described.get(code)
         jobs = sorted(labels[h] for h, c in codes.items() if c == code)
         out.append({"grid": grid, "code_hash": code, "commit": launch.git_commit if launch else None,
                     "dirty": launch.git_dirty if launch else None,
