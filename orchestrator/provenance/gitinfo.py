@@ -30,13 +30,14 @@ class GitState:
         return None if self.commit is None else bool(self.changed)
 
 
-def _git(root: Path, *args: str) -> str | None:
+def _git(root: Path, *args: str, ok: tuple[int, ...] = (0,)) -> str | None:
+    """``git -C root ARGS``'s output, or None when git is missing, slow or exits with a code not in ``ok``."""
     try:
         proc = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
                               timeout=GIT_TIMEOUT_S, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return proc.stdout if proc.returncode == 0 else None
+    return proc.stdout if proc.returncode in ok else None
 
 
 def git_state(root: Path, packages: tuple[str, ...] = PACKAGES) -> GitState:
@@ -44,22 +45,13 @@ def git_state(root: Path, packages: tuple[str, ...] = PACKAGES) -> GitState:
     if not (_git(root, "ls-files", "--", f"{packages[0]}/__init__.py") or "").strip():
         return GitState(None)  # not tracked here: no commit describes this code (or git is missing)
     commit = (_git(root, "rev-parse", "HEAD") or "").strip() or None
-    if commit is None:
+    top = (_git(root, "rev-parse", "--show-toplevel") or "").strip()
+    if commit is None or not top:
         return GitState(None)
     status = _git(root, "status", "--porcelain", "--untracked-files=all", "--", *packages) or ""
     changed = tuple(sorted(line[3:].split(" -> ")[-1] for line in status.splitlines() if len(line) > 3))
     diff = (_git(root, "diff", "--binary", "HEAD", "--", *packages) or "") if changed else ""
     for line in status.splitlines():  # new files are part of the snapshot too: the diff shows them
-        if line.startswith("??"):
-            diff += _untracked_diff(root, line[3:])
+        if line.startswith("??"):  # (porcelain paths are relative to the top level; --no-index exits 1)
+            diff += _git(Path(top), "diff", "--binary", "--no-index", "/dev/null", line[3:], ok=(0, 1)) or ""
     return GitState(commit, changed, diff)
-
-
-def _untracked_diff(root: Path, rel: str) -> str:
-    """An untracked file as a diff (``git diff --no-index`` exits 1 when files differ: always here)."""
-    try:
-        proc = subprocess.run(["git", "-C", str(root), "diff", "--binary", "--no-index", "/dev/null", rel],
-                              capture_output=True, text=True, timeout=GIT_TIMEOUT_S, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return proc.stdout
