@@ -2,20 +2,24 @@
 
 from db.engine import StoreError, StoreUnavailable, default_url, require_database, workspace_dir
 from db.ingest import FINAL_METRICS_FILE, FinalResult, ResultFileError, read_final_metrics, write_final_metrics
+from db.launches import AttemptCode, LaunchRow, NewLaunch
 from db.models import FINAL_EPOCH, AttemptState, JobState
 from db.store import AttemptRow, GridRow, JobRow, MetricRow, NewJob, Store
 
 __all__ = [
     "FINAL_EPOCH",
     "FINAL_METRICS_FILE",
+    "AttemptCode",
     "AttemptRow",
     "AttemptState",
     "FinalResult",
     "GridRow",
     "JobRow",
     "JobState",
+    "LaunchRow",
     "MetricRow",
     "NewJob",
+    "NewLaunch",
     "ResultFileError",
     "Store",
     "StoreError",

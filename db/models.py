@@ -68,6 +68,8 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     # COMPLETED from the job directory's final_metrics.json because the worker could not tell the DB (0002)
     ingested_from_disk: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # the code snapshot the job's next worker runs (0004); NULL: recorded before 0004, runs the live code
+    code_hash: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
     attempts: Mapped[list[Attempt]] = relationship(back_populates="job", cascade="all, delete-orphan")
 
@@ -121,6 +123,8 @@ class Attempt(Base):
     exit_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     log_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     log_tail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    code_hash: Mapped[str | None] = mapped_column(String(32), nullable=True)  # the snapshot it ran (0004)
+    node: Mapped[str | None] = mapped_column(String(255), nullable=True)  # SLURM node name, else host (0004)
 
     job: Mapped[Job] = relationship(back_populates="attempts")
 
@@ -129,6 +133,28 @@ class Attempt(Base):
         Index("ix_attempts_state", "state"),
         Index("ix_attempts_job_state", "job_id", "state"),
     )
+
+
+class Launch(Base):
+    """One ``dlth-orch launch`` of a grid: the code snapshot its workers run and where it came from (0004)."""
+
+    __tablename__ = "launches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    grid_id: Mapped[int] = mapped_column(ForeignKey("grids.id", ondelete="CASCADE"))
+    code_hash: Mapped[str] = mapped_column(String(32))
+    code_mode: Mapped[str] = mapped_column(String(16))  # "launch" (frozen) or "current" (re-pointed)
+    git_commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    git_dirty: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    git_changed: Mapped[str | None] = mapped_column(Text, nullable=True)  # one changed file a line
+    git_diff: Mapped[str | None] = mapped_column(Text, nullable=True)
+    python: Mapped[str] = mapped_column(String(64))
+    packages_json: Mapped[str] = mapped_column(Text)
+    host: Mapped[str] = mapped_column(String(255))
+    command_line: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_launches_grid", "grid_id"), Index("ix_launches_code", "code_hash"))
 
 
 class Metric(Base):

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from db import migrate, netfs
 from db.engine import WRITE_OPTION, StoreError, is_sqlite, make_engine, sqlite_path
 from db.ingest import FinalResult
+from db.launches import LaunchStore
 from db.locks import GridLock, LockHolder, grid_lock, lock_holder
 from db.models import (
     FINAL_EPOCH,
@@ -133,7 +134,7 @@ _JOB_COLUMNS = (
 )
 
 
-class Store:
+class Store(LaunchStore):
     """Typed access to the dlth-orch database at ``url``.
 
     ``create=True`` (the orchestrator): create the schema or upgrade it to the newest revision.

@@ -75,14 +75,23 @@ def cli(ctx: click.Context, db_url: str | None, verbose: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")
 @click.option("--max-jobs", type=click.IntRange(min=1), default=100_000, show_default=True, metavar="N",
               help="Refuse a grid of more jobs (counted before anything is expanded).")
+@click.option("--code", "code", type=click.Choice(["launch", "current"]), default="launch", show_default=True,
+              help="Which code jobs run: 'launch' keeps each job on the snapshot it was launched with; "
+              "'current' snapshots the code now and re-points the jobs that have not started.")
+@click.option("--require-clean", is_flag=True, help="Refuse to launch code with uncommitted changes (exit 2).")
 @db_option
-def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wait: bool,
-           progress: bool, dry_run: bool, as_json: bool, max_jobs: int, db_url: str) -> None:
+def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wait: bool, progress: bool,
+           dry_run: bool, as_json: bool, max_jobs: int, code: str, require_clean: bool, db_url: str) -> None:
     """Validate GRID_FILE, record its jobs and run (or submit) the ones not done yet."""
     from orchestrator import launch as pipeline
     from orchestrator.breaker import paused
+    from orchestrator.provenance.freeze import DirtyTree, freeze, read_source
 
     console = Console(stderr=True)
+    try:  # the code the workers will run: a dirty tree warns (or is refused) before anything else
+        source = None if dry_run else read_source(require_clean=require_clean)
+    except DirtyTree as exc:
+        fail(str(exc))
     v = pipeline.validate(grid_file, cluster, profile, max_jobs)
     if dry_run:
         plan = pipeline.dry_run(v)
@@ -91,12 +100,16 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
         else:
             pipeline.print_plan(plan, Console())
         return
+    assert source is not None
+    frozen = freeze(workspace_dir(), source, code=code)  # snapshot before any job is recorded
+    console.print(frozen.describe())
     meta = pipeline.prepare_data(v)  # a truncated or changed .beton fails here, before anything is recorded
     store = open_store(db_url, create=True)
     if cluster == "local" and detach:
         try:
             with pipeline.holding_grid(store, v.grid.name):
                 pipeline.record_grid(store, v.grid, meta)
+                frozen.record(store, v.grid.name)
         except pipeline.LauncherBusy as exc:
             fail(str(exc))
         launcher = _detach_local(v.grid.name, db_url, v.profile_name)
@@ -106,7 +119,7 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
     # SLURM: return once submitted unless --wait; local: the launcher runs the jobs
     follow = bool(wait) if cluster == "slurm" else True
     try:
-        pipeline.launch(v, store, db_url, meta, wait=follow, progress=progress, console=console)
+        pipeline.launch(v, store, db_url, meta, wait=follow, progress=progress, console=console, frozen=frozen)
     except pipeline.LauncherBusy as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -318,6 +331,7 @@ def _mount_optional_groups() -> None:
         ("orchestrator.commands.jobs_cmds", "cancel"),
         ("orchestrator.commands.slurm_cmds", "slurm"),
         ("orchestrator.commands.breaker_cmd", "resume"),
+        ("orchestrator.commands.show_cmd", "show"),
     ]
     import importlib
 

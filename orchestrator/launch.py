@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from db import JobRow, JobState, NewJob, Store, workspace_dir
 from orchestrator.backends.base import Backend, Plan, PlanJob
@@ -25,6 +25,9 @@ from orchestrator.expand import ExpandedJob, expand, resolve_subsets
 from orchestrator.grid import GridSpec, load_grid
 from orchestrator.workspace import job_dir_for, write_job_file, write_manifest
 from subsets import DatasetMeta
+
+if TYPE_CHECKING:
+    from orchestrator.provenance.freeze import Frozen
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_JOBS = 100_000  # launch --max-jobs: a larger grid must be asked for
@@ -175,8 +178,9 @@ def print_plan(plan: Plan, console: Any) -> None:
 
 
 def launch(v: Validated, store: Store, db_url: str, meta: DatasetMeta, *, wait: bool, progress: bool,
-           console: Any) -> None:
-    """Record the grid's jobs and hand the runnable ones to the backend (after :func:`validate`)."""
+           console: Any, frozen: Frozen | None = None) -> None:
+    """Record the grid's jobs and hand the runnable ones to the backend (after :func:`validate`); ``frozen``:
+    the code snapshot the jobs run (:mod:`orchestrator.provenance.freeze`), recorded and pointed at first."""
     from rich.markup import escape
 
     from orchestrator.backends.base import LaunchContext
@@ -186,6 +190,8 @@ def launch(v: Validated, store: Store, db_url: str, meta: DatasetMeta, *, wait: 
     grid, backend = v.grid, v.backend
     with holding_grid(store, grid.name):  # before anything is recorded
         rec = record_grid(store, grid, meta)
+        if frozen is not None:  # the frozen-code step: jobs point at the snapshot before any is submitted
+            frozen.record(store, grid.name)
         console.print(f"grid [bold]{escape(grid.name)}[/]: {len(rec.jobs)} jobs ({rec.new} new, {rec.known} "
                       "already known)")
         refresh(store, grid.name)

@@ -47,6 +47,7 @@ REWIND_FILE = "rewind.pt"
 SPARSITY_FILE = "sparsity.json"
 WORKER_SETTINGS_FILE = "worker_settings.json"
 LOG_DIR = "logs"
+STALE_DIR = "stale"  # stale/<code_hash>/: the outputs of a run made stale by newer code (``retry --stale``)
 #: files every job directory holds once it was recorded (``launch``), before any worker ran
 RECORDED_FILES = (JOB_FILE, MANIFEST_FILE)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from db import AttemptState, Store
 from db.retry import with_retries
+from specs.code_version import check_running_code, running_code_hash
 from specs.job import JobSpec
 from specs.settings import WorkerSettings, apply_umask
 from workers.distributed import DistContext, broadcast_flag, setup_distributed, teardown
@@ -59,12 +60,14 @@ def run(job_file: Path, settings: WorkerSettings, ctx: DistContext) -> int:
                                  host=socket.gethostname(), pid=os.getpid(), log_path=settings.log_path)
         claimed = attempt is not None
         if claimed:
+            reporter.record_code(running_code_hash(), node_name())
             reporter.start_heartbeat(settings.heartbeat_s)
     if not broadcast_flag(ctx, claimed):
         log.warning("job %s is held or finished by another process: nothing to do", spec.job_hash)
         return 0
     log.info("job %s (%s) rank %d/%d on %s", spec.job_hash, spec.label(), ctx.rank, ctx.world_size, ctx.device)
     try:
+        check_running_code()  # a worker that fell back to the live code fails here, on its attempt
         result = Trainer(spec, job_dir, ctx, reporter, stop).run()
     except BaseException as exc:
         if reporter is not None:
@@ -82,6 +85,11 @@ def run(job_file: Path, settings: WorkerSettings, ctx: DistContext) -> int:
         reporter.final(result)
         log.info("job %s done: %s", spec.job_hash, {k: round(v, 4) for k, v in result.items()})
     return 0
+
+
+def node_name() -> str:
+    """The node this worker runs on: SLURM's name for it, else the host name."""
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
 
 
 def main(argv: list[str] | None = None) -> int:

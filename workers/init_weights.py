@@ -11,6 +11,7 @@ under ``state_dict``/``model``, optionally ``module.``-prefixed), or a ``.safete
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,11 +75,27 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
+def verify_init_file(spec: JobSpec, path: Path) -> None:
+    """An init file must still be the one launch hashed (``spec.init["sha256"]``, part of the identity): a
+    file replaced after launch is an :class:`InitWeightsError` naming it, not a silently different start."""
+    expected = (spec.init or {}).get("sha256")
+    if not expected or not path.is_file():
+        return  # a parent job's weights (no digest), or a missing file read_state_dict reports
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected:
+        raise InitWeightsError(f"init: {path} changed after launch (sha256 {digest.hexdigest()[:16]}..., "
+                               f"launched with {expected[:16]}...): restore it, or relaunch to make new jobs")
+
+
 def load_init(spec: JobSpec, job_dir: Path, backbone: nn.Module) -> InitReport | None:
     """Load ``spec.init`` into ``backbone``; ``None`` when the job starts from scratch."""
     if spec.init is None:
         return None
     path = source_path(spec, job_dir)
+    verify_init_file(spec, path)
     sd = read_state_dict(path)
     patterns = list(spec.init.get("exclude") or [])
     strict = bool(spec.init.get("strict", True))

@@ -61,6 +61,12 @@ class JobReporter:
         )
         return self.attempt_id
 
+    def record_code(self, code_hash: str | None, node: str | None) -> None:
+        """Record the code version this attempt runs (None: the live code) and the node it runs on."""
+        attempt_id = self.attempt_id
+        if attempt_id is not None:
+            self._db("attempt code", lambda: self.store.set_attempt_code(attempt_id, code_hash, node))
+
     def start_heartbeat(self, every_s: float) -> None:
         def beat() -> None:
             while not self._stop.wait(every_s):

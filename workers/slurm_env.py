@@ -11,6 +11,10 @@ own job runner, which installs the ``SIGUSR2`` handler. :class:`SlurmTask` runs 
 SLURM's environment. On ``SIGUSR2`` (preemption, or the time limit ``signal_delay_s`` away) the child
 stops after its current batch and records the attempt (its last epoch checkpoint is on disk); then
 submitit calls :meth:`SlurmTask.checkpoint` and requeues the SLURM job, which resumes from that checkpoint.
+
+Code: the array's script puts a code snapshot first on ``PYTHONPATH`` (the bootstrap runs from it); each
+task starts its worker from its own job's snapshot, read from the database when the task starts (so
+``launch --code current`` re-points a queued task), else the one the manifest named at submission.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 
 import submitit
 
+from specs.code_version import code_env
 from specs.contract import ARRAY_MANIFEST_FILE, LOG_DIR
 from specs.procs import pid_alive
 from specs.settings import WorkerSettings, apply_umask, release_if_done
@@ -64,9 +69,11 @@ def distributed_env() -> dict[str, str]:
 class SlurmTask(submitit.helpers.Checkpointable):
     """One job of an array, run under submitit: the worker is a child process, requeued on ``SIGUSR2``."""
 
-    def __init__(self, job_hash: str, job_file: str, settings_file: str, stop_grace_s: float) -> None:
+    def __init__(self, job_hash: str, job_file: str, settings_file: str, stop_grace_s: float,
+                 code_root: str = "", code_hash: str | None = None) -> None:
         self.job_hash, self.job_file, self.settings_file = job_hash, job_file, settings_file
         self.stop_grace_s = stop_grace_s
+        self.code_root, self.code_hash = code_root, code_hash  # the snapshot named at submission
         self._proc: subprocess.Popen | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -82,6 +89,9 @@ class SlurmTask(submitit.helpers.Checkpointable):
             env.pop(key, None)
         env.update(distributed_env())
         env["PYTHONUNBUFFERED"] = "1"
+        code = job_code(WorkerSettings.read(self.settings_file).db_url, self.job_hash, self.code_hash)
+        if code and self.code_root:  # the job's snapshot (re-pointed by `launch --code current` until it starts)
+            env.update(code_env(self.code_root, code, env))
         threads = os.environ.get("SLURM_CPUS_PER_TASK", "1")
         env.setdefault("OMP_NUM_THREADS", threads)
         env.setdefault("MKL_NUM_THREADS", threads)
@@ -133,8 +143,29 @@ class SlurmTask(submitit.helpers.Checkpointable):
                 time.sleep(0.2)
             if pid_alive(proc.pid):
                 log.warning("worker %d did not stop within %.0fs: requeueing anyway", proc.pid, self.stop_grace_s)
-        fresh = SlurmTask(self.job_hash, self.job_file, self.settings_file, self.stop_grace_s)
+        fresh = SlurmTask(self.job_hash, self.job_file, self.settings_file, self.stop_grace_s, self.code_root,
+                          self.code_hash)
         return submitit.helpers.DelayedSubmission(fresh)
+
+
+def job_code(db_url: str, job_hash: str, submitted: str | None) -> str | None:
+    """The snapshot ``job_hash`` runs now: the database's pointer (``launch --code current`` may have moved
+    it since submission), else ``submitted`` (the manifest's) when the database cannot be read."""
+    from db import Store
+    from db.retry import with_retries
+
+    try:
+        store = Store(db_url, create=False)
+    except Exception as exc:  # the worker itself reports a missing database clearly
+        log.warning("cannot read the job's code version (%s): using the submitted one %s", exc, submitted)
+        return submitted
+    try:
+        return with_retries(lambda: store.code_of([job_hash]), what="code version").get(job_hash) or submitted
+    except Exception as exc:
+        log.warning("cannot read the job's code version (%s): using the submitted one %s", exc, submitted)
+        return submitted
+    finally:
+        store.close()
 
 
 def close_stale_attempts(db_url: str, job_hash: str, backend_id: str) -> None:
@@ -187,7 +218,8 @@ def bootstrap(submission_dir: Path) -> None:
     task = manifest["tasks"][index]
     folder = submission_dir / LOG_SUBDIR  # every task logs here: %A_%a_0_log.out
     place_task_pickle(folder, SlurmTask(task["job_hash"], task["job_file"], manifest["settings_file"],
-                                        float(manifest["stop_grace_s"])),
+                                        float(manifest["stop_grace_s"]), manifest.get("code_root", ""),
+                                        task.get("code_hash")),
                       time_min=int(manifest["time_min"]), max_requeues=int(manifest["max_requeues"]))
     run_task(folder)
 

@@ -34,6 +34,7 @@ from orchestrator.backends.settings_file import release_finished_grids, release_
 from orchestrator.db_wait import ride_out
 from orchestrator.graph import advance
 from orchestrator.preflight import check_local_resources
+from orchestrator.provenance.runtime import job_code_env
 from orchestrator.workspace import JOB_FILE, log_tail
 from specs.contract import LOG_DIR, JobPaths
 from specs.job import JobSpec
@@ -149,7 +150,7 @@ class LocalBackend(Backend):
                         if alloc is None:
                             break
                         queue.popleft()
-                        running[job.job_hash] = self._start(job, spec, alloc, settings_file)
+                        running[job.job_hash] = self._start(ctx, job, spec, alloc, settings_file)
                     time.sleep(POLL_S)
                     ended = [h for h, r in running.items() if r.proc.poll() is not None]
                     for h in ended:
@@ -178,7 +179,8 @@ class LocalBackend(Backend):
         if stopping:
             raise KeyboardInterrupt
 
-    def _start(self, job: JobRow, spec: JobSpec, alloc: Allocation, settings_file: Path) -> _Running:
+    def _start(self, ctx: LaunchContext, job: JobRow, spec: JobSpec, alloc: Allocation,
+               settings_file: Path) -> _Running:
         job_dir = Path(job.job_dir)
         (job_dir / LOG_DIR).mkdir(parents=True, exist_ok=True)
         log_path = job_dir / LOG_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
@@ -188,6 +190,7 @@ class LocalBackend(Backend):
                "PYTHONUNBUFFERED": "1", **alloc.env()}
         if spec.resources.nproc_per_node == 1:  # no torchrun: rank 0 of 1, whatever this shell inherited
             env.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"})
+        env.update(job_code_env(ctx.store, job.job_hash, env))  # the job's frozen code first on sys.path
         JobPaths.of(job_dir).worker_settings.unlink(missing_ok=True)  # a per-job copy of older versions
         cmd = worker_command(spec, job_dir / JOB_FILE, settings_file, f"{self.host}:{os.getpid()}", log_path)
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)

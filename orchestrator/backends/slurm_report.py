@@ -26,7 +26,7 @@ from typing import Any
 from db import JobState, Store, workspace_dir
 from orchestrator.backends.slurm_cmd import SlurmError, run_slurm, scancel
 from orchestrator.backends.slurm_profile import SlurmProfile
-from orchestrator.backends.slurm_submit import absolute_db_url, grid_dir, worker_setup
+from orchestrator.backends.slurm_submit import absolute_db_url, grid_dir, repo_setup
 from orchestrator.backends.slurm_target import grid_conf, targeting
 from orchestrator.workspace import report_dir
 from specs.atomic import write_text_atomic
@@ -144,7 +144,7 @@ def _submit(store: Store, grid_name: str, name: str, profile: SlurmProfile, db_u
     command = [profile.interpreter, "-m", "orchestrator.cli", "report-job", grid_name,
                "--settings", str(settings), "--out", str(out_dir)]
     lines = ["#!/bin/bash", "set -e", f"export DLTH_HOME={shlex.quote(str(workspace_dir().resolve()))}",
-             *worker_setup(profile), "exec " + shlex.join(command), ""]
+             *repo_setup(profile), "exec " + shlex.join(command), ""]
     write_text_atomic(script, "\n".join(lines))
     log_path = sub / "report-%j.out"
     args = ["sbatch", "--parsable", f"--job-name={name}-report", f"--chdir={sub}", f"--output={log_path}",

@@ -30,7 +30,9 @@ from orchestrator.backends.settings_file import write_grid_settings
 from orchestrator.backends.slurm_cmd import COMMANDS, max_array_size
 from orchestrator.backends.slurm_graph import plan_graph
 from orchestrator.backends.slurm_profile import SlurmProfile, executor_parameters, group_key
+from orchestrator.provenance.snapshot import code_root
 from specs.atomic import write_json_atomic
+from specs.code_version import snapshot_dir
 from specs.contract import ARRAY_ID_FILE, ARRAY_MANIFEST_FILE, JOB_FILE, LOG_DIR
 from specs.job import JobSpec
 from specs.submitit_adapter import ArrayExecutor
@@ -87,9 +89,19 @@ def read_manifest(sub_dir: str | Path) -> dict[str, Any] | None:
         return None
 
 
-def worker_setup(profile: SlurmProfile) -> list[str]:
-    """The shell lines that prepare a compute node for the product's code (before the command runs)."""
+def repo_setup(profile: SlurmProfile) -> list[str]:
+    """The shell lines that run the live repository's code on a compute node (the grid's report job: it
+    trains nothing, and reads what every code version wrote)."""
     return [f"export PYTHONPATH={shlex.quote(str(REPO_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}", *profile.setup]
+
+
+def array_code_setup(code_dir: Path, codes: list[str | None]) -> list[str]:
+    """The sbatch lines that put an array's code first on ``PYTHONPATH``: the snapshot of its first job that
+    has one (the task bootstrap runs from it; each task then starts its worker from its own job's snapshot,
+    see :mod:`workers.slurm_env`), else the live repository (jobs recorded before snapshots existed)."""
+    code = next((c for c in codes if c), None)
+    path = snapshot_dir(code_dir, code) if code else REPO_ROOT
+    return [f"export PYTHONPATH={shlex.quote(str(path))}${{PYTHONPATH:+:$PYTHONPATH}}", "export PYTHONSAFEPATH=1"]
 
 
 class _ArrayExecutor(ArrayExecutor):
@@ -146,7 +158,8 @@ def submit_jobs(
         chunk = min(chunk, max_chunk)
     db_url = absolute_db_url(db_url)
     root = grid_dir(name)
-    setup = worker_setup(profile)
+    codes = store.code_of([j.job_hash for j in jobs])
+    code_dir = code_root(workspace_dir())
     out: list[Submitted] = []
     rows = {j.job_hash: j for j in jobs}
     plan_jobs = [PlanJob(j.job_hash, f"{j.subset_name}/{j.config_name}/s{j.seed}", JobSpec.from_json(j.spec_json),
@@ -158,12 +171,15 @@ def submit_jobs(
         token = f"{datetime.now(UTC):{TOKEN_TIME}}-{uuid.uuid4().hex[:8]}"
         sub_dir = root / token
         (sub_dir / LOG_DIR).mkdir(parents=True, exist_ok=True)
+        setup = [*array_code_setup(code_dir, [codes.get(j.job_hash) for j in members]), *profile.setup]
         settings_file = write_grid_settings(store, grid_name, db_url, "slurm")  # (again) right before sbatch
         write_json_atomic(sub_dir / MANIFEST, {
             "version": 1, "job_name": name, "token": token, "settings_file": str(settings_file),
             "time_min": params["time"], "signal_delay_s": profile.signal_delay_s,
             "stop_grace_s": max(5, profile.signal_delay_s - 20), "max_requeues": profile.max_requeues,
-            "tasks": [{"job_hash": j.job_hash, "job_file": str(Path(j.job_dir) / JOB_FILE)} for j in members],
+            "code_root": str(code_dir),
+            "tasks": [{"job_hash": j.job_hash, "job_file": str(Path(j.job_dir) / JOB_FILE),
+                       "code_hash": codes.get(j.job_hash)} for j in members],
         })
         ex = _ArrayExecutor(sub_dir, profile.interpreter, profile.max_requeues)
         extra = {**params.get("additional_parameters", {}), "chdir": str(sub_dir)}

@@ -29,15 +29,25 @@ def _filters(fn):  # type: ignore[no-untyped-def]
 @click.argument("grid", required=False)
 @_filters
 @click.option("--cancelled", is_flag=True, help="Also retry cancelled jobs.")
+@click.option("--stale", is_flag=True, help="Instead: reset the COMPLETED jobs whose results come from older code "
+              "than the grid's latest launch (outputs kept in <job>/stale/<code>/), to retrain on the current code.")
 @db_option
 def retry(grid: str | None, subset: str | None, config: str | None, job: str | None, cancelled: bool,
-          db_url: str) -> None:
+          stale: bool, db_url: str) -> None:
     """Reset FAILED (and with --cancelled, CANCELLED) jobs to PENDING, whatever their failure count.
 
-    The next ``dlth-orch launch`` runs them again (from their last checkpoint).
+    The next ``dlth-orch launch`` runs them again (from their last checkpoint). With --stale: completed jobs
+    of an older code version, retrained from scratch by the next ``dlth-orch launch GRID_FILE --code current``.
     """
     store = open_store(db_url)
     name = resolve_grid_name(store, grid)
+    if stale:
+        from orchestrator.provenance.stale import reset_stale
+
+        reset = reset_stale(store, name, {j.job_hash for j in select_jobs(store.jobs(name), subset, config, (), job)})
+        click.echo(f"{len(reset)} stale jobs reset to PENDING (old outputs kept in <job>/stale/); run "
+                   "'dlth-orch launch GRID_FILE --code current' to retrain them")
+        return
     states = (JobState.FAILED, JobState.CANCELLED) if cancelled else (JobState.FAILED,)
     jobs = select_jobs(store.jobs(name, states), subset, config, (), job)
     n = store.reset_jobs([j.job_hash for j in jobs], list(states))
