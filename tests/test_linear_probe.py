@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
 import torch
 
 from specs.backbones import create_backbone
@@ -34,6 +35,7 @@ def _batches(n_batches: int, seed: int) -> list:
     return out
 
 
+@pytest.mark.slow
 def test_probe_learns_and_leaves_the_backbone_unchanged(tmp_path: Path) -> None:
     torch.manual_seed(0)
     backbone = create_backbone("test_resnet", 16)
@@ -55,6 +57,7 @@ def test_vit_head_has_batchnorm_without_affine() -> None:
     assert len(build_head(8, 3, vit=False)) == 1
 
 
+@pytest.mark.slow
 def test_a_stopped_probe_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     backbone = create_backbone("test_resnet", 16)
     train, val = _batches(4, 0), _batches(2, 1)
