@@ -209,3 +209,20 @@ def test_two_node_job_requeued_resumes_both_nodes_and_a_killed_rank_fails_both(
     out = subprocess.run(["sacct", "-X", "-P", "-n", "-j", sid, "-o", "State"], capture_output=True, text=True,
                          env=ENV2, check=True).stdout.split()
     assert out == ["FAILED"], out
+
+
+def test_a_node_local_dataset_is_refused_on_a_multi_node_cluster(tmp_path: Path, home2: Path, digits: Path) -> None:
+    """The digits lie under /tmp (node-local): fine on the one-node cluster, refused on two nodes, where a
+    node other than the login node could not read them. One line, exit 2, nothing recorded."""
+    grid = write_grid2(tmp_path / "grid.toml", "nodelocal", digits, epochs=1, nodes=1, nproc=1)
+    db = tmp_path / "db.sqlite"
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "launch", str(grid), "--cluster", "slurm",
+                           "--no-wait", "--no-progress", "--db", f"sqlite:///{db}"], capture_output=True, text=True,
+                          env={**os.environ, "DLTH_HOME": str(home2)}, timeout=300, cwd=REPO)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert len(lines) == 1 and lines[0].endswith(
+        "dataset.root: expected a path every compute node shares (it is node-local, and the cluster has 2 nodes)"), \
+        lines
+    assert not db.exists() or Fresh(f"sqlite:///{db}").get_grid("nodelocal") is None
+    assert str(home2) not in squeue2("-o", "%Z")  # nothing submitted
