@@ -106,7 +106,7 @@ def test_quickstart_like_grid_trains_reports_and_relaunches_idempotently(tmp_pat
     rows = [ln.split(",") for ln in acc_file.read_text().splitlines() if ln and not ln.startswith("wnid")]
     acc = {w: float(a) for w, a in rows}
     assert sorted(acc) == [f"digit{i}" for i in range(10)]
-    assert acc == pytest.approx(_per_class_by_hand(Path(sup.job_dir)), abs=1e-9)  # class by class
+    assert acc == pytest.approx(_per_class_by_hand(Path(sup.job_dir)), abs=1e-6)  # class by class (float32)
     assert len(set(acc.values())) > 1  # classes differ, so a permutation of them would show
     hard = tmp_path / "hard.toml"
     hard.write_text(grid.read_text().replace('strategy = "uniform"\nk = 5',
