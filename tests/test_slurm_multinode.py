@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +39,18 @@ def slurm_cluster2() -> None:
         pytest.skip(reason)
     subprocess.run(["bash", str(REPO / "scripts" / "slurm-cluster.sh"), "up", "--nodes", "2"], check=True,
                    timeout=300)
+
+
+@pytest.fixture(scope="module")
+def shared_digits(digits: Path) -> Iterator[Path]:
+    """The digits on a path every node shares: the session's copy lies under /tmp, which the pre-flight
+    rightly refuses on a two-node cluster (node-local); the two nodes here share this machine's disk."""
+    root = Path(tempfile.mkdtemp(prefix="dlth-shared-", dir="/var/lib"))
+    try:
+        shutil.copytree(digits, root / "digits")
+        yield root / "digits"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def squeue2(*args: str) -> str:
@@ -101,14 +115,15 @@ def release_requeued2(slurm_id: str) -> None:
     assert done.returncode == 0 or "no longer pending" in done.stderr.lower(), done.stderr
 
 
-def test_two_node_job_equals_the_single_node_two_rank_run(tmp_path: Path, home2: Path, digits: Path) -> None:
+def test_two_node_job_equals_the_single_node_two_rank_run(tmp_path: Path, home2: Path,
+                                                          shared_digits: Path) -> None:
     """The same job and seed as 2 nodes x 1 rank and as 1 node x 2 ranks, side by side on the two-node
     cluster: the same loss curve and kNN accuracy; rank 0 alone records each epoch, once."""
     epochs = 2
     runs = {}
     for label, nodes, nproc in (("two_nodes", 2, 1), ("one_node", 1, 2)):
         home = home2 / label
-        grid = write_grid2(tmp_path / f"{label}.toml", "multi", digits, epochs=epochs, nodes=nodes, nproc=nproc)
+        grid = write_grid2(tmp_path / f"{label}.toml", "multi", shared_digits, epochs=epochs, nodes=nodes, nproc=nproc)
         db = f"sqlite:///{tmp_path / label}.sqlite"
         cli2("launch", str(grid), "--cluster", "slurm", "--no-wait", "--no-progress", db=db, home=home)
         runs[label] = (home, db, grid)
@@ -171,11 +186,11 @@ def processes_of(*needles: str) -> list[str]:
 
 
 def test_two_node_job_requeued_resumes_both_nodes_and_a_killed_rank_fails_both(
-        tmp_path: Path, home2: Path, digits: Path) -> None:
+        tmp_path: Path, home2: Path, shared_digits: Path) -> None:
     """Preempted (SIGUSR2 to the tasks on both nodes): one requeue, both nodes resume from the same
     checkpoint. Then the worker on the second node is killed: the attempt fails on both nodes and nothing
     of the job is left running on the first."""
-    grid = write_grid2(tmp_path / "grid.toml", "kill", digits, epochs=20, nodes=2, nproc=1, budget=0)
+    grid = write_grid2(tmp_path / "grid.toml", "kill", shared_digits, epochs=20, nodes=2, nproc=1, budget=0)
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     cli2("launch", str(grid), "--cluster", "slurm", "--no-wait", "--no-progress", db=db, home=home2)
     store = Fresh(db)
