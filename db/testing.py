@@ -1,7 +1,7 @@
 """Helpers for tests and benchmarks: scratch PostgreSQL databases and a store URL fixture for both backends.
 
 The server is the one ``scripts/postgres.sh up`` starts; its URL comes from ``DLTH_TEST_PG_URL`` (else
-the script's default). Each scratch database is created fresh and dropped afterwards. Under ``CI=true``
+the script's default). Each scratch database is created fresh and dropped afterwards. Under CI (:func:`in_ci`)
 a missing server fails the test instead of skipping it.
 """
 
@@ -26,6 +26,12 @@ from sqlalchemy.exc import DBAPIError
 from db.engine import first_line
 
 DEFAULT_PG_URL = "postgresql+psycopg://dlth:dlth@127.0.0.1:5432/dlth"
+
+
+def in_ci() -> bool:
+    """Whether the tests run under CI (``CI`` is ``1``, ``true`` or ``yes``, any case): there a missing
+    service or tool fails the test instead of skipping it."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
 def postgres_server_url() -> str:
@@ -63,14 +69,14 @@ def scratch_postgres(prefix: str = "dlth_t") -> Iterator[str]:
 
 
 def require_postgres() -> None:
-    """Skip the calling test when no PostgreSQL server is reachable, or fail under ``CI=true``."""
+    """Skip the calling test when no PostgreSQL server is reachable, or fail under CI."""
     import pytest
 
     problem = postgres_problem()
     if problem is None:
         return
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{problem} (CI=true: PostgreSQL tests must run; start it with scripts/postgres.sh up)")
+    if in_ci():
+        pytest.fail(f"{problem} (CI: PostgreSQL tests must run; start it with scripts/postgres.sh up)")
     pytest.skip(f"{problem} (start it with scripts/postgres.sh up)")
 
 
@@ -112,8 +118,8 @@ def private_postgres() -> Iterator[PrivatePostgres]:
 
     bindir = postgres_bindir()
     if bindir is None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("no PostgreSQL server binaries (CI=true: run scripts/postgres.sh up first)")
+        if in_ci():
+            pytest.fail("no PostgreSQL server binaries (CI: run scripts/postgres.sh up first)")
         pytest.skip("no PostgreSQL server binaries (install with scripts/postgres.sh up)")
     datadir = Path(tempfile.mkdtemp(prefix="dlth-pg-"))  # not under pytest's 0700 tmp: postgres must reach it
     with socket.socket() as s:

@@ -58,7 +58,10 @@ def cli(ctx: click.Context, db_url: str | None, verbose: int) -> None:
     if db_url:
         ctx.obj["db_url"] = db_url
     check_environment()  # a bad DLTH_* value is one line and exit 2 here, not a traceback later
-    old_umask = apply_umask()  # the workspace is the user's alone (DLTH_UMASK to share it)
+    try:
+        old_umask = apply_umask()  # the workspace is the user's alone (DLTH_UMASK to share it)
+    except ValueError as exc:  # a bad DLTH_UMASK: one line, exit 2, before anything is written
+        fail(str(exc))
     ctx.call_on_close(lambda: os.umask(old_umask))
 
 

@@ -23,6 +23,7 @@ def fail(message: str) -> None:
 # DLTH_* settings in seconds: finite and positive (specs.settings reads them; a NaN interval would spin)
 SECONDS_SETTINGS = {"DLTH_HEARTBEAT_S": "heartbeat_s", "DLTH_STALE_S": "stale_s", "DLTH_DB_WAIT_S": "db_wait_s",
                     "DLTH_SQLITE_TIMEOUT": "sqlite_timeout_s"}
+ZERO_ALLOWED = {"DLTH_DB_WAIT_S"}  # 0: do not wait for a database that went away
 
 
 def check_environment() -> None:
@@ -42,8 +43,11 @@ def check_environment() -> None:
         fail(f"environment DLTH_DB_RETRIES={os.environ.get('DLTH_DB_RETRIES')!r}: expected a number of retries")
     for var, attr in SECONDS_SETTINGS.items():
         value = getattr(settings, attr)
+        if var in ZERO_ALLOWED and math.isfinite(value) and value == 0:
+            continue
         if not math.isfinite(value) or value <= 0:
-            fail(f"environment {var}={os.environ.get(var)!r}: expected a positive number of seconds")
+            what = "a number of seconds >= 0" if var in ZERO_ALLOWED else "a positive number of seconds"
+            fail(f"environment {var}={os.environ.get(var)!r}: expected {what}")
     if not 0 <= settings.umask <= 0o777:
         fail(f"environment DLTH_UMASK={os.environ.get('DLTH_UMASK')!r}: expected an octal mask like 077")
 

@@ -74,11 +74,13 @@ def validate(grid_file: Path, cluster: str, profile: str | None, max_jobs: int =
 
 def prepare_data(v: Validated) -> DatasetMeta:
     """Build a builtin dataset the grid names (if missing), then pre-flight its files; nothing is recorded yet."""
+    from orchestrator.backends.slurm_target import targeting
     from orchestrator.preflight_data import check_data
 
     meta = ensure_dataset(v.grid)
     expand(v.grid, meta)  # what only the dataset can tell (e.g. a rewind point past the end) fails first
-    check_data(meta, v.backend.name)
+    with targeting(str(v.profile.get("slurm_conf") or "")):  # the profile's cluster (its node count), not the default
+        check_data(meta, v.backend.name)
     return meta
 
 

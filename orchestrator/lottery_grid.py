@@ -30,6 +30,7 @@ from typing import Any
 from specs.base import SpecError, check_name, coerce, from_table
 from specs.job import TrainConfig
 from specs.lottery import BASELINES, DEFAULT_PRUNABLE, REWIND_START, STRATEGIES, Step
+from specs.methods import is_vit
 
 KEYS = {"generate", "subset", "levels", "prune_fraction", "strategy", "rewind", "start", "evaluate", "baselines",
         "prunable", "not_prunable", "seeds", "metric"}
@@ -38,7 +39,6 @@ PLAIN_JOBS_KEY = "plain_jobs"
 MAX_LEVELS = 100  # 0.8^100 of the weights is far below one weight of any model
 # methods that only train vision transformers (masked-patch objectives): never on a convolutional backbone
 VIT_ONLY_METHODS = {"mae"}
-VIT_PREFIXES = ("vit", "deit", "beit", "eva", "cait", "swin")
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def _parse_setting(name: str, table: Any, subsets: dict[str, Any], methods: dict
         raise SpecError(f"{where}.prune_fraction", f"a number strictly between 0 and 1 (got {fraction})")
     strategy = coerce(table.get("strategy", "global"), str, f"{where}.strategy", {"choices": STRATEGIES})
     gen_train = from_table(TrainConfig, {**train, **split_values(gen, {})[1]}, where)
-    if gen.method in VIT_ONLY_METHODS and not gen_train.backbone.startswith(VIT_PREFIXES):
+    if gen.method in VIT_ONLY_METHODS and not is_vit(gen_train.backbone):
         raise SpecError(f"{where}.generate", f"a method that can train backbone {gen_train.backbone!r} "
                         f"('{gen.method}' needs a vision transformer)")
     start = _parse_start(table.get("start", "scratch"), f"{where}.start", methods, subsets, base)

@@ -178,6 +178,7 @@ def test_sharded_order_gives_disjoint_shares(dataset) -> None:
     assert not np.array_equal(again.sample_order(3), again.sample_order(4))
 
 
+@pytest.mark.slow
 def test_distributed_ranks_get_disjoint_shares_that_cover_the_subset(dataset, tmp_path: Path) -> None:
     """Two real processes with gloo on the CPU (several nodes/GPUs cannot exist here)."""
     import torch.multiprocessing as tmp_mp

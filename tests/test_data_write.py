@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -179,13 +180,17 @@ def test_existing_dataset_is_replaced_only_with_overwrite(tmp_path: Path) -> Non
     assert again.fingerprint == first.fingerprint
 
 
-def _slow_write(src: str, out: str) -> None:
+def _slow_write(src: str, out: str, loaded: Any) -> None:
+    """Write ``src`` slowly (50 ms an image), counting the images read in ``loaded`` (shared memory that the
+    writer's forked processes inherit)."""
     import workers.data.write as w
 
     real = w.load_rgb
 
     def slow(path: str, max_resolution: int | None = None) -> np.ndarray:
         time.sleep(0.05)
+        with loaded.get_lock():
+            loaded.value += 1
         return real(path, max_resolution)
 
     w.load_rgb = slow
@@ -213,12 +218,14 @@ def _holders(path_prefix: str) -> list[int]:
 def test_killed_write_leaves_no_final_file_and_a_rerun_works(tmp_path: Path) -> None:
     src, labels = _folder(tmp_path, classes=3, train=40, val=4)
     out = tmp_path / "ds"
-    proc = mp.get_context("fork").Process(target=_slow_write, args=(str(src), str(out)))
+    ctx = mp.get_context("fork")
+    loaded = ctx.Value("i", 0)
+    proc = ctx.Process(target=_slow_write, args=(str(src), str(out), loaded))
     proc.start()
-    deadline = time.monotonic() + 60
-    while not list(out.glob(".train.beton.partial-*")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)
+    deadline = time.monotonic() + 60  # killed in the middle of the train file: its partial file exists and
+    while not (list(out.glob(".train.beton.partial-*")) and loaded.value >= 5) and time.monotonic() < deadline:
+        time.sleep(0.02)  # some of its 120 images were read
+    assert loaded.value < 120, "the writer finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)  # like a node losing the job: no cleanup runs
     proc.join()
     assert list(out.glob(".train.beton.partial-*"))

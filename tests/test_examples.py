@@ -15,6 +15,7 @@ from orchestrator.expand import expand
 from orchestrator.grid import load_grid
 from orchestrator.preflight import check_backbones
 from subsets import ClassInfo, DatasetMeta, resolve
+from tests.conftest import write_meta_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,11 +58,18 @@ def test_imagenet_example_expands_to_the_study_it_describes(tmp_path: Path) -> N
     assert mae.train.backbone == "vit_base_patch16_224" and mae.train.lr_scaling == "linear"
 
 
-def test_quickstart_example_is_the_grid_the_readme_describes() -> None:
+def test_quickstart_example_is_the_grid_the_readme_describes(tmp_path: Path) -> None:
     grid = load_grid(REPO / "examples" / "quickstart.toml")
     assert grid.dataset_prepare == "digits"
     assert set(grid.subsets) == {"full", "even5", "full_30pct"}
     check_backbones(grid)
+    jobs = expand(grid, write_meta_dir(tmp_path / "digits", num_classes=10, train_per_class=20))
+    assert len(jobs) == 24  # 3 subsets x 4 configurations x 2 seeds, as the README says
+    assert {j.config_name for j in jobs} == {"supervised[lr=0.01]", "supervised[lr=0.2]",
+                                             "simclr[temperature=0.1]", "simclr[temperature=0.5]"}
+    assert Counter((j.subset_name, j.spec.seed) for j in jobs) == {
+        (s, seed): 4 for s in ("full", "even5", "full_30pct") for seed in (0, 1)}
+    assert len({j.spec.job_hash for j in jobs}) == 24
 
 
 def fashion_meta_dir(root: Path, train_per_class: int, val_per_class: int) -> DatasetMeta:

@@ -88,6 +88,7 @@ def _knn_rank_main(rank: int, world: int, init_file: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_sharded_knn_over_two_ranks_equals_one_process_over_everything(tmp_path: Path) -> None:
     tmp_mp.spawn(_knn_rank_main, args=(2, str(tmp_path / "pg"), str(tmp_path)), nprocs=2)
     ranks = [torch.load(tmp_path / f"knn{r}.pt") for r in range(2)]
@@ -156,6 +157,7 @@ def _evaluate_rank_main(rank: int, world: int, init_file: str, grid_file: str, o
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_ranks_evaluate_their_shares_with_rank0s_model_and_agree_with_one_process(
     tmp_path: Path, digits: Path
 ) -> None:

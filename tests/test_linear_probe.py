@@ -88,6 +88,7 @@ class ValAfterSweep:
         return iter(self.batches)
 
 
+@pytest.mark.slow
 def test_probe_learns_and_leaves_the_backbone_unchanged(tmp_path: Path) -> None:
     torch.manual_seed(0)
     backbone = create_backbone("test_resnet", 16)
@@ -162,6 +163,7 @@ def test_feature_scale_does_not_move_the_probe(tmp_path: Path, digit_batches: di
     assert got[1.0]["linear_lr"] == got[1000.0]["linear_lr"]
 
 
+@pytest.mark.slow
 def test_a_stopped_probe_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     backbone = create_backbone("test_resnet", 16)
     train, val = _batches(6, 0), _batches(2, 1)

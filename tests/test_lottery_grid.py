@@ -154,13 +154,24 @@ def test_sweeping_generation_table_and_unused_template_are_refused(tmp_path: Pat
         load_grid(write(tmp_path, BASE))
 
 
-def test_mae_generation_on_a_resnet_is_refused(tmp_path: Path, meta_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator import lottery_grid
+def _mae_lottery(backbone: str) -> str:
+    """A lottery whose winning tickets MAE generates, on ``backbone``."""
+    return (BASE.replace("[methods.supervised]\nplain_jobs = false",
+                         f'[methods.supervised]\n[methods.mae]\nbackbone = "{backbone}"\nplain_jobs = false')
+            + LOTTERY.format(levels=2).replace('generate = "supervised"', 'generate = "mae"'))
 
-    # no MAE method exists yet: stand its name in for "a ViT-only method" by marking supervised ViT-only
-    monkeypatch.setattr(lottery_grid, "VIT_ONLY_METHODS", {"supervised"})
-    with pytest.raises(SpecError, match="lottery.sup30.generate: expected a method that can train backbone"):
-        load_grid(write(tmp_path, BASE + LOTTERY.format(levels=2)))
+
+def test_mae_generation_on_a_resnet_is_refused(tmp_path: Path, meta_dir: Path) -> None:
+    with pytest.raises(SpecError) as err:
+        load_grid(write(tmp_path, _mae_lottery("resnet18")))
+    assert str(tmp_path / "grid.toml") in str(err.value)
+    assert "methods.mae.backbone: expected a Vision Transformer for mae" in str(err.value)
+    assert "'resnet18'" in str(err.value)
+    # on a ViT the same lottery is a valid grid whose chains MAE generates
+    jobs = lottery_jobs(tmp_path, meta_dir, _mae_lottery("test_vit"))
+    levels = [j.spec for j in jobs if j.spec.lottery is not None and j.spec.lottery.get("role") == "level"]
+    assert len(levels) == 2 * 3 and {s.method for s in levels} == {"mae"}
+    assert {s.train.backbone for s in levels} == {"test_vit"}
 
 
 def test_iteration_rewind_past_the_end_fails_at_launch_with_exit_2_and_nothing_recorded(tmp_path: Path,

@@ -6,6 +6,7 @@ are COMPLETED; on SLURM it is queued at once with a dependency on its parent's t
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -101,3 +102,47 @@ def test_three_level_chain_queued_at_once_completes_on_slurm(tmp_path: Path, dig
     assert len(jobs) == 6 and {j.state for j in jobs.values()} == {JobState.COMPLETED}
     finals = store.final_metrics("lt-slurm")
     assert finals[jobs["lottery:sup10/L2"].job_hash]["weights_remaining"] == pytest.approx(0.64, abs=1e-3)
+
+
+CHAIN = GRID.replace("epochs = 1", "epochs = 2").replace('rewind = "0it"', '''rewind = "1ep"
+strategy = "layerwise"
+start = "{start}"
+not_prunable = ["backbone.conv1.*"]''')
+
+
+def test_a_layerwise_chain_from_a_pretrained_start_keeps_not_prunable_layers_dense(tmp_path: Path,
+                                                                                   digits: Path) -> None:
+    """One small local chain for several settings at once: a pre-trained start (a weights file), rewinding
+    to epoch 1, layerwise pruning and ``not_prunable``. Checked: what the masks are (rewinding's semantics
+    are not asserted here)."""
+    import torch
+
+    from specs.backbones import create_backbone
+    from specs.contract import JobPaths
+
+    torch.manual_seed(7)
+    start = tmp_path / "pretrained.pt"
+    torch.save(create_backbone("test_resnet", 32).state_dict(), start)
+    grid = tmp_path / "grid.toml"
+    grid.write_text(CHAIN.format(name="lt-lw", root=digits, levels=1, start=start))
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    cli("launch", str(grid), "--cluster", "local", "--no-progress", db=db, workspace=tmp_path)
+    store = Store(db)
+    jobs = _levels(store, "lt-lw")
+    assert len(jobs) == 4 and {j.state for j in jobs.values()} == {JobState.COMPLETED}
+    level1 = JobPaths.of(Path(jobs["lottery:sup10/L1"].job_dir))
+    mask = torch.load(level1.mask, weights_only=True)
+    assert mask and not [n for n in mask if n.startswith("backbone.conv1.")]  # not_prunable: never masked
+    assert all(n.startswith("backbone.") for n in mask)
+    for name, m in mask.items():  # layerwise: every layer keeps round(0.8 x its size), not just the total
+        assert int(m.sum()) == round(0.8 * m.numel()), name
+    report = json.loads(level1.sparsity.read_text())
+    assert set(report["layers"]) == set(mask) and report["density"] == pytest.approx(0.8, abs=2e-3)
+    trained = torch.load(level1.final_weights, weights_only=False)
+    weights = trained["model"] if "model" in trained else {f"backbone.{k}": v for k, v in trained["backbone"].items()}
+    for name, m in mask.items():  # the mask held through training
+        assert not weights[name][~m.bool()].any(), name
+    stem = [n for n in weights if n.startswith("backbone.conv1.") and n.endswith("weight")]
+    assert stem and all(bool((weights[n] != 0).all()) for n in stem)  # the not_prunable stem stays dense
+    assert store.final_metrics("lt-lw")[jobs["lottery:sup10/L1"].job_hash]["weights_remaining"] == pytest.approx(
+        0.8, abs=2e-3)

@@ -42,3 +42,18 @@ def test_momentum_encoder_gets_no_gradient() -> None:
     m(views_for(m), torch.zeros(8, dtype=torch.long)).backward()
     assert all(p.grad is None for p in m.momentum_backbone.parameters())
     assert m.predictor[0].weight.grad is not None and next(m.backbone.parameters()).grad is not None
+
+
+def test_the_loss_is_symmetric_in_its_two_views() -> None:
+    m = make("mocov3", temperature=0.2)
+    v1, v2 = views_for(m)[:2]
+    labels = torch.zeros(8, dtype=torch.long)
+    with torch.no_grad():
+        loss_12, loss_21 = m([v1, v2], labels), m([v2, v1], labels)
+        torch.testing.assert_close(loss_12, loss_21)  # swapping the views changes nothing
+        both = torch.cat([v1, v2])  # train-mode BN: the same batch statistics as inside the method
+        q = m.predictor(m.projector(m.backbone(both)))
+        k = m.momentum_projector(m.momentum_backbone(both))
+        forward, backward = infonce_2t(q[:8], k[8:], 0.2), infonce_2t(q[8:], k[:8], 0.2)
+    torch.testing.assert_close(loss_12, forward + backward)  # q1 against k2 plus q2 against k1
+    assert abs(float(forward - backward)) > 1e-3  # the two directions differ: one of them alone would fail

@@ -194,6 +194,7 @@ def test_worker_settings_are_a_private_file(tmp_path: Path) -> None:
         WorkerSettings.from_json("{}")
 
 
+@pytest.mark.slow
 def test_a_nan_loss_stops_training_and_is_recorded_as_such(tmp_path: Path, digits: Path) -> None:
     """The real worker (in this process, one rank on the CPU) on the real digits with an absurd learning
     rate: training stops at the first non-finite loss and the attempt says so in one line."""

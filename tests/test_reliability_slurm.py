@@ -17,7 +17,7 @@ import shutil
 import stat
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -29,6 +29,27 @@ from tests.test_slurm_backend import REPO, Fresh, cli, home, slurm_cluster, sque
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 __all__ = ["home", "slurm_cluster"]  # fixtures used here
 SIX_CONFIGS = "[methods.supervised]\nlr = [0.01, 0.02, 0.05, 0.1, 0.2, 0.3]\n"
+
+
+class StderrLines:
+    """The stderr lines of a running process, read by a thread as they come (so that a test can act on a
+    line as soon as it is printed, instead of sleeping and hoping)."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=lambda: self.lines.extend(iter(proc.stderr.readline, "")),
+                                        daemon=True)
+        self._thread.start()
+
+    def saw(self, text: str) -> bool:
+        return any(text in line for line in list(self.lines))
+
+    def finish(self, timeout: float) -> tuple[str, str]:
+        """Wait for the process; (stdout, stderr)."""
+        self.proc.wait(timeout)
+        self._thread.join(10)
+        return self.proc.stdout.read(), "".join(self.lines)
 
 
 def held_reason(slurm_id: str) -> str:
@@ -58,6 +79,7 @@ def test_broken_file_trips_the_breaker_through_a_postgres_restart_and_the_passwo
         url = server.url.replace("postgres@", f"postgres:{password}@")
         env = {"DLTH_DB": url, "DLTH_DB_WAIT_S": "120"}  # the URL comes from the environment, not argv
         follow = follower("launch", str(grid), "--cluster", "slurm", "--wait", "--no-progress", env=env)
+        follow_err = StderrLines(follow)
         store = Fresh(url)
         wait_for("the grid submitted (held)", lambda: len(store.jobs("brk", [JobState.QUEUED])) == 6, timeout=120)
         beton = data / "train.beton"
@@ -74,14 +96,16 @@ def test_broken_file_trips_the_breaker_through_a_postgres_restart_and_the_passwo
         show = subprocess.run(["scontrol", "show", "job", array], capture_output=True, text=True).stdout
         assert "JobId" in show and password not in show
 
-        server.stop()  # a PostgreSQL restart of 8 seconds while the follower and the workers run
+        server.stop()  # a PostgreSQL restart while the follower and the workers run
         status = follower("status", "brk", env=env)
-        time.sleep(8)
-        server.start()
-        s_out, s_err = status.communicate(timeout=180)
+        status_err = StderrLines(status)
+        wait_for("status and the follower waiting for the database", lambda: status_err.saw("waiting up to")
+                 and follow_err.saw("waiting up to"), timeout=120, every=0.2)
+        server.start()  # back as soon as both noticed that it was gone
+        s_out, s_err = status_err.finish(timeout=180)
         assert status.returncode == 0 and s_err.count("waiting up to") == 1, s_out + s_err
 
-        out, err = follow.communicate(timeout=300)
+        out, err = follow_err.finish(timeout=300)
         assert follow.returncode == 3, out + err  # paused
         assert err.count("waiting up to") == 1, err  # it said once that it waited for the database
         paused = [ln for ln in (out + err).splitlines() if ln.startswith("PAUSED")]

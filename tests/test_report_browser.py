@@ -3,7 +3,6 @@ recommendation box and the regret-vs-cost plot are what a reader sees first."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,11 +11,12 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
+from db.testing import in_ci
 from orchestrator.report import write_report_files
 from tests.test_report_render import _grid
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(shutil.which("chromium") is None and os.environ.get("CI") != "true",
+pytestmark = pytest.mark.skipif(shutil.which("chromium") is None and not in_ci(),
                                 reason="chromium not installed (scripts/setup.sh --test installs it)")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from orchestrator.report import JobResult, Report, build_report, print_report, report_json, write_report_files
+from orchestrator.report import JobResult, Report, build_report, print_report, write_report_files
 from orchestrator.report import render as render_mod
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -47,11 +47,6 @@ def test_terminal_report_shows_tables_labels_and_warnings() -> None:
     assert "9/10" in hard
     assert "warning: incomplete grid: 29/30 jobs completed (1 FAILED)" in text
     assert f"hard50: 1 FAILED job(s): {CONFIGS[0]} seed 1" in text
-
-
-def test_json_round_trips() -> None:
-    rep = _grid(incomplete=True)
-    assert Report.from_dict(json.loads(report_json(rep))) == rep
 
 
 def test_html_markdown_and_plots_are_written_with_the_numbers(tmp_path: Path) -> None:

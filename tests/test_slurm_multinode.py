@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +39,18 @@ def slurm_cluster2() -> None:
         pytest.skip(reason)
     subprocess.run(["bash", str(REPO / "scripts" / "slurm-cluster.sh"), "up", "--nodes", "2"], check=True,
                    timeout=300)
+
+
+@pytest.fixture(scope="module")
+def shared_digits(digits: Path) -> Iterator[Path]:
+    """The digits on a path every node shares: the session's copy lies under /tmp, which the pre-flight
+    rightly refuses on a two-node cluster (node-local); the two nodes here share this machine's disk."""
+    root = Path(tempfile.mkdtemp(prefix="dlth-shared-", dir="/var/lib"))
+    try:
+        shutil.copytree(digits, root / "digits")
+        yield root / "digits"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def squeue2(*args: str) -> str:
@@ -101,14 +115,15 @@ def release_requeued2(slurm_id: str) -> None:
     assert done.returncode == 0 or "no longer pending" in done.stderr.lower(), done.stderr
 
 
-def test_two_node_job_equals_the_single_node_two_rank_run(tmp_path: Path, home2: Path, digits: Path) -> None:
+def test_two_node_job_equals_the_single_node_two_rank_run(tmp_path: Path, home2: Path,
+                                                          shared_digits: Path) -> None:
     """The same job and seed as 2 nodes x 1 rank and as 1 node x 2 ranks, side by side on the two-node
     cluster: the same loss curve and kNN accuracy; rank 0 alone records each epoch, once."""
     epochs = 2
     runs = {}
     for label, nodes, nproc in (("two_nodes", 2, 1), ("one_node", 1, 2)):
         home = home2 / label
-        grid = write_grid2(tmp_path / f"{label}.toml", "multi", digits, epochs=epochs, nodes=nodes, nproc=nproc)
+        grid = write_grid2(tmp_path / f"{label}.toml", "multi", shared_digits, epochs=epochs, nodes=nodes, nproc=nproc)
         db = f"sqlite:///{tmp_path / label}.sqlite"
         cli2("launch", str(grid), "--cluster", "slurm", "--no-wait", "--no-progress", db=db, home=home)
         runs[label] = (home, db, grid)
@@ -171,11 +186,11 @@ def processes_of(*needles: str) -> list[str]:
 
 
 def test_two_node_job_requeued_resumes_both_nodes_and_a_killed_rank_fails_both(
-        tmp_path: Path, home2: Path, digits: Path) -> None:
+        tmp_path: Path, home2: Path, shared_digits: Path) -> None:
     """Preempted (SIGUSR2 to the tasks on both nodes): one requeue, both nodes resume from the same
     checkpoint. Then the worker on the second node is killed: the attempt fails on both nodes and nothing
     of the job is left running on the first."""
-    grid = write_grid2(tmp_path / "grid.toml", "kill", digits, epochs=20, nodes=2, nproc=1, budget=0)
+    grid = write_grid2(tmp_path / "grid.toml", "kill", shared_digits, epochs=20, nodes=2, nproc=1, budget=0)
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     cli2("launch", str(grid), "--cluster", "slurm", "--no-wait", "--no-progress", db=db, home=home2)
     store = Fresh(db)
@@ -211,7 +226,8 @@ def test_two_node_job_requeued_resumes_both_nodes_and_a_killed_rank_fails_both(
     assert out == ["FAILED"], out
 
 
-def test_the_breaker_holds_and_releases_on_the_grids_own_cluster(tmp_path: Path, home2: Path, digits: Path) -> None:
+def test_the_breaker_holds_and_releases_on_the_grids_own_cluster(tmp_path: Path, home2: Path,
+                                                                 shared_digits: Path) -> None:
     """A grid of four jobs on the two-node cluster (profile slurm-local2), its tasks pending until an hour
     from now. Two workers record the same first-attempt failure (through the store API, as the worker's
     reporter does: what fails is not the point here), which trips the breaker from the worker side;
@@ -219,8 +235,8 @@ def test_the_breaker_holds_and_releases_on_the_grids_own_cluster(tmp_path: Path,
     two-node cluster, where they are (holding ids of the default cluster would hit other grids' jobs)."""
     from workers.reporting import JobReporter
 
-    text = GRID.format(name="brk2", root=digits, epochs=1, budget=0, resources="", subsets="",
-                       cluster='sbatch = { begin = "now+1hour" }',
+    text = GRID.format(name="brk2", root=shared_digits, epochs=1, budget=0,
+                       resources='slurm = { begin = "now+1hour" }', subsets="", cluster="",
                        methods="[methods.supervised]\nlr = [0.01, 0.02, 0.05, 0.1]\n[breaker]\nthreshold = 2")
     grid = tmp_path / "grid.toml"
     grid.write_text(text.replace('profile = "slurm-local"', 'profile = "slurm-local2"'))
@@ -254,3 +270,20 @@ def test_the_breaker_holds_and_releases_on_the_grids_own_cluster(tmp_path: Path,
                          env={**env, "DLTH_HOME": str(home2)}, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "2 SLURM tasks released" in out.stdout, out.stdout + out.stderr
     assert reasons(rest) == ["BeginTime"] * 2
+
+
+def test_a_node_local_dataset_is_refused_on_a_multi_node_cluster(tmp_path: Path, home2: Path, digits: Path) -> None:
+    """The digits lie under /tmp (node-local): fine on the one-node cluster, refused on two nodes, where a
+    node other than the login node could not read them. One line, exit 2, nothing recorded."""
+    grid = write_grid2(tmp_path / "grid.toml", "nodelocal", digits, epochs=1, nodes=1, nproc=1)
+    db = tmp_path / "db.sqlite"
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "launch", str(grid), "--cluster", "slurm",
+                           "--no-wait", "--no-progress", "--db", f"sqlite:///{db}"], capture_output=True, text=True,
+                          env={**os.environ, "DLTH_HOME": str(home2)}, timeout=300, cwd=REPO)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert len(lines) == 1 and lines[0].endswith(
+        "dataset.root: expected a path every compute node shares (it is node-local, and the cluster has 2 nodes)"), \
+        lines
+    assert not db.exists() or Fresh(f"sqlite:///{db}").get_grid("nodelocal") is None
+    assert str(home2) not in squeue2("-o", "%Z")  # nothing submitted

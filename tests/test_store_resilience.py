@@ -1,5 +1,6 @@
-"""A worker whose database goes away mid-run still delivers its result: it retries with back-off, and
-when the database stays away, the orchestrator ingests the result from the job directory.
+"""A worker whose database goes away mid-run still delivers its result: its reporter
+(workers/reporting.py ``JobReporter``, run in a forked process) retries with back-off, and when the
+database stays away, the orchestrator ingests the result from the job directory.
 
 PostgreSQL: a private server of this test is stopped (``pg_ctl stop -m immediate``) while the worker
 trains, then started again. SQLite: another process holds the write lock (a stuck writer, or a lock left
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -20,15 +22,15 @@ from typing import Any
 
 import pytest
 
-from db import FINAL_EPOCH, JobState, NewJob, Store, read_final_metrics, write_final_metrics
+from db import FINAL_EPOCH, JobState, NewJob, Store, read_final_metrics
 from db.ingest import ingest_finished
-from db.retry import with_retries
 from db.testing import private_postgres
+from workers.reporting import JobReporter
 
 pytestmark = pytest.mark.slow
 EPOCHS = 5
 JOB = "job0"
-DELIVERED, ON_DISK_ONLY = 0, 3  # worker exit codes
+FINAL = {"acc": 0.5, "loss": 0.2}
 
 
 class _CountFailures(logging.Handler):
@@ -41,32 +43,19 @@ class _CountFailures(logging.Handler):
             self.counter.value += 1
 
 
-def _worker(url: str, job_dir: str, attempts: int, epoch_done: Any, go_on: Any, failures: Any) -> None:
-    """The worker protocol: epoch metrics to the DB (retried, never fatal); the final result to
-    ``final_metrics.json`` first, then to the DB (retried). Exits 3 if only the disk has the result.
-    Counts the failed database calls that db.retry logs in ``failures``."""
+def _worker(url: str, job_dir: str, epoch_done: Any, go_on: Any, failures: Any) -> None:
+    """The real reporter of a worker (workers/reporting.py) through one attempt: claim, epoch metrics,
+    final metrics; its database calls are retried ``DLTH_DB_RETRIES`` times and never fatal. Counts the
+    failed database calls that db.retry logs in ``failures``."""
     logging.getLogger("db.retry").addHandler(_CountFailures(failures))
-    store = Store(url, create=False)
-    attempt = store.claim(JOB, backend="local", backend_id=None, host="n1", pid=1)
-    epochs: dict[int, dict[str, float]] = {}
+    reporter = JobReporter(Store(url, create=False), JOB, Path(job_dir))
+    reporter.claim("local", None, "n1", os.getpid(), None)
     for epoch in range(EPOCHS):
-        epochs[epoch] = {"acc": 0.1 * (epoch + 1), "loss": 1.0 / (epoch + 1)}
-        try:
-            with_retries(lambda e=epoch: store.log_metrics(JOB, e, epochs[e], attempt),
-                         what=f"epoch {epoch} metrics", attempts=attempts, base_delay=0.2)
-        except Exception:
-            logging.warning("epoch %d metrics kept for the final file only", epoch)
+        reporter.epoch(epoch, {"acc": 0.1 * (epoch + 1), "loss": 1.0 / (epoch + 1)})
         if epoch == 1:
             epoch_done.set()  # the test now takes the database away
             go_on.wait(30)
-    final = {"acc": 0.5, "loss": 0.2}
-    write_final_metrics(job_dir, JOB, final, epochs)
-    try:
-        with_retries(lambda: store.complete(JOB, attempt, final), what="final result", attempts=attempts,
-                     base_delay=0.2)
-    except Exception:
-        raise SystemExit(ON_DISK_ONLY) from None
-    raise SystemExit(DELIVERED)
+    reporter.final(FINAL)
 
 
 @dataclass
@@ -76,10 +65,10 @@ class Outage:
     bring_back: Callable[[], None]
 
 
-def run_worker(outage: Outage, tmp_path: Path, attempts: int, back_after_s: float | None) -> tuple[int, Path]:
-    """Record a job, run the worker, take the DB away after its epoch 1; bring it back after
-    ``back_after_s`` (while the worker still retries) or only once the worker has exited (``None``).
-    Returns the worker's exit code and job directory; checks that the worker did see the outage."""
+def run_worker(outage: Outage, tmp_path: Path, back_while_retrying: bool) -> Path:
+    """Record a job, run the worker, take the DB away after its epoch 1; bring it back as soon as the
+    worker has seen a failed call (while it still retries) or only once it has exited. Returns the job
+    directory; checks that the worker did see the outage and exited normally either way."""
     job_dir = tmp_path / JOB
     job_dir.mkdir()
     with Store(outage.url) as store:
@@ -87,26 +76,29 @@ def run_worker(outage: Outage, tmp_path: Path, attempts: int, back_after_s: floa
         store.add_jobs(gid, [NewJob(JOB, "{}", "supervised", "ck", 0, str(job_dir), "full", "sup")])
     ctx = mp.get_context("fork")  # no engine is open in this process at fork time
     epoch_done, go_on, failures = ctx.Event(), ctx.Event(), ctx.Value("i", 0)
-    proc = ctx.Process(target=_worker, args=(outage.url, str(job_dir), attempts, epoch_done, go_on, failures))
+    proc = ctx.Process(target=_worker, args=(outage.url, str(job_dir), epoch_done, go_on, failures))
     proc.start()
     assert epoch_done.wait(60), "the worker did not reach epoch 1"
     outage.take_away()
     go_on.set()
-    if back_after_s is not None:
-        time.sleep(back_after_s)
+    if back_while_retrying:
+        deadline = time.monotonic() + 60
+        while failures.value == 0 and proc.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
         outage.bring_back()
     proc.join(120)
-    if back_after_s is None:
+    if not back_while_retrying:
         outage.bring_back()
     assert failures.value > 0, "the worker never noticed the outage"
-    return proc.exitcode, job_dir
+    assert proc.exitcode == 0  # a database that goes away is never fatal to the worker
+    return job_dir
 
 
 def assert_everything_recorded(store: Store, *, ingested: bool) -> None:
     job = store.job(JOB)
     assert job.state == JobState.COMPLETED and job.ingested_from_disk is ingested
     m = store.metrics(JOB)
-    assert m[FINAL_EPOCH] == {"acc": 0.5, "loss": 0.2}
+    assert m[FINAL_EPOCH] == FINAL
     assert sorted(e for e in m if e != FINAL_EPOCH) == list(range(EPOCHS))  # also the epochs of the outage
     assert [a.state for a in store.attempts(JOB)] == ["COMPLETED"]
 
@@ -140,10 +132,11 @@ def outage(request: pytest.FixtureRequest) -> Outage:
     return request.getfixturevalue(f"{request.param}_outage")
 
 
-def test_a_result_the_db_never_heard_of_is_ingested_from_disk(outage: Outage, tmp_path: Path) -> None:
-    code, job_dir = run_worker(outage, tmp_path, attempts=3, back_after_s=None)
-    assert code == ON_DISK_ONLY
-    assert read_final_metrics(job_dir).metrics == {"acc": 0.5, "loss": 0.2}
+def test_a_result_the_db_never_heard_of_is_ingested_from_disk(outage: Outage, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DLTH_DB_RETRIES", "2")  # the worker gives up while the database is away
+    job_dir = run_worker(outage, tmp_path, back_while_retrying=False)
+    assert read_final_metrics(job_dir).metrics == FINAL
     with Store(outage.url) as store:
         assert store.job(JOB).state == JobState.RUNNING  # the DB never heard the end
         assert ingest_finished(store, "g") == [JOB]  # what `dlth-orch status` does
@@ -151,8 +144,9 @@ def test_a_result_the_db_never_heard_of_is_ingested_from_disk(outage: Outage, tm
         assert ingest_finished(store, "g") == []
 
 
-def test_a_worker_outlives_a_short_outage_by_retrying(outage: Outage, tmp_path: Path) -> None:
-    code, _ = run_worker(outage, tmp_path, attempts=8, back_after_s=1.5)
-    assert code == DELIVERED
+def test_a_worker_outlives_a_short_outage_by_retrying(outage: Outage, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DLTH_DB_RETRIES", "8")
+    run_worker(outage, tmp_path, back_while_retrying=True)
     with Store(outage.url) as store:
         assert_everything_recorded(store, ingested=False)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from db.testing import in_ci
 from subsets import ClassInfo, DatasetMeta, SubsetError, resolve, validate_table
 from subsets.hierarchy import (
     HIERARCHY_FILE,
@@ -59,7 +60,7 @@ def corpus_dir() -> str:
     """Install (idempotently) the WordNet corpus for nltk; its data directory."""
     proc = subprocess.run(["bash", str(REPO / "scripts/install_wordnet.sh")], capture_output=True, text=True)
     if proc.returncode != 0:
-        if os.environ.get("CI") == "true":
+        if in_ci():
             pytest.fail(f"scripts/install_wordnet.sh failed under CI: {proc.stderr[-2000:]}")
         pytest.skip(f"WordNet corpus not installable here: {proc.stderr.strip()[-300:]}")
     return proc.stdout.strip().splitlines()[-1]
