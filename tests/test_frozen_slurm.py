@@ -21,12 +21,12 @@ from .test_frozen_local import BREAK, GRID, git, repo_copy, run_from
 from .test_slurm_backend import Fresh, home, slurm_cluster, wait_for  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
-CLUSTER = """[cluster]
+CLUSTER = """slurm = { hold = true }
+[cluster]
 profile = "slurm-local"
 poll_min_s = 0.5
 poll_max_s = 3.0
-sbatch = { hold = true }
-"""
+"""  # the first line still belongs to [resources]: every task is submitted held
 
 
 def release(slurm_id: str) -> None:
