@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from specs.base import Plain, SpecError, from_table, stable_hash
+from specs.base import Plain, SpecError, from_table, non_defaults, stable_hash
 from specs.methods import hparams_class
 
 OPTIMIZERS = ("sgd", "adamw", "lars", "lamb")  # lars/lamb: timm's (create_optimizer_v2)
@@ -23,6 +23,7 @@ LR_SCALINGS = ("none", "linear")  # linear: lr x global batch / 256
 PROTOCOLS = ("knn", "linear")
 SCHEDULES = ("cosine", "step", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_NOT_IDENTITY = frozenset({"deterministic"})  # TrainConfig keys that change how, not what, a job trains
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,14 @@ class TrainConfig(Plain):
     patch_size: int = field(default=0, metadata={"min": 0})  # ViT patch size in pixels; 0: the model's own
     precision: str = field(default="auto", metadata={"choices": PRECISIONS})
     lr_scaling: str = field(default="none", metadata={"choices": LR_SCALINGS})
+    # GPUs: PyTorch's deterministic kernels (use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG, cuDNN
+    # benchmark off), slower; the CPU repeats exactly without it. How to compute, not what: not in the identity
+    deterministic: bool = False
+
+    @cached_property
+    def canonical(self) -> dict[str, Any]:
+        """The non-default fields that define what is trained (``deterministic`` left out)."""
+        return {k: v for k, v in non_defaults(self).items() if k not in _NOT_IDENTITY}
 
 
 @dataclass(frozen=True)

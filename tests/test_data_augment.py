@@ -97,7 +97,7 @@ def test_keyed_uniforms_are_uniform_and_the_same_in_every_numeric_world() -> Non
 
     keys = torch.arange(20_000, dtype=torch.int64)
     u = DRAWS.unit(keys, 7).numpy()
-    assert 0.0 <= u.min() and u.max() < 1.0
+    assert u.min() >= 0.0 and u.max() < 1.0
     counts = np.histogram(u, bins=10, range=(0, 1))[0]
     assert counts.min() > 1800 and counts.max() < 2200  # 2,000 expected per bin
     assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 0.03  # neighbouring keys are not correlated

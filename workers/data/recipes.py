@@ -3,7 +3,8 @@
 Every view is decoded separately by FFCV from the same sample (crop and flip happen in FFCV's JIT
 pipeline, per sample, :mod:`workers.data.keyed_crop`); the view's ``ops`` then run on the decoded float
 batch on the batch's device (:mod:`workers.data.augment`). Every draw is keyed by (job seed, epoch, view,
-sample index), so a job's augmentations repeat exactly (:mod:`workers.data.draws`). Parameters follow the papers, for 224-pixel crops:
+sample index), so a job's augmentations repeat exactly (:mod:`workers.data.draws`). Parameters follow
+the papers, for 224-pixel crops:
 
 - ``eval``: resize + centre crop (crop = 224/256 of the shorter side), no flip.
 - ``supervised``: random resized crop (0.08-1) + flip.
