@@ -110,6 +110,22 @@ def test_keyed_uniforms_are_uniform_and_the_same_in_every_numeric_world() -> Non
     assert mix32(0) == 0 and DRAWS.derive(0, 0) != 0
 
 
+def test_keyed_random_crop_follows_torchvision_bounds() -> None:
+    """The keyed decoder's crop (workers.data.keyed_crop): inside the image, area and aspect ratio in range
+    (or torchvision's centre fallback), a pure function of the key, spread over the image."""
+    from workers.data.keyed_crop import make_random_crop
+
+    crop = make_random_crop(DRAWS)
+    scale, ratio = np.array([0.2, 1.0]), np.array([3 / 4, 4 / 3])
+    boxes = [crop(40, 30, scale, ratio, key) for key in range(2000)]
+    for i, j, h, w in boxes:
+        assert 0 <= i and i + h <= 40 and 0 <= j and j + w <= 30
+        assert 0.2 * 1200 * 0.9 <= h * w <= 1200 and 3 / 4 * 0.85 <= w / h <= 4 / 3 * 1.15
+    assert crop(40, 30, scale, ratio, 17) == boxes[17]
+    assert len(set(boxes)) > 1500 and len({i for i, *_ in boxes}) > 10
+    assert crop(10, 100, np.array([0.99, 1.0]), ratio, 3) == (0, 43, 10, 13)  # no fit: centre, widest ratio
+
+
 def test_recipe_registry() -> None:
     assert recipe_names() == ["byol", "dino", "eval", "exemplar", "mae", "mocov1", "mocov2", "simclr", "supervised"]
     views = {name: get_recipe(name).num_views for name in recipe_names()}
