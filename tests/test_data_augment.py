@@ -119,7 +119,7 @@ def test_keyed_random_crop_follows_torchvision_bounds() -> None:
     scale, ratio = np.array([0.2, 1.0]), np.array([3 / 4, 4 / 3])
     boxes = [crop(40, 30, scale, ratio, key) for key in range(2000)]
     for i, j, h, w in boxes:
-        assert 0 <= i and i + h <= 40 and 0 <= j and j + w <= 30
+        assert i >= 0 and i + h <= 40 and j >= 0 and j + w <= 30
         assert 0.2 * 1200 * 0.9 <= h * w <= 1200 and 3 / 4 * 0.85 <= w / h <= 4 / 3 * 1.15
     assert crop(40, 30, scale, ratio, 17) == boxes[17]
     assert len(set(boxes)) > 1500 and len({i for i, *_ in boxes}) > 10

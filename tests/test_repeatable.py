@@ -38,10 +38,10 @@ knn_k = 10
 cpus_per_task = 1
 loader_workers = {workers}
 [report]
-reference = "even5"
-[subsets.even5]
+reference = "three"
+[subsets.three]
 strategy = "uniform"
-k = 5
+k = 3
 [methods.supervised]
 [methods.simclr]
 temperature = 0.2
