@@ -10,16 +10,17 @@ torch's seeded generator in the worker's main thread (``workers.train.seed_every
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from db import JobState, Store
+from specs.base import from_table
+from specs.job import TrainConfig
 from specs.protocol import PROTOCOL_METRIC, TRAINING_PROTOCOL
 
 from .test_e2e_local import cli
-
-pytestmark = pytest.mark.slow
 
 GRID = """
 name = "repeat"
@@ -68,6 +69,7 @@ def _launch(home: Path, digits: Path, workers: int) -> dict[str, tuple[dict[str,
     return out
 
 
+@pytest.mark.slow
 def test_a_job_repeats_bit_identically_whatever_the_loader_thread_count(tmp_path: Path, digits: Path) -> None:
     one = _launch(tmp_path / "one_thread", digits, workers=1)
     two = _launch(tmp_path / "two_threads", digits, workers=2)
@@ -79,3 +81,23 @@ def test_a_job_repeats_bit_identically_whatever_the_loader_thread_count(tmp_path
         assert epochs1 == epochs2 and epochs1[0]["train_loss"] > 0
         assert 0.0 < final1["knn_top1"] <= 1.0
         assert final1[PROTOCOL_METRIC] == TRAINING_PROTOCOL
+
+
+def test_deterministic_kernels_are_switched_on_and_stay_out_of_the_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``[train] deterministic = true``: PyTorch's deterministic mode (the GPU part cannot run here: only the
+    switches are checked); a job's identity does not change with it."""
+    import torch
+
+    from workers.train import seed_everything
+
+    on = from_table(TrainConfig, {"deterministic": True, "lr": 0.2}, "train")
+    assert on.deterministic and on.canonical == from_table(TrainConfig, {"lr": 0.2}, "train").canonical == {"lr": 0.2}
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)  # restored after the test
+    try:
+        seed_everything(0, 0, deterministic=True)
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
