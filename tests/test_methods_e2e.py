@@ -44,7 +44,7 @@ VIT = {"patch_size": 8, "optimizer": "adamw", "lr": 1e-3}
 NOT_COLLAPSED = 0.2  # ViT DINO / MoCo v3: kNN top-1 above 2x chance (10 classes); collapsed features give ~0.1
 # (method, backbone, hparams, train overrides): small heads; epochs measured to learn (module docstring)
 LEARN_ON_RESNET: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
-    ("supervised", {}, {}),
+    ("supervised", {}, {"epochs": 2}),
     ("rotnet", {}, {}),
     ("semi_rotnet", {"labeled_fraction": 0.2}, {}),
     ("simclr", {"proj_hidden_dim": 128, "proj_dim": 64}, {"epochs": 10}),
