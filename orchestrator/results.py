@@ -15,6 +15,7 @@ from db.models import utcnow
 from orchestrator.report.cost import attempts_hours, devices_held, parse_plan
 from orchestrator.report.decision import Criterion
 from orchestrator.report.external import PREFIX, external_results, metrics_of, read_external
+from orchestrator.report.protocol import protocol_warning
 from orchestrator.report.ranking import JobResult, Report, build_report
 from specs.lottery import parse_label
 
@@ -158,5 +159,6 @@ def assemble_report(store: Store | None, req: ReportRequest) -> Report:
         subsets = {r.subset for r in rows}
         if settings["reference"] not in subsets and PREFIX + settings["reference"] in subsets and not grids:
             settings["reference"] = PREFIX + settings["reference"]
+    extra_warnings += [w for w in (protocol_warning(rows),) if w]
     rep = build_report(name, rows, plan=plan, sources=sources, **{**settings, **req.overrides})
     return replace(rep, warnings=rep.warnings + tuple(extra_warnings)) if extra_warnings else rep

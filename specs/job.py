@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from specs.base import INT_MAX, Plain, SpecError, check_text, finite, from_table, stable_hash
+from specs.base import INT_MAX, Plain, SpecError, check_text, finite, from_table, non_defaults, stable_hash
 from specs.methods import hparams_class
 
 OPTIMIZERS = ("sgd", "adamw", "lars", "lamb")  # lars/lamb: timm's (create_optimizer_v2)
@@ -31,6 +31,7 @@ MAX_BATCH = 1 << 24
 MAX_IMAGE = 8192
 SEED_MAX = INT_MAX  # seeds are 0 .. 2^31-1 (the database's INTEGER column, numpy's seed range)
 SLURM_KEY_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+_NOT_IDENTITY = frozenset({"deterministic"})  # TrainConfig keys that change how, not what, a job trains
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,14 @@ class TrainConfig(Plain):
     patch_size: int = field(default=0, metadata={"min": 0, "max": MAX_IMAGE})
     precision: str = field(default="auto", metadata={"choices": PRECISIONS})
     lr_scaling: str = field(default="none", metadata={"choices": LR_SCALINGS})
+    # GPUs: PyTorch's deterministic kernels (use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG, cuDNN
+    # benchmark off), slower; the CPU repeats exactly without it. How to compute, not what: not in the identity
+    deterministic: bool = False
+
+    @cached_property
+    def canonical(self) -> dict[str, Any]:
+        """The non-default fields that define what is trained (``deterministic`` left out)."""
+        return {k: v for k, v in non_defaults(self).items() if k not in _NOT_IDENTITY}
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,56 @@ def test_loader_reads_the_same_without_ffcv_jit(dataset) -> None:
     assert [tuple(v.shape) for v in views] == [(4, 3, 16, 16)] * 2
 
 
+def _batches(meta: DatasetMeta, recipe: str, *, workers: int, batch_size: int = 8, epochs: int = 2,
+             seed: int = 4) -> list[list[torch.Tensor]]:
+    """Every view of the first 2 batches of ``epochs`` epochs (cloned: FFCV reuses its buffers)."""
+    full = resolve("full", {"strategy": "full"}, meta)
+    loader = build_loader(meta, full, "train", recipe=recipe, batch_size=batch_size, image_size=16, seed=seed,
+                          train=True, num_workers=workers)
+    out = []
+    for _ in range(epochs):
+        for b, (views, _labels) in enumerate(loader):
+            out.append([v.clone() for v in views])
+            if b == 1:
+                break
+    return out
+
+
+def test_training_batches_repeat_exactly_whatever_the_worker_count(digits: Path) -> None:
+    """Crops, flips and colour ops are keyed by (seed, epoch, view, sample index): the same loader built
+    again with 1 or 2 loader threads yields bit-identical batches (real digit images; FFCV uncompiled, as
+    for every subset under 20,000 images)."""
+    from ffcv.pipeline.compiler import Compiler
+
+    meta = DatasetMeta.load(digits)
+    was = Compiler.is_enabled
+    Compiler.set_enabled(False)
+    try:
+        one = _batches(meta, "simclr", workers=1)
+        two = _batches(meta, "simclr", workers=2)
+        wide = _batches(meta, "simclr", workers=2, batch_size=16, epochs=1)
+    finally:
+        Compiler.set_enabled(was)
+    for a, b in zip(one, two, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not torch.equal(one[0][0], one[0][1])  # two views of the same samples differ
+    # a sample's augmentation does not depend on its batch: batches of 16 hold the batches of 8
+    for v in range(2):
+        assert torch.equal(wide[0][v][:8], one[0][v]) and torch.equal(wide[0][v][8:], one[1][v])
+
+
+def test_compiled_crops_repeat_whatever_the_thread_count(digits: Path) -> None:
+    """FFCV's JIT runs the keyed decoder in numba's threads (each with its own generator, which stock FFCV
+    crops draw from): 1 and 2 threads give bit-identical crops and flips."""
+    from ffcv.pipeline.compiler import Compiler
+
+    meta = DatasetMeta.load(digits)
+    assert Compiler.is_enabled
+    one = _batches(meta, "supervised", workers=1, epochs=1)
+    two = _batches(meta, "supervised", workers=2, epochs=1)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(one, two, strict=True))
+
+
 def test_gpu_pipeline_copies_uint8_to_the_device_without_blocking() -> None:
     """No GPU here: only the pipeline a CUDA loader would run is checked (the CPU path runs everywhere)."""
     from ffcv.transforms import NormalizeImage, ToDevice, ToTorchImage
@@ -139,11 +189,11 @@ def test_gpu_pipeline_copies_uint8_to_the_device_without_blocking() -> None:
     view = get_recipe("supervised").views[0]
     gpu = _image_pipeline(view, 32, torch.device("cuda", 0))
     assert [type(op).__name__ for op in gpu] == [
-        "RandomResizedCropRGBImageDecoder", "RandomHorizontalFlip", "ToTensor", "ToDevice", "ToTorchImage"
+        "KeyedRandomResizedCropDecoder", "ToTensor", "ToDevice", "ToTorchImage"  # (the decoder flips too)
     ]
-    assert isinstance(gpu[3], ToDevice) and gpu[3].non_blocking and gpu[4].channels_last
+    assert isinstance(gpu[2], ToDevice) and gpu[2].non_blocking and gpu[3].channels_last
     cpu = _image_pipeline(view, 32, torch.device("cpu"))
-    assert isinstance(cpu[2], NormalizeImage) and isinstance(cpu[-1], ToTorchImage)
+    assert isinstance(cpu[1], NormalizeImage) and isinstance(cpu[-1], ToTorchImage)
     assert not any(isinstance(op, ToDevice) for op in cpu)
 
 

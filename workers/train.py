@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -22,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from specs.backbones import backbone_of
 from specs.contract import FINAL_METRICS_FILE
 from specs.job import JobSpec
+from specs.protocol import PROTOCOL_METRIC, TRAINING_PROTOCOL
 from subsets import DatasetMeta, Manifest
 from workers.checkpoint import load_checkpoint, save_checkpoint, save_rank_rng
 from workers.data.jit import configure_jit
@@ -50,13 +52,32 @@ log = logging.getLogger(__name__)
 __all__ = ["SubsetChanged", "Trainer", "build_method", "load_manifest", "seed_everything"]
 
 
-def seed_everything(seed: int, rank: int) -> None:
-    """Seed torch (same model init on every rank) and the Python/NumPy RNGs that data augmentation draws
-    from (per rank). FFCV's compiled (numba) ops keep per-thread RNGs that cannot be seeded from here, so
-    runs are bit-reproducible only with the FFCV JIT off (``resources.ffcv_jit``)."""
+def seed_everything(seed: int, rank: int, *, deterministic: bool = False) -> None:
+    """Seed torch (same model init on every rank) and the Python/NumPy RNGs (per rank).
+
+    What repeats: augmentations draw from keys of (seed, epoch, view, sample index), not from these
+    generators (``workers.data.draws``); everything else random in training (model init, dropout and
+    DropPath, MAE masks, MoCo's shuffle, queue init) draws from torch's generator in this process, seeded
+    here and saved/restored with every checkpoint. On the CPU a job therefore gives bit-identical results
+    whatever its loader thread count. ``deterministic`` (``[train] deterministic``) also makes GPU
+    kernels deterministic (see :func:`use_deterministic_kernels`).
+    """
     torch.manual_seed(seed)
     random.seed(seed * 1000 + rank)
     np.random.seed((seed * 1000 + rank) % 2**32)
+    if deterministic:
+        use_deterministic_kernels()
+
+
+def use_deterministic_kernels() -> None:
+    """PyTorch's deterministic algorithms: cuBLAS with a fixed workspace, cuDNN without autotuning.
+
+    Costs speed on GPUs (cuDNN's fastest kernels are often the non-deterministic ones). An op with no
+    deterministic CUDA kernel warns (naming the op) instead of failing the job."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts: before any matmul
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
 
 
 def build_method(spec: JobSpec, num_classes: int) -> Method:
@@ -107,7 +128,7 @@ class Trainer:
         maybe_fail_once(spec.job_hash)  # test-only (off unless DLTH_TEST_FAIL_ONCE is set)
         meta, manifest = load_manifest(spec, self.job_dir)
         configure_jit(spec.resources.ffcv_jit, len(manifest.indices["train"]))
-        seed_everything(spec.seed, ctx.rank)
+        seed_everything(spec.seed, ctx.rank, deterministic=cfg.deterministic)
         method = build_method(spec, manifest.num_classes).to(ctx.device)
         if ctx.device.type == "cuda":
             method = method.to(memory_format=torch.channels_last)
@@ -199,7 +220,7 @@ class Trainer:
             return None
         final.update(probe)
         final.update({"train_time_s": train_time, "epochs": float(cfg.epochs),
-                      "num_classes": float(manifest.num_classes),
+                      PROTOCOL_METRIC: float(TRAINING_PROTOCOL), "num_classes": float(manifest.num_classes),
                       "num_train_samples": float(len(manifest.indices["train"]))})
         return final
 

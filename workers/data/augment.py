@@ -4,7 +4,9 @@ FFCV 1.0.2 decodes, crops and flips; the colour ops of the SSL recipes (colour j
 Gaussian blur, solarisation) are applied here to float batches (N x 3 x H x W, values in [0, 1]).
 torchvision's v2 transforms draw one set of parameters per call, i.e. per *batch*; these ops draw
 every parameter (whether to apply, factors, sigma, the jitter order) per *sample*, like the papers'
-per-image PIL pipelines. Each op takes a ``torch.Generator`` on the batch's device.
+per-image PIL pipelines. Each op takes the batch's :class:`~workers.data.draws.SampleDraws`: sample
+``i``'s draws depend on its own key only (job seed, epoch, view, sample index), so an augmented sample
+is the same whatever batch, thread or rank it comes in.
 """
 
 from __future__ import annotations
@@ -15,18 +17,21 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from workers.data.draws import SampleDraws
+
 _GRAY = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as PIL and torchvision
 
 
-def _uniform(n: int, lo: float, hi: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    return lo + (hi - lo) * torch.rand(n, generator=gen, device=device)
+def _uniform(lo: float, hi: float, draws: SampleDraws) -> torch.Tensor:
+    """One uniform in [lo, hi) per sample of the batch."""
+    return lo + (hi - lo) * draws.rand()
 
 
-def _chosen(n: int, p: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+def _chosen(p: float, draws: SampleDraws) -> torch.Tensor:
     """Indices of the samples an op with probability ``p`` applies to."""
     if p >= 1.0:
-        return torch.arange(n, device=device)
-    return torch.nonzero(torch.rand(n, generator=gen, device=device) < p).squeeze(1)
+        return torch.arange(len(draws), device=draws.keys.device)
+    return torch.nonzero(draws.rand() < p).squeeze(1)
 
 
 def grayscale(x: torch.Tensor) -> torch.Tensor:
@@ -83,20 +88,18 @@ class ColorJitter:
     hue: float
     p: float = 0.8
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        idx = _chosen(x.shape[0], self.p, gen, x.device)
-        n = idx.numel()
-        if n == 0:
+    def __call__(self, x: torch.Tensor, draws: SampleDraws) -> torch.Tensor:
+        idx = _chosen(self.p, draws)
+        factors = [
+            _uniform(max(0.0, 1 - self.brightness), 1 + self.brightness, draws)[idx],
+            _uniform(max(0.0, 1 - self.contrast), 1 + self.contrast, draws)[idx],
+            _uniform(max(0.0, 1 - self.saturation), 1 + self.saturation, draws)[idx],
+            _uniform(-self.hue, self.hue, draws)[idx],
+        ]
+        order = torch.argsort(draws.rand(4), dim=1)[idx]
+        if idx.numel() == 0:
             return x
         y = x[idx]
-        dev = x.device
-        factors = [
-            _uniform(n, max(0.0, 1 - self.brightness), 1 + self.brightness, gen, dev),
-            _uniform(n, max(0.0, 1 - self.contrast), 1 + self.contrast, gen, dev),
-            _uniform(n, max(0.0, 1 - self.saturation), 1 + self.saturation, gen, dev),
-            _uniform(n, -self.hue, self.hue, gen, dev),
-        ]
-        order = torch.argsort(torch.rand(n, 4, generator=gen, device=dev), dim=1)
         for step in range(4):
             for op in range(4):
                 sel = torch.nonzero(order[:, step] == op).squeeze(1)
@@ -121,8 +124,8 @@ class RandomGrayscale:
 
     p: float = 0.2
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        idx = _chosen(x.shape[0], self.p, gen, x.device)
+    def __call__(self, x: torch.Tensor, draws: SampleDraws) -> torch.Tensor:
+        idx = _chosen(self.p, draws)
         if idx.numel():
             x[idx] = grayscale(x[idx]).expand(-1, 3, -1, -1)
         return x
@@ -140,13 +143,13 @@ class GaussianBlur:
     sigma: tuple[float, float] = (0.1, 2.0)
     ref_size: int = 224
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        idx = _chosen(x.shape[0], self.p, gen, x.device)
+    def __call__(self, x: torch.Tensor, draws: SampleDraws) -> torch.Tensor:
+        idx = _chosen(self.p, draws)
+        scale = x.shape[-1] / self.ref_size
+        sigma = _uniform(self.sigma[0], self.sigma[1], draws)[idx] * scale
         n = idx.numel()
         if n == 0:
             return x
-        scale = x.shape[-1] / self.ref_size
-        sigma = _uniform(n, self.sigma[0], self.sigma[1], gen, x.device) * scale
         radius = max(1, min(math.ceil(3 * self.sigma[1] * scale), (min(x.shape[-2:]) - 1) // 2))
         t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
         kernel = torch.exp(-(t.view(1, -1) ** 2) / (2 * sigma.view(-1, 1).to(x.dtype) ** 2))
@@ -166,8 +169,8 @@ class Solarize:
     p: float = 0.2
     threshold: float = 0.5
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        idx = _chosen(x.shape[0], self.p, gen, x.device)
+    def __call__(self, x: torch.Tensor, draws: SampleDraws) -> torch.Tensor:
+        idx = _chosen(self.p, draws)
         if idx.numel():
             y = x[idx]
             x[idx] = torch.where(y >= self.threshold, 1.0 - y, y)

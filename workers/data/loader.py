@@ -16,6 +16,10 @@ Decisions worth knowing:
   drops the few tail samples instead when training (different ones every epoch, and every rank gets
   the same number of batches), and leaves shares uneven by at most one sample for eval (the shares
   then cover the split exactly; the last rank may get one batch fewer).
+- Repeatable: every random draw (crop, flip, colour ops) is keyed by (job seed, epoch, view, sample
+  index) (:mod:`workers.data.draws`), and the order is a function of (seed, epoch): a job's batches are
+  bit-identical whatever ``num_workers`` (numba threads), the JIT mode aside (compiled and plain float
+  maths may round a crop differently), or the rank that reads a sample.
 - Where the work happens: FFCV decodes, crops and flips in its JIT prefetch thread. On the CPU it also
   converts uint8 -> normalised float32 there (``NormalizeImage``; 1.5-2x the throughput of doing it in
   the consuming thread), so CPU image batches are FFCV's reused buffers: **valid until the next batch
@@ -42,6 +46,8 @@ import torch
 from subsets.base import Manifest
 from subsets.meta import DatasetMeta
 from workers.data._ffcv import import_ffcv
+from workers.data.draws import SampleDraws
+from workers.data.keyed_crop import install_epoch_keys, keyed_crop_decoder_class
 from workers.data.recipes import EVAL_CROP_RATIO, Recipe, ViewSpec, get_recipe
 
 log = logging.getLogger(__name__)
@@ -89,20 +95,20 @@ def _dist_rank_world() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def _image_pipeline(view: ViewSpec, image_size: int, device: torch.device) -> list:
+def _image_pipeline(view: ViewSpec, image_size: int, device: torch.device, *, seed: int = 0, index: int = 0) -> list:
+    """FFCV ops of one view (the ``index``-th of its recipe; crops and flips keyed by ``seed``)."""
     import_ffcv()
-    from ffcv.fields.decoders import CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder
+    from ffcv.fields.decoders import CenterCropRGBImageDecoder
     from ffcv.pipeline.compiler import Compiler
-    from ffcv.transforms import NormalizeImage, RandomHorizontalFlip, ToDevice, ToTensor, ToTorchImage
+    from ffcv.transforms import NormalizeImage, ToDevice, ToTensor, ToTorchImage
 
     size = view.output_size(image_size)
     if view.crop == "center":
         decoder = CenterCropRGBImageDecoder((size, size), ratio=EVAL_CROP_RATIO)
     else:
-        decoder = RandomResizedCropRGBImageDecoder((size, size), scale=view.scale, ratio=view.ratio)
+        decoder = keyed_crop_decoder_class()((size, size), seed=seed, view=index, scale=view.scale,
+                                             ratio=view.ratio, flip_prob=0.5 if view.flip else 0.0)
     ops: list = [decoder]
-    if view.flip:
-        ops.append(RandomHorizontalFlip())
     if device.type == "cpu" and Compiler.is_enabled:  # (its per-pixel loop is far too slow without the JIT)
         # to float32 in the JIT thread: normalised, or x / 255 when batched ops follow
         mean, std = (np.zeros(3), np.full(3, 255.0)) if view.ops else (_MEAN_255, _STD_255)
@@ -155,12 +161,7 @@ class SubsetLoader:
         """Make the next iteration run ``epoch``'s order (a resumed run sees the same order)."""
         self._loader.next_epoch = int(epoch)
 
-    def _generator(self, epoch: int) -> torch.Generator:
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed((self._seed * 1_000_003 + epoch * 1009 + self._rank) % 2**63)
-        return gen
-
-    def _finish(self, images: torch.Tensor, view: ViewSpec, gen: torch.Generator) -> torch.Tensor:
+    def _finish(self, images: torch.Tensor, view: ViewSpec, draws: SampleDraws | None) -> torch.Tensor:
         """The view's batched ops and normalisation (see the module docstring for what FFCV already did).
 
         ``images`` is FFCV's float32 buffer when FFCV normalised on the CPU (to [0, 1] if the view has
@@ -171,11 +172,17 @@ class SubsetLoader:
             return images if converted else torch.addcmul(self._bias, images, self._scale255)  # one fused pass
         x = images if converted else images.to(torch.float32).mul_(1.0 / 255.0)
         for op in view.ops:
-            x = op(x, gen)
+            x = op(x, draws)
         return x.sub_(self._mean).div_(self._std)
 
+    def _draws(self, epoch: int, v: int, view: ViewSpec) -> SampleDraws | None:
+        """The colour-op draws of view ``v`` for the batch just yielded (None: the view has no ops)."""
+        if not view.ops:
+            return None
+        return SampleDraws.for_batch(self._seed, epoch, v, self.batch_indices, self.device)
+
     def __iter__(self) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
-        gen = self._generator(self.epoch)
+        epoch = self.epoch
         order = np.asarray(self._loader.next_traversal_order())  # what FFCV's iterator draws for this epoch
         iterator = iter(self._loader)
         torch.set_num_threads(self._torch_threads)
@@ -184,8 +191,8 @@ class SubsetLoader:
                 self.batch_indices = order[b * self.batch_size:(b + 1) * self.batch_size]
                 labels = self._label_map[batch[self._label_pos].to(torch.int64)]
                 views = [
-                    self._finish(batch[p], view, gen)
-                    for p, view in zip(self._view_pos, self.recipe.views, strict=True)
+                    self._finish(batch[p], view, self._draws(epoch, v, view))
+                    for v, (p, view) in enumerate(zip(self._view_pos, self.recipe.views, strict=True))
                 ]
                 yield views, labels
         finally:
@@ -250,7 +257,7 @@ def build_loader(
         label_ops.append(ToDevice(dev, non_blocking=True))
     pipelines: dict[str, Any] = {"label": label_ops}
     for v, view in enumerate(spec.views):
-        ops = _image_pipeline(view, image_size, dev)
+        ops = _image_pipeline(view, image_size, dev, seed=seed, index=v)
         pipelines["image" if v == 0 else f"image_{v}"] = (
             ops if v == 0 else PipelineSpec("image", decoder=ops[0], transforms=ops[1:])
         )
@@ -274,5 +281,6 @@ def build_loader(
         drop_last=train,
     )
     torch.set_num_threads(threads)
+    install_epoch_keys(loader)
     return SubsetLoader(loader, spec, label_map, device=dev, seed=seed, rank=rank, torch_threads=threads,
                         indices=indices, sample_labels=label_map[meta.labels[split][indices]])

@@ -1,8 +1,10 @@
 """Augmentation recipes: name -> :class:`Recipe` (a tuple of views, each a crop plus batched ops).
 
 Every view is decoded separately by FFCV from the same sample (crop and flip happen in FFCV's JIT
-pipeline, per sample); the view's ``ops`` then run on the decoded float batch on the batch's device
-(:mod:`workers.data.augment`). Parameters follow the papers, for 224-pixel crops:
+pipeline, per sample, :mod:`workers.data.keyed_crop`); the view's ``ops`` then run on the decoded float
+batch on the batch's device (:mod:`workers.data.augment`). Every draw is keyed by (job seed, epoch, view,
+sample index), so a job's augmentations repeat exactly (:mod:`workers.data.draws`). Parameters follow
+the papers, for 224-pixel crops:
 
 - ``eval``: resize + centre crop (crop = 224/256 of the shorter side), no flip.
 - ``supervised``: random resized crop (0.08-1) + flip.
@@ -30,6 +32,7 @@ from typing import Protocol
 import torch
 
 from workers.data.augment import ColorJitter, GaussianBlur, RandomGrayscale, Solarize
+from workers.data.draws import SampleDraws
 
 EVAL_CROP_RATIO = 224 / 256
 DEFAULT_DINO_LOCAL_CROPS = 8
@@ -37,7 +40,7 @@ DEFAULT_EXEMPLAR_CROPS = 8
 
 
 class BatchOp(Protocol):
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor: ...
+    def __call__(self, x: torch.Tensor, draws: SampleDraws) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
