@@ -10,9 +10,12 @@ import math
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+pytestmark = pytest.mark.slow  # trains models / runs processes
 
 TIMEOUT_S = 30  # the group's collective timeout here (1800 s in production): a hang fails the test in time
 

@@ -28,6 +28,8 @@ from specs.settings import WorkerSettings
 from subsets import DatasetMeta
 from workers.distributed import DistContext
 
+pytestmark = pytest.mark.slow  # trains models / runs processes
+
 GRID = """
 name = "chain"
 seeds = [0]

@@ -43,6 +43,8 @@ from workers.knn import extract_features, knn_accuracy
 from workers.schedule import DECAYED, weight_decay_at
 from workers.train import Trainer, build_method, seed_everything
 
+pytestmark = pytest.mark.slow  # trains models / runs processes
+
 CTX = DistContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
 SUBSET = {"strategy": "full", "fraction": 0.5}
 EVAL = EvalConfig(knn_k=10)

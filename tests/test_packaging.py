@@ -17,6 +17,8 @@ import pytest
 
 from subsets import ClassInfo, DatasetMeta
 
+pytestmark = pytest.mark.slow  # trains models / runs processes
+
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("orchestrator", "workers", "subsets", "db", "specs", "cluster_profiles")
 GRID = """
