@@ -104,9 +104,9 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
             pipeline.print_plan(plan, Console())
         return
     assert source is not None
+    meta = pipeline.prepare_data(v)  # a truncated or changed .beton fails here, before anything is recorded
     frozen = freeze(workspace_dir(), source, code=code)  # snapshot before any job is recorded
     console.print(frozen.describe())
-    meta = pipeline.prepare_data(v)  # a truncated or changed .beton fails here, before anything is recorded
     store = open_store(db_url, create=True)
     if cluster == "local" and detach:
         try:
