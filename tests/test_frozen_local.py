@@ -9,14 +9,12 @@ real checkout (which the test must not break). Mocked: nothing.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -79,22 +77,35 @@ def launches_of(db: str, grid: str) -> list[str]:
         return [la.code_hash for la in store.launches(grid)]
 
 
-def blocked_launchers(home: Path, grid: str) -> int:
-    """How many background launchers (``launch --detach``) of ``grid`` gave up on its lock so far."""
-    log = home / "logs" / f"launch-{grid}.log"
-    return (log.read_text() if log.is_file() else "").count("another local launcher")
+RECORD_ONLY = """
+import sys
+from pathlib import Path
+from db import workspace_dir
+from orchestrator import launch as pipeline
+from orchestrator.cli_common import open_store
+from orchestrator.provenance.freeze import freeze, read_source
+
+grid_file, db, code = sys.argv[1:4]
+source = read_source()
+v = pipeline.validate(Path(grid_file), "local", None)
+meta = pipeline.prepare_data(v)
+frozen = freeze(workspace_dir(), source, code=code)
+print(frozen.describe(), file=sys.stderr)
+store = open_store(db, create=True)
+with pipeline.holding_grid(store, v.grid.name):
+    pipeline.record_grid(store, v.grid, meta)
+    frozen.record(store, v.grid.name)
+"""
 
 
-def detach_while_locked(repo: Path, grid: Path, *args: str, home: Path, db: str) -> subprocess.CompletedProcess:
-    """``launch GRID --detach ARGS``: records and points the jobs; its background launcher finds the grid's
-    lock held by the test and gives up, so the jobs stay PENDING."""
-    before = blocked_launchers(home, "frozen")
-    out = run_from(repo, "launch", str(grid), "--detach", *args, home=home, db=db)
-    deadline = time.time() + 120
-    while blocked_launchers(home, "frozen") == before and time.time() < deadline:
-        time.sleep(0.5)
-    assert blocked_launchers(home, "frozen") == before + 1
-    return out
+def record_only(repo: Path, grid: Path, *, code: str = "launch", home: Path, db: str) -> subprocess.CompletedProcess:
+    """What ``launch`` does before it runs anything (validate, snapshot, record and point the jobs, under the
+    grid's lock), from ``repo``'s code, leaving the jobs PENDING: a launch whose jobs have not started yet."""
+    env = {**os.environ, "PYTHONPATH": str(repo), "DLTH_HOME": str(home)}
+    proc = subprocess.run([sys.executable, "-c", RECORD_ONLY, str(grid), db, code], capture_output=True, text=True,
+                          env=env, cwd=repo, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
 
 
 def test_local_jobs_run_their_pointed_code_after_the_tree_breaks(tmp_path: Path, digits: Path) -> None:
@@ -104,25 +115,22 @@ def test_local_jobs_run_their_pointed_code_after_the_tree_breaks(tmp_path: Path,
     grid.write_text(GRID.format(name="frozen", root=digits, cluster="", lrs="[0.2]"))
     train = repo / "workers" / "train.py"
     original = train.read_text()
-    (home / "locks").mkdir(parents=True)
-    with open(home / "locks" / "frozen.lock", "a+") as lock:  # no launcher may run the jobs yet
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        first = detach_while_locked(repo, grid, home=home, db=db)
-        (s1,) = launches_of(db, "frozen")
-        assert f"code {s1} (new snapshot, commit {first_commit[:12]})" in first.stderr
-        with Store(db) as store:
-            (job,) = store.jobs("frozen")
-            assert job.state == JobState.PENDING and store.code_of([job.job_hash]) == {job.job_hash: s1}
-        train.write_text(original + "# a fix\n")
-        detach_while_locked(repo, grid, home=home, db=db)  # a plain relaunch keeps the job's code
-        with Store(db) as store:
-            assert store.code_of([job.job_hash]) == {job.job_hash: s1}
-        git(repo, "commit", "-qam", "the fix")
-        fix_commit = git(repo, "rev-parse", "HEAD")
-        detach_while_locked(repo, grid, "--code", "current", home=home, db=db)  # ...--code current moves it
-        s2 = launches_of(db, "frozen")[-1]
-        with Store(db) as store:
-            assert s2 != s1 and store.code_of([job.job_hash]) == {job.job_hash: s2}
+    first = record_only(repo, grid, home=home, db=db)  # recorded, not started
+    (s1,) = launches_of(db, "frozen")
+    assert f"code {s1} (new snapshot, commit {first_commit[:12]})" in first.stderr
+    with Store(db) as store:
+        (job,) = store.jobs("frozen")
+        assert job.state == JobState.PENDING and store.code_of([job.job_hash]) == {job.job_hash: s1}
+    train.write_text(original + "# a fix\n")
+    record_only(repo, grid, home=home, db=db)  # a plain relaunch keeps the job's code
+    with Store(db) as store:
+        assert store.code_of([job.job_hash]) == {job.job_hash: s1}
+    git(repo, "commit", "-qam", "the fix")
+    fix_commit = git(repo, "rev-parse", "HEAD")
+    record_only(repo, grid, code="current", home=home, db=db)  # ...--code current moves it
+    s2 = launches_of(db, "frozen")[-1]
+    with Store(db) as store:
+        assert s2 != s1 and store.code_of([job.job_hash]) == {job.job_hash: s2}
 
     train.write_text(BREAK + original)  # the live tree no longer imports
     again = run_from(repo, "launch", str(grid), "--no-progress", home=home, db=db)
