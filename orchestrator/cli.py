@@ -105,14 +105,14 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
         return
     assert source is not None
     meta = pipeline.prepare_data(v)  # a truncated or changed .beton fails here, before anything is recorded
-    frozen = freeze(workspace_dir(), source, code=code)  # snapshot before any job is recorded
-    console.print(frozen.describe())
+    frozen = freeze(workspace_dir(), source, code=code)  # snapshot before any job is recorded (named once it is)
     store = open_store(db_url, create=True)
     if cluster == "local" and detach:
         try:
             with pipeline.holding_grid(store, v.grid.name):
                 pipeline.record_grid(store, v.grid, meta)
                 frozen.record(store, v.grid.name)
+            console.print(frozen.describe())
         except pipeline.LauncherBusy as exc:
             fail(str(exc))
         launcher = _detach_local(v.grid.name, db_url, v.profile_name)

@@ -194,6 +194,7 @@ def launch(v: Validated, store: Store, db_url: str, meta: DatasetMeta, *, wait: 
         rec = record_grid(store, grid, meta)
         if frozen is not None:  # the frozen-code step: jobs point at the snapshot before any is submitted
             frozen.record(store, grid.name)
+            console.print(frozen.describe())
         console.print(f"grid [bold]{escape(grid.name)}[/]: {len(rec.jobs)} jobs ({rec.new} new, {rec.known} "
                       "already known)")
         refresh(store, grid.name)

@@ -269,7 +269,7 @@ def test_the_breaker_holds_and_releases_on_the_grids_own_cluster(tmp_path: Path,
     out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "resume", "brk2", "--db", db], cwd=REPO,
                          env={**env, "DLTH_HOME": str(home2)}, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "2 SLURM tasks released" in out.stdout, out.stdout + out.stderr
-    assert reasons(rest) == ["BeginTime"] * 2
+    assert not any(r.startswith("JobHeld") for r in reasons(rest)), reasons(rest)  # released, still pending
 
 
 def test_a_node_local_dataset_is_refused_on_a_multi_node_cluster(tmp_path: Path, home2: Path, digits: Path) -> None:

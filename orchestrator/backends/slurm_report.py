@@ -73,10 +73,15 @@ def record_outcome(store: Store, grid_name: str, outcome: str) -> None:
         store.set_meta(_KEY.format(grid_name), ReportJob(**{**asdict(job), "outcome": outcome}).to_json())
 
 
+def report_job_dir(name: str) -> Path:
+    """The report job's folder (script, settings, log), beside the grid's submission folders, not among them."""
+    return grid_dir(name).parent / f"{name}.report"
+
+
 def settings_path(name: str) -> Path:
     """The report job's own settings file (0600, the database URL): the report job removes it once read,
     ``cancel`` of the whole grid with the report job."""
-    return grid_dir(name) / "report" / SETTINGS_FILE
+    return report_job_dir(name) / SETTINGS_FILE
 
 
 def drop_if_grid_over(store: Store, grid_name: str, name: str) -> bool:
@@ -136,7 +141,7 @@ def _pending(slurm_id: str) -> bool:
 def _submit(store: Store, grid_name: str, name: str, profile: SlurmProfile, db_url: str,
             arrays: list[str]) -> ReportJob:
     """sbatch the report job (CPU only, a few minutes) with ``afterany`` on ``arrays``."""
-    sub = grid_dir(name) / "report"
+    sub = report_job_dir(name)
     sub.mkdir(parents=True, exist_ok=True)
     settings = WorkerSettings(db_url=absolute_db_url(db_url), backend="slurm").write(settings_path(name))
     out_dir = report_dir(grid_name).resolve()

@@ -26,6 +26,13 @@ HASH_LENGTH = 16
 READ_ONLY = 0o444
 
 
+def read_only_mode() -> int:
+    """Read-only for whom the umask lets read (the workspace is the user's alone under the default 077)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return READ_ONLY & ~mask
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """A snapshot in the workspace: its hash, where it lives, what it holds, and whether this call wrote it."""
@@ -90,12 +97,12 @@ def take_snapshot(workspace: Path, packages: dict[str, Path] | None = None) -> S
             dst = tmp / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
-            dst.chmod(READ_ONLY)
+            dst.chmod(read_only_mode())
         # compiled once here, not by hundreds of array tasks racing to write __pycache__ on a shared file system
         compileall.compile_dir(str(tmp), quiet=2, ddir=str(final))
         marker = tmp / MARKER
         marker.write_text(json.dumps({"code_hash": h, "files": len(files), "bytes": size}, indent=1))
-        marker.chmod(READ_ONLY)
+        marker.chmod(read_only_mode())
         try:
             tmp.rename(final)
         except OSError:  # another launch renamed the same content first
