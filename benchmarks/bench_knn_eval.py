@@ -59,8 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _rank_main(rank: int, world: int, init_file: str, grid_file: str, repeats: int, out_dir: str) -> None:
     """One rank: evaluate once to warm up, then ``repeats`` timed evaluations."""
     torch.set_num_threads(1)
-    from orchestrator.expand import expand
-    from orchestrator.grid import load_grid
+    from orchestrator.grid import expand, load_grid
     from subsets import DatasetMeta
     from workers.data.jit import configure_jit
     from workers.distributed import DistContext, barrier

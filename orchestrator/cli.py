@@ -176,7 +176,7 @@ def run_local(grid_name: str, profile: str, db_url: str) -> None:
     """(internal) Run a recorded grid's runnable jobs with the local backend; used by --detach."""
     from orchestrator.backends.base import LaunchContext
     from orchestrator.backends.local import LocalBackend
-    from orchestrator.graph import advance
+    from orchestrator.grid.graph import advance
     from orchestrator.launch import LauncherBusy, holding_grid, report_refresher, runnable_jobs
     from orchestrator.profiles import load_profile
 

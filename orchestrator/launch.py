@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 from db import JobRow, JobState, NewJob, Store, workspace_dir
 from orchestrator.backends.base import Backend, Plan, PlanJob
 from orchestrator.breaker import BreakerSettings
-from orchestrator.expand import ExpandedJob, expand, resolve_subsets
-from orchestrator.grid import GridSpec, load_grid
+from orchestrator.grid import ExpandedJob, GridSpec, expand, load_grid, resolve_subsets
 from orchestrator.workspace import job_dir_for, write_job_file, write_manifest
 from subsets import DatasetMeta
 
@@ -186,7 +185,7 @@ def launch(v: Validated, store: Store, db_url: str, meta: DatasetMeta, *, wait: 
     from rich.markup import escape
 
     from orchestrator.backends.base import LaunchContext
-    from orchestrator.graph import advance
+    from orchestrator.grid.graph import advance
     from orchestrator.status import refresh
 
     grid, backend = v.grid, v.backend

@@ -15,8 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from orchestrator.expand import method_combinations, split_values
-from orchestrator.grid import GridSpec
+from orchestrator.grid import GridSpec, method_combinations, split_values
 from specs.backbones import create_backbone
 from specs.base import SpecError
 from specs.job import TrainConfig

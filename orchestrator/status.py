@@ -59,7 +59,7 @@ def refresh(store: Store, grid_name: str) -> None:
             get_backend(name).reconcile(store, grid_name)
         except ImportError as exc:  # e.g. submitit missing on this machine
             log.warning("cannot reconcile %s jobs: %s", name, exc)
-    from orchestrator.graph import advance
+    from orchestrator.grid.graph import advance
 
     grid = store.get_grid(grid_name)
     advance(store, grid_name, grid.failure_budget if grid else 0)

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from db import AttemptState, Store
-from orchestrator.expand import expand
-from orchestrator.grid import load_grid
+from orchestrator.grid import expand, load_grid
 from subsets import DatasetMeta
 from workers.test_hooks import ENV as FAIL_ONCE
 

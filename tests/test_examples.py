@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.expand import expand
-from orchestrator.grid import load_grid
+from orchestrator.grid import expand, load_grid
 from orchestrator.preflight import check_backbones
 from subsets import ClassInfo, DatasetMeta, resolve
 from tests.conftest import write_meta_dir

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from db import Store
-from orchestrator.expand import expand
-from orchestrator.grid import load_grid
+from orchestrator.grid import expand, load_grid
 from orchestrator.launch import record_grid
 from specs.job import EvalConfig, JobSpec, Resources, TrainConfig
 from subsets import DatasetMeta

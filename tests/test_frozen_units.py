@@ -187,8 +187,7 @@ def test_show_names_an_unknown_or_ambiguous_job_in_one_line(tmp_path: Path, caps
 
 
 def test_an_init_file_changed_after_launch_is_refused_before_loading(tmp_path: Path, meta_dir: Path) -> None:
-    from orchestrator.expand import expand
-    from orchestrator.grid import load_grid
+    from orchestrator.grid import expand, load_grid
     from subsets import DatasetMeta
     from workers.init_weights import InitWeightsError, verify_init_file
 

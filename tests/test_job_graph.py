@@ -10,8 +10,7 @@ import pytest
 
 from db import Store
 from db.testing import db_url  # noqa: F401  (fixture: a fresh database on each backend)
-from orchestrator.expand import expand
-from orchestrator.grid import load_grid
+from orchestrator.grid import expand, load_grid
 from orchestrator.launch import record_grid
 from specs.base import SpecError
 from specs.lifecycle import JobState
@@ -113,7 +112,7 @@ def test_cycles_and_seeds_the_parent_lacks_are_refused(tmp_path: Path, meta_dir:
 
 def test_record_keeps_the_edges_children_wait_and_a_dead_parent_fails_them(
         tmp_path: Path, meta_dir: Path, db_url: str) -> None:  # noqa: F811
-    from orchestrator.graph import advance
+    from orchestrator.grid.graph import advance
 
     store = Store(db_url)
     rec = record_grid(store, load_grid(write(tmp_path, GRAPH)), DatasetMeta.load(meta_dir))

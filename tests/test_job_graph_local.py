@@ -53,8 +53,7 @@ lr = 0.02
 
 def launch_failing_parent(home: Path, digits: Path, budget: int, scratch: bool = True) -> str:
     """Launch the grid locally with the parent's first attempt failing (test-only hook); return the DB URL."""
-    from orchestrator.expand import expand
-    from orchestrator.grid import load_grid
+    from orchestrator.grid import expand, load_grid
     from subsets import DatasetMeta
 
     grid = home / "grid.toml"

@@ -15,8 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as tmp_mp
 
-from orchestrator.expand import expand
-from orchestrator.grid import load_grid
+from orchestrator.grid import expand, load_grid
 from specs.job import JobSpec
 from subsets import DatasetMeta, Manifest
 from workers.data.jit import configure_jit

@@ -205,7 +205,7 @@ def test_level_rewinds_exactly_to_the_saved_point_under_its_mask(chain: tuple[St
 
 def _schedule(job: object) -> list[float]:
     """The learning rate of every step of ``job``'s full schedule, as a dense run from step 0 reads it."""
-    from orchestrator.lottery_expand import steps_per_epoch
+    from orchestrator.grid import steps_per_epoch
     from workers.schedule import lr_at
     from workers.train import load_manifest
 

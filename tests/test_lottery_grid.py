@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from db import Store
-from orchestrator.expand import expand
-from orchestrator.grid import load_grid
+from orchestrator.grid import expand, load_grid
 from specs.base import SpecError
 from specs.lottery import parse_label
 from subsets import DatasetMeta

@@ -150,8 +150,7 @@ def test_a_grid_launched_without_wait_pauses_itself_without_any_status(tmp_path:
     """Three jobs whose first attempts all fail the same way (test-only hook), one task at a time, launched
     with ``--no-wait``: nobody runs ``status``. The second worker to fail trips the breaker; the task that
     starts afterwards refuses to train and hands its job back (no attempt, its failure still armed)."""
-    from orchestrator.expand import expand
-    from orchestrator.grid import load_grid
+    from orchestrator.grid import expand, load_grid
     from subsets import DatasetMeta
 
     grid = write_grid(tmp_path / "grid.toml", "nowait", digits, budget=0,

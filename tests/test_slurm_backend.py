@@ -453,8 +453,7 @@ def test_a_failed_parent_leaves_its_child_never_satisfied_until_retried(tmp_path
     The parent's first attempt fails (test-only hook): SLURM keeps its child pending with
     DependencyNeverSatisfied; the refresh records PARENT_FAILED (budget 0) and cancels the child's task;
     ``retry`` of the parent brings the child back and ``launch --wait`` re-links and completes both."""
-    from orchestrator.expand import expand
-    from orchestrator.grid import load_grid
+    from orchestrator.grid import expand, load_grid
     from subsets import DatasetMeta
 
     grid = write_grid(tmp_path / "grid.toml", "relink", digits, budget=0, methods=GRAPH_METHODS)
@@ -504,8 +503,7 @@ def test_a_parent_retried_within_its_budget_gets_its_pending_child_relinked(tmp_
                                                                             digits: Path) -> None:
     """Within the failure budget ``launch --wait`` resubmits the failed parent by itself; the child, left
     pending by SLURM (DependencyNeverSatisfied), is cancelled and resubmitted against the new parent task."""
-    from orchestrator.expand import expand
-    from orchestrator.grid import load_grid
+    from orchestrator.grid import expand, load_grid
     from subsets import DatasetMeta
 
     grid = write_grid(tmp_path / "grid.toml", "inbudget", digits, budget=1, methods=GRAPH_METHODS)

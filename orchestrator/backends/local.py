@@ -32,7 +32,7 @@ from orchestrator.backends.base import Backend, LaunchContext, Plan, PlanJob, Pl
 from orchestrator.backends.local_slots import Allocation, SlotPool
 from orchestrator.backends.settings_file import release_finished_grids, release_grid_settings, write_grid_settings
 from orchestrator.db_wait import ride_out
-from orchestrator.graph import advance
+from orchestrator.grid.graph import advance
 from orchestrator.preflight import check_local_resources
 from orchestrator.provenance.runtime import job_code_env
 from orchestrator.workspace import JOB_FILE, log_tail
@@ -57,7 +57,7 @@ class _Running:
 
 
 def released_jobs(ctx: LaunchContext) -> list[JobRow]:
-    """Move the grid's dependent jobs along (:func:`orchestrator.graph.advance`) and queue the released ones."""
+    """Move the grid's dependent jobs along (:func:`orchestrator.grid.graph.advance`) and queue the released ones."""
     moves = advance(ctx.store, ctx.grid_name, ctx.failure_budget)
     if not moves.released:
         return []

@@ -32,7 +32,7 @@ from orchestrator.backends.slurm_report import relink_report_job
 from orchestrator.backends.slurm_submit import grid_dir, submit_jobs
 from orchestrator.backends.slurm_target import by_cluster, grid_conf, remember, targeting
 from orchestrator.db_wait import ride_out
-from orchestrator.graph import advance
+from orchestrator.grid.graph import advance
 
 log = logging.getLogger(__name__)
 LOCK_TIMEOUT_S = 600.0

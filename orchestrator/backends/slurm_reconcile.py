@@ -168,7 +168,7 @@ def _forget(store: Store, gone: dict[str, str], view: SlurmView, res: ReconcileR
     """Jobs whose SLURM task is gone (cancelled while it waited on its parents, purged): WAITING ones keep
     waiting without a task, QUEUED ones go back to PENDING; the next submission gives them a new task
     (against their parents' live tasks). A child whose parents failed is marked PARENT_FAILED by
-    :func:`orchestrator.graph.advance` in the same refresh."""
+    :func:`orchestrator.grid.graph.advance` in the same refresh."""
     if not gone:
         return
     moved = store.forget_tasks(gone)

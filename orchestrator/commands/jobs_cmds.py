@@ -51,7 +51,7 @@ def retry(grid: str | None, subset: str | None, config: str | None, job: str | N
     states = (JobState.FAILED, JobState.CANCELLED) if cancelled else (JobState.FAILED,)
     jobs = select_jobs(store.jobs(name, states), subset, config, (), job)
     n = store.reset_jobs([j.job_hash for j in jobs], list(states))
-    from orchestrator.graph import advance
+    from orchestrator.grid.graph import advance
 
     g = store.get_grid(name)
     back = advance(store, name, g.failure_budget if g else 0).rewaiting  # their PARENT_FAILED children

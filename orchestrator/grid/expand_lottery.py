@@ -1,4 +1,4 @@
-"""Expansion of ``[lottery.*]`` tables into job chains (pure, like :mod:`orchestrator.expand`).
+"""Expansion of ``[lottery.*]`` tables into job chains (pure, like :mod:`orchestrator.grid.expand`).
 
 Per setting and seed: level 0 (dense, on the generation task and subset; after its pre-trained start
 job when ``start = { from = ... }``), level L depending on level L-1, and for every level an evaluation
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.expand import ExpandedJob, method_config
-from orchestrator.lottery_grid import LotterySetting
+from orchestrator.grid.combos import method_config
+from orchestrator.grid.spec import ExpandedJob, GridSpec, LotterySetting
 from specs.base import SpecError
 from specs.job import JobSpec, TrainConfig
 from specs.lottery import REWIND_START, ROLE_EVAL, ROLE_LEVEL, TICKET, Step, level_label
@@ -27,7 +27,7 @@ def steps_per_epoch(train: TrainConfig, resources: Any, n_train: int) -> int:
     return available // per_rank
 
 
-def expand_lottery(grid: Any, meta: DatasetMeta, manifests: dict[str, Manifest],
+def expand_lottery(grid: GridSpec, meta: DatasetMeta, manifests: dict[str, Manifest],
                    known: set[str] | None = None) -> list[ExpandedJob]:
     """Every job of the grid's lottery settings, parents before children, less those in ``known`` (e.g. a
     pre-trained start that is also an ordinary job of the grid)."""
@@ -41,7 +41,7 @@ def expand_lottery(grid: Any, meta: DatasetMeta, manifests: dict[str, Manifest],
     return jobs
 
 
-def _spec(grid: Any, meta: DatasetMeta, manifests: dict[str, Manifest], table: str, subset: str, seed: int,
+def _spec(grid: GridSpec, meta: DatasetMeta, manifests: dict[str, Manifest], table: str, subset: str, seed: int,
           label: str, **graph: Any) -> ExpandedJob:
     mt = grid.methods[table]
     hparams, train = method_config(grid, mt, {})
@@ -52,7 +52,7 @@ def _spec(grid: Any, meta: DatasetMeta, manifests: dict[str, Manifest], table: s
     return ExpandedJob(spec, subset, label)
 
 
-def _check_rewind(grid: Any, manifests: dict[str, Manifest], st: LotterySetting) -> None:
+def _check_rewind(grid: GridSpec, manifests: dict[str, Manifest], st: LotterySetting) -> None:
     """The rewind point lies before the end of the generation and of the evaluation (which start there)."""
     if st.rewind == REWIND_START:
         return
@@ -66,7 +66,7 @@ def _check_rewind(grid: Any, manifests: dict[str, Manifest], st: LotterySetting)
                             f"of [methods.{table}] on {subset}; got {st.rewind})", str(grid.path))
 
 
-def _setting_jobs(grid: Any, meta: DatasetMeta, manifests: dict[str, Manifest],
+def _setting_jobs(grid: GridSpec, meta: DatasetMeta, manifests: dict[str, Manifest],
                   st: LotterySetting) -> list[ExpandedJob]:
     _check_rewind(grid, manifests, st)
     patterns = {"prunable": list(st.prunable), "not_prunable": list(st.not_prunable)}

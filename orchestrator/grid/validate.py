@@ -1,4 +1,4 @@
-"""Grid files (TOML): parse and validate everything before anything is written.
+"""Validating a grid file: its tables -> a typed :class:`GridSpec`, everything checked before anything is written.
 
 A grid file looks like ``examples/quickstart.toml``::
 
@@ -16,7 +16,7 @@ A grid file looks like ``examples/quickstart.toml``::
     [methods.NAME]  method = NAME by default; hyperparameters and train overrides, each a value or a
                     list to sweep; zip = [["lr", "temperature"]] sweeps listed keys together;
                     seeds = [...] overrides the grid's; [methods.NAME.resources] overrides resources;
-                    init = { from = "other table" } or { file = "w.pt" } (orchestrator/grid_init.py).
+                    init = { from = "other table" } or { file = "w.pt" } (orchestrator/grid/validate_init.py).
 
 Every error is a :class:`specs.base.SpecError` naming the file, the dotted key and what was expected.
 
@@ -29,17 +29,18 @@ only (``cluster_profiles/*.toml``), never from a grid; a grid of more than ``max
 from __future__ import annotations
 
 import dataclasses
-import json
-import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.grid_init import InitTable, check_graph, parse_init
-from orchestrator.lottery_grid import LotteryGrid, parse_lottery
-from specs.base import LABEL_MAX, SpecError, check_name, coerce, from_table, stable_hash
-from specs.job import SEED_MAX, EvalConfig, Resources, TrainConfig
-from specs.methods import check_method_config, hparams_class
+from orchestrator.grid.combos import config_label, count_jobs, method_combinations, split_values
+from orchestrator.grid.read import read_toml
+from orchestrator.grid.spec import GridSpec, MethodTable, ReportConfig
+from orchestrator.grid.validate_init import check_graph, parse_init
+from orchestrator.grid.validate_lottery import parse_lottery
+from orchestrator.grid.validate_values import seed_list
+from specs.base import LABEL_MAX, SpecError, check_name, coerce, from_table
+from specs.job import EvalConfig, Resources, TrainConfig
+from specs.methods import METHOD_HPARAMS, check_method_config, hparams_class
 from subsets import SubsetError, validate_table
 from subsets.registry import get_strategy
 
@@ -48,68 +49,9 @@ TOP_KEYS = {"name", "seeds", "failure_budget", "dataset", "train", "eval", "reso
 METHOD_META_KEYS = {"method", "seeds", "zip", "resources", "init", "plain_jobs"}
 BUILTIN_DATASETS = ("digits", "fashion-mnist")  # workers.data.builtin.BUILTINS
 BUILTIN_LIMITS = ("train_per_class", "val_per_class")  # [dataset] sizing of a builtin: first N per class
-MAX_FILE_BYTES = 16 << 20  # a grid file larger than this is not a grid file
-MAX_DEPTH = 16  # tables/lists nested deeper than this are refused (before anything recurses over them)
 MAX_FAILURE_BUDGET = 1000
 MAX_TABLES = 500  # [subsets.*] / [methods.*] tables of one grid
 PROFILE_ONLY_KEYS = ("setup", "python", "sbatch")  # they run on the compute nodes: cluster profiles only
-
-
-@dataclass(frozen=True)
-class ReportConfig:
-    metric: str = "knn_top1"
-    reference: str = "full"
-    top_k: int = field(default=3, metadata={"min": 1})
-    higher_is_better: bool = True
-    # the recommendation's criterion (see orchestrator/report/decision.py)
-    min_tau: float = field(default=0.8, metadata={"min": -1.0, "max": 1.0})
-    confidence: float = field(default=0.95, metadata={"min": 0.0, "max": 0.999})
-    max_regret: float = field(default=0.01, metadata={"min": 0.0})
-    # rewrite the report files each time this many more jobs have completed while the grid runs (0: only at the end)
-    every: int = field(default=0, metadata={"min": 0})
-
-
-@dataclass(frozen=True)
-class MethodTable:
-    """One ``[methods.NAME]`` table: fixed values, swept values (lists) and zip groups."""
-
-    name: str
-    method: str
-    fixed: dict[str, Any]
-    sweeps: dict[str, list[Any]]
-    zips: list[list[str]]
-    seeds: list[int]
-    resources: Resources
-    init: InitTable | None = None  # where its initial weights come from (None: from scratch)
-
-
-@dataclass(frozen=True)
-class GridSpec:
-    """A validated grid file."""
-
-    path: Path
-    name: str
-    dataset_root: str
-    dataset_prepare: str | None
-    seeds: list[int]
-    failure_budget: int
-    train: dict[str, Any]
-    eval: EvalConfig
-    resources: Resources
-    report: ReportConfig
-    cluster: dict[str, Any]
-    subsets: dict[str, dict[str, Any]]
-    methods: dict[str, MethodTable]
-    raw: dict[str, Any] = field(repr=False)
-    lottery: LotteryGrid = field(default_factory=LotteryGrid)  # [lottery.NAME] tables (orchestrator/lottery_grid)
-    dataset_limits: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def spec_hash(self) -> str:
-        return stable_hash(self.raw)
-
-    def to_json(self) -> str:
-        return json.dumps(self.raw, sort_keys=True, default=str)
 
 
 def load_grid(path: str | Path, *, max_jobs: int | None = None) -> GridSpec:
@@ -125,46 +67,6 @@ def load_grid(path: str | Path, *, max_jobs: int | None = None) -> GridSpec:
         raise exc.in_file(str(path)) from None
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    """The tables of a TOML file: UTF-8, at most ``MAX_FILE_BYTES``, nested at most ``MAX_DEPTH`` deep."""
-    file = str(path)
-    try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise SpecError("file", f"a grid file of at most {MAX_FILE_BYTES >> 20} MiB", file)
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise SpecError("file", "an existing grid file", file) from None
-    except IsADirectoryError:
-        raise SpecError("file", "a grid file, not a directory", file) from None
-    except OSError as exc:
-        raise SpecError("file", f"a readable grid file ({exc.strerror})", file) from None
-    except UnicodeDecodeError as exc:
-        raise SpecError("file", f"UTF-8 text (byte {exc.start} is not)", file) from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError("toml", f"valid TOML ({str(exc).splitlines()[0]})", file) from None
-    except RecursionError:
-        raise SpecError("toml", f"tables and lists nested at most {MAX_DEPTH} deep", file) from None
-    if _depth(raw) > MAX_DEPTH:
-        raise SpecError("toml", f"tables and lists nested at most {MAX_DEPTH} deep", file)
-    return raw
-
-
-def _depth(value: Any) -> int:
-    """How deeply tables and lists nest in ``value`` (iterative: a hostile file must not exhaust the stack)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is None:
-            continue
-        deepest = max(deepest, depth)
-        if depth <= MAX_DEPTH:
-            stack.extend((c, depth + 1) for c in children)
-    return deepest
-
-
 def _parse(path: Path, raw: dict[str, Any], max_jobs: int | None = None) -> GridSpec:
     unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:
@@ -173,7 +75,7 @@ def _parse(path: Path, raw: dict[str, Any], max_jobs: int | None = None) -> Grid
     if not name:
         raise SpecError("name", "a non-empty string naming the grid")
     check_name(name, "name")
-    seeds = _seed_list(raw.get("seeds", [0]), "seeds")
+    seeds = seed_list(raw.get("seeds", [0]), "seeds")
     budget = coerce(raw.get("failure_budget", 2), int, "failure_budget", {"min": 0, "max": MAX_FAILURE_BUDGET})
     base = path.parent
 
@@ -226,8 +128,6 @@ def _parse(path: Path, raw: dict[str, Any], max_jobs: int | None = None) -> Grid
     for mname in methods_raw:
         check_name(mname, f"methods.{ascii(mname)[:60]}")
     if max_jobs is not None:
-        from orchestrator.expand import count_jobs
-
         count = count_jobs(raw, seeds, len(subsets_raw))
         if count > max_jobs:
             raise SpecError("methods", f"a grid of at most {max_jobs:,} jobs (this one has {count:,}: subsets x "
@@ -264,8 +164,6 @@ def _cluster_table(cluster: Any) -> dict[str, Any]:
 
 def _check_labels(methods: dict[str, MethodTable], order: list[str]) -> None:
     """Every configuration label (``name[k=v,...]@parent``) fits the database's String(200) column."""
-    from orchestrator.expand import config_label, method_combinations
-
     labels: dict[str, list[str]] = {}
     for name in order:
         mt = methods[name]
@@ -285,16 +183,6 @@ def _absolute_paths(table: dict[str, Any], base: Path) -> dict[str, Any]:
     except SubsetError:
         return table  # validate_table names the bad strategy
     return {k: (str((base / v).resolve()) if k in keys and isinstance(v, str) else v) for k, v in table.items()}
-
-
-def _seed_list(value: Any, key: str) -> list[int]:
-    if not isinstance(value, list) or not value:
-        raise SpecError(key, "a non-empty list of integers")
-    for i, s in enumerate(value):
-        coerce(s, int, f"{key}[{i}]", {"min": 0, "max": SEED_MAX})
-    if len(set(value)) != len(value):
-        raise SpecError(key, "distinct seeds")
-    return list(value)
 
 
 def _parse_method(
@@ -339,7 +227,7 @@ def _parse_method(
         lengths = {len(sweeps[k]) for k in group}
         if len(lengths) != 1:
             raise SpecError(f"{where}.zip", f"lists of equal length for {group}")
-    method_seeds = _seed_list(table["seeds"], f"{where}.seeds") if "seeds" in table else seeds
+    method_seeds = seed_list(table["seeds"], f"{where}.seeds") if "seeds" in table else seeds
     res_override = table.get("resources", {})
     if not isinstance(res_override, dict):
         raise SpecError(f"{where}.resources", "a table")
@@ -348,8 +236,6 @@ def _parse_method(
     mt = MethodTable(name=name, method=method, fixed=fixed, sweeps=sweeps, zips=zips, seeds=method_seeds,
                      resources=resources, init=init)
     # validate every combination's values now, so expansion cannot fail later
-    from orchestrator.expand import method_combinations, split_values
-
     for combo in method_combinations(mt):
         hp, tr = split_values(mt, combo)
         from_table(hp_cls, hp, where)
@@ -362,6 +248,4 @@ def _parse_method(
 
 
 def _method_choices() -> str:
-    from specs.methods import METHOD_HPARAMS
-
     return "one of " + ", ".join(sorted(METHOD_HPARAMS))

@@ -23,10 +23,12 @@ own (subsets x seeds). Everything is checked here, before anything is recorded.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.grid.combos import split_values
+from orchestrator.grid.spec import LotteryGrid, LotterySetting, MethodTable
+from orchestrator.grid.validate_values import seed_list
 from specs.base import SpecError, check_name, coerce, from_table
 from specs.job import TrainConfig
 from specs.lottery import BASELINES, DEFAULT_PRUNABLE, REWIND_START, STRATEGIES, Step
@@ -41,37 +43,8 @@ MAX_LEVELS = 100  # 0.8^100 of the weights is far below one weight of any model
 VIT_ONLY_METHODS = {"mae"}
 
 
-@dataclass(frozen=True)
-class LotterySetting:
-    """One validated ``[lottery.NAME]`` table."""
-
-    name: str
-    generate: str
-    subset: str
-    levels: int
-    prune_fraction: float
-    strategy: str
-    rewind: str
-    start: dict[str, Any] | None  # None: scratch; {"file", "sha256"}; {"from": table, "subset": name}
-    evaluate_method: str
-    evaluate_subset: str
-    baselines: tuple[str, ...]
-    prunable: tuple[str, ...]
-    not_prunable: tuple[str, ...]
-    seeds: list[int]
-    metric: str
-
-
-@dataclass(frozen=True)
-class LotteryGrid:
-    """The lottery part of a grid: its settings and the method tables that only serve them."""
-
-    settings: dict[str, LotterySetting] = field(default_factory=dict)
-    template_only: frozenset[str] = frozenset()
-
-
-def parse_lottery(raw: dict[str, Any], *, subsets: dict[str, Any], methods: dict[str, Any], train: dict[str, Any],
-                  seeds: list[int], metric: str, base: Path) -> LotteryGrid:
+def parse_lottery(raw: dict[str, Any], *, subsets: dict[str, Any], methods: dict[str, MethodTable],
+                  train: dict[str, Any], seeds: list[int], metric: str, base: Path) -> LotteryGrid:
     """Validate the grid's ``[lottery.*]`` tables and ``plain_jobs`` flags; :class:`SpecError` on any problem."""
     template_only = set()
     for mname, table in (raw.get("methods") or {}).items():
@@ -97,7 +70,7 @@ def _table_ref(value: Any, key: str, have: dict[str, Any], what: str) -> str:
     return value
 
 
-def _single_config(name: str, key: str, methods: dict[str, Any]) -> Any:
+def _single_config(name: str, key: str, methods: dict[str, MethodTable]) -> MethodTable:
     mt = methods[name]
     if mt.sweeps:
         raise SpecError(key, f"a [methods.{name}] table without swept values (it sweeps {', '.join(mt.sweeps)})")
@@ -110,10 +83,8 @@ def _patterns(value: Any, key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _parse_setting(name: str, table: Any, subsets: dict[str, Any], methods: dict[str, Any], train: dict[str, Any],
-                   seeds: list[int], metric: str, base: Path) -> LotterySetting:
-    from orchestrator.expand import split_values
-
+def _parse_setting(name: str, table: Any, subsets: dict[str, Any], methods: dict[str, MethodTable],
+                   train: dict[str, Any], seeds: list[int], metric: str, base: Path) -> LotterySetting:
     check_name(name, f"lottery.{ascii(name)[:60]}")
     where = f"lottery.{name}"
     if not isinstance(table, dict):
@@ -164,9 +135,7 @@ def _parse_setting(name: str, table: Any, subsets: dict[str, Any], methods: dict
     prunable = _patterns(table.get("prunable", list(DEFAULT_PRUNABLE)), f"{where}.prunable")
     not_prunable = _patterns(table.get("not_prunable", []), f"{where}.not_prunable") if table.get(
         "not_prunable") else ()
-    from orchestrator.grid import _seed_list
-
-    own_seeds = _seed_list(table["seeds"], f"{where}.seeds") if "seeds" in table else seeds
+    own_seeds = seed_list(table["seeds"], f"{where}.seeds") if "seeds" in table else seeds
     return LotterySetting(
         name=name, generate=generate, subset=subset, levels=levels, prune_fraction=fraction, strategy=strategy,
         rewind=rewind, start=start, evaluate_method=ev_method, evaluate_subset=ev_subset, baselines=tuple(baselines),
@@ -175,7 +144,7 @@ def _parse_setting(name: str, table: Any, subsets: dict[str, Any], methods: dict
     )
 
 
-def _parse_start(value: Any, key: str, methods: dict[str, Any], subsets: dict[str, Any],
+def _parse_start(value: Any, key: str, methods: dict[str, MethodTable], subsets: dict[str, Any],
                  base: Path) -> dict[str, Any] | None:
     """None (scratch), a checkpoint file (absolute path + sha256), or another config of this grid."""
     if value == "scratch":

@@ -1,4 +1,5 @@
-"""``init`` of a method table: where a configuration's initial weights come from.
+"""``init`` of a method table: where a configuration's initial weights come from, and the init edges
+between method tables (parents first, no cycle).
 
     init = { from = "simclr", checkpoint = "final" }      # the same-seed job of config table simclr
     init = { file = "weights.pt", exclude = ["fc.*"], strict = false }   # a checkpoint file on disk
@@ -13,10 +14,11 @@ backbone keys not to load; ``strict``: every other backbone key must be loaded (
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.grid.combos import method_combinations, split_values
+from orchestrator.grid.spec import InitTable, MethodTable
 from specs.base import SpecError
 from specs.job import TrainConfig
 
@@ -25,26 +27,8 @@ CHECKPOINTS = ("final",)  # the parent artifact a child may start from (specs.co
 FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 
 
-@dataclass(frozen=True)
-class InitTable:
-    """A validated ``init`` table: ``parent`` (a method table name) or ``file`` (absolute), not both."""
-
-    parent: str | None
-    file: str | None
-    sha256: str | None
-    checkpoint: str
-    exclude: tuple[str, ...]
-    strict: bool
-
-    def spec_init(self, parent_hash: str | None = None, parent_config: str | None = None) -> dict[str, Any]:
-        """The ``JobSpec.init`` of a job (with its parent's hash and configuration key for ``from``)."""
-        common = {"exclude": list(self.exclude), "strict": self.strict}
-        if self.parent is not None:
-            return {"job": parent_hash, "config": parent_config, "checkpoint": self.checkpoint, **common}
-        return {"file": self.file, "sha256": self.sha256, **common}
-
-
 def sha256_of(path: Path) -> str:
+    """The sha256 of a file's bytes (read in blocks)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -88,7 +72,7 @@ def parse_init(value: Any, where: str, base: Path) -> InitTable:
     return InitTable(None, str(path), sha256_of(path), "final", tuple(exclude), strict)
 
 
-def check_graph(methods: dict[str, Any], train: dict[str, Any]) -> list[str]:
+def check_graph(methods: dict[str, MethodTable], train: dict[str, Any]) -> list[str]:
     """Check every ``init.from`` of the grid's method tables; return the table names parents first.
 
     Unknown tables, cycles, seeds the parent does not run and backbones that differ are SpecErrors.
@@ -130,9 +114,7 @@ def check_graph(methods: dict[str, Any], train: dict[str, Any]) -> list[str]:
     return order
 
 
-def _backbones(mt: Any, train: dict[str, Any]) -> set[str]:
-    from orchestrator.expand import method_combinations, split_values
-
+def _backbones(mt: MethodTable, train: dict[str, Any]) -> set[str]:
     out = set()
     for combo in method_combinations(mt):
         _, tr = split_values(mt, combo)
