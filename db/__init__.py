@@ -1,9 +1,9 @@
 """Persistence: SQLAlchemy models, migrations and the store API (the only module that speaks SQL)."""
 
 from db.engine import StoreError, StoreUnavailable, default_url, require_database, workspace_dir
-from db.ingest import FINAL_METRICS_FILE, FinalResult, ResultFileError, read_final_metrics, write_final_metrics
 from db.launches import AttemptCode, LaunchRow, NewLaunch
 from db.models import FINAL_EPOCH, AttemptState, JobState
+from db.result_file import FINAL_METRICS_FILE, FinalResult, ResultFileError, read_final_metrics, write_final_metrics
 from db.store import AttemptRow, GridRow, JobRow, MetricRow, NewJob, Store
 
 __all__ = [

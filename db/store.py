@@ -27,7 +27,6 @@ from sqlalchemy.orm import Session
 
 from db import migrate, netfs
 from db.engine import WRITE_OPTION, StoreError, is_sqlite, make_engine, sqlite_path
-from db.ingest import FinalResult
 from db.launches import LaunchStore
 from db.locks import GridLock, LockHolder, grid_lock, lock_holder
 from db.models import (
@@ -43,6 +42,7 @@ from db.models import (
     Metric,
     utcnow,
 )
+from db.result_file import FinalResult
 from specs import breaker as breaker_rule
 from specs.breaker import BreakerSettings, BreakerState
 from specs.lifecycle import check_transition, initial_state, job_state_after

@@ -16,7 +16,7 @@ Formats:
   ``checkpoint.prev.pt`` the one before it, kept until the new one is durable; ``rng/rank<r>.pt`` (and
   ``rng/rank<r>.prev.pt``) the RNG states of rank ``r`` > 0 at the end of an epoch (``{"epoch", ...}``).
 - ``metrics.jsonl``: one JSON object per epoch (``{"epoch": e, "values": {...}}``).
-- ``final_metrics.json``: ``{"job_hash", "metrics", "epoch_metrics"}`` (see ``db.ingest``).
+- ``final_metrics.json``: ``{"job_hash", "metrics", "epoch_metrics"}`` (see ``db.result_file``).
 - ``final_weights.pt``: ``{"job_hash", "backbone": state_dict, "model": state_dict}``, the trained
   model a child job starts from (``init = { from = ..., checkpoint = "final" }``); ``backbone`` is the
   method's evaluation network (``specs.methods.eval_network``: DINO's teacher, else the online backbone).

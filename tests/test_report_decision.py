@@ -11,16 +11,10 @@ import pytest
 from scipy.stats import bootstrap, kendalltau, spearmanr
 
 from orchestrator.report import JobResult, Report, build_report, report_json
-from orchestrator.report.decision import (
-    Criterion,
-    needed_configs,
-    paired_resampled_means,
-    regret_rows,
-    regret_with_ci,
-    seed_draws,
-)
-from orchestrator.report.ranking import kendall_tau_b_rows
+from orchestrator.report.bootstrap import paired_resampled_means, regret_rows, regret_with_ci, seed_draws
+from orchestrator.report.decision import Criterion, needed_configs
 from orchestrator.report.render import evaluated_networks, render_markdown
+from orchestrator.report.statistics import kendall_tau_b_rows
 
 CONFIGS = [f"simclr[lr={lr}]" for lr in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)]
 REF = [0.50, 0.55, 0.60, 0.65, 0.70, 0.75]

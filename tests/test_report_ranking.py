@@ -9,15 +9,9 @@ import numpy as np
 import pytest
 from scipy.stats import kendalltau
 
-from orchestrator.report.ranking import (
-    JobResult,
-    Report,
-    build_report,
-    competition_ranks,
-    kendall_tau_b_rows,
-    pairwise_agreement,
-)
+from orchestrator.report.ranking import JobResult, Report, build_report
 from orchestrator.report.render import report_json
+from orchestrator.report.statistics import competition_ranks, kendall_tau_b_rows, pairwise_agreement
 
 CONFIGS = [f"simclr[lr={lr}]" for lr in (0.1, 0.2, 0.3, 0.4, 0.5)]
 

@@ -10,7 +10,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from orchestrator.report.ranking import Report, SubsetReport
+from orchestrator.report.ranking import Report
+from orchestrator.report.statistics import SubsetReport
 
 DPI = 110
 _BLUE, _GREY, _RED, _ORANGE, _GREEN = "#1f77b4", "#888888", "#d62728", "#ff7f0e", "#2ca02c"

@@ -21,8 +21,9 @@ from rich.table import Table
 from orchestrator.report.lottery import PLOT_FILE as LOTTERY_PLOT
 from orchestrator.report.lottery import LotteryReport, lottery_html, lottery_markdown, lottery_plot
 from orchestrator.report.plots import PLOTS
-from orchestrator.report.ranking import ConfigStat, Report, SubsetReport
+from orchestrator.report.ranking import Report
 from orchestrator.report.sections import Section, extra_sections, header_lines, recommendation
+from orchestrator.report.statistics import ConfigStat, SubsetReport
 from specs.atomic import write_bytes_atomic
 from specs.job import metric_protocol
 from specs.methods import eval_network_words
