@@ -11,6 +11,7 @@ imports its package ``__init__`` back. Importing ``a.b.c`` is an edge to ``a.b.c
 from __future__ import annotations
 
 import ast
+import functools
 import time
 from pathlib import Path
 
@@ -59,11 +60,24 @@ def import_graph(root: Path, packages: tuple[str, ...] = PACKAGES) -> Graph:
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         is_package = path.name == "__init__.py"
         edges: set[str] = set()
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                edges.update(t for t in _imported(node, name, is_package, known) if t in known)
+        for node in _import_statements(tree):
+            edges.update(t for t in _imported(node, name, is_package, known) if t in known)
         graph[name] = edges
     return graph
+
+
+def _import_statements(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
+    """Every import statement of a module, at any depth (functions, classes, if/try/with/match blocks);
+    only statements are descended into, as an import is always one."""
+    found: list[ast.Import | ast.ImportFrom] = []
+    stack: list[ast.AST] = [tree]
+    while stack:
+        for child in ast.iter_child_nodes(stack.pop()):
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                found.append(child)
+            elif isinstance(child, (ast.stmt, ast.excepthandler, ast.match_case)):
+                stack.append(child)
+    return found
 
 
 def cycles(graph: Graph) -> list[list[str]]:
@@ -129,15 +143,69 @@ def describe(graph: Graph, component: list[str]) -> str:
     return " -> ".join(component)
 
 
-def test_no_import_cycles() -> None:
-    started = time.perf_counter()
+# the stages of the packages whose modules form one way (DESIGN.md "Layout"): a module imports only stages
+# of a lower number; a new module of these packages gets its number here
+GRID_STAGES = {"read": 0, "spec": 0, "combos": 1, "validate_values": 2, "validate_init": 3, "validate_lottery": 3,
+               "validate": 4, "expand_lottery": 5, "expand": 6, "graph": 7}
+REPORT_STAGES = {"bootstrap": 0, "cost": 0, "lottery": 0, "statistics": 1, "decision": 2, "ranking": 3,
+                 "external": 4, "protocol": 4, "sections": 4, "plots": 4, "code_section": 5, "render": 6}
+STAGES = {"orchestrator.grid": GRID_STAGES, "orchestrator.report": REPORT_STAGES}
+
+
+def stage_violations(graph: Graph, package: str, stages: dict[str, int]) -> list[str]:
+    """Imports of ``package``'s submodules that go to a stage not lower than their own (or unknown modules)."""
+    problems = []
+    members = {m for m in graph if m.startswith(package + ".")}
+    for module in sorted(members):
+        name = module[len(package) + 1:]
+        if name not in stages:
+            problems.append(f"{module}: not in the stages of {package} (tests/test_import_cycles.py)")
+            continue
+        for target in sorted(graph[module] & members):
+            other = target[len(package) + 1:]
+            if other in stages and stages[other] >= stages[name]:
+                problems.append(f"{module} (stage {stages[name]}) imports {target} (stage {stages[other]})")
+    return problems
+
+
+def ancestor_imports(graph: Graph) -> list[str]:
+    """Modules that import the ``__init__`` of their own package or of a package above it."""
+    found = []
+    for module, targets in sorted(graph.items()):
+        parts = module.split(".")
+        for target in sorted(targets & {".".join(parts[:i]) for i in range(1, len(parts))}):
+            found.append(f"{module} -> {target}")
+    return found
+
+
+@functools.cache
+def product_graph() -> tuple[Graph, float]:
+    """The product's import graph (parsed once per test session) and the CPU seconds it took."""
+    started = time.process_time()  # CPU time: the budget holds on a loaded machine too
     graph = import_graph(ROOT)
+    return graph, time.process_time() - started
+
+
+def test_no_import_cycles() -> None:
+    graph, parsed = product_graph()
+    started = time.process_time()
     found = cycles(graph)
-    elapsed = time.perf_counter() - started
+    elapsed = parsed + time.process_time() - started
     assert len(graph) > 100, "the product's modules were not found"
     assert not found, "import cycles among the product's modules:\n" + "\n".join(
         f"  {describe(graph, c)}   (component: {', '.join(c)})" for c in found)
-    assert elapsed < 2.0, f"the import check took {elapsed:.2f} s"
+    assert elapsed < 2.0, f"the import check took {elapsed:.2f} s of CPU time"
+
+
+def test_packages_import_one_way() -> None:
+    """The grid and the report flow one way through their stages; no submodule imports a package
+    ``__init__`` above it (they import their siblings' submodules; callers outside use the re-exports)."""
+    graph, _ = product_graph()
+    problems = [p for package, stages in STAGES.items() for p in stage_violations(graph, package, stages)]
+    assert graph["orchestrator.grid.expand"] >= {"orchestrator.grid.combos", "orchestrator.grid.expand_lottery"}
+    assert not problems, "imports against the stages:\n  " + "\n  ".join(problems)
+    assert not ancestor_imports(graph), "imports of a package __init__ from inside: " + ", ".join(
+        ancestor_imports(graph))
 
 
 @pytest.fixture()
@@ -165,9 +233,21 @@ def test_sample_has_no_cycle(sample: Path) -> None:
     assert cycles(graph) == []
 
 
+def test_stage_and_ancestor_checks_fail(sample: Path) -> None:
+    (sample / "pkg" / "sub" / "other.py").write_text("def g():\n    from pkg.sub import leaf\n    import pkg\n")
+    graph = import_graph(sample, ("pkg",))
+    assert stage_violations(graph, "pkg.sub", {"leaf": 1, "other": 0}) == [
+        "pkg.sub.other (stage 0) imports pkg.sub.leaf (stage 1)"]
+    assert stage_violations(graph, "pkg.sub", {"leaf": 1}) == [
+        "pkg.sub.other: not in the stages of pkg.sub (tests/test_import_cycles.py)"]
+    assert ancestor_imports(graph) == ["pkg.sub.other -> pkg"]
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("def g():\n    from pkg.high import f\n", "pkg.high -> pkg.low -> pkg.high"),  # function-level
     ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pkg.high\n", "pkg.high -> pkg.low -> pkg.high"),
+    ("class C:\n    def m(self):\n        try:\n            import pkg.high\n        except ImportError:\n"
+     "            pass\n", "pkg.high -> pkg.low -> pkg.high"),  # in a method's try block
     ("from pkg import f\n", "pkg -> pkg.low -> pkg"),  # a submodule importing its package __init__ back
     ("from . import low\n", "pkg.low -> pkg.low"),  # a self-import
 ])
