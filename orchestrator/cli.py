@@ -336,6 +336,7 @@ def _mount_optional_groups() -> None:
         ("orchestrator.commands.breaker_cmd", "resume"),
         ("orchestrator.commands.show_cmd", "show"),
         ("orchestrator.commands.logs_cmd", "logs"),
+        ("orchestrator.commands.watch_cmd", "watch"),
     ]
     import importlib
 
