@@ -1,7 +1,8 @@
 """One tiny grid, really trained once per session on the digits, shared by the operations tests (logs,
 TensorBoard, MLflow export, watch, efficiency): one subset x two configurations; the worker of the first
 job is killed (SIGKILL) after two epochs and resumes from its checkpoint in a second attempt, while
-``dlth-orch logs -f`` follows that job from before the kill to its end."""
+``dlth-orch logs -f`` follows that job from before the kill to its end, and ``watch --once --json`` takes
+a frame while it runs."""
 
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ class TrainedGrid:
     killed: str
     follow_output: str
     follow_rc: int
+    running_frame: str  # ``watch --once --json`` while the first job ran its third epoch
 
 
 def cli(*args: str, db: str, home: Path, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -103,6 +105,8 @@ def train(root: Path, digits: Path) -> TrainedGrid:
                                   stderr=subprocess.STDOUT, text=True)
         metrics = job_dir / "metrics.jsonl"
         wait_for("two epochs", lambda: metrics.is_file() and len(metrics.read_text().splitlines()) >= 2)
+        frame = cli("watch", GRID_NAME, "--once", "--json", db=db, home=home)
+        assert frame.returncode == 0, frame.stderr
         os.kill(first.pid, signal.SIGKILL)  # the worker dies without a word; the launcher retries it
         out, _ = launcher.communicate(timeout=600)
         assert launcher.returncode == 0, out
@@ -112,7 +116,7 @@ def train(root: Path, digits: Path) -> TrainedGrid:
             if isinstance(proc, subprocess.Popen) and proc.poll() is None:
                 proc.kill()
     return TrainedGrid(db=db, home=home, grid_file=grid_file, killed=first.job_hash, follow_output=follow_out,
-                       follow_rc=follow.returncode)
+                       follow_rc=follow.returncode, running_frame=frame.stdout)
 
 
 def trained(tmp_path_factory: pytest.TempPathFactory, digits: Path) -> TrainedGrid:

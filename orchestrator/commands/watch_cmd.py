@@ -37,6 +37,9 @@ def watch(grid: str | None, interval: float, once: bool, as_json: bool, db_url: 
             console.print(render(frame))
         return
     try:
+        if not console.is_terminal:  # a pipe or a log: one frame after the other
+            watch_loop(store, name, interval, lambda f: console.print(render(f)))
+            return
         with Live(console=console, auto_refresh=False, transient=False) as live:
             watch_loop(store, name, interval, lambda f: live.update(render(f), refresh=True))
     except KeyboardInterrupt:  # Live has restored the cursor on its way out
