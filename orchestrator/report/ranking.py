@@ -144,6 +144,7 @@ class Report:
     plan: Plan | None = None  # ``report --plan NxS``
     sources: tuple[str, ...] = ()  # the grids and external tables in this report
     code_versions: tuple[dict[str, Any], ...] = ()  # the code behind the numbers (report/code_section.py)
+    efficiency: tuple[dict[str, Any], ...] = ()  # the jobs' resource use (report/efficiency_section.py)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (no NaN: undefined numbers are None), the decision first."""
