@@ -72,3 +72,17 @@ def test_unknown_and_ambiguous_jobs_and_attempts_are_one_line_and_exit_2(
     assert len(out.stderr.strip().splitlines()) == 1
     out = cli("logs", "full/supervised[lr=0.05]/s0", "--grid", GRID_NAME, db=f"sqlite:///{db}", home=t.home)
     assert out.returncode == 0 and "==> attempt 1" in out.stdout
+
+
+def test_rank_selects_slurms_task_files_and_filters_a_shared_local_log(tmp_path: Path) -> None:
+    from orchestrator.job_logs import RankFilter, rank_files
+
+    out = tmp_path / "logs" / "77_3_0_log.out"
+    assert rank_files(str(out), "slurm", 2) == (tmp_path / "logs" / "77_3_2_log.out",
+                                                tmp_path / "logs" / "77_3_2_log.err")
+    assert rank_files(str(tmp_path / "a.log"), "local", 1) == (tmp_path / "a.log",)
+    text = ("t [rank 0] INFO a\nt [rank 1] INFO b\nTraceback (most recent call last):\n  boom\n"
+            "t [rank 0] INFO c\n")
+    assert RankFilter(1)(text) == "t [rank 1] INFO b\nTraceback (most recent call last):\n  boom\n"
+    assert RankFilter(0)(text) == "t [rank 0] INFO a\nt [rank 0] INFO c\n"
+    assert RankFilter(None)(text) == text
