@@ -21,6 +21,8 @@ from workers.usage import UsageMeter
 
 from .opsview_grid import GRID_NAME, TrainedGrid, cli, trained
 
+pytestmark = pytest.mark.xdist_group("opsview_grid")  # with --dist loadgroup: one training per worker
+
 
 @pytest.fixture(scope="module")
 def trained_grid(tmp_path_factory: pytest.TempPathFactory, digits: Path) -> TrainedGrid:

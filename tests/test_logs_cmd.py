@@ -17,7 +17,7 @@ from subsets import DatasetMeta
 
 from .opsview_grid import GRID_NAME, TrainedGrid, cli, trained
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("opsview_grid")]  # one training per worker
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ from workers.tensorboard_log import EpochBoard
 
 from .opsview_grid import EPOCHS, GRID_NAME, TrainedGrid, trained
 
+pytestmark = pytest.mark.xdist_group("opsview_grid")  # with --dist loadgroup: one training per worker
+
 
 @pytest.fixture(scope="module")
 def trained_grid(tmp_path_factory: pytest.TempPathFactory, digits: Path) -> TrainedGrid:
