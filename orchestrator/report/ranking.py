@@ -171,7 +171,8 @@ class Report:
         return cls(**{**top, "warnings": tuple(top["warnings"]), "subsets": tuple(subs),
                       "decision": Decision.from_dict(dec) if dec else None, "plan": Plan(**plan) if plan else None,
                       "sources": tuple(top.get("sources", ())),
-                      "code_versions": tuple(top.get("code_versions", ()))})
+                      "code_versions": tuple(top.get("code_versions", ())),
+                      "efficiency": tuple(top.get("efficiency", ()))})
 
     def subset(self, name: str) -> SubsetReport:
         """The entry of subset ``name`` (KeyError if absent)."""
