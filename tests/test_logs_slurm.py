@@ -1,5 +1,6 @@
 """``dlth-orch logs`` on the real SLURM cluster: a one-job grid requeued with ``scontrol requeue`` (same SLURM
-id, submitit's log files appended to) read back as two attempts, and followed with ``-f`` through the requeue."""
+id, submitit's log files appended to) read back as two attempts, and followed with ``-f`` through the requeue;
+both attempts' workers recorded their resource use."""
 
 from __future__ import annotations
 
@@ -51,3 +52,6 @@ def test_logs_follow_a_slurm_job_through_scontrol_requeue(tmp_path: Path, digits
     assert "resuming from" not in first and "epoch 1/6" in first and "epoch 6/6" not in first
     assert "resuming from" in second and "epoch 6/6" in second
     assert "Starting with JobEnvironment" in first and "Starting with JobEnvironment" in second  # SLURM's files
+    # each attempt's worker (rank 0, on the SLURM node) recorded what it used, the requeued one included
+    usage = [a.usage for a in store.attempts(job.job_hash)]
+    assert all(u is not None and u.source == "worker" and u.cpu_time_s > 0 and u.max_rss_mb > 100 for u in usage)
