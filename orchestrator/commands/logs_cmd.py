@@ -43,6 +43,8 @@ def logs(job: str, follow: bool, attempt: int | None, rank: int, grid: str | Non
     if attempt is not None and attempt not in numbers and not follow:
         fail(f"job {h[:12]}: no attempt {attempt} (attempts: {', '.join(map(str, numbers)) or 'none yet'})")
     if not follow:
+        if not numbers:
+            click.echo(f"job {h[:12]} ({named.row.state}) has no attempt yet", err=True)
         for a, text in segments([a for a in attempt_logs(store, h, rank) if attempt in (None, a.number)], rank):
             _emit(a.header() + "\n" + text + ("" if not text or text.endswith("\n") else "\n"))
         return
