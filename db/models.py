@@ -125,6 +125,13 @@ class Attempt(Base):
     log_tail: Mapped[str | None] = mapped_column(Text, nullable=True)
     code_hash: Mapped[str | None] = mapped_column(String(32), nullable=True)  # the snapshot it ran (0004)
     node: Mapped[str | None] = mapped_column(String(255), nullable=True)  # SLURM node name, else host (0004)
+    # what the attempt used (0005): CPU seconds and utilisation per allocated core, peak memory, GPU use
+    cpu_time_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cpu_util: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_rss_mb: Mapped[float | None] = mapped_column(Float, nullable=True)
+    gpu_util: Mapped[float | None] = mapped_column(Float, nullable=True)
+    gpu_mem_peak_mb: Mapped[float | None] = mapped_column(Float, nullable=True)
+    usage_source: Mapped[str | None] = mapped_column(String(16), nullable=True)  # "worker" or "sacct"
 
     job: Mapped[Job] = relationship(back_populates="attempts")
 

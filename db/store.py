@@ -43,6 +43,7 @@ from db.models import (
     utcnow,
 )
 from db.result_file import FinalResult
+from db.usage import Usage, UsageStore, usage_of
 from specs import breaker as breaker_rule
 from specs.breaker import BreakerSettings, BreakerState
 from specs.lifecycle import check_transition, initial_state, job_state_after
@@ -104,6 +105,7 @@ class AttemptRow:
     exit_code: int | None
     exit_reason: str | None
     log_path: str | None
+    usage: Usage | None = None  # what it used (0005)
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ _JOB_COLUMNS = (
 )
 
 
-class Store(LaunchStore):
+class Store(LaunchStore, UsageStore):
     """Typed access to the dlth-orch database at ``url``.
 
     ``create=True`` (the orchestrator): create the schema or upgrade it to the newest revision.
@@ -835,7 +837,7 @@ def _attempt_row(a: Attempt, job_hash: str) -> AttemptRow:
     return AttemptRow(
         id=a.id, job_hash=job_hash, number=a.number, state=a.state, backend=a.backend, backend_id=a.backend_id,
         host=a.host, pid=a.pid, started_at=a.started_at, ended_at=a.ended_at, exit_code=a.exit_code,
-        exit_reason=a.exit_reason, log_path=a.log_path,
+        exit_reason=a.exit_reason, log_path=a.log_path, usage=usage_of(a),
     )
 
 

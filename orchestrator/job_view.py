@@ -108,7 +108,7 @@ def job_view(store: Store, named: Named) -> dict[str, Any]:
                       "started": _time(a.started_at), "ended": _time(a.ended_at), "exit_code": a.exit_code,
                       "code": codes[a.id].code_hash if a.id in codes else None,
                       "error": _first_line(a.exit_reason) if a.state != "COMPLETED" else None,
-                      "log": a.log_path} for a in attempts],
+                      "log": a.log_path, "usage": a.usage.to_dict() if a.usage else None} for a in attempts],
         "files": _files(Path(j.job_dir), [a.log_path for a in attempts if a.log_path]),
         "final_metrics": final,
     }

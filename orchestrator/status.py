@@ -14,6 +14,7 @@ from db import JobState, Store
 from db.models import utcnow
 from orchestrator import breaker
 from orchestrator.backends.registry import backends_of_grid, get_backend
+from orchestrator.efficiency import job_usage
 from specs.job import job_label
 from specs.settings import env_settings
 
@@ -44,6 +45,7 @@ class GridStatus:
     parent_failed: list[dict] = field(default_factory=list)  # PARENT_FAILED jobs and the parent that failed
     retrying: list[dict] = field(default_factory=list)  # failed before, waiting for (or in) another attempt
     paused: str | None = None  # the breaker's one line when the grid is paused
+    usage: list[dict] = field(default_factory=list)  # each job's latest measured resource use (efficiency.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,6 +97,7 @@ def grid_status(store: Store, grid_name: str, stale_after_s: float | None = None
     _graph_status(store, grid_name, jobs, st)
     pause = breaker.paused(store, grid_name)
     st.paused = breaker.pause_line(grid_name, pause) if pause else None
+    st.usage = job_usage(store, grid_name)
     return st
 
 

@@ -47,6 +47,7 @@ REWIND_FILE = "rewind.pt"
 SPARSITY_FILE = "sparsity.json"
 WORKER_SETTINGS_FILE = "worker_settings.json"
 LOG_DIR = "logs"
+TENSORBOARD_DIR = "tensorboard"  # rank 0's TensorBoard event files: one run per job, step = epoch
 STALE_DIR = "stale"  # stale/<code_hash>/: the outputs of a run made stale by newer code (``retry --stale``)
 #: files every job directory holds once it was recorded (``launch``), before any worker ran
 RECORDED_FILES = (JOB_FILE, MANIFEST_FILE)
@@ -132,3 +133,7 @@ class JobPaths:
     @property
     def logs(self) -> Path:
         return self.root / LOG_DIR
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / TENSORBOARD_DIR

@@ -23,6 +23,8 @@ from db import Store, write_final_metrics
 from db.retry import with_retries
 from specs.breaker import COUNTED, pause_line
 from specs.contract import EPOCH_METRICS_FILE
+from workers.tensorboard_log import EpochBoard
+from workers.usage import UsageMeter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,6 +39,8 @@ class JobReporter:
         self.attempt_id: int | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.board = EpochBoard(job_dir)  # the reporter lives on rank 0 only: so do the event files
+        self.meter = UsageMeter()  # what this attempt uses, recorded when it ends
 
     def _db(self, what: str, fn: Callable[[], T]) -> T | None:
         try:
@@ -83,27 +87,41 @@ class JobReporter:
             fh.write(json.dumps({"epoch": epoch, "time": time.time(), **values}) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+        self.board.epoch(epoch, values)
+        self.meter.sample()
         self._db("epoch metrics", lambda: self.store.log_metrics(self.job_hash, epoch, values, self.attempt_id))
 
     def final(self, values: dict[str, float]) -> None:
         """Final metrics: to ``final_metrics.json`` (fsync + rename) first, then the DB in one transaction."""
         epochs = {int(e): v for e, v in read_epoch_metrics(self.job_dir).items()}
         write_final_metrics(self.job_dir, self.job_hash, values, epochs)
+        self.board.final(values, max(epochs) if epochs else None)
+        self.board.close()
         self.stop_heartbeat()
         attempt_id = self.attempt_id
+        self._record_usage()
         self._db("final metrics", lambda: self.store.complete(self.job_hash, attempt_id, values))
         self.attempt_id = None
 
     def close(self, state: str, *, exit_code: int | None = None, reason: str | None = None,
               log_tail: str | None = None) -> None:
+        self.board.close()
         self.stop_heartbeat()
         if self.attempt_id is not None:
             attempt_id = self.attempt_id
+            self._record_usage()
             self._db(f"attempt {state}", lambda: self.store.finish_attempt(
                 attempt_id, state, exit_code=exit_code, reason=reason, log_tail=log_tail or reason))
             self.attempt_id = None
             if state in COUNTED:
                 self._db("breaker", self._trip_breaker)
+
+    def _record_usage(self) -> None:
+        """What this attempt used (before it is closed, so that a closed attempt has it)."""
+        attempt_id = self.attempt_id
+        if attempt_id is not None:
+            usage = self.meter.usage()
+            self._db("attempt usage", lambda: self.store.set_attempt_usage(attempt_id, usage))
 
     def _trip_breaker(self) -> None:
         """Apply the breaker's rule to the grids of this job, now that a counted failure is recorded.

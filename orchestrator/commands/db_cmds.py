@@ -78,24 +78,39 @@ def current(check: bool, db_url: str) -> None:
 
 @click.command("export")
 @click.argument("grid")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Directory for jobs/attempts/metrics.{csv,json} and grid.json (created if missing).")
 @click.option("--format", "formats", default="csv,json", show_default=True,
               help="Comma-separated formats: csv, json.")
+@click.option("--to", "to", nargs=2, type=(click.Choice(["mlflow"]), str), default=None, metavar="mlflow URI",
+              help="Write the grid into an MLflow tracking store instead (experiment = grid, run = job; "
+              "re-exporting adds nothing twice). Needs the mlflow extra.")
 @db_option
-def export(grid: str, out_dir: Path, formats: str, db_url: str) -> None:
-    """Write GRID's jobs (one row per job, final metrics as columns), attempts and metrics to files."""
+def export(grid: str, out_dir: Path | None, formats: str, to: tuple[str, str] | None, db_url: str) -> None:
+    """Write GRID's jobs (one row per job, final metrics as columns), attempts and metrics to files, or
+    (``--to mlflow URI``) into an MLflow tracking store."""
     from db.export import ExportError, export_grid, parse_formats
 
+    if (out_dir is None) == (to is None):
+        fail("export: expected exactly one of --out DIR or --to mlflow URI")
     try:
         fmts = parse_formats(formats)
         store = open_store(db_url)
         try:
-            counts = export_grid(store, grid, out_dir, fmts)
+            if to is not None:
+                from db.export_mlflow import export_mlflow
+
+                done = export_mlflow(store, grid, to[1])
+            else:
+                counts = export_grid(store, grid, out_dir, fmts)
         finally:
             store.close()
     except (ExportError, StoreError) as exc:
         fail(str(exc))
+        return
+    if to is not None:
+        click.echo(f"exported grid {grid!r} to MLflow experiment {done.experiment_id} at {to[1]}: "
+                   f"{done.created} runs created, {done.updated} updated, {done.metrics_logged} metric points")
         return
     click.echo(f"exported grid {grid!r} to {out_dir} ({', '.join(fmts)}): "
                + ", ".join(f"{n} {name}" for name, n in counts.items()))

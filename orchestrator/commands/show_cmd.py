@@ -35,6 +35,20 @@ def _code(code: str | None, versions: dict[str, dict[str, Any]]) -> str:
     return f"{code} ({commit})"
 
 
+def _usage(u: dict[str, Any] | None) -> str:
+    """``cpu 85%/core, 412 MiB; gpu 40%, 2,100 MiB`` (empty when nothing was measured)."""
+    if not u:
+        return ""
+    parts = []
+    if u.get("cpu_util") is not None:
+        parts.append(f"cpu {100 * u['cpu_util']:.0f}%/core")
+    if u.get("max_rss_mb") is not None:
+        parts.append(f"{u['max_rss_mb']:,.0f} MiB")
+    gpu = [f"gpu {100 * u['gpu_util']:.0f}%"] if u.get("gpu_util") is not None else []
+    gpu += [f"{u['gpu_mem_peak_mb']:,.0f} MiB"] if u.get("gpu_mem_peak_mb") is not None else []
+    return ", ".join(parts) + ("; " + ", ".join(gpu) if gpu else "")
+
+
 def print_job(view: dict[str, Any], console: Console) -> None:
     """The terminal form of :func:`orchestrator.job_view.job_view`."""
     e = escape
@@ -50,10 +64,12 @@ def print_job(view: dict[str, Any], console: Console) -> None:
         for r in view[rel]:
             console.print(f"{rel[:-1] if rel == 'parents' else 'child'}: {r['job_hash'][:12]} {e(r['label'])} "
                           f"{r['state']}")
-    t = Table("#", "state", "node", "started", "ended", "code", "error", title="attempts", title_justify="left")
+    t = Table("#", "state", "node", "started", "ended", "code", "use", "error", title="attempts",
+              title_justify="left")
     for a in view["attempts"]:
         t.add_row(str(a["number"]), a["state"], e(a["node"] or a["host"] or ""), a["started"] or "",
-                  a["ended"] or "", e(_code(a["code"], view["code_versions"])), e(a["error"] or ""))
+                  a["ended"] or "", e(_code(a["code"], view["code_versions"])), _usage(a.get("usage")),
+                  e(a["error"] or ""))
     console.print(t)
     for name, path in view["files"].items():
         for p in path if isinstance(path, list) else [path]:
