@@ -148,7 +148,8 @@ def describe(graph: Graph, component: list[str]) -> str:
 GRID_STAGES = {"read": 0, "spec": 0, "combos": 1, "validate_values": 2, "validate_init": 3, "validate_lottery": 3,
                "validate": 4, "expand_lottery": 5, "expand": 6, "graph": 7}
 REPORT_STAGES = {"bootstrap": 0, "cost": 0, "lottery": 0, "statistics": 1, "decision": 2, "ranking": 3,
-                 "external": 4, "protocol": 4, "sections": 4, "plots": 4, "code_section": 5, "render": 6}
+                 "external": 4, "protocol": 4, "sections": 4, "plots": 4, "code_section": 5, "efficiency_section": 5,
+                 "render": 6}
 STAGES = {"orchestrator.grid": GRID_STAGES, "orchestrator.report": REPORT_STAGES}
 
 
