@@ -19,7 +19,17 @@ from sqlalchemy.exc import OperationalError
 
 from db import Store, StoreError, workspace_dir
 from orchestrator.backends.registry import BACKENDS
-from orchestrator.cli_common import check_environment, db_option, fail, open_store, resolve_grid_name
+from orchestrator.cli_common import (
+    DB_DEFAULT,
+    check_grid_arg,
+    check_environment,
+    db_option,
+    fail,
+    open_store,
+    output_console,
+    resolve_grid_name,
+)
+from orchestrator.commands.examples import add_examples
 from specs.base import SpecError
 from specs.settings import apply_umask
 from subsets import DatasetMetaError, SubsetError
@@ -46,12 +56,16 @@ def _usage_errors() -> tuple[type[Exception], ...]:
     return (*USAGE_ERRORS, *extra)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--db", "db_url", default=None, metavar="URL", help="Database URL for every command.")
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
+@click.option("--db", "db_url", default=None, metavar="URL", help=f"Database URL for every command ({DB_DEFAULT}).")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(package_name="dlth-orch", prog_name="dlth-orch", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, db_url: str | None, verbose: int) -> None:
     """dlth-orch: run grids of training jobs and find the subsets that rank configurations like the full data."""
+    if ctx.invoked_subcommand is None:  # bare `dlth-orch`: the help, and success
+        click.echo(ctx.get_help())
+        ctx.exit(0)
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(logging.DEBUG, level), format="%(levelname)s %(name)s: %(message)s")
     ctx.ensure_object(dict)
@@ -246,17 +260,22 @@ def _report_or_summary(store: Store, grid_name: str, console: Console) -> None:
 
 @cli.command()
 @click.argument("grid", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--all", "all_grids", is_flag=True, help="Every grid in the database.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (a list of grids, also for one).")
+@click.option("--all", "all_grids", is_flag=True, help="Every grid in the database (needed without GRID when "
+              "it holds several).")
 @db_option
 def status(grid: str | None, as_json: bool, all_grids: bool, db_url: str) -> None:
-    """Where GRID stands (name or grid file; default: the only grid): counts, progress, failures."""
+    """Where GRID stands: counts, progress, time, cost, failures.
+
+    GRID is a grid name or grid file; without it, the database's only grid (with several, name one or
+    pass --all)."""
     from rich.markup import escape
 
     from orchestrator.db_wait import ride_out
     from orchestrator.report_files import report_status
     from orchestrator.status import grid_status, print_status, refresh
 
+    check_grid_arg(grid)  # a mistyped grid file is named before any database is opened
     store = ride_out(lambda: open_store(db_url), what="status")
     names = [g.name for g in store.list_grids()] if all_grids else [resolve_grid_name(store, grid)]
     out = []
@@ -285,8 +304,8 @@ def status(grid: str | None, as_json: bool, all_grids: bool, db_url: str) -> Non
               "max_regret, e.g. confidence=0,max_regret=0.02.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write the report's files here (report.md and its PNG plots, report.html, report.json; default: "
-              "<workspace>/reports/<grid>).")
+              help="Write the report's files here: report.md, report.html, report.json and the plots (each as PNG, "
+              "SVG and PDF); default: <workspace>/reports/<grid>.")
 @db_option
 def report(grids: tuple[str, ...], metric: str | None, reference: str | None, external: Path | None,
            plan: str | None, criterion: str | None, as_json: bool, out_dir: Path | None, db_url: str) -> None:
@@ -317,10 +336,7 @@ def report(grids: tuple[str, ...], metric: str | None, reference: str | None, ex
 
 def _report_console() -> Console:
     """The terminal, or (a log or a pipe) a console at the tables' natural width."""
-    console = Console()
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(width=140)
-    return console
+    return output_console(width=140)
 
 
 def _mount_optional_groups() -> None:
@@ -351,6 +367,7 @@ def _mount_optional_groups() -> None:
 
 
 _mount_optional_groups()
+add_examples(cli)
 
 
 def main(argv: list[str] | None = None) -> None:
