@@ -21,8 +21,8 @@ from db import Store, StoreError, workspace_dir
 from orchestrator.backends.registry import BACKENDS
 from orchestrator.cli_common import (
     DB_DEFAULT,
-    check_grid_arg,
     check_environment,
+    check_grid_arg,
     db_option,
     fail,
     open_store,
@@ -81,7 +81,8 @@ def cli(ctx: click.Context, db_url: str | None, verbose: int) -> None:
 
 @cli.command()
 @click.argument("grid_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--cluster", type=click.Choice(list(BACKENDS)), default="local", show_default=True)
+@click.option("--cluster", type=click.Choice(list(BACKENDS)), default="local", show_default=True,
+              help="Where jobs run: local workers on this machine, or SLURM job arrays.")
 @click.option("--profile", default=None, help="Cluster profile name or .toml path (default: the grid's "
               "[cluster].profile, else 'local' / 'slurm-local').")
 @click.option("--detach", is_flag=True, help="Return once a background launcher (local jobs) holds the grid's lock.")
