@@ -285,9 +285,9 @@ def status(grid: str | None, as_json: bool, all_grids: bool, db_url: str) -> Non
     reports = {name: report_status(store, name) for name in names}
     if as_json:
         docs = [{**s.to_dict(), "report": reports[name]} for name, s in zip(names, out, strict=True)]
-        click.echo(json.dumps(docs if all_grids else docs[0], indent=1))
+        click.echo(json.dumps(docs, indent=1))  # one shape: a list of grids, also for one
         return
-    console = Console()
+    console = output_console(width=160)  # piped: whole lines, no wrapped cells
     for name, st in zip(names, out, strict=True):
         print_status(st, console)
         console.print(f"[dim]{escape(reports[name]['line'])}[/dim]", soft_wrap=True)
