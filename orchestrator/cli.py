@@ -306,7 +306,8 @@ def status(grid: str | None, as_json: bool, all_grids: bool, db_url: str) -> Non
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write the report's files here: report.md, report.html, report.json and the plots (each as PNG, "
-              "SVG and PDF); default: <workspace>/reports/<grid>.")
+              "SVG and PDF). Without it the report is only printed (a finished grid's launch writes "
+              "<workspace>/reports/<grid>).")
 @db_option
 def report(grids: tuple[str, ...], metric: str | None, reference: str | None, external: Path | None,
            plan: str | None, criterion: str | None, as_json: bool, out_dir: Path | None, db_url: str) -> None:
@@ -326,7 +327,7 @@ def report(grids: tuple[str, ...], metric: str | None, reference: str | None, ex
     req = ReportRequest(grids=names, external=external, metric=metric, reference=reference, plan=plan,
                         criterion=criterion)
     try:
-        produced = produce(store, req, out_dir)
+        produced = produce(store, req, out_dir, write=out_dir is not None)  # files only where --out says
     except ValueError as exc:
         fail(str(exc))
     if as_json:

@@ -20,9 +20,10 @@ from rich.table import Table
 
 from orchestrator.report.lottery import PLOT_FILE as LOTTERY_PLOT
 from orchestrator.report.lottery import LotteryReport, lottery_html, lottery_markdown, lottery_plot
-from orchestrator.report.plots import PLOTS
+from orchestrator.report.plots import FORMATS, PLOTS, render_all
 from orchestrator.report.ranking import ConfigStat, Report, SubsetReport
 from orchestrator.report.sections import Section, extra_sections, header_lines, recommendation
+from orchestrator.report.stamp import Stamp
 from specs.atomic import write_bytes_atomic
 from specs.job import metric_protocol
 from specs.methods import eval_network_words
@@ -312,7 +313,9 @@ def render_markdown(report: Report, images: dict[str, str]) -> str:
     if not report.complete:
         out += ["`*` = provisional: the subset or the reference has unfinished jobs.", ""]
     for name, file in images.items():
-        out += [f"![{PLOT_TITLES[name]}]({file})", ""]
+        stem = file.rsplit(".", 1)[0]
+        out += [f"![{PLOT_TITLES[name]}]({file})", "",
+                f"({PLOT_TITLES[name]}, for a paper: [{stem}.svg]({stem}.svg), [{stem}.pdf]({stem}.pdf))", ""]
     if not images:
         out += [NO_PLOTS, ""]
     for sec in extra_sections(report):
@@ -401,15 +404,19 @@ def has_rank_section(report: Report) -> bool:
     return report.jobs_total > 0 or bool(report.subsets)
 
 
-def write_report_files(report: Report, out_dir: Path | str, lottery: LotteryReport | None = None) -> list[Path]:
-    """Write report.md (+ its PNG plots), report.html (self-contained) and report.json into ``out_dir``.
+def write_report_files(report: Report, out_dir: Path | str, lottery: LotteryReport | None = None,
+                       stamp: Stamp | None = None) -> list[Path]:
+    """Write report.md, report.html (self-contained), report.json and each plot as PNG, SVG and PDF into
+    ``out_dir``; every page says what wrote it, when, and the grid's hash (``stamp``).
 
     Everything is rendered before anything is written, and each file is replaced atomically.
     """
     out = Path(out_dir)
+    stamp = stamp or Stamp()
     lottery_only = lottery is not None and not has_rank_section(report)
-    pngs = {} if lottery_only else {name: data for name, plot in PLOTS.items() if (data := plot(report)) is not None}
-    files: dict[str, bytes] = {f"{name}.png": data for name, data in pngs.items()}
+    figures = {} if lottery_only else render_all(report)
+    pngs = {name: fmts["png"] for name, fmts in figures.items()}
+    files: dict[str, bytes] = {f"{name}.{fmt}": data for name, fmts in figures.items() for fmt, data in fmts.items()}
     if lottery_only:  # a grid of lottery chains only: no empty rank-consistency tables
         md = f"# Lottery-ticket report: {report.grid}\n"
         page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Lottery tickets: {html.escape(report.grid)}"
@@ -421,13 +428,17 @@ def write_report_files(report: Report, out_dir: Path | str, lottery: LotteryRepo
         files.update({LOTTERY_PLOT: png} if png else {})
         md += "\n" + lottery_markdown(lottery, LOTTERY_PLOT if png else None)
         page = page.replace("</body></html>", lottery_html(lottery, png) + "\n</body></html>")
+    md += f"\n---\n\n*{stamp.line()}*\n"
+    page = page.replace("</body></html>", f"<p class='muted'>{html.escape(stamp.line())}</p>\n</body></html>")
     files["report.md"] = md.encode("utf-8")
     files["report.html"] = page.encode("utf-8")
-    files["report.json"] = (report_json(report, lottery) + "\n").encode("utf-8")
+    doc = {**json.loads(report_json(report, lottery)), "written": stamp.to_dict()}
+    files["report.json"] = (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode("utf-8")
     out.mkdir(parents=True, exist_ok=True)
     for file, data in files.items():
         write_bytes_atomic(out / file, data)
     for name in PLOTS.keys() - pngs.keys():  # a plot an earlier report had and this one has not
-        (out / f"{name}.png").unlink(missing_ok=True)
+        for fmt in FORMATS:
+            (out / f"{name}.{fmt}").unlink(missing_ok=True)
     log.info("report of %s written to %s", report.grid, out)
     return [out / file for file in files]
