@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 
+from matplotlib import rc_context
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -42,7 +43,8 @@ def encode(fig: Figure, fmt: str = "png") -> bytes:
     """The figure as ``fmt`` bytes (png, svg, pdf); SVG and PDF keep their text as text, fit for a paper."""
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=DPI, bbox_inches="tight", metadata={"Date": None} if fmt == "svg" else None)
+    with rc_context({"svg.fonttype": "none", "pdf.fonttype": 42}):  # text stays text (TrueType in the PDF)
+        fig.savefig(buf, format=fmt, dpi=DPI, bbox_inches="tight", metadata={"Date": None} if fmt == "svg" else None)
     return buf.getvalue()
 
 

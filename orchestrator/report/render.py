@@ -230,8 +230,8 @@ def print_report(report: Report, console: Console) -> None:
     for row in rows:
         table.add_row(*map(escape, row))
     console.print(table)
-    console.print(f"[dim]{escape(legend(report, header))}[/dim]")
-    console.print(f"[dim]{escape(_settings_line(report))}.[/dim]")
+    console.print(f"[dim]{escape(legend(report, header))}[/dim]", soft_wrap=True)  # one line: greppable
+    console.print(f"[dim]{escape(_settings_line(report))}.[/dim]", soft_wrap=True)
     for sec in extra_sections(report):
         _print_section(sec, console)
     for s in report.subsets:
