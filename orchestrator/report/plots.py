@@ -271,7 +271,7 @@ def regret_plot(report: Report) -> Figure | None:
     ax.set_title(f"{report.grid}: regret vs cost", fontsize=10)
     ax.grid(alpha=0.3)
     ax.margins(x=0.25)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="best")
     return fig
 
 
