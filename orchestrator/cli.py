@@ -306,14 +306,14 @@ def status(grid: str | None, as_json: bool, all_grids: bool, db_url: str) -> Non
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write the report's files here: report.md, report.html, report.json and the plots (each as PNG, "
-              "SVG and PDF). Without it the report is only printed (a finished grid's launch writes "
-              "<workspace>/reports/<grid>).")
+              "SVG and PDF). Without it (or the grid's [report] out) the report is only printed (a finished grid's "
+              "launch writes <workspace>/reports/<grid>).")
 @db_option
 def report(grids: tuple[str, ...], metric: str | None, reference: str | None, external: Path | None,
            plan: str | None, criterion: str | None, as_json: bool, out_dir: Path | None, db_url: str) -> None:
     """The report of GRIDS (default: the only grid): which subset ranks configurations like the reference."""
     from orchestrator.report import report_json
-    from orchestrator.report_files import print_produced, produce
+    from orchestrator.report_files import configured_out, print_produced, produce
     from orchestrator.results import ReportRequest
     from orchestrator.status import refresh
 
@@ -327,7 +327,9 @@ def report(grids: tuple[str, ...], metric: str | None, reference: str | None, ex
     req = ReportRequest(grids=names, external=external, metric=metric, reference=reference, plan=plan,
                         criterion=criterion)
     try:
-        produced = produce(store, req, out_dir, write=out_dir is not None)  # files only where --out says
+        if out_dir is None and store is not None and len(names) == 1:
+            out_dir = configured_out(store, names[0])  # [report] out
+        produced = produce(store, req, out_dir, write=out_dir is not None)  # files only where asked
     except ValueError as exc:
         fail(str(exc))
     if as_json:

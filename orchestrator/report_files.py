@@ -185,6 +185,18 @@ def report_every(store: Store, grid_name: str) -> int:
         return 0
 
 
+def configured_out(store: Store, grid_name: str) -> Path | None:
+    """The grid's ``[report] out`` as recorded at launch, relative to its grid file (``None``: not set)."""
+    g = store.get_grid(grid_name)
+    try:
+        out = str((json.loads(g.spec_json).get("report") or {}).get("out", "")) if g else ""
+    except (ValueError, AttributeError):
+        return None
+    if not out or g is None:
+        return None
+    return Path(g.source_path).parent / out if g.source_path else Path(out)
+
+
 def finish_report(store: Store, grid_name: str) -> Produced | None:
     """Write the report of a grid whose jobs have all ended; ``None`` (and a log line) when it has not ended
     or the report failed. Never raises: the report must not fail the grid."""

@@ -102,3 +102,19 @@ def test_an_undecidable_headline_names_its_test_next_to_the_table(tmp_path: Path
     out = _report("g", "--db", _url(tmp_path, {"full": SIX[:4], "u": SIX[:4]}, seeds=3))
     assert out.startswith("Undecidable") and "scipy's exact Kendall test, not the table's seed bootstrap" in out
     assert "the headline's 'Undecidable' comes from scipy's exact Kendall test" in out
+
+
+def test_report_out_in_the_grid_says_where_report_writes(tmp_path: Path, home: Path, meta_dir: Path) -> None:
+    """``[report] out = "paper"`` (relative to the grid file): ``report`` writes there without --out."""
+    from orchestrator.grid import load_grid
+
+    grid_file = tmp_path / "g.toml"
+    grid_file.write_text(f'name = "g"\n[dataset]\nroot = "{meta_dir}"\n[report]\nout = "paper"\n'
+                         '[subsets.full]\nstrategy = "full"\n[methods.supervised]\n')
+    assert load_grid(grid_file).report.out == "paper"
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    with Store(url) as store:
+        make_grid(store, tmp_path, "g", {"full": SIX, "u": SIX}, seeds=3, report={"out": "paper"})
+    out = _report("g", "--db", url)
+    assert f"written: {tmp_path / 'paper' / 'report.html'}" in out.replace("\n", "")
+    assert (tmp_path / "paper" / "tau.svg").is_file() and not (home / "reports").exists()
