@@ -79,4 +79,4 @@ def test_a_database_that_never_answered_fails_at_once(tmp_path: Path) -> None:
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: database postgresql+psycopg://u:***@")
     assert "Connection refused" in proc.stderr and "waiting" not in proc.stderr
-    assert took < 30, took  # was 300 s (DLTH_DB_WAIT_S) before
+    assert took < 60, took  # was 300 s (DLTH_DB_WAIT_S) before; most of what is left is importing the CLI
