@@ -31,6 +31,7 @@ _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 _QUERY_PASSWORD_VALUE = re.compile(r"[?&]password=([^&#]*)", re.IGNORECASE)
 # connection failures that retrying cannot cure (psycopg gives no SQLSTATE for them)
 _PERMANENT_CONNECT_ERRORS = ("does not exist", "authentication failed", "no pg_hba.conf entry")
+_ANSWERED: set[str] = set()  # databases (redacted URLs) this process has connected to at least once
 
 
 class StoreError(ValueError):
@@ -98,6 +99,18 @@ def first_line(exc: BaseException) -> str:
     return next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
 
 
+def has_answered(url: str | URL | None = None) -> bool:
+    """Whether this process ever connected to the database at ``url`` (any database when ``None``): only
+    such a database is worth waiting for when it goes away; one that never answered is a wrong URL."""
+    return bool(_ANSWERED) if url is None else redact(url) in _ANSWERED
+
+
+def _remember_answers(engine: Engine) -> None:
+    """Note every successful connection of ``engine`` (see :func:`has_answered`)."""
+    key = redact(engine.url)
+    event.listen(engine, "connect", lambda *_: _ANSWERED.add(key))
+
+
 def parse_url(url: str) -> URL:
     """Validate ``url`` and normalise its driver (``postgresql`` -> ``postgresql+psycopg``); every error
     is one line that shows the URL without its password."""
@@ -159,10 +172,12 @@ def make_engine(url: str, *, must_exist: bool = False) -> Engine:
     if is_sqlite(parsed):
         return _sqlite_engine(parsed, must_exist=must_exist)
     try:
-        return create_engine(
+        engine = create_engine(
             parsed, pool_pre_ping=True, pool_size=2, max_overflow=8, pool_recycle=1800,
             connect_args={"connect_timeout": 10, "application_name": "dlth-orch"},
         )
+        _remember_answers(engine)
+        return engine
     except (NoSuchModuleError, ImportError) as exc:
         raise StoreError(f"database URL {redact(parsed)!r}: driver not installed "
                          f"({scrub(first_line(exc), parsed)})") from exc
@@ -206,6 +221,7 @@ def _sqlite_engine(parsed: URL, *, must_exist: bool) -> Engine:
 
     event.listen(engine, "connect", on_connect)
     event.listen(engine, "begin", on_begin)
+    _remember_answers(engine)
     return engine
 
 

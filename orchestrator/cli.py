@@ -19,7 +19,17 @@ from sqlalchemy.exc import OperationalError
 
 from db import Store, StoreError, workspace_dir
 from orchestrator.backends.registry import BACKENDS
-from orchestrator.cli_common import check_environment, db_option, fail, open_store, resolve_grid_name
+from orchestrator.cli_common import (
+    DB_DEFAULT,
+    check_environment,
+    check_grid_arg,
+    db_option,
+    fail,
+    open_store,
+    output_console,
+    resolve_grid_name,
+)
+from orchestrator.commands.examples import add_examples
 from specs.base import SpecError
 from specs.settings import apply_umask
 from subsets import DatasetMetaError, SubsetError
@@ -46,12 +56,16 @@ def _usage_errors() -> tuple[type[Exception], ...]:
     return (*USAGE_ERRORS, *extra)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--db", "db_url", default=None, metavar="URL", help="Database URL for every command.")
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
+@click.option("--db", "db_url", default=None, metavar="URL", help=f"Database URL for every command ({DB_DEFAULT}).")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(package_name="dlth-orch", prog_name="dlth-orch", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, db_url: str | None, verbose: int) -> None:
     """dlth-orch: run grids of training jobs and find the subsets that rank configurations like the full data."""
+    if ctx.invoked_subcommand is None:  # bare `dlth-orch`: the help, and success
+        click.echo(ctx.get_help())
+        ctx.exit(0)
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(logging.DEBUG, level), format="%(levelname)s %(name)s: %(message)s")
     ctx.ensure_object(dict)
@@ -67,7 +81,8 @@ def cli(ctx: click.Context, db_url: str | None, verbose: int) -> None:
 
 @cli.command()
 @click.argument("grid_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--cluster", type=click.Choice(list(BACKENDS)), default="local", show_default=True)
+@click.option("--cluster", type=click.Choice(list(BACKENDS)), default="local", show_default=True,
+              help="Where jobs run: local workers on this machine, or SLURM job arrays.")
 @click.option("--profile", default=None, help="Cluster profile name or .toml path (default: the grid's "
               "[cluster].profile, else 'local' / 'slurm-local').")
 @click.option("--detach", is_flag=True, help="Return once a background launcher (local jobs) holds the grid's lock.")
@@ -246,17 +261,22 @@ def _report_or_summary(store: Store, grid_name: str, console: Console) -> None:
 
 @cli.command()
 @click.argument("grid", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--all", "all_grids", is_flag=True, help="Every grid in the database.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (a list of grids, also for one).")
+@click.option("--all", "all_grids", is_flag=True, help="Every grid in the database (needed without GRID when "
+              "it holds several).")
 @db_option
 def status(grid: str | None, as_json: bool, all_grids: bool, db_url: str) -> None:
-    """Where GRID stands (name or grid file; default: the only grid): counts, progress, failures."""
+    """Where GRID stands: counts, progress, time, cost, failures.
+
+    GRID is a grid name or grid file; without it, the database's only grid (with several, name one or
+    pass --all)."""
     from rich.markup import escape
 
     from orchestrator.db_wait import ride_out
     from orchestrator.report_files import report_status
     from orchestrator.status import grid_status, print_status, refresh
 
+    check_grid_arg(grid)  # a mistyped grid file is named before any database is opened
     store = ride_out(lambda: open_store(db_url), what="status")
     names = [g.name for g in store.list_grids()] if all_grids else [resolve_grid_name(store, grid)]
     out = []
@@ -265,9 +285,9 @@ def status(grid: str | None, as_json: bool, all_grids: bool, db_url: str) -> Non
     reports = {name: report_status(store, name) for name in names}
     if as_json:
         docs = [{**s.to_dict(), "report": reports[name]} for name, s in zip(names, out, strict=True)]
-        click.echo(json.dumps(docs if all_grids else docs[0], indent=1))
+        click.echo(json.dumps(docs, indent=1))  # one shape: a list of grids, also for one
         return
-    console = Console()
+    console = output_console(width=160)  # piped: whole lines, no wrapped cells
     for name, st in zip(names, out, strict=True):
         print_status(st, console)
         console.print(f"[dim]{escape(reports[name]['line'])}[/dim]", soft_wrap=True)
@@ -285,14 +305,15 @@ def status(grid: str | None, as_json: bool, all_grids: bool, db_url: str) -> Non
               "max_regret, e.g. confidence=0,max_regret=0.02.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write the report's files here (report.md and its PNG plots, report.html, report.json; default: "
-              "<workspace>/reports/<grid>).")
+              help="Write the report's files here: report.md, report.html, report.json and the plots (each as PNG, "
+              "SVG and PDF). Without it (or the grid's [report] out) the report is only printed (a finished grid's "
+              "launch writes <workspace>/reports/<grid>).")
 @db_option
 def report(grids: tuple[str, ...], metric: str | None, reference: str | None, external: Path | None,
            plan: str | None, criterion: str | None, as_json: bool, out_dir: Path | None, db_url: str) -> None:
     """The report of GRIDS (default: the only grid): which subset ranks configurations like the reference."""
     from orchestrator.report import report_json
-    from orchestrator.report_files import print_produced, produce
+    from orchestrator.report_files import configured_out, print_produced, produce
     from orchestrator.results import ReportRequest
     from orchestrator.status import refresh
 
@@ -306,7 +327,9 @@ def report(grids: tuple[str, ...], metric: str | None, reference: str | None, ex
     req = ReportRequest(grids=names, external=external, metric=metric, reference=reference, plan=plan,
                         criterion=criterion)
     try:
-        produced = produce(store, req, out_dir)
+        if out_dir is None and store is not None and len(names) == 1:
+            out_dir = configured_out(store, names[0])  # [report] out
+        produced = produce(store, req, out_dir, write=out_dir is not None)  # files only where asked
     except ValueError as exc:
         fail(str(exc))
     if as_json:
@@ -317,10 +340,7 @@ def report(grids: tuple[str, ...], metric: str | None, reference: str | None, ex
 
 def _report_console() -> Console:
     """The terminal, or (a log or a pipe) a console at the tables' natural width."""
-    console = Console()
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(width=140)
-    return console
+    return output_console(width=140)
 
 
 def _mount_optional_groups() -> None:
@@ -353,6 +373,7 @@ def _mount_optional_groups() -> None:
 
 
 _mount_optional_groups()
+add_examples(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

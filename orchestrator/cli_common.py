@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
 
 from db import Store, default_url, require_database
+
+DB_DEFAULT = "default: $DLTH_DB, else the SQLite file ./.dlth/dlth.db, or $DLTH_HOME/dlth.db when DLTH_HOME is set"
 
 
 def fail(message: str) -> None:
@@ -55,8 +58,7 @@ def check_environment() -> None:
 def db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--db URL`` on a command; resolves to the group's ``--db``, ``DLTH_DB`` or the default file."""
 
-    @click.option("--db", "db_url", default=None, metavar="URL", help="Database URL (default: $DLTH_DB or "
-                  "a SQLite file in $DLTH_HOME/.dlth).")
+    @click.option("--db", "db_url", default=None, metavar="URL", help=f"Database URL ({DB_DEFAULT}).")
     @click.pass_context
     @wraps(fn)
     def wrapper(ctx: click.Context, *args: Any, db_url: str | None, **kwargs: Any) -> Any:
@@ -74,8 +76,29 @@ def open_store(url: str, *, create: bool = False) -> Store:
     return Store(url)
 
 
+def output_console(width: int | None = None) -> Console:
+    """A rich console for a command's output: the terminal's, or (a pipe or a file) one that never truncates
+    or folds a value (``width``, else wide enough for any table)."""
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=width or 100_000)
+    return console
+
+
+def looks_like_path(arg: str) -> bool:
+    """Whether a GRID argument names a file rather than a grid (a ``.toml`` suffix or a path separator)."""
+    return arg.endswith(".toml") or os.sep in arg or "/" in arg
+
+
+def check_grid_arg(grid: str | None) -> None:
+    """Fail (one line, exit 2) when a GRID argument looks like a file path but no such file exists."""
+    if grid and looks_like_path(grid) and not Path(grid).is_file():
+        fail(f"grid file {grid}: no such file (expected a grid file or the name of a launched grid)")
+
+
 def resolve_grid_name(store: Store, grid: str | None) -> str:
     """A grid name from a name, a grid file, or the only grid in the database."""
+    check_grid_arg(grid)
     if grid and grid.endswith(".toml") and Path(grid).is_file():
         from orchestrator.grid import load_grid
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from db.engine import first_line
+from db.engine import first_line, has_answered
 from db.retry import is_transient
 from specs.settings import env_settings
 
@@ -25,7 +25,8 @@ MAX_DELAY_S = 10.0
 def ride_out(fn: Callable[[], T], *, what: str, wait_s: float | None = None,
              sleep: Callable[[float], None] = time.sleep) -> T:
     """Call ``fn`` until it gets through a transient database failure, for at most ``wait_s`` seconds
-    (default: the ``DLTH_DB_WAIT_S`` setting); then the last error is raised."""
+    (default: the ``DLTH_DB_WAIT_S`` setting); then the last error is raised. A database this process never
+reached is not waited for: its first error is raised at once."""
     limit = env_settings().db_wait_s if wait_s is None else wait_s
     deadline: float | None = None
     delay = 0.5
@@ -33,7 +34,7 @@ def ride_out(fn: Callable[[], T], *, what: str, wait_s: float | None = None,
         try:
             result = fn()
         except Exception as exc:
-            if not is_transient(exc):
+            if not is_transient(exc) or not has_answered():
                 raise
             now = time.monotonic()
             if deadline is None:

@@ -26,12 +26,13 @@ from orchestrator.report.lottery import LotteryReport, lottery_report_for, print
 from orchestrator.report.ranking import Report
 from orchestrator.report.render import has_rank_section
 from orchestrator.report.sections import recommendation
+from orchestrator.report.stamp import Stamp
 from orchestrator.results import ReportRequest, assemble_report
 from orchestrator.workspace import report_dir
 
 log = logging.getLogger(__name__)
 _LAST_KEY = "report/last/{}"  # dlth_meta: where and when the grid's last report was written
-UNFINISHED = (JobState.PENDING, JobState.WAITING, JobState.QUEUED, JobState.RUNNING)
+UNFINISHED = JobState.UNFINISHED  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,12 @@ class Produced:
     lottery: LotteryReport | None
     files: list[Path]
 
+    out: Path | None = None  # where the files went (None: printed only, nothing written)
+
     @property
     def out_dir(self) -> Path:
-        return self.files[0].parent
+        assert self.out is not None, "the report was not written"
+        return self.out
 
     def headline(self) -> list[str]:
         """The decision in a few lines (the report's first lines), or the lottery summary for a lottery grid."""
@@ -60,8 +64,9 @@ def grid_finished(store: Store, grid_name: str) -> bool:
     return sum(counts.get(s, 0) for s in UNFINISHED) == 0 and sum(counts.values()) > 0
 
 
-def produce(store: Store | None, req: ReportRequest, out_dir: Path | None = None) -> Produced:
-    """Assemble the report ``req`` asks for (the store already refreshed) and write its files.
+def produce(store: Store | None, req: ReportRequest, out_dir: Path | None = None, *, write: bool = True) -> Produced:
+    """Assemble the report ``req`` asks for (the store already refreshed) and, when ``write``, write its files
+    (to ``out_dir``, default the workspace's ``reports/<grid>``), stamped with the version, time and grid hash.
 
     Raises ValueError on bad input (as :func:`orchestrator.results.assemble_report`)."""
     rep = assemble_report(store, req)
@@ -71,11 +76,24 @@ def produce(store: Store | None, req: ReportRequest, out_dir: Path | None = None
     lottery = None  # the lottery section: one grid's [lottery.*] chains
     if store is not None and len(req.grids) == 1:
         lottery = lottery_report_for(store, req.grids[0], rep.metric, rep.higher_is_better)
-    files = write_report_files(rep, out_dir or report_dir(rep.grid), lottery)
-    produced = Produced(rep, lottery, files)
+    if not write:
+        return Produced(rep, lottery, [])
+    target = out_dir or report_dir(rep.grid)
+    files = write_report_files(rep, target, lottery, _stamp(store, req.grids))
+    produced = Produced(rep, lottery, files, target)
     if store is not None and len(req.grids) == 1:
         record_written(store, req.grids[0], produced)
     return produced
+
+
+def _stamp(store: Store | None, grids: Sequence[str]) -> Stamp:
+    """The stamp of files written now: this dlth-orch's version, the time, each grid's spec hash."""
+    hashes = {}
+    for name in grids:
+        g = store.get_grid(name) if store is not None else None
+        if g is not None:
+            hashes[name] = g.spec_hash
+    return Stamp(hashes)
 
 
 def produce_for_grid(store: Store, grid_name: str, out_dir: Path | None = None) -> Produced:
@@ -117,7 +135,11 @@ def print_produced(produced: Produced, console: Any, *, full: bool = True) -> No
         console.print(f"[bold]{escape(lines[0])}[/]")
         for line in lines[1:]:
             console.print(f"  {escape(line)}")
-    console.print(f"written: {written_line(produced.files)}", soft_wrap=True)
+    if produced.files:
+        console.print(f"written: {written_line(produced.files)}", soft_wrap=True)
+    else:
+        console.print("files: none written (--out DIR writes report.md, report.html, report.json and the plots)",
+                      soft_wrap=True)
 
 
 def written_line(files: Sequence[Path]) -> str:
@@ -165,6 +187,18 @@ def report_every(store: Store, grid_name: str) -> int:
         return 0
 
 
+def configured_out(store: Store, grid_name: str) -> Path | None:
+    """The grid's ``[report] out`` as recorded at launch, relative to its grid file (``None``: not set)."""
+    g = store.get_grid(grid_name)
+    try:
+        out = str((json.loads(g.spec_json).get("report") or {}).get("out", "")) if g else ""
+    except (ValueError, AttributeError):
+        return None
+    if not out or g is None:
+        return None
+    return Path(g.source_path).parent / out if g.source_path else Path(out)
+
+
 def finish_report(store: Store, grid_name: str) -> Produced | None:
     """Write the report of a grid whose jobs have all ended; ``None`` (and a log line) when it has not ended
     or the report failed. Never raises: the report must not fail the grid."""
@@ -206,11 +240,11 @@ def report_status(store: Store, grid_name: str) -> dict[str, Any]:
     if job is not None and newer_job and job.outcome.startswith("failed"):
         return {"state": "failed", "slurm_id": job.slurm_id, "log": job.log_path,
                 "line": f"report: the report job {job.slurm_id} {job.outcome} (log {job.log_path}); "
-                        f"`dlth-orch report {grid_name}` writes it by hand"}
+                        f"`dlth-orch report {grid_name} --out DIR` writes it by hand"}
     if job is not None and newer_job and job.outcome.startswith("cancelled"):
         return {"state": "cancelled", "slurm_id": job.slurm_id,
-                "line": f"report: the report job {job.slurm_id} was {job.outcome}; `dlth-orch report {grid_name}` "
-                        "writes the report"}
+                "line": f"report: the report job {job.slurm_id} was {job.outcome}; "
+                        f"`dlth-orch report {grid_name} --out DIR` writes the report"}
     if job is not None and newer_job and not job.outcome:
         return {"state": "scheduled", "slurm_id": job.slurm_id, "dir": job.out_dir,
                 "line": f"report: SLURM job {job.slurm_id} writes it to {job.out_dir} when the grid's last task "
@@ -220,4 +254,4 @@ def report_status(store: Store, grid_name: str) -> dict[str, Any]:
         return {"state": "written", **last,
                 "line": f"report: {Path(str(last['dir'])) / 'report.html'} (written "
                         f"{str(last.get('at', '')).replace('T', ' ').replace('+00:00', '')} UTC, {cover})"}
-    return {"state": "none", "line": f"report: none yet (`dlth-orch report {grid_name}` writes it)"}
+    return {"state": "none", "line": f"report: none yet (`dlth-orch report {grid_name} --out DIR` writes it)"}

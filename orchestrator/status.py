@@ -1,7 +1,9 @@
-"""``status``: where every grid stands - counts by state, progress per (subset, config), failures."""
+"""``status``: where a grid stands - one header line (progress, elapsed time, ETA, cost so far), progress per
+(subset, config) with the reference subset first and finished subsets collapsed to one row, failures."""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -15,6 +17,7 @@ from db.models import utcnow
 from orchestrator import breaker
 from orchestrator.backends.registry import backends_of_grid, get_backend
 from orchestrator.efficiency import job_usage
+from orchestrator.status_clock import UNFINISHED, Clock, clock, duration, hours
 from specs.job import job_label
 from specs.settings import env_settings
 
@@ -31,6 +34,14 @@ class GroupProgress:
     completed: int = 0
     running: int = 0
     failed: int = 0
+    pending: int = 0  # not started yet: pending, waiting for parents, queued
+    elapsed_s: float | None = None
+    eta_s: float | None = None
+    cost_hours: float = 0.0
+    cost_unit: str = ""
+
+    def set_clock(self, c: Clock) -> None:
+        self.elapsed_s, self.eta_s, self.cost_hours, self.cost_unit = c.elapsed_s, c.eta_s, c.cost_hours, c.unit
 
 
 @dataclass
@@ -38,6 +49,12 @@ class GridStatus:
     grid: str
     total: int
     counts: dict[str, int]
+    reference: str = "full"  # the report's reference subset, listed first
+    pending: int = 0
+    elapsed_s: float | None = None
+    eta_s: float | None = None
+    cost_hours: float = 0.0
+    cost_unit: str = ""
     groups: list[GroupProgress] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
     stale: list[dict] = field(default_factory=list)
@@ -93,12 +110,35 @@ def grid_status(store: Store, grid_name: str, stale_after_s: float | None = None
         if j.state == JobState.RUNNING and j.heartbeat_at and now - j.heartbeat_at > stale_after:
             st.stale.append({"job": j.job_hash, "label": label,
                              "heartbeat_age_s": int((now - j.heartbeat_at).total_seconds())})
-    st.groups = sorted(groups.values(), key=lambda g: (g.subset, g.config))
+    attempts: dict[str, list] = {}
+    for a in store.grid_attempts(grid_name) if jobs else []:
+        attempts.setdefault(a.job_hash, []).append(a)
+    by_group: dict[tuple[str, str], list] = {}
+    for j in jobs:
+        by_group.setdefault((j.subset_name, j.config_name), []).append(j)
+        groups[(j.subset_name, j.config_name)].pending += j.state in UNFINISHED and j.state != JobState.RUNNING
+    for key, members in by_group.items():
+        groups[key].set_clock(clock(members, attempts, now))
+    whole = clock(jobs, attempts, now)
+    st.elapsed_s, st.eta_s, st.cost_hours, st.cost_unit = whole.elapsed_s, whole.eta_s, whole.cost_hours, whole.unit
+    st.pending = sum(g.pending for g in groups.values())
+    st.reference = _reference(store, grid_name)
+    st.groups = sorted(groups.values(), key=lambda g: (g.subset != st.reference, g.subset, g.config))
     _graph_status(store, grid_name, jobs, st)
     pause = breaker.paused(store, grid_name)
     st.paused = breaker.pause_line(grid_name, pause) if pause else None
     st.usage = job_usage(store, grid_name)
     return st
+
+
+def _reference(store: Store, grid_name: str) -> str:
+    """The grid's ``[report] reference`` as recorded at launch (default ``full``)."""
+    g = store.get_grid(grid_name)
+    try:
+        ref = (json.loads(g.spec_json).get("report") or {}).get("reference", "full") if g else "full"
+    except (ValueError, AttributeError):
+        ref = "full"
+    return ref if isinstance(ref, str) else "full"
 
 
 def _graph_status(store: Store, grid_name: str, jobs: list, st: GridStatus) -> None:
@@ -127,16 +167,51 @@ def _graph_status(store: Store, grid_name: str, jobs: list, st: GridStatus) -> N
                                                             else "") for p in bad)})
 
 
-def print_status(st: GridStatus, console: Console) -> None:
-    counts = "  ".join(f"[{STATE_STYLE[s]}]{s.lower()} {n}[/]" for s, n in st.counts.items() if n)
+def header_line(st: GridStatus) -> str:
+    """``quickstart: 10/24 completed, 2 running, 12 pending · elapsed 3m 10s · ETA 4m 45s · cost 0.2 CPU-h``."""
     done = st.counts.get(JobState.COMPLETED, 0)
-    console.print(f"[bold]{escape(st.grid)}[/]: {done}/{st.total} completed   {counts}")
-    table = Table(show_edge=False, pad_edge=False)
-    for col in ("subset", "config", "done", "running", "failed"):
-        table.add_column(col, justify="right" if col in ("done", "running", "failed") else "left")
+    others = [f"[{STATE_STYLE[s]}]{n} {s.lower()}[/]" for s, n in st.counts.items()
+              if n and s not in (JobState.COMPLETED, JobState.PENDING, JobState.QUEUED, JobState.WAITING)]
+    if st.pending:
+        others.append(f"{st.pending} pending")
+    parts = [f"[bold]{escape(st.grid)}[/]: {done}/{st.total} completed" + "".join(f", {o}" for o in others),
+             f"elapsed {duration(st.elapsed_s)}"]
+    if st.eta_s != 0:
+        parts.append(f"ETA {duration(st.eta_s)}")
+    parts.append(f"cost {hours(st.cost_hours, st.cost_unit)}")
+    return " · ".join(parts)
+
+
+def _rows(st: GridStatus) -> list[tuple[str, str, GroupProgress]]:
+    """(subset, config label, progress) per table row: a subset whose jobs all completed is one row."""
+    rows: list[tuple[str, str, GroupProgress]] = []
+    by_subset: dict[str, list[GroupProgress]] = {}
     for g in st.groups:
-        table.add_row(escape(g.subset), escape(g.config), f"{g.completed}/{g.total}", str(g.running or ""),
-                      f"[red]{g.failed}[/]" if g.failed else "")
+        by_subset.setdefault(g.subset, []).append(g)
+    for subset, groups in by_subset.items():
+        if len(groups) > 1 and all(g.completed == g.total for g in groups):
+            units = {g.cost_unit for g in groups if g.cost_unit}
+            merged = GroupProgress(subset, "", sum(g.total for g in groups), sum(g.completed for g in groups),
+                                   elapsed_s=max((g.elapsed_s or 0.0 for g in groups), default=None), eta_s=0.0,
+                                   cost_hours=sum(g.cost_hours for g in groups),
+                                   cost_unit=units.pop() if len(units) == 1 else ("mixed" if units else ""))
+            rows.append((subset, f"all {len(groups)} configs", merged))
+        else:
+            rows.extend((subset, g.config, g) for g in groups)
+    return rows
+
+
+def print_status(st: GridStatus, console: Console) -> None:
+    """The grid's status for a terminal: the header line, the progress table, then one line per problem."""
+    console.print(header_line(st), soft_wrap=True)
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ("subset", "config", "done", "pending", "running", "failed", "elapsed", "ETA", "cost"):
+        table.add_column(col, justify="left" if col in ("subset", "config") else "right")
+    for subset, config, g in _rows(st):
+        name = f"{escape(subset)} (reference)" if subset == st.reference else escape(subset)
+        table.add_row(name, escape(config), f"{g.completed}/{g.total}", str(g.pending or ""),
+                      str(g.running or ""), f"[red]{g.failed}[/]" if g.failed else "", duration(g.elapsed_s),
+                      "" if g.eta_s == 0 else duration(g.eta_s), hours(g.cost_hours, g.cost_unit))
     console.print(table)
     for f in st.failed:
         console.print(f"[red]FAILED[/] {escape(f['label'])} ({f['job']}, {f['failures']} failures): "

@@ -51,6 +51,9 @@ class AttemptState(StrEnum):
 JobState.ALL = (JobState.PENDING, JobState.WAITING, JobState.QUEUED, JobState.RUNNING,  # type: ignore[attr-defined]
                 JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.PARENT_FAILED)
 JobState.ACTIVE = (JobState.QUEUED, JobState.RUNNING)  # type: ignore[attr-defined]
+# not finished yet: a grid with none of these has finished
+JobState.UNFINISHED = (JobState.PENDING, JobState.WAITING, JobState.QUEUED,  # type: ignore[attr-defined]
+                       JobState.RUNNING)
 JobState.TERMINAL = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED,  # type: ignore[attr-defined]
                      JobState.PARENT_FAILED)
 # states ``cancel`` may move to CANCELLED

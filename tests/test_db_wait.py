@@ -5,6 +5,7 @@ and the wait's sleep hook hands the lock back, so nothing depends on wall-clock 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,3 +61,22 @@ def test_dlth_db_wait_s_0_gives_up_at_once(locked: Locked, monkeypatch: pytest.M
     with pytest.raises(OperationalError, match="database is locked"):
         ride_out(lambda: _record(url), what="status", sleep=sleeps.append)
     assert sleeps == []
+
+
+def test_a_database_that_never_answered_fails_at_once(tmp_path: Path) -> None:
+    """Nothing listens on port 1: with the default 300 s wait, ``status`` still fails in seconds, one line,
+    exit 2 (a fresh process, which has never reached any database)."""
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DLTH_DB", "DLTH_DB_WAIT_S")}
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "status", "--db",
+                           "postgresql+psycopg://u:p@127.0.0.1:1/db"], capture_output=True, text=True,
+                          cwd=tmp_path, env={**env, "DLTH_HOME": str(tmp_path / ".dlth")}, timeout=120)
+    took = time.monotonic() - started
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: database postgresql+psycopg://u:***@")
+    assert "Connection refused" in proc.stderr and "waiting" not in proc.stderr
+    assert took < 60, took  # was 300 s (DLTH_DB_WAIT_S) before; most of what is left is importing the CLI

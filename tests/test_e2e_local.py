@@ -240,7 +240,7 @@ def test_launcher_killed_mid_run_resumes_on_next_launch(tmp_path: Path, digits: 
     launcher.wait()
     assert store.job(job.job_hash).state == JobState.RUNNING  # nobody told the DB
 
-    status = json.loads(cli("status", "killl", "--json", db=db, home=tmp_path).stdout)
+    (status,) = json.loads(cli("status", "killl", "--json", db=db, home=tmp_path).stdout)
     assert status["counts"]["FAILED"] == 1  # the lost attempt was noticed
     cli("launch", str(grid), "--no-progress", db=db, home=tmp_path)
     final = store.job(job.job_hash)
@@ -261,7 +261,7 @@ def test_detach_returns_at_once_and_the_background_launcher_finishes(tmp_path: P
     _wait_for(lambda: store.job(job.job_hash).state == JobState.COMPLETED, 300, "the detached job")
     (attempt,) = store.attempts(job.job_hash)
     assert attempt.ended_at > returned  # launch returned before the job ended: it did not wait for it
-    status = json.loads(cli("status", "--json", db=db, home=tmp_path).stdout)
+    (status,) = json.loads(cli("status", "--json", db=db, home=tmp_path).stdout)
     assert status["grid"] == "detached" and status["counts"]["COMPLETED"] == 1 and status["total"] == 1
     assert (tmp_path / "logs" / "launch-detached.log").is_file()
 

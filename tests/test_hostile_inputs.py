@@ -221,11 +221,17 @@ def test_a_nan_criterion_is_refused(scratch: Path, capsys: pytest.CaptureFixture
 
 def test_a_report_name_that_would_leave_the_workspace_is_refused(scratch: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    """An external table named ``...csv`` would name its report folder ``..`` (outside reports/)."""
+    """An external table named ``...csv`` would name its report folder ``..`` (outside reports/): a report
+    without --out only prints (nothing is written anywhere), and report_dir refuses such a name."""
+    from orchestrator.workspace import report_dir
+    from specs.base import SpecError
+
     csv = scratch / "in" / "...csv"
     csv.write_text((scratch / "in" / "results.csv").read_text())
-    line = run_refused(scratch, capsys, "report", "--external", str(csv))
-    assert line.startswith("error: GRID: expected a report name usable as a folder under"), line
+    with pytest.raises(SpecError, match="expected a report name usable as a folder under"):
+        report_dir("..")
+    main(["report", "--external", str(csv)])
+    assert "files: none written" in capsys.readouterr().out and os.listdir(scratch / "home") == []
     main(["report", "--external", str(csv), "--out", str(scratch / "out")])  # --out is the way
     assert (scratch / "out" / "report.md").is_file()
     assert os.listdir(scratch / "home") == []

@@ -211,7 +211,7 @@ def test_cancel_of_a_parent_cancels_its_dependents(tmp_path: Path, meta_dir: Pat
     assert counts == {JobState.CANCELLED: 3, JobState.PENDING: 15, JobState.WAITING: 14}
     status = _cli("status", "g", "--json", "--db", db, home=home)
     assert status.exit_code == 0, status.output
-    waiting = json.loads(status.output)["waiting"]
+    waiting = json.loads(status.output)[0]["waiting"]
     assert len(waiting) == 14
     assert all(len(w["waits_for"]) == 1 and "/simclr[" in w["waits_for"][0] for w in waiting)
     store.close()

@@ -170,7 +170,7 @@ def test_status_shows_a_failed_and_retrying_job_and_a_paused_grid(
     line = next(ln for ln in out.splitlines() if "RETRYING" in ln)
     assert "1 failed attempts" in line and "out of memory: MemoryError" in line and "c0" in line
     code, out, _ = run_cli(capsys, "status", "g", "--json", "--db", url)
-    doc = json.loads(out)
+    (doc,) = json.loads(out)
     assert doc["retrying"] == [{"job": jobs[0], "label": "full/c0/s0", "state": "QUEUED", "failures": 1,
                                 "error": "out of memory: MemoryError (lower the batch size or ask for more memory)"}]
     assert doc["paused"] is None
@@ -181,7 +181,7 @@ def test_status_shows_a_failed_and_retrying_job_and_a_paused_grid(
     assert len(paused) == 1 and "dlth-orch resume g" in paused[0] and "out of memory" in paused[0]
     code, out, _ = run_cli(capsys, "resume", "g", "--db", url)
     assert code == 0 and "resumed" in out
-    assert json.loads(run_cli(capsys, "status", "g", "--json", "--db", url)[1])["paused"] is None
+    assert json.loads(run_cli(capsys, "status", "g", "--json", "--db", url)[1])[0]["paused"] is None
     store.close()
 
 

@@ -75,7 +75,7 @@ def test_launch_wait_writes_the_report_refreshes_it_while_running_and_the_detach
     # [report] every = 2: rewritten while the grid ran, before its last job ended
     refreshed = [int(n) for n in re.findall(r"report of fin refreshed \((\d+) jobs completed\)", out.stderr)]
     assert refreshed and min(refreshed) < 4, out.stderr
-    status = json.loads(local_cli("status", "fin", "--json", db=db, home=tmp_path).stdout)
+    (status,) = json.loads(local_cli("status", "fin", "--json", db=db, home=tmp_path).stdout)
     assert status["report"]["state"] == "written" and status["report"]["jobs_completed"] == 4
     assert "report.html" in local_cli("status", "fin", db=db, home=tmp_path).stdout
 
@@ -85,7 +85,7 @@ def test_launch_wait_writes_the_report_refreshes_it_while_running_and_the_detach
     assert "launched in the background" in out.stderr
 
     def written_for_eight() -> bool:
-        doc = json.loads(local_cli("status", "fin", "--json", db=db, home=tmp_path).stdout)["report"]
+        doc = json.loads(local_cli("status", "fin", "--json", db=db, home=tmp_path).stdout)[0]["report"]
         return doc["state"] == "written" and doc["jobs_completed"] == 6
 
     wait_for("the detached launcher's report", written_for_eight, timeout=300, every=2)
@@ -128,7 +128,7 @@ def test_slurm_report_job_runs_after_the_last_task_and_is_relinked_when_the_grid
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     slurm_cli("launch", str(grid), "--cluster", "slurm", "--no-wait", "--no-progress", db=db)
     store = Fresh(db)
-    first = json.loads(slurm_cli("status", "rj", "--json", db=db).stdout)["report"]
+    first = json.loads(slurm_cli("status", "rj", "--json", db=db).stdout)[0]["report"]
     assert first["state"] == "scheduled", first
     # a relaunch that extends the grid (a second seed) re-links the report job to the new array too
     grid = write("[0, 1]")
@@ -167,5 +167,5 @@ def test_slurm_report_job_runs_after_the_last_task_and_is_relinked_when_the_grid
     rep = json.loads(report.read_text())
     assert (rep["jobs_completed"], rep["jobs_total"]) == (4, 4)
     assert {j.state for j in store.jobs("rj")} == {JobState.COMPLETED}
-    status = json.loads(slurm_cli("status", "rj", "--json", db=db).stdout)["report"]
+    status = json.loads(slurm_cli("status", "rj", "--json", db=db).stdout)[0]["report"]
     assert status["state"] == "written" and status["jobs_completed"] == 4

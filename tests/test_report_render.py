@@ -54,7 +54,10 @@ def test_html_markdown_and_plots_are_written_with_the_numbers(tmp_path: Path) ->
     hard = rep.subset("hard50").consistency
     files = write_report_files(rep, tmp_path / "out")
     names = sorted(p.name for p in files)
-    assert names == ["cost.png", "regret.png", "report.html", "report.json", "report.md", "scatter.png", "tau.png"]
+    plots = [f"{p}.{fmt}" for p in ("cost", "regret", "scatter", "tau") for fmt in ("pdf", "png", "svg")]
+    assert names == sorted([*plots, "report.html", "report.json", "report.md"])
+    assert (tmp_path / "out" / "tau.svg").read_text().lstrip().startswith("<?xml")
+    assert (tmp_path / "out" / "tau.pdf").read_bytes().startswith(b"%PDF-")
     assert all(p.is_file() for p in files)
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temp files left
 

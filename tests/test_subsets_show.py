@@ -118,3 +118,18 @@ def test_bad_subset_is_one_line_and_exit_2(grid, capsys, tmp_path, table, messag
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "bad.toml" in lines[0] and message in lines[0], err
+
+
+def test_show_piped_keeps_values_whole(grid, capsys):
+    """capsys is no terminal, as a pipe: no cell is cut short (rich's ellipsis) or folded onto two lines."""
+    from orchestrator.grid import load_grid
+
+    code, out, err = run_cli(["subsets", "show", str(grid)], capsys)
+    assert code == 0, err
+    assert "…" not in out
+    spec = load_grid(grid)
+    hashes = json.loads(run_cli(["subsets", "show", str(grid), "--json"], capsys)[1])["subsets"]
+    for name in spec.subsets:  # every summary row holds its whole params text and its whole hash on one line
+        row = next(ln for ln in out.splitlines() if ln.count("│") > 2 and ln.split("│")[1].strip() == name)
+        assert hashes[name]["hash"] in row
+    assert "mode=subtree roots=['dog.n.01'] fraction=0.5" in out

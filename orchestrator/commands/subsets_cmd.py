@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from orchestrator.cli_common import db_option, fail, open_store
+from orchestrator.cli_common import db_option, fail, open_store, output_console
 from specs.base import SpecError
 from specs.contract import JobPaths
 from subsets import SubsetError
@@ -101,7 +101,7 @@ def show(grid_file: Path, as_json: bool, max_classes: int) -> None:
     if as_json:
         click.echo(json.dumps(report, indent=1))
     else:
-        render(report, Console(), max_classes)
+        render(report, output_console(), max_classes)  # piped: values whole, never truncated
 
 
 @subsets.command("class-accuracy")

@@ -27,6 +27,8 @@ class ReportConfig:
     max_regret: float = field(default=0.01, metadata={"min": 0.0})
     # rewrite the report files each time this many more jobs have completed while the grid runs (0: only at the end)
     every: int = field(default=0, metadata={"min": 0})
+    # where `dlth-orch report` writes its files without --out (relative to the grid file; "": print only)
+    out: str = ""
 
 
 @dataclass(frozen=True)

@@ -215,7 +215,8 @@ def decide(subsets: Sequence[SubsetReport], reference: str, crit: Criterion) -> 
         shape = []
         if grid_n < need_n:
             shape.append(f"{grid_n} configurations cannot give a tau lower bound above 0 at {crit.confidence:.0%} "
-                         f"(even a perfect ranking of {grid_n} happens by chance too often)")
+                         f"(even a perfect ranking of {grid_n} happens by chance too often: scipy's exact Kendall "
+                         "test, not the table's seed bootstrap)")
         if grid_seeds < need_s:
             shape.append(f"{grid_seeds} seed(s) per configuration give no seed interval")
         headline = ("Undecidable: this grid is too small for the criterion - " + "; ".join(shape)
@@ -231,15 +232,14 @@ def decide(subsets: Sequence[SubsetReport], reference: str, crit: Criterion) -> 
 def _summary(s: SubsetReport, v: Verdict) -> str:
     c = s.consistency
     assert c is not None
-    tau = "tau n/a" if c.kendall_tau is None else f"tau {c.kendall_tau:.3f}"
-    if c.kendall_tau_ci:
-        tau += f" [{c.kendall_tau_ci[0]:.2f}, {c.kendall_tau_ci[1]:.2f}]"
-    reg = "regret n/a" if c.regret is None else f"regret {c.regret:.4g}"
-    if c.regret_ci:
-        reg += f" [{c.regret_ci[0]:.4g}, {c.regret_ci[1]:.4g}]"
+    from orchestrator.report import fmt  # the table's number formats (fmt imports ranking, as this module)
+
+    seeds = fmt.seeds_of(s)
+    tau = "tau n/a" if c.kendall_tau is None else f"tau {fmt.tau_text(c, seeds)}"
+    reg = "regret n/a" if c.regret is None else f"regret {fmt.regret_text(c, seeds)}"
     cost = ""
     if s.cost_hours_per_job is not None:
-        cost = f", {s.cost_hours_per_job:.3g} {s.cost_unit} per job"
+        cost = f", {fmt.hours_text(s.cost_hours_per_job, s.cost_unit)} per job"
     elif s.cost_ratio is not None:
         cost = f", {s.cost_ratio:.2f}x the reference's training time"
     return f"{tau}, {reg}{cost}, {c.n_common} configurations"

@@ -18,11 +18,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from orchestrator.report import fmt
 from orchestrator.report.lottery import PLOT_FILE as LOTTERY_PLOT
 from orchestrator.report.lottery import LotteryReport, lottery_html, lottery_markdown, lottery_plot
-from orchestrator.report.plots import PLOTS
+from orchestrator.report.plots import FORMATS, PLOTS, render_all
 from orchestrator.report.ranking import Report
 from orchestrator.report.sections import Section, extra_sections, header_lines, recommendation
+from orchestrator.report.stamp import Stamp
 from orchestrator.report.statistics import ConfigStat, SubsetReport
 from specs.atomic import write_bytes_atomic
 from specs.job import metric_protocol
@@ -41,121 +43,113 @@ NO_PLOTS = "No plots yet: no subset shares enough finished configurations with t
 # cells shared by every form
 
 
-def _num(x: float | None, digits: int = 3) -> str:
-    return DASH if x is None else f"{x:.{digits}f}"
-
-
 def _bool(x: bool | None) -> str:
     return DASH if x is None else ("yes" if x else "no")
 
 
-def _count(x: float, compact: bool) -> str:
-    if compact and x >= 10_000:
-        return f"{x / 1e6:.1f}M" if x >= 1e6 else f"{x / 1e3:.0f}k"
-    return f"{x:,.0f}"
-
-
-def _size(s: SubsetReport, compact: bool = False) -> str:
-    parts = [_count(x, compact) for x in (s.num_classes, s.num_train_samples) if x is not None]
+def _size(s: SubsetReport) -> str:
+    parts = [f"{x:,.0f}" for x in (s.num_classes, s.num_train_samples) if x is not None]
     return " / ".join(parts) if parts else DASH
 
 
 def _tau(s: SubsetReport) -> str:
-    if s.is_reference:
-        return "reference"
-    c = s.consistency
-    if c is None or c.kendall_tau is None:
-        return f"{DASH} (n={c.n_common})" if c else DASH
-    ci = f" [{c.kendall_tau_ci[0]:.2f}, {c.kendall_tau_ci[1]:.2f}]" if c.kendall_tau_ci else ""
-    return f"{c.kendall_tau:.3f}{ci}"
+    return "reference" if s.is_reference else fmt.tau_text(s.consistency, fmt.seeds_of(s))
 
 
 def _cost(s: SubsetReport) -> str:
     return DASH if s.cost_ratio is None else f"{s.cost_ratio:.2f}x"
 
 
-def _regret(s: SubsetReport, compact: bool = False) -> str:
-    c = s.consistency
-    if s.is_reference or c is None or c.regret is None:
-        return DASH
-    fmt = (lambda x: f"{x:.3g}") if compact else _reg
-    ci = f" [{fmt(c.regret_ci[0])}, {fmt(c.regret_ci[1])}]" if c.regret_ci else ""
-    return f"{fmt(c.regret)}{ci}"
+def _regret(s: SubsetReport) -> str:
+    return DASH if s.is_reference else fmt.regret_text(s.consistency, fmt.seeds_of(s))
 
 
-def _reg(x: float) -> str:
-    return f"{x:.3f}" if abs(x) < 100 else f"{x:.4g}"
+def _measured(s: SubsetReport) -> str:
+    """Measured device-hours per job, with its unit."""
+    return fmt.hours_text(s.cost_hours_per_job, s.cost_unit)
 
 
-def _unit(report: Report) -> str | None:
-    """The one cost unit of every measured subset ("CPU-h"), or None when mixed or none."""
-    units = {s.cost_unit for s in report.subsets if s.cost_hours_per_job is not None}
-    return units.pop().replace("-hours", "-h") if len(units) == 1 else None
-
-
-def _measured(s: SubsetReport, bare: bool = False) -> str:
-    """Cost per job; ``bare``: without its unit (the column header names it)."""
-    if s.cost_hours_per_job is None:
-        return DASH
-    return f"{s.cost_hours_per_job:.3g}" + ("" if bare else f" {s.cost_unit.replace('-hours', '-h')}")
-
-
-def _verdict(report: Report, s: SubsetReport, compact: bool = False) -> str:
+def _verdict(report: Report, s: SubsetReport) -> str:
     if s.is_reference:
-        return "ref" if compact else "reference"
+        return "reference"
     d = report.decision
     v = next((v for v in d.verdicts if v.subset == s.subset), None) if d else None
     if v is None:
         return DASH
     if d is not None and d.recommended == s.subset:
-        return "REC" if compact else "RECOMMENDED"
-    return ("yes" if v.meets else "no") if compact else ("meets" if v.meets else "misses")
+        return "RECOMMENDED"
+    return "meets" if v.meets else "misses"
 
 
 def _name(s: SubsetReport, provisional_mark: bool = True) -> str:
     return s.subset + (" *" if s.provisional and provisional_mark else "")
 
 
-def summary_header(report: Report, short: bool = False) -> list[str]:
-    """Column names of the summary table (``short``: for 80-column terminals, explained in the caption)."""
+def _level(report: Report) -> float:
+    return report.decision.criterion.level() if report.decision else 0.95
+
+
+def summary_header(report: Report) -> list[str]:
+    """Column names of the summary table (every column; :func:`summary_table` keeps those worth showing)."""
     lvl = f"{_level(report):.0%}"
-    if short:
-        unit = _unit(report)
-        return ["subset", "size", "done", f"tau [{lvl} CI]", "rho", "top-1", f"top-{report.top_k}", "pairs",
-                "regret [CI]", "time", f"{unit}/job" if unit else "cost/job", "meets"]
     return ["subset", "classes / samples", "done/total", f"Kendall tau [{lvl} CI]", "Spearman rho", "top-1 agree",
             f"top-{report.top_k} overlap", "pairwise", f"regret [{lvl} CI]", f"train time vs {report.reference}",
             "measured cost per job", "criterion"]
 
 
-def _level(report: Report) -> float:
-    return report.decision.criterion.level() if report.decision else 0.95
-
-
-def _short_legend(report: Report) -> str:
-    ref, k = report.reference, report.top_k
-    return (f"size: classes / training samples; tau: Kendall tau-b vs {ref} ({_level(report):.0%} CI over "
-            "seeds, paired: seed variation only, not the choice of configurations); "
-            "rho: Spearman; "
-            f"top-1: same best config; top-{k}: overlap of the top {k}; pairs: share of config pairs in the same "
-            f"order; regret: {report.metric} lost on {ref} by picking the subset's best config; time: training "
-            f"time vs {ref}; /job: measured device-hours per job, all attempts; meets: the criterion (REC: "
-            "recommended)")
-
-
-def summary_rows(report: Report, compact: bool = False) -> list[list[str]]:
-    """One row per subset, in report order (``compact``: sample counts as 13k, 1.3M for narrow terminals)."""
+def summary_rows(report: Report) -> list[list[str]]:
+    """One row per subset, in report order, every column."""
     rows = []
     for s in report.subsets:
         c = s.consistency
         rows.append([
-            _name(s), _size(s, compact), f"{s.jobs_completed}/{s.jobs_total}",
-            _tau(s),
-            _num(c.spearman_rho) if c else DASH, _bool(c.top1_agree) if c else DASH,
-            _num(c.top_k_overlap, 2) if c else DASH, _num(c.pairwise_agreement, 2) if c else DASH, _regret(s, compact),
-            _cost(s), _measured(s, bare=compact and _unit(report) is not None), _verdict(report, s, compact),
+            _name(s), _size(s), f"{s.jobs_completed}/{s.jobs_total}", _tau(s),
+            fmt.num(c.spearman_rho) if c else DASH, _bool(c.top1_agree) if c else DASH,
+            fmt.num(c.top_k_overlap, 2) if c else DASH, fmt.num(c.pairwise_agreement, 2) if c else DASH,
+            _regret(s), _cost(s), _measured(s), _verdict(report, s),
         ])
     return rows
+
+
+def summary_table(report: Report) -> tuple[list[str], list[list[str]]]:
+    """The summary table every form shows: the training-time column is left out when every subset has a
+    measured cost per job (which says more)."""
+    header, rows = summary_header(report), summary_rows(report)
+    keep = list(range(len(header)))
+    if report.subsets and all(s.cost_hours_per_job is not None for s in report.subsets):
+        keep.remove(9)
+    return [header[n] for n in keep], [[row[n] for n in keep] for row in rows]
+
+
+def legend(report: Report, header: Sequence[str]) -> str:
+    """What each column shown in ``header`` means (and only those), in the same words in every form."""
+    ref, k, lvl = report.reference, report.top_k, f"{_level(report):.0%}"
+    tau = (f"Kendall tau-b vs {ref}, with its {lvl} interval from a paired bootstrap over seeds (seed variation "
+           "only, not the choice of configurations)")
+    if report.decision is not None and report.decision.status == "undecidable":
+        tau += ("; the headline's 'Undecidable' comes from scipy's exact Kendall test of a perfect ranking, "
+                "not from this bootstrap")
+    words = {
+        "classes / samples": "classes / training samples",
+        "done/total": "jobs completed / jobs of the subset",
+        f"Kendall tau [{lvl} CI]": tau,
+        "Spearman rho": "Spearman rank correlation",
+        "top-1 agree": "the same best configuration",
+        f"top-{k} overlap": f"overlap of the top {k}",
+        "pairwise": "share of configuration pairs in the same order",
+        f"regret [{lvl} CI]": f"{report.metric} lost on {ref} by choosing the subset's best configuration "
+                              "(same bootstrap)",
+        f"train time vs {ref}": f"summed training time vs {ref}",
+        "measured cost per job": "device-hours per job, wall time of every attempt x the devices held",
+        "criterion": "meets / misses the criterion (RECOMMENDED: the cheapest subset that meets it)",
+    }
+    parts = [f"{col}: {words[col]}" for col in header if col in words]
+    if any(fmt.COARSE in cell for row in summary_rows(report) for cell in row):
+        parts.append(f"{fmt.COARSE}: with 2 seeds the bootstrap has 3 distinct draws, too few for an interval "
+                     "(the criterion still uses it); run more seeds")
+    if not report.complete:
+        parts.append("* = provisional: the subset or the reference has unfinished jobs")
+    return "; ".join(parts) + "."
 
 
 RANKING_HEADER = ["config", "mean ± std", "seeds", "rank", "ref rank"]
@@ -179,7 +173,7 @@ def _section_title(s: SubsetReport) -> str:
     if s.is_reference:
         return f"{s.subset} (reference){ext}"
     tau = s.consistency.kendall_tau if s.consistency else None
-    return f"{s.subset}: tau {_num(tau)}, {s.jobs_completed}/{s.jobs_total} jobs done{ext}"
+    return f"{s.subset}: tau {fmt.num(tau)}, {s.jobs_completed}/{s.jobs_total} jobs done{ext}"
 
 
 def subset_notes(s: SubsetReport) -> list[str]:
@@ -214,7 +208,8 @@ def _settings_line(report: Report) -> str:
     return (f"{sources}metric {report.metric} ({direction}; protocol: {metric_protocol(report.metric)}{on}), "
             f"reference {report.reference}, "
             f"{report.jobs_completed}/{report.jobs_total} jobs completed, tau and regret CIs from "
-            f"{report.bootstrap} paired bootstrap samples over seeds (seed {report.seed}; each draws seed indices "
+            f"{report.bootstrap} paired bootstrap samples over seeds (the bootstrap's random seed {report.seed}; each "
+            "draws seed indices "
             "once for every configuration and subset, since a seed is the same initialisation everywhere): they "
             "cover seed variation, not the choice of configurations")
 
@@ -230,17 +225,14 @@ def print_report(report: Report, console: Console) -> None:
     for line in header_lines(report):
         console.print(escape(line))
     table = Table(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    header, rows = summary_header(report, short=True), summary_rows(report, compact=True)
-    keep = list(range(len(header)))
-    if _unit(report) and all(s.cost_hours_per_job is not None for s in report.subsets):
-        keep.remove(header.index("time"))  # the measured cost per job says more, and the terminal is narrow
-    for n in keep:
-        table.add_column(header[n], justify="left" if n == 0 else "right", no_wrap=n in (0, 3, 8))  # 3, 8: CIs
+    header, rows = summary_table(report)
+    for n, name in enumerate(header):
+        table.add_column(escape(name), justify="left" if n == 0 else "right", no_wrap=name.endswith("CI]"))
     for row in rows:
-        table.add_row(*(escape(row[n]) for n in keep))
+        table.add_row(*map(escape, row))
     console.print(table)
-    legend = _settings_line(report) + ("" if report.complete else "; * = provisional") + ". " + _short_legend(report)
-    console.print(f"[dim]{escape(legend)}[/dim]")
+    console.print(f"[dim]{escape(legend(report, header))}[/dim]", soft_wrap=True)  # one line: greppable
+    console.print(f"[dim]{escape(_settings_line(report))}.[/dim]", soft_wrap=True)
     for sec in extra_sections(report):
         _print_section(sec, console)
     for s in report.subsets:
@@ -309,11 +301,12 @@ def render_markdown(report: Report, images: dict[str, str]) -> str:
     out += [line + "  " for line in header_lines(report)] + [_settings_line(report) + ".", ""]
     for n, line in enumerate(warning_lines(report)):
         out += [f"> **{'PROVISIONAL' if n == 0 and not report.complete else 'warning'}:** {line}", ""]
-    out += ["## Summary", "", _md_table(summary_header(report), summary_rows(report)), ""]
-    if not report.complete:
-        out += ["`*` = provisional: the subset or the reference has unfinished jobs.", ""]
+    header, rows = summary_table(report)
+    out += ["## Summary", "", _md_table(header, rows), "", legend(report, header), ""]
     for name, file in images.items():
-        out += [f"![{PLOT_TITLES[name]}]({file})", ""]
+        stem = file.rsplit(".", 1)[0]
+        out += [f"![{PLOT_TITLES[name]}]({file})", "",
+                f"({PLOT_TITLES[name]}, for a paper: [{stem}.svg]({stem}.svg), [{stem}.pdf]({stem}.pdf))", ""]
     if not images:
         out += [NO_PLOTS, ""]
     for sec in extra_sections(report):
@@ -361,9 +354,8 @@ def render_html(report: Report, pngs: dict[str, bytes]) -> str:
     for n, line in enumerate(warning_lines(report)):
         cls = "prov" if n == 0 and not report.complete else "warn"
         parts.append(f"<div class='{cls}'>{e(line)}</div>")
-    parts += ["<h2>Summary</h2>", _html_table(summary_header(report), summary_rows(report))]
-    if not report.complete:
-        parts.append("<p class='muted'>* = provisional: the subset or the reference has unfinished jobs.</p>")
+    header, rows = summary_table(report)
+    parts += ["<h2>Summary</h2>", _html_table(header, rows), f"<p class='muted'>{e(legend(report, header))}</p>"]
     for name, data in pngs.items():
         if name not in TOP_PLOTS:
             parts.append(f"<h2>{e(PLOT_TITLES[name])}</h2>{_img(name, data)}")
@@ -402,15 +394,20 @@ def has_rank_section(report: Report) -> bool:
     return report.jobs_total > 0 or bool(report.subsets)
 
 
-def write_report_files(report: Report, out_dir: Path | str, lottery: LotteryReport | None = None) -> list[Path]:
-    """Write report.md (+ its PNG plots), report.html (self-contained) and report.json into ``out_dir``.
+def write_report_files(report: Report, out_dir: Path | str, lottery: LotteryReport | None = None,
+                       stamp: Stamp | None = None) -> list[Path]:
+    """Write report.md, report.html (self-contained), report.json and each plot as PNG, SVG and PDF into
+    ``out_dir``; every page says what wrote it, when, and the grid's hash (``stamp``).
 
     Everything is rendered before anything is written, and each file is replaced atomically.
     """
     out = Path(out_dir)
+    stamp = stamp or Stamp()
     lottery_only = lottery is not None and not has_rank_section(report)
-    pngs = {} if lottery_only else {name: data for name, plot in PLOTS.items() if (data := plot(report)) is not None}
-    files: dict[str, bytes] = {f"{name}.png": data for name, data in pngs.items()}
+    figures = {} if lottery_only else render_all(report)
+    pngs = {name: fmts["png"] for name, fmts in figures.items()}
+    files: dict[str, bytes] = {f"{name}.{kind}": data for name, kinds in figures.items()
+                               for kind, data in kinds.items()}
     if lottery_only:  # a grid of lottery chains only: no empty rank-consistency tables
         md = f"# Lottery-ticket report: {report.grid}\n"
         page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Lottery tickets: {html.escape(report.grid)}"
@@ -422,13 +419,17 @@ def write_report_files(report: Report, out_dir: Path | str, lottery: LotteryRepo
         files.update({LOTTERY_PLOT: png} if png else {})
         md += "\n" + lottery_markdown(lottery, LOTTERY_PLOT if png else None)
         page = page.replace("</body></html>", lottery_html(lottery, png) + "\n</body></html>")
+    md += f"\n---\n\n*{stamp.line()}*\n"
+    page = page.replace("</body></html>", f"<p class='muted'>{html.escape(stamp.line())}</p>\n</body></html>")
     files["report.md"] = md.encode("utf-8")
     files["report.html"] = page.encode("utf-8")
-    files["report.json"] = (report_json(report, lottery) + "\n").encode("utf-8")
+    doc = {**json.loads(report_json(report, lottery)), "written": stamp.to_dict()}
+    files["report.json"] = (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode("utf-8")
     out.mkdir(parents=True, exist_ok=True)
     for file, data in files.items():
         write_bytes_atomic(out / file, data)
     for name in PLOTS.keys() - pngs.keys():  # a plot an earlier report had and this one has not
-        (out / f"{name}.png").unlink(missing_ok=True)
+        for kind in FORMATS:
+            (out / f"{name}.{kind}").unlink(missing_ok=True)
     log.info("report of %s written to %s", report.grid, out)
     return [out / file for file in files]
