@@ -95,13 +95,16 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
         source = None if dry_run else read_source(require_clean=require_clean)
     except DirtyTree as exc:
         fail(str(exc))
-    v = pipeline.validate(grid_file, cluster, profile, max_jobs)
+    v = pipeline.validate(grid_file, cluster, profile, max_jobs, dry_run=dry_run)
     if dry_run:
-        plan = pipeline.dry_run(v)
+        from orchestrator.dry_run import dry_run as plan_dry_run
+        from orchestrator.dry_run import print_dry_run
+
+        planned = plan_dry_run(v, db_url)
         if as_json:
-            click.echo(json.dumps(plan.to_dict(), indent=1))
+            click.echo(json.dumps(planned.to_dict(), indent=1))
         else:
-            pipeline.print_plan(plan, Console())
+            print_dry_run(planned, Console())
         return
     assert source is not None
     meta = pipeline.prepare_data(v)  # a truncated or changed .beton fails here, before anything is recorded

@@ -1,9 +1,9 @@
 """``launch``: grid file -> validated spec -> jobs recorded in the database -> handed to a backend.
 
 The pipeline (:func:`launch`): validate (grid file, backend profile, backbones) -> expand -> plan (the dry
-run stops here and writes nothing) -> take the grid's lock -> record (job files, then the grid row and its
-job rows in one transaction) -> advance the graph -> submit (the backend schedules the whole graph) ->
-follow (local: run to the end; SLURM: ``--wait``).
+run, :mod:`orchestrator.dry_run`, stops here and writes nothing) -> take the grid's lock -> record (job
+files, then the grid row and its job rows in one transaction) -> advance the graph -> submit (the backend
+schedules the whole graph) -> follow (local: run to the end; SLURM: ``--wait``).
 
 The grid lock lives in the database (:mod:`db.locks`), so two launchers of one grid, on one host or on
 two hosts sharing a PostgreSQL server, never both record and submit it: the second is told who holds it.
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from db import JobRow, JobState, NewJob, Store, workspace_dir
-from orchestrator.backends.base import Backend, Plan, PlanJob
+from orchestrator.backends.base import Backend
 from orchestrator.breaker import BreakerSettings
 from orchestrator.expand import ExpandedJob, expand, resolve_subsets
 from orchestrator.grid import GridSpec, load_grid
@@ -55,9 +55,12 @@ class Validated:
     profile: dict[str, Any]
 
 
-def validate(grid_file: Path, cluster: str, profile: str | None, max_jobs: int = DEFAULT_MAX_JOBS) -> Validated:
+def validate(grid_file: Path, cluster: str, profile: str | None, max_jobs: int = DEFAULT_MAX_JOBS, *,
+             dry_run: bool = False) -> Validated:
     """Read the grid (at most ``max_jobs`` jobs), load and check the backend's profile, pre-flight the
-    backbones (one-line errors)."""
+    backbones (one-line errors; checks that passed before are remembered, except by a ``dry_run``, which
+    writes nothing)."""
+    from orchestrator.backbone_cache import BackboneCache
     from orchestrator.backends.registry import get_backend
     from orchestrator.preflight import check_backbones
     from orchestrator.profiles import load_profile
@@ -67,7 +70,7 @@ def validate(grid_file: Path, cluster: str, profile: str | None, max_jobs: int =
     name = profile or grid.cluster.get("profile") or backend.default_profile
     prof = load_profile(name, {k: v for k, v in grid.cluster.items() if k != "profile"})
     backend.validate(grid, prof)  # a bad profile is reported before any job is recorded
-    check_backbones(grid)  # a model the workers could not build fails here, not in every job
+    check_backbones(grid, BackboneCache.in_workspace(read_only=dry_run))  # fails here, not in every job
     BreakerSettings.from_table(grid.raw.get("breaker"), str(grid.path))
     return Validated(grid, backend, name, prof)
 
@@ -82,19 +85,6 @@ def prepare_data(v: Validated) -> DatasetMeta:
     with targeting(str(v.profile.get("slurm_conf") or "")):  # the profile's cluster (its node count), not the default
         check_data(meta, v.backend.name)
     return meta
-
-
-def dry_run(v: Validated) -> Plan:
-    """Expand the grid and ask the backend for its plan; writes nothing (no database, no job directory)."""
-    root = Path(v.grid.dataset_root)
-    if not (root / "meta.json").is_file():
-        from specs.base import SpecError
-
-        raise SpecError("dataset.root", f"a prepared dataset for --dry-run ({root} has no meta.json; "
-                                        "a launch without --dry-run prepares it)").in_file(str(v.grid.path))
-    jobs = expand(v.grid, DatasetMeta.load(root))  # the plan only: the data pre-flight runs at launch
-    plan_jobs = [PlanJob(ej.spec.job_hash, ej.spec.label(), ej.spec, ej.spec.depends_on) for ej in jobs]
-    return v.backend.plan(plan_jobs, v.profile)
 
 
 def ensure_dataset(grid: GridSpec) -> DatasetMeta:
@@ -159,24 +149,6 @@ def report_refresher(store: Store, grid_name: str) -> Callable[[int], object] | 
 
     every = report_every(store, grid_name)
     return Refresher(store, grid_name, every).poll if every else None
-
-
-def print_plan(plan: Plan, console: Any) -> None:
-    """The dry run as a table: one row per group (array / graph level), its jobs, resources, dependencies."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    console.print(f"dry run: {plan.jobs} jobs on [bold]{plan.backend}[/] (profile {escape(plan.profile)}), "
-                  f"{len(plan.groups)} groups; nothing written")
-    table = Table(show_edge=False, pad_edge=False)
-    for col in ("group", "jobs", "first job", "resources", "waits for"):
-        table.add_column(col, justify="right" if col == "jobs" else "left")
-    for g in plan.groups:
-        res = " ".join(f"{k}={v}" for k, v in g.resources.items())
-        waits = f"{g.dependency}: {', '.join(g.depends_on)}" if g.depends_on else ""
-        table.add_row(escape(g.name), str(len(g.jobs)), escape(g.jobs[0] if g.jobs else ""), escape(res),
-                      escape(waits))
-    console.print(table)
 
 
 def launch(v: Validated, store: Store, db_url: str, meta: DatasetMeta, *, wait: bool, progress: bool,

@@ -120,10 +120,14 @@ def prepare_digits(root: str | Path, image_size: int = 32, *, progress: bool = F
     return meta
 
 
-def _prepare_digits_builtin(root: Path, image_size: int, *, progress: bool = False, **options: Any) -> DatasetMeta:
+def _no_digits_options(root: Path, options: dict[str, Any]) -> None:
     given = sorted(k for k, v in options.items() if v is not None)
     if given:
         raise DataWriteError(root, given[0], "no such option for the digits (they are only 1,797 images)")
+
+
+def _prepare_digits_builtin(root: Path, image_size: int, *, progress: bool = False, **options: Any) -> DatasetMeta:
+    _no_digits_options(root, options)
     return prepare_digits(root, image_size, progress=progress)
 
 
@@ -152,3 +156,39 @@ def prepare_builtin(
         raise DataWriteError(root, "prepare", "one of " + ", ".join(BUILTINS))
     return BUILTINS[name](Path(root), image_size, progress=progress, train_per_class=train_per_class,
                           val_per_class=val_per_class, **options)
+
+
+def builtin_labels(name: str, root: str | Path, image_size: int = 32, *, train_per_class: int | None = None,
+                   val_per_class: int | None = None, **options: Any) -> DatasetMeta:
+    """The metadata :func:`prepare_builtin` would write for builtin ``name`` (classes and every sample's
+    label, hence the fingerprint), computed from the labels alone: nothing is written or decoded. For a
+    dry run of a grid whose builtin dataset is not built yet."""
+    root = Path(root).resolve()
+    files = {s: f"{s}.beton" for s in SPLITS}
+    if name == "digits":
+        _no_digits_options(root, {"train_per_class": train_per_class, "val_per_class": val_per_class, **options})
+        from sklearn.datasets import load_digits
+
+        labels = load_digits().target.astype(np.int64)
+        split = digits_split(labels)
+        return DatasetMeta(root, digits_name(image_size), DIGIT_CLASSES, files, {s: labels[split[s]] for s in SPLITS})
+    if name == "fashion-mnist":
+        from workers.data.fashion_mnist import (
+            FASHION_CLASSES,
+            FILES,
+            LABEL_MAGIC,
+            SOURCE_DIR,
+            fashion_name,
+            first_per_class,
+            read_idx,
+        )
+
+        source = Path(options.get("source_dir") or SOURCE_DIR)
+        limits = {"train": train_per_class, "val": val_per_class}
+        split_labels = {}
+        for s in SPLITS:
+            labels = read_idx(source / FILES[s][1], LABEL_MAGIC).astype(np.int64)
+            split_labels[s] = labels[first_per_class(labels, limits[s])]
+        return DatasetMeta(root, fashion_name(image_size, train_per_class, val_per_class), FASHION_CLASSES, files,
+                           split_labels)
+    raise DataWriteError(root, "prepare", "one of " + ", ".join(BUILTINS))
