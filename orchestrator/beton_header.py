@@ -6,7 +6,7 @@ The layout is FFCV 1.0.2's (``ffcv/types.py``, ``reader.py``, ``writer.py``), al
 - the header (``HeaderType``: version, number of fields, page size, number of samples, where the
   allocation table starts), 24 bytes;
 - one field descriptor per field (``FieldDescType``: a type id, a 16-byte NUL-padded ASCII name, 1,024
-  bytes of type-specific arguments), 1,041 bytes each (aligned to 1,048);
+  bytes of type-specific arguments), 1,041 bytes each;
 - the metadata table: one record per sample, the fields' metadata records side by side (aligned);
 - the sample data, page by page;
 - the allocation table at ``alloc_table_ptr`` (sample id, pointer, size; 24 bytes an entry) to the end.

@@ -82,6 +82,23 @@ def digits_images(image_size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.repeat(big[..., None], 3, axis=-1), data.target.astype(np.int64)
 
 
+def digits_labels() -> np.ndarray:
+    """The 1,797 digits' labels, as ``load_digits().target``: read from the CSV scikit-learn ships (its last
+    column), without importing scikit-learn (seconds) when the file is where scikit-learn keeps it."""
+    import gzip
+    from importlib.util import find_spec
+
+    spec = find_spec("sklearn")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        csv = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+        if csv.is_file():
+            with gzip.open(csv, "rt") as fh:
+                return np.array([int(float(line.rsplit(",", 1)[1])) for line in fh if line.strip()], dtype=np.int64)
+    from sklearn.datasets import load_digits
+
+    return load_digits().target.astype(np.int64)
+
+
 def digits_split(labels: np.ndarray) -> dict[str, np.ndarray]:
     """Seeded, stratified ~80/20 split of sample indices; each split sorted by (class, index)."""
     rng = np.random.default_rng(SPLIT_SEED)
@@ -167,9 +184,7 @@ def builtin_labels(name: str, root: str | Path, image_size: int = 32, *, train_p
     files = {s: f"{s}.beton" for s in SPLITS}
     if name == "digits":
         _no_digits_options(root, {"train_per_class": train_per_class, "val_per_class": val_per_class, **options})
-        from sklearn.datasets import load_digits
-
-        labels = load_digits().target.astype(np.int64)
+        labels = digits_labels()
         split = digits_split(labels)
         return DatasetMeta(root, digits_name(image_size), DIGIT_CLASSES, files, {s: labels[split[s]] for s in SPLITS})
     if name == "fashion-mnist":
