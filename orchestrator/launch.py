@@ -152,9 +152,10 @@ def report_refresher(store: Store, grid_name: str) -> Callable[[int], object] | 
 
 
 def launch(v: Validated, store: Store, db_url: str, meta: DatasetMeta, *, wait: bool, progress: bool,
-           console: Any, frozen: Frozen | None = None) -> None:
+           console: Any, frozen: Frozen | None = None) -> int:
     """Record the grid's jobs and hand the runnable ones to the backend (after :func:`validate`); ``frozen``:
-    the code snapshot the jobs run (:mod:`orchestrator.provenance.freeze`), recorded and pointed at first."""
+    the code snapshot the jobs run (:mod:`orchestrator.provenance.freeze`), recorded and pointed at first.
+    Returns how many jobs were new or handed to the backend (0: a relaunch with nothing to do)."""
     from rich.markup import escape
 
     from orchestrator.backends.base import LaunchContext
@@ -179,3 +180,33 @@ def launch(v: Validated, store: Store, db_url: str, meta: DatasetMeta, *, wait: 
         waiting = len(store.jobs(grid.name, [JobState.WAITING]))
         console.print(f"{len(jobs)} jobs to run" + (f", {waiting} waiting for their parents" if waiting else ""))
         backend.submit(ctx, jobs)
+    return rec.new + len(jobs)
+
+
+def unchanged_report(store: Store, grid_name: str) -> tuple[Path, list[str]] | None:
+    """After a launch that ran nothing: (the page, the decision's lines) of the grid's last report when it
+    covers the grid as it stands (every job ended, the same completed and total counts, its files there),
+    read back without making the report again (that imports scipy and matplotlib and redraws every plot);
+    ``None`` when it must be made."""
+    import json
+
+    from orchestrator.report_files import grid_finished, last_written
+
+    last = last_written(store, grid_name)
+    if not last or not last.get("complete") or not grid_finished(store, grid_name):
+        return None
+    counts = store.state_counts(grid_name)
+    if (last.get("jobs_completed"), last.get("jobs_total")) != (counts.get(JobState.COMPLETED, 0),
+                                                                 sum(counts.values())):
+        return None
+    folder = Path(str(last.get("dir", "")))
+    try:
+        decision = json.loads((folder / "report.json").read_text()).get("decision") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    page = folder / "report.html"
+    if not page.is_file() or not isinstance(decision, dict) or not isinstance(decision.get("headline"), str):
+        return None
+    details = decision.get("details")
+    details = [d for d in details if isinstance(d, str)] if isinstance(details, list) else []
+    return page, [decision["headline"], *details]

@@ -16,17 +16,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from db import JobState, Store
-from orchestrator.report import print_report, write_report_files
-from orchestrator.report.code_section import with_code_versions
-from orchestrator.report.lottery import LotteryReport, lottery_report_for, print_lottery
-from orchestrator.report.ranking import Report
-from orchestrator.report.render import has_rank_section
-from orchestrator.report.sections import recommendation
-from orchestrator.results import ReportRequest, assemble_report
 from orchestrator.workspace import report_dir
+
+if TYPE_CHECKING:  # the report's modules (scipy, matplotlib: seconds) are imported when a report is made
+    from orchestrator.report.lottery import LotteryReport
+    from orchestrator.report.ranking import Report
+    from orchestrator.results import ReportRequest
 
 log = logging.getLogger(__name__)
 _LAST_KEY = "report/last/{}"  # dlth_meta: where and when the grid's last report was written
@@ -47,6 +45,9 @@ class Produced:
 
     def headline(self) -> list[str]:
         """The decision in a few lines (the report's first lines), or the lottery summary for a lottery grid."""
+        from orchestrator.report.render import has_rank_section
+        from orchestrator.report.sections import recommendation
+
         if has_rank_section(self.report):
             return list(recommendation(self.report).lines)
         n = len(self.lottery.settings) if self.lottery else 0
@@ -63,6 +64,11 @@ def produce(store: Store | None, req: ReportRequest, out_dir: Path | None = None
     """Assemble the report ``req`` asks for (the store already refreshed) and write its files.
 
     Raises ValueError on bad input (as :func:`orchestrator.results.assemble_report`)."""
+    from orchestrator.report import write_report_files
+    from orchestrator.report.code_section import with_code_versions
+    from orchestrator.report.lottery import lottery_report_for
+    from orchestrator.results import assemble_report
+
     rep = assemble_report(store, req)
     if store is not None:  # the report names the code behind its numbers (and warns when they mix)
         rep = with_code_versions(rep, store, list(req.grids))
@@ -79,6 +85,8 @@ def produce(store: Store | None, req: ReportRequest, out_dir: Path | None = None
 def produce_for_grid(store: Store, grid_name: str, out_dir: Path | None = None) -> Produced:
     """The grid's report with its own ``[report]`` settings, written to ``out_dir`` (default: the workspace's
     ``reports/<grid>``)."""
+    from orchestrator.results import ReportRequest
+
     return produce(store, ReportRequest(grids=[grid_name]), out_dir)
 
 
@@ -104,6 +112,10 @@ def last_written(store: Store, grid_name: str) -> dict[str, Any] | None:
 def print_produced(produced: Produced, console: Any, *, full: bool = True) -> None:
     """Print the report (``full``) or only its decision, then where the files are."""
     from rich.markup import escape
+
+    from orchestrator.report import print_report
+    from orchestrator.report.lottery import print_lottery
+    from orchestrator.report.render import has_rank_section
 
     if full:
         if produced.lottery is None or has_rank_section(produced.report):
