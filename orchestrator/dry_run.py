@@ -3,9 +3,10 @@ directory, dataset or cache file).
 
 - The data: a prepared dataset is read (``meta.json`` and labels, not the ``.beton`` files); a builtin
   one that is not built yet is planned from its labels alone (:func:`workers.data.builtin.builtin_labels`:
-  exact classes, counts and job identities); any other missing dataset is planned with stand-ins: the
-  jobs, configurations, groups and resources are exact, while each subset's classes and samples, and
-  hence the job identities, are "resolved at launch".
+  exact classes, counts and job identities); a builtin whose labels cannot be read yet (its source not
+  installed) is planned with stand-ins: the jobs, configurations, groups and resources are exact, while
+  each subset's classes and samples, and hence the job identities, are "resolved at launch". (A grid
+  whose own, non-builtin dataset is missing is refused when it is read.)
 - The database is read, never written or created: each job is new (not recorded for this grid), already
   done, to retry (failed within the failure budget), or in another state; a missing database means
   every job is new.
@@ -22,7 +23,7 @@ import numpy as np
 
 from orchestrator.backends.base import Plan, PlanJob
 from orchestrator.expand import expand, resolve_subsets
-from subsets import DatasetMeta, Manifest
+from subsets import DatasetMeta, DatasetMetaError, Manifest
 from subsets.meta import SPLITS
 from subsets.registry import identity_params
 
@@ -78,17 +79,21 @@ def plural(n: int, word: str) -> str:
 
 def planned_meta(grid: GridSpec) -> tuple[DatasetMeta | None, str, str]:
     """(the dataset's metadata or ``None``, its state, a note): prepared, a builtin planned from its
-    labels, or missing."""
+    labels, or missing (a builtin whose labels cannot be read here yet, e.g. its source not installed)."""
     root = Path(grid.dataset_root)
-    if (root / "meta.json").is_file():
+    if (root / "meta.json").is_file() or not grid.dataset_prepare:  # (the grid refuses a missing non-builtin)
         return DatasetMeta.load(root), "prepared", f"{root}"
-    if grid.dataset_prepare:
-        from workers.data.builtin import builtin_labels  # the data layer knows its builtin datasets
+    from workers.data.builtin import builtin_labels  # the data layer knows its builtin datasets
+    from workers.data.errors import DataWriteError
 
+    what = f"{root}: builtin {grid.dataset_prepare}, built at launch"
+    try:
         meta = builtin_labels(grid.dataset_prepare, root, int(grid.train.get("image_size", 32)), **grid.dataset_limits)
-        return meta, "builtin", f"{root}: builtin {grid.dataset_prepare}, built at launch (classes and counts known)"
-    return None, "missing", (f"{root} is not prepared: each subset's classes and samples, and the job identities, "
-                             f"are {AT_LAUNCH}")
+    except (DataWriteError, DatasetMetaError, OSError) as exc:
+        line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return None, "missing", (f"{what}; its labels cannot be read yet ({line}): each subset's classes and "
+                                 f"samples, and the job identities, are {AT_LAUNCH}")
+    return meta, "builtin", f"{what} (classes and counts known)"
 
 
 def _standins(grid: GridSpec) -> tuple[DatasetMeta, dict[str, Manifest]]:
@@ -182,11 +187,11 @@ def print_dry_run(dr: DryRun, console: Any) -> None:
 
     plan = dr.plan
     console.print(f"dry run: {plural(plan.jobs, 'job')} on [bold]{plan.backend}[/] (profile {escape(plan.profile)}), "
-                  f"{plural(len(plan.groups), 'group')}; nothing written")
+                  f"{plural(len(plan.groups), 'group')}; nothing written", soft_wrap=True)
     parts = [f"{n} {k}" for k, n in dr.by_status.items() if n or k in ("new", "done", "to retry")]
-    console.print(f"a launch would run {plural(dr.would_run, 'job')}: {', '.join(parts)}")
+    console.print(f"a launch would run {plural(dr.would_run, 'job')}: {', '.join(parts)}", soft_wrap=True)
     if dr.database_note:
-        console.print(f"[dim]{escape(dr.database_note)}[/dim]")
+        console.print(f"[dim]{escape(dr.database_note)}[/dim]", soft_wrap=True)
     console.print(f"data: {escape(dr.data_note)}", soft_wrap=True)
     subsets = Table(show_edge=False, pad_edge=False)
     for col in ("subset", "strategy", "jobs", "classes", "train samples"):
