@@ -214,3 +214,38 @@ def test_another_timm_version_is_checked_again(tmp_path: Path) -> None:
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+# --- a relaunch with nothing new --------------------------------------------------------------------
+
+def test_a_relaunch_with_nothing_new_imports_no_training_stack_and_keeps_the_report(tmp_path: Path,
+                                                                                    digits: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    home = tmp_path / "home"
+    _seed_cache(home)
+    path = _grid(tmp_path, digits)
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    store = Store(url)
+    for i, ej in enumerate(record_grid(store, load_grid(path), DatasetMeta.load(digits)).jobs):
+        store.complete(ej.spec.job_hash, None, {"knn_top1": 0.5 + 0.01 * (i % 7)})
+    store.close()
+    env = {**os.environ, "DLTH_HOME": str(home), "PYTHONPATH": str(REPO)}
+    launch = [sys.executable, "-X", "importtime", "-m", "orchestrator.cli", "launch", str(path), "--db", url,
+              "--no-progress"]
+    first = subprocess.run(launch, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0 and "its report:" in first.stdout, first.stdout + first.stderr[-2000:]
+    page = home / "reports" / "quick" / "report.html"
+    written = page.stat().st_mtime_ns
+    again = subprocess.run(launch, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "0 jobs to run" in again.stderr and "nothing new to run; its report is up to date" in again.stdout
+    assert f"report: {page}" in again.stdout and page.stat().st_mtime_ns == written
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in again.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "sqlalchemy" in imported  # (the import log was read)
+    assert not imported & {"torch", "timm", "ffcv", "numba", "matplotlib", "scipy", "sklearn"}
