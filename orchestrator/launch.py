@@ -159,6 +159,7 @@ def launch(v: Validated, store: Store, db_url: str, meta: DatasetMeta, *, wait: 
     from rich.markup import escape
 
     from orchestrator.backends.base import LaunchContext
+    from orchestrator.dry_run import plural
     from orchestrator.graph import advance
     from orchestrator.status import refresh
 
@@ -168,7 +169,7 @@ def launch(v: Validated, store: Store, db_url: str, meta: DatasetMeta, *, wait: 
         if frozen is not None:  # the frozen-code step: jobs point at the snapshot before any is submitted
             frozen.record(store, grid.name)
             console.print(frozen.describe())
-        console.print(f"grid [bold]{escape(grid.name)}[/]: {len(rec.jobs)} jobs ({rec.new} new, {rec.known} "
+        console.print(f"grid [bold]{escape(grid.name)}[/]: {plural(len(rec.jobs), 'job')} ({rec.new} new, {rec.known} "
                       "already known)")
         refresh(store, grid.name)
         advance(store, grid.name, grid.failure_budget)
@@ -178,7 +179,8 @@ def launch(v: Validated, store: Store, db_url: str, meta: DatasetMeta, *, wait: 
                             on_progress=report_refresher(store, grid.name))
         jobs = runnable_jobs(store, grid.name, grid.failure_budget, include_queued=local)
         waiting = len(store.jobs(grid.name, [JobState.WAITING]))
-        console.print(f"{len(jobs)} jobs to run" + (f", {waiting} waiting for their parents" if waiting else ""))
+        console.print(f"{plural(len(jobs), 'job')} to run"
+                      + (f", {waiting} waiting for their parents" if waiting else ""))
         backend.submit(ctx, jobs)
     return rec.new + len(jobs)
 
