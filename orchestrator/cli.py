@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape as escape_markup
 from sqlalchemy.exc import OperationalError
 
 from db import Store, StoreError, workspace_dir
@@ -110,13 +111,16 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
         source = None if dry_run else read_source(require_clean=require_clean)
     except DirtyTree as exc:
         fail(str(exc))
-    v = pipeline.validate(grid_file, cluster, profile, max_jobs)
+    v = pipeline.validate(grid_file, cluster, profile, max_jobs, dry_run=dry_run)
     if dry_run:
-        plan = pipeline.dry_run(v)
+        from orchestrator.dry_run import dry_run as plan_dry_run
+        from orchestrator.dry_run import print_dry_run
+
+        planned = plan_dry_run(v, db_url)
         if as_json:
-            click.echo(json.dumps(plan.to_dict(), indent=1))
+            click.echo(json.dumps(planned.to_dict(), indent=1))
         else:
-            pipeline.print_plan(plan, Console())
+            print_dry_run(planned, Console())
         return
     assert source is not None
     meta = pipeline.prepare_data(v)  # a truncated or changed .beton fails here, before anything is recorded
@@ -137,7 +141,7 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
     # SLURM: return once submitted unless --wait; local: the launcher runs the jobs
     follow = bool(wait) if cluster == "slurm" else True
     try:
-        pipeline.launch(v, store, db_url, meta, wait=follow, progress=progress, console=console, frozen=frozen)
+        ran = pipeline.launch(v, store, db_url, meta, wait=follow, progress=progress, console=console, frozen=frozen)
     except pipeline.LauncherBusy as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -146,7 +150,7 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
     if paused(store, v.grid.name):
         _print_summary(store, v.grid.name, console)
         raise SystemExit(3)  # paused by the breaker (the summary says why and how to resume)
-    _report_or_summary(store, v.grid.name, console)
+    _report_or_summary(store, v.grid.name, console, ran=ran)
 
 
 def _detach_log(grid_name: str) -> Path:
@@ -243,10 +247,21 @@ def _print_summary(store: Store, grid_name: str, console: Console) -> None:
     print_status(grid_status(store, grid_name), console)
 
 
-def _report_or_summary(store: Store, grid_name: str, console: Console) -> None:
+def _report_or_summary(store: Store, grid_name: str, console: Console, *, ran: int = 1) -> None:
     """After a launch: the grid's report (its decision and where the files are) when every job has ended,
-    else (``--no-wait`` on SLURM, or jobs left to run) the status table."""
+    else (``--no-wait`` on SLURM, or jobs left to run) the status table. A launch that ``ran`` nothing
+    shows the last report when it is up to date, without making it again."""
+    from orchestrator.launch import unchanged_report
     from orchestrator.report_files import finish_report, print_produced
+
+    kept = None if ran else unchanged_report(store, grid_name)
+    if kept is not None:
+        out = _report_console()
+        out.print(f"grid [bold]{grid_name}[/]: nothing new to run; its report is up to date:")
+        for i, line in enumerate(kept[1]):
+            out.print(f"{'  ' if i else ''}{escape_markup(line)}", style="bold" if not i else None)
+        out.print(f"report: {kept[0]} (dlth-orch report rewrites it)", soft_wrap=True)
+        return
 
     produced = finish_report(store, grid_name)
     if produced is None:

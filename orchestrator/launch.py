@@ -1,9 +1,9 @@
 """``launch``: grid file -> validated spec -> jobs recorded in the database -> handed to a backend.
 
 The pipeline (:func:`launch`): validate (grid file, backend profile, backbones) -> expand -> plan (the dry
-run stops here and writes nothing) -> take the grid's lock -> record (job files, then the grid row and its
-job rows in one transaction) -> advance the graph -> submit (the backend schedules the whole graph) ->
-follow (local: run to the end; SLURM: ``--wait``).
+run, :mod:`orchestrator.dry_run`, stops here and writes nothing) -> take the grid's lock -> record (job
+files, then the grid row and its job rows in one transaction) -> advance the graph -> submit (the backend
+schedules the whole graph) -> follow (local: run to the end; SLURM: ``--wait``).
 
 The grid lock lives in the database (:mod:`db.locks`), so two launchers of one grid, on one host or on
 two hosts sharing a PostgreSQL server, never both record and submit it: the second is told who holds it.
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from db import JobRow, JobState, NewJob, Store, workspace_dir
-from orchestrator.backends.base import Backend, Plan, PlanJob
+from orchestrator.backends.base import Backend
 from orchestrator.breaker import BreakerSettings
 from orchestrator.grid import ExpandedJob, GridSpec, expand, load_grid, resolve_subsets
 from orchestrator.workspace import job_dir_for, write_job_file, write_manifest
@@ -54,9 +54,12 @@ class Validated:
     profile: dict[str, Any]
 
 
-def validate(grid_file: Path, cluster: str, profile: str | None, max_jobs: int = DEFAULT_MAX_JOBS) -> Validated:
+def validate(grid_file: Path, cluster: str, profile: str | None, max_jobs: int = DEFAULT_MAX_JOBS, *,
+             dry_run: bool = False) -> Validated:
     """Read the grid (at most ``max_jobs`` jobs), load and check the backend's profile, pre-flight the
-    backbones (one-line errors)."""
+    backbones (one-line errors; checks that passed before are remembered, except by a ``dry_run``, which
+    writes nothing)."""
+    from orchestrator.backbone_cache import BackboneCache
     from orchestrator.backends.registry import get_backend
     from orchestrator.preflight import check_backbones
     from orchestrator.profiles import load_profile
@@ -66,7 +69,7 @@ def validate(grid_file: Path, cluster: str, profile: str | None, max_jobs: int =
     name = profile or grid.cluster.get("profile") or backend.default_profile
     prof = load_profile(name, {k: v for k, v in grid.cluster.items() if k != "profile"})
     backend.validate(grid, prof)  # a bad profile is reported before any job is recorded
-    check_backbones(grid)  # a model the workers could not build fails here, not in every job
+    check_backbones(grid, BackboneCache.in_workspace(read_only=dry_run))  # fails here, not in every job
     BreakerSettings.from_table(grid.raw.get("breaker"), str(grid.path))
     return Validated(grid, backend, name, prof)
 
@@ -81,19 +84,6 @@ def prepare_data(v: Validated) -> DatasetMeta:
     with targeting(str(v.profile.get("slurm_conf") or "")):  # the profile's cluster (its node count), not the default
         check_data(meta, v.backend.name)
     return meta
-
-
-def dry_run(v: Validated) -> Plan:
-    """Expand the grid and ask the backend for its plan; writes nothing (no database, no job directory)."""
-    root = Path(v.grid.dataset_root)
-    if not (root / "meta.json").is_file():
-        from specs.base import SpecError
-
-        raise SpecError("dataset.root", f"a prepared dataset for --dry-run ({root} has no meta.json; "
-                                        "a launch without --dry-run prepares it)").in_file(str(v.grid.path))
-    jobs = expand(v.grid, DatasetMeta.load(root))  # the plan only: the data pre-flight runs at launch
-    plan_jobs = [PlanJob(ej.spec.job_hash, ej.spec.label(), ej.spec, ej.spec.depends_on) for ej in jobs]
-    return v.backend.plan(plan_jobs, v.profile)
 
 
 def ensure_dataset(grid: GridSpec) -> DatasetMeta:
@@ -160,31 +150,15 @@ def report_refresher(store: Store, grid_name: str) -> Callable[[int], object] | 
     return Refresher(store, grid_name, every).poll if every else None
 
 
-def print_plan(plan: Plan, console: Any) -> None:
-    """The dry run as a table: one row per group (array / graph level), its jobs, resources, dependencies."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    console.print(f"dry run: {plan.jobs} jobs on [bold]{plan.backend}[/] (profile {escape(plan.profile)}), "
-                  f"{len(plan.groups)} groups; nothing written")
-    table = Table(show_edge=False, pad_edge=False)
-    for col in ("group", "jobs", "first job", "resources", "waits for"):
-        table.add_column(col, justify="right" if col == "jobs" else "left")
-    for g in plan.groups:
-        res = " ".join(f"{k}={v}" for k, v in g.resources.items())
-        waits = f"{g.dependency}: {', '.join(g.depends_on)}" if g.depends_on else ""
-        table.add_row(escape(g.name), str(len(g.jobs)), escape(g.jobs[0] if g.jobs else ""), escape(res),
-                      escape(waits))
-    console.print(table)
-
-
 def launch(v: Validated, store: Store, db_url: str, meta: DatasetMeta, *, wait: bool, progress: bool,
-           console: Any, frozen: Frozen | None = None) -> None:
+           console: Any, frozen: Frozen | None = None) -> int:
     """Record the grid's jobs and hand the runnable ones to the backend (after :func:`validate`); ``frozen``:
-    the code snapshot the jobs run (:mod:`orchestrator.provenance.freeze`), recorded and pointed at first."""
+    the code snapshot the jobs run (:mod:`orchestrator.provenance.freeze`), recorded and pointed at first.
+    Returns how many jobs were new or handed to the backend (0: a relaunch with nothing to do)."""
     from rich.markup import escape
 
     from orchestrator.backends.base import LaunchContext
+    from orchestrator.dry_run import plural
     from orchestrator.grid.graph import advance
     from orchestrator.status import refresh
 
@@ -194,7 +168,7 @@ def launch(v: Validated, store: Store, db_url: str, meta: DatasetMeta, *, wait: 
         if frozen is not None:  # the frozen-code step: jobs point at the snapshot before any is submitted
             frozen.record(store, grid.name)
             console.print(frozen.describe())
-        console.print(f"grid [bold]{escape(grid.name)}[/]: {len(rec.jobs)} jobs ({rec.new} new, {rec.known} "
+        console.print(f"grid [bold]{escape(grid.name)}[/]: {plural(len(rec.jobs), 'job')} ({rec.new} new, {rec.known} "
                       "already known)")
         refresh(store, grid.name)
         advance(store, grid.name, grid.failure_budget)
@@ -204,5 +178,36 @@ def launch(v: Validated, store: Store, db_url: str, meta: DatasetMeta, *, wait: 
                             on_progress=report_refresher(store, grid.name))
         jobs = runnable_jobs(store, grid.name, grid.failure_budget, include_queued=local)
         waiting = len(store.jobs(grid.name, [JobState.WAITING]))
-        console.print(f"{len(jobs)} jobs to run" + (f", {waiting} waiting for their parents" if waiting else ""))
+        console.print(f"{plural(len(jobs), 'job')} to run"
+                      + (f", {waiting} waiting for their parents" if waiting else ""))
         backend.submit(ctx, jobs)
+    return rec.new + len(jobs)
+
+
+def unchanged_report(store: Store, grid_name: str) -> tuple[Path, list[str]] | None:
+    """After a launch that ran nothing: (the page, the decision's lines) of the grid's last report when it
+    covers the grid as it stands (every job ended, the same completed and total counts, its files there),
+    read back without making the report again (that imports scipy and matplotlib and redraws every plot);
+    ``None`` when it must be made."""
+    import json
+
+    from orchestrator.report_files import grid_finished, last_written
+
+    last = last_written(store, grid_name)
+    if not last or not last.get("complete") or not grid_finished(store, grid_name):
+        return None
+    counts = store.state_counts(grid_name)
+    if (last.get("jobs_completed"), last.get("jobs_total")) != (counts.get(JobState.COMPLETED, 0),
+                                                                 sum(counts.values())):
+        return None
+    folder = Path(str(last.get("dir", "")))
+    try:
+        decision = json.loads((folder / "report.json").read_text()).get("decision") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    page = folder / "report.html"
+    if not page.is_file() or not isinstance(decision, dict) or not isinstance(decision.get("headline"), str):
+        return None
+    details = decision.get("details")
+    details = [d for d in details if isinstance(d, str)] if isinstance(details, list) else []
+    return page, [decision["headline"], *details]

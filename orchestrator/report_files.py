@@ -16,19 +16,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from db import JobState, Store
-from orchestrator.report import print_report, write_report_files
-from orchestrator.report.code_section import with_code_versions
-from orchestrator.report.efficiency_section import with_efficiency
-from orchestrator.report.lottery import LotteryReport, lottery_report_for, print_lottery
-from orchestrator.report.ranking import Report
-from orchestrator.report.render import has_rank_section
-from orchestrator.report.sections import recommendation
-from orchestrator.report.stamp import Stamp
-from orchestrator.results import ReportRequest, assemble_report
 from orchestrator.workspace import report_dir
+
+if TYPE_CHECKING:  # the report's modules (scipy, matplotlib: seconds) are imported when a report is made
+    from orchestrator.report.lottery import LotteryReport
+    from orchestrator.report.ranking import Report
+    from orchestrator.report.stamp import Stamp
+    from orchestrator.results import ReportRequest
 
 log = logging.getLogger(__name__)
 _LAST_KEY = "report/last/{}"  # dlth_meta: where and when the grid's last report was written
@@ -52,6 +49,9 @@ class Produced:
 
     def headline(self) -> list[str]:
         """The decision in a few lines (the report's first lines), or the lottery summary for a lottery grid."""
+        from orchestrator.report.render import has_rank_section
+        from orchestrator.report.sections import recommendation
+
         if has_rank_section(self.report):
             return list(recommendation(self.report).lines)
         n = len(self.lottery.settings) if self.lottery else 0
@@ -69,6 +69,12 @@ def produce(store: Store | None, req: ReportRequest, out_dir: Path | None = None
     (to ``out_dir``, default the workspace's ``reports/<grid>``), stamped with the version, time and grid hash.
 
     Raises ValueError on bad input (as :func:`orchestrator.results.assemble_report`)."""
+    from orchestrator.report import write_report_files
+    from orchestrator.report.code_section import with_code_versions
+    from orchestrator.report.efficiency_section import with_efficiency
+    from orchestrator.report.lottery import lottery_report_for
+    from orchestrator.results import assemble_report
+
     rep = assemble_report(store, req)
     if store is not None:  # the report names the code behind its numbers (and warns when they mix)
         rep = with_code_versions(rep, store, list(req.grids))
@@ -88,6 +94,8 @@ def produce(store: Store | None, req: ReportRequest, out_dir: Path | None = None
 
 def _stamp(store: Store | None, grids: Sequence[str]) -> Stamp:
     """The stamp of files written now: this dlth-orch's version, the time, each grid's spec hash."""
+    from orchestrator.report.stamp import Stamp
+
     hashes = {}
     for name in grids:
         g = store.get_grid(name) if store is not None else None
@@ -99,6 +107,8 @@ def _stamp(store: Store | None, grids: Sequence[str]) -> Stamp:
 def produce_for_grid(store: Store, grid_name: str, out_dir: Path | None = None) -> Produced:
     """The grid's report with its own ``[report]`` settings, written to ``out_dir`` (default: the workspace's
     ``reports/<grid>``)."""
+    from orchestrator.results import ReportRequest
+
     return produce(store, ReportRequest(grids=[grid_name]), out_dir)
 
 
@@ -124,6 +134,10 @@ def last_written(store: Store, grid_name: str) -> dict[str, Any] | None:
 def print_produced(produced: Produced, console: Any, *, full: bool = True) -> None:
     """Print the report (``full``) or only its decision, then where the files are."""
     from rich.markup import escape
+
+    from orchestrator.report import print_report
+    from orchestrator.report.lottery import print_lottery
+    from orchestrator.report.render import has_rank_section
 
     if full:
         if produced.lottery is None or has_rank_section(produced.report):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from specs.base import SpecError
@@ -32,8 +33,19 @@ class Allocation:
         return {"CUDA_VISIBLE_DEVICES": ",".join(self.gpus)} if self.gpus else {}
 
 
+def _gpu_driver() -> bool:
+    """Whether this machine shows a GPU driver with a device (cheap: a few file system lookups)."""
+    nvidia = Path("/proc/driver/nvidia/gpus")
+    return (nvidia.is_dir() and any(nvidia.iterdir())) or any(Path("/dev").glob("nvidia[0-9]*")) \
+        or Path("/dev/kfd").exists()
+
+
 def visible_gpus() -> list[str]:
-    """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` names them (ids or UUIDs)."""
+    """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` names them (ids or UUIDs). Without a GPU
+    driver (no NVIDIA ``/proc/driver/nvidia/gpus`` entry or ``/dev/nvidiaN``, no ROCm ``/dev/kfd``) there is
+    none, and torch (seconds to import) is not asked."""
+    if not _gpu_driver():
+        return []
     try:
         import torch
 

@@ -82,6 +82,23 @@ def digits_images(image_size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.repeat(big[..., None], 3, axis=-1), data.target.astype(np.int64)
 
 
+def digits_labels() -> np.ndarray:
+    """The 1,797 digits' labels, as ``load_digits().target``: read from the CSV scikit-learn ships (its last
+    column), without importing scikit-learn (seconds) when the file is where scikit-learn keeps it."""
+    import gzip
+    from importlib.util import find_spec
+
+    spec = find_spec("sklearn")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        csv = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+        if csv.is_file():
+            with gzip.open(csv, "rt") as fh:
+                return np.array([int(float(line.rsplit(",", 1)[1])) for line in fh if line.strip()], dtype=np.int64)
+    from sklearn.datasets import load_digits
+
+    return load_digits().target.astype(np.int64)
+
+
 def digits_split(labels: np.ndarray) -> dict[str, np.ndarray]:
     """Seeded, stratified ~80/20 split of sample indices; each split sorted by (class, index)."""
     rng = np.random.default_rng(SPLIT_SEED)
@@ -120,10 +137,14 @@ def prepare_digits(root: str | Path, image_size: int = 32, *, progress: bool = F
     return meta
 
 
-def _prepare_digits_builtin(root: Path, image_size: int, *, progress: bool = False, **options: Any) -> DatasetMeta:
+def _no_digits_options(root: Path, options: dict[str, Any]) -> None:
     given = sorted(k for k, v in options.items() if v is not None)
     if given:
         raise DataWriteError(root, given[0], "no such option for the digits (they are only 1,797 images)")
+
+
+def _prepare_digits_builtin(root: Path, image_size: int, *, progress: bool = False, **options: Any) -> DatasetMeta:
+    _no_digits_options(root, options)
     return prepare_digits(root, image_size, progress=progress)
 
 
@@ -152,3 +173,37 @@ def prepare_builtin(
         raise DataWriteError(root, "prepare", "one of " + ", ".join(BUILTINS))
     return BUILTINS[name](Path(root), image_size, progress=progress, train_per_class=train_per_class,
                           val_per_class=val_per_class, **options)
+
+
+def builtin_labels(name: str, root: str | Path, image_size: int = 32, *, train_per_class: int | None = None,
+                   val_per_class: int | None = None, **options: Any) -> DatasetMeta:
+    """The metadata :func:`prepare_builtin` would write for builtin ``name`` (classes and every sample's
+    label, hence the fingerprint), computed from the labels alone: nothing is written or decoded. For a
+    dry run of a grid whose builtin dataset is not built yet."""
+    root = Path(root).resolve()
+    files = {s: f"{s}.beton" for s in SPLITS}
+    if name == "digits":
+        _no_digits_options(root, {"train_per_class": train_per_class, "val_per_class": val_per_class, **options})
+        labels = digits_labels()
+        split = digits_split(labels)
+        return DatasetMeta(root, digits_name(image_size), DIGIT_CLASSES, files, {s: labels[split[s]] for s in SPLITS})
+    if name == "fashion-mnist":
+        from workers.data.fashion_mnist import (
+            FASHION_CLASSES,
+            FILES,
+            LABEL_MAGIC,
+            SOURCE_DIR,
+            fashion_name,
+            first_per_class,
+            read_idx,
+        )
+
+        source = Path(options.get("source_dir") or SOURCE_DIR)
+        limits = {"train": train_per_class, "val": val_per_class}
+        split_labels = {}
+        for s in SPLITS:
+            labels = read_idx(source / FILES[s][1], LABEL_MAGIC).astype(np.int64)
+            split_labels[s] = labels[first_per_class(labels, limits[s])]
+        return DatasetMeta(root, fashion_name(image_size, train_per_class, val_per_class), FASHION_CLASSES, files,
+                           split_labels)
+    raise DataWriteError(root, "prepare", "one of " + ", ".join(BUILTINS))
