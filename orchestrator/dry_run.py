@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from orchestrator.backends.base import Plan, PlanJob
-from orchestrator.expand import expand, resolve_subsets
+from orchestrator.grid import expand, resolve_subsets
+from orchestrator.words import plural
 from subsets import DatasetMeta, DatasetMetaError, Manifest
 from subsets.meta import SPLITS
 from subsets.registry import identity_params
 
 if TYPE_CHECKING:
-    from orchestrator.expand import ExpandedJob
-    from orchestrator.grid import GridSpec
+    from orchestrator.grid import ExpandedJob, GridSpec
     from orchestrator.launch import Validated
 
 log = logging.getLogger(__name__)
@@ -70,11 +70,6 @@ class DryRun:
         return {**self.plan.to_dict(), "would_run": self.would_run, "by_status": self.by_status,
                 "data": {"state": self.data, "note": self.data_note},
                 "subsets": [asdict(s) for s in self.subsets], "database": self.database_note}
-
-
-def plural(n: int, word: str) -> str:
-    """``1 group``, ``2 groups``, ``0 jobs``."""
-    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def planned_meta(grid: GridSpec) -> tuple[DatasetMeta | None, str, str]:

@@ -158,9 +158,9 @@ def launch(v: Validated, store: Store, db_url: str, meta: DatasetMeta, *, wait: 
     from rich.markup import escape
 
     from orchestrator.backends.base import LaunchContext
-    from orchestrator.dry_run import plural
     from orchestrator.grid.graph import advance
     from orchestrator.status import refresh
+    from orchestrator.words import plural
 
     grid, backend = v.grid, v.backend
     with holding_grid(store, grid.name):  # before anything is recorded

@@ -12,7 +12,7 @@ from typing import Any
 
 from db import Store
 from db.models import utcnow
-from orchestrator.report.cost import attempts_hours, devices_held, parse_plan
+from orchestrator.report.cost import attempts_hours, devices_held, parse_plan, spec_resources
 from orchestrator.report.decision import Criterion
 from orchestrator.report.external import PREFIX, external_results, metrics_of, read_external
 from orchestrator.report.protocol import protocol_warning
@@ -31,20 +31,12 @@ def grid_results(store: Store, grid_name: str, now: datetime | None = None) -> l
     for j in store.jobs(grid_name):
         if parse_label(j.config_name) is not None:  # lottery jobs have a section of their own
             continue
-        devices, unit = devices_held(_resources(j.spec_json))
+        devices, unit = devices_held(spec_resources(j.spec_json))
         hours = attempts_hours(spans[j.job_hash], devices, now) if j.job_hash in spans else None
         out.append(JobResult(subset=j.subset_name, config=j.config_name, config_key=j.config_key, seed=j.seed,
                              state=j.state, metrics=metrics.get(j.job_hash, {}), cost_hours=hours,
                              cost_unit=unit if hours is not None else "", method=j.method))
     return out
-
-
-def _resources(spec_json: str) -> dict[str, Any]:
-    try:
-        res = json.loads(spec_json).get("resources") or {}
-    except (ValueError, AttributeError):
-        return {}
-    return res if isinstance(res, dict) else {}
 
 
 def report_settings(store: Store, grid_name: str) -> dict[str, Any]:

@@ -9,8 +9,7 @@ from datetime import datetime
 
 from db import JobState
 from db.store import AttemptRow, JobRow
-from orchestrator.report.cost import attempts_hours, devices_held
-from orchestrator.results import _resources
+from orchestrator.report.cost import attempts_hours, devices_held, spec_resources
 
 __all__ = ["UNFINISHED", "Clock", "clock", "duration", "hours"]
 
@@ -40,7 +39,7 @@ def clock(jobs: Iterable[JobRow], attempts: dict[str, list[AttemptRow]], now: da
         spans = [(a.started_at, a.ended_at) for a in attempts.get(j.job_hash, [])]
         if not spans:
             continue
-        devices, unit = devices_held(_resources(j.spec_json))
+        devices, unit = devices_held(spec_resources(j.spec_json))
         cost += attempts_hours(spans, devices, now)
         units.add(unit)
         starts += [s for s, _ in spans]

@@ -11,15 +11,16 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from orchestrator.grid import expand
 
 from db import JobState, Store
 from orchestrator.backbone_cache import CACHE_FILE, BackboneCache, BackboneKey, timm_version
 from orchestrator.cli import cli
-from orchestrator.dry_run import planned_meta, plural
-from orchestrator.expand import expand
+from orchestrator.dry_run import planned_meta
 from orchestrator.grid import load_grid
 from orchestrator.launch import record_grid
 from orchestrator.preflight import check_backbones
+from orchestrator.words import plural
 from specs.base import SpecError
 from subsets import DatasetMeta
 

@@ -8,6 +8,7 @@ which: ``GPU-hours`` or ``CPU-hours``. An attempt still running counts up to ``n
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -76,3 +77,12 @@ def plan_study(configs: int, seeds: int, subset: str | None, recommended: bool, 
 def per_job(hours: Sequence[float]) -> float | None:
     """Mean cost of the jobs that ran at all (a failed job's hours count: they are part of the price)."""
     return sum(hours) / len(hours) if hours else None
+
+
+def spec_resources(spec_json: str) -> dict[str, Any]:
+    """The ``resources`` table of a job's recorded spec (``{}`` when it has none or the JSON is bad)."""
+    try:
+        res = json.loads(spec_json).get("resources") or {}
+    except (ValueError, AttributeError):
+        return {}
+    return res if isinstance(res, dict) else {}
