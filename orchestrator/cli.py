@@ -335,6 +335,8 @@ def _mount_optional_groups() -> None:
         ("orchestrator.commands.slurm_cmds", "slurm"),
         ("orchestrator.commands.breaker_cmd", "resume"),
         ("orchestrator.commands.show_cmd", "show"),
+        ("orchestrator.commands.adaptive_cmds", "advance"),
+        ("orchestrator.commands.adaptive_cmds", "replay"),
     ]
     import importlib
 

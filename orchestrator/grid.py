@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.adaptive.settings import AdaptiveSettings, parse_adaptive
 from orchestrator.grid_init import InitTable, check_graph, parse_init
 from orchestrator.lottery_grid import LotteryGrid, parse_lottery
 from specs.base import LABEL_MAX, SpecError, check_name, coerce, from_table, stable_hash
@@ -44,7 +45,7 @@ from subsets import SubsetError, validate_table
 from subsets.registry import get_strategy
 
 TOP_KEYS = {"name", "seeds", "failure_budget", "dataset", "train", "eval", "resources", "report", "cluster",
-            "subsets", "methods", "breaker", "lottery"}
+            "subsets", "methods", "breaker", "lottery", "adaptive"}
 METHOD_META_KEYS = {"method", "seeds", "zip", "resources", "init", "plain_jobs"}
 BUILTIN_DATASETS = ("digits", "fashion-mnist")  # workers.data.builtin.BUILTINS
 BUILTIN_LIMITS = ("train_per_class", "val_per_class")  # [dataset] sizing of a builtin: first N per class
@@ -103,6 +104,7 @@ class GridSpec:
     raw: dict[str, Any] = field(repr=False)
     lottery: LotteryGrid = field(default_factory=LotteryGrid)  # [lottery.NAME] tables (orchestrator/lottery_grid)
     dataset_limits: dict[str, int] = field(default_factory=dict)
+    adaptive: AdaptiveSettings | None = None  # [adaptive] (orchestrator/adaptive); never in a job's identity
 
     @property
     def spec_hash(self) -> str:
@@ -239,10 +241,12 @@ def _parse(path: Path, raw: dict[str, Any], max_jobs: int | None = None) -> Grid
     _check_labels(methods, check_graph(methods, train))
     lottery = parse_lottery(raw, subsets=subsets, methods=methods, train=train, seeds=seeds, metric=report.metric,
                             base=base)
+    adaptive = parse_adaptive(raw["adaptive"], [len(m.seeds) for m in methods.values()],
+                              report.confidence) if "adaptive" in raw else None
     return GridSpec(
         path=path, name=name, dataset_root=str(root), dataset_prepare=prepare, seeds=seeds, failure_budget=budget,
         train=dict(train), eval=eval_cfg, resources=resources, report=report, cluster=dict(cluster),
-        subsets=subsets, methods=methods, raw=raw, lottery=lottery, dataset_limits=limits,
+        subsets=subsets, methods=methods, raw=raw, lottery=lottery, dataset_limits=limits, adaptive=adaptive,
     )
 
 

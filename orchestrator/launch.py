@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from db import JobRow, JobState, NewJob, Store, workspace_dir
+from orchestrator.adaptive.controller import adaptive_jobs, run_rounds
 from orchestrator.backends.base import Backend, Plan, PlanJob
 from orchestrator.breaker import BreakerSettings
 from orchestrator.expand import ExpandedJob, expand, resolve_subsets
@@ -113,7 +114,7 @@ def record_grid(store: Store, grid: GridSpec, meta: DatasetMeta) -> RecordResult
     the grid row and its job rows in ONE transaction (never a grid without its jobs). Launchers call it
     while holding the grid's lock (:func:`holding_grid`)."""
     manifests = resolve_subsets(grid, meta)
-    jobs = expand(grid, meta, manifests)
+    jobs = adaptive_jobs(store, grid, expand(grid, meta, manifests))  # [adaptive]: the seeds its looks asked for
     root = workspace_dir()
     manifest_files = {name: write_manifest(m, root) for name, m in manifests.items()}
     rows = []
@@ -207,3 +208,7 @@ def launch(v: Validated, store: Store, db_url: str, meta: DatasetMeta, *, wait: 
         waiting = len(store.jobs(grid.name, [JobState.WAITING]))
         console.print(f"{len(jobs)} jobs to run" + (f", {waiting} waiting for their parents" if waiting else ""))
         backend.submit(ctx, jobs)
+        if grid.adaptive is not None and wait:  # [adaptive]: a look after each round, then what it adds
+            run_rounds(store, grid, lambda: record_grid(store, grid, meta), lambda js: backend.submit(ctx, js),
+                       lambda: runnable_jobs(store, grid.name, grid.failure_budget, include_queued=local),
+                       lambda m: console.print(escape(m)))
