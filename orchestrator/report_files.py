@@ -20,6 +20,7 @@ from typing import Any
 
 from db import JobState, Store
 from orchestrator.report import print_report, write_report_files
+from orchestrator.report.adaptive_section import with_adaptive
 from orchestrator.report.code_section import with_code_versions
 from orchestrator.report.lottery import LotteryReport, lottery_report_for, print_lottery
 from orchestrator.report.ranking import Report
@@ -66,6 +67,7 @@ def produce(store: Store | None, req: ReportRequest, out_dir: Path | None = None
     rep = assemble_report(store, req)
     if store is not None:  # the report names the code behind its numbers (and warns when they mix)
         rep = with_code_versions(rep, store, list(req.grids))
+        rep = with_adaptive(rep, store, list(req.grids))  # an adaptive study's looks
     lottery = None  # the lottery section: one grid's [lottery.*] chains
     if store is not None and len(req.grids) == 1:
         lottery = lottery_report_for(store, req.grids[0], rep.metric, rep.higher_is_better)

@@ -14,6 +14,7 @@ from db import JobState, Store
 from db.models import utcnow
 from orchestrator import breaker
 from orchestrator.backends.registry import backends_of_grid, get_backend
+from orchestrator.report.adaptive_section import status_line as adaptive_status_line
 from specs.job import job_label
 from specs.settings import env_settings
 
@@ -44,6 +45,7 @@ class GridStatus:
     parent_failed: list[dict] = field(default_factory=list)  # PARENT_FAILED jobs and the parent that failed
     retrying: list[dict] = field(default_factory=list)  # failed before, waiting for (or in) another attempt
     paused: str | None = None  # the breaker's one line when the grid is paused
+    adaptive: str | None = None  # an adaptive grid's latest look (orchestrator/report/adaptive_section.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,6 +97,7 @@ def grid_status(store: Store, grid_name: str, stale_after_s: float | None = None
     _graph_status(store, grid_name, jobs, st)
     pause = breaker.paused(store, grid_name)
     st.paused = breaker.pause_line(grid_name, pause) if pause else None
+    st.adaptive = adaptive_status_line(store, grid_name)
     return st
 
 
@@ -149,6 +152,8 @@ def print_status(st: GridStatus, console: Console) -> None:
                       f"{r['failures']} failed attempts): {escape(str(r['error']))}")
     if st.paused:
         console.print(f"[bold red]PAUSED[/] {escape(st.paused)}")
+    if st.adaptive:
+        console.print(f"[cyan]ADAPTIVE[/] {escape(st.adaptive)}")
     for s in st.stale:
         console.print(f"[yellow]STALE[/] {escape(s['label'])} ({s['job']}): RUNNING but no heartbeat for "
                       f"{s['heartbeat_age_s']}s")
