@@ -1,4 +1,5 @@
-"""An adaptive study end to end on the local backend: real training (1 epoch) on the real digits, the looks
+"""An adaptive study end to end on the local backend: real training (1 epoch) on a real Fashion-MNIST shard
+(30 training images per class), the looks
 recorded in the database, seeds added and run inside ``launch``, ``advance`` idempotent afterwards,
 ``status`` and the report saying what was decided, and ``replay`` on the finished grid."""
 
@@ -24,7 +25,7 @@ name = "adapt"
 seeds = [0, 1, 2]
 [dataset]
 root = "{root}"
-prepare = "digits"
+prepare = "fashion-mnist"
 train_per_class = 30
 val_per_class = 10
 [train]
@@ -57,7 +58,7 @@ lr = [0.05, 0.051, 0.052]
 def adaptive_grid(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]:
     home = tmp_path_factory.mktemp("adaptive")
     grid = home / "grid.toml"
-    grid.write_text(GRID.format(root=home / "digits"))
+    grid.write_text(GRID.format(root=home / "fm"))
     db = f"sqlite:///{home / 'db.sqlite'}"
     out = cli("launch", str(grid), "--cluster", "local", "--no-progress", db=db, home=home)
     assert "adaptive: look 1" in out.stderr, out.stderr
@@ -78,7 +79,7 @@ def test_the_looks_decide_what_runs(adaptive_grid: tuple[Path, str, Path]) -> No
         assert j.seed in (0, 1) or (j.subset_name, j.config_key) in added
     # the same identities as the grid without [adaptive]
     grid = load_grid(grid_file)
-    every = {ej.spec.job_hash for ej in expand(grid, DatasetMeta.load(home / "digits"))}
+    every = {ej.spec.job_hash for ej in expand(grid, DatasetMeta.load(home / "fm"))}
     assert len(every) == 18 and {j.job_hash for j in jobs} <= every
     rows = store.looks("adapt")
     assert [r.number for r in rows] == list(range(1, len(looks) + 1)) and rows[-1].stop == looks[-1].stop
@@ -108,11 +109,11 @@ def test_replay_of_the_finished_grid(adaptive_grid: tuple[Path, str, Path]) -> N
 
 def test_bad_adaptive_table_is_one_line_and_records_nothing(tmp_path: Path) -> None:
     grid = tmp_path / "grid.toml"
-    grid.write_text(GRID.format(root=tmp_path / "digits").replace("seeds_max = 3", "seeds_max = 4"))
+    grid.write_text(GRID.format(root=tmp_path / "fm").replace("seeds_max = 3", "seeds_max = 4"))
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     out = cli("launch", str(grid), "--cluster", "local", "--no-progress", db=db, home=tmp_path, check=False)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].endswith(
         "adaptive.seeds_max: expected at most the number of seeds every method lists (3), got 4; list more seeds "
         "in seeds = [...]"), out.stderr
-    assert not (tmp_path / "db.sqlite").exists() and not (tmp_path / "digits").exists()
+    assert not (tmp_path / "db.sqlite").exists() and not (tmp_path / "fm").exists()

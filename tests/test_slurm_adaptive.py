@@ -1,4 +1,4 @@
-"""An adaptive study on the real single-node SLURM cluster (tiny: 1 epoch, 30 digits images per class):
+"""An adaptive study on the real single-node SLURM cluster (tiny: 1 epoch, 30 Fashion-MNIST images per class):
 ``launch --wait`` takes the looks between the rounds SLURM ran, submits the seeds they add, and ``advance``
 afterwards changes nothing. Mocked: nothing."""
 
@@ -25,7 +25,7 @@ poll_max_s = 3.0
 
 def test_adaptive_grid_on_slurm(tmp_path: Path, home: Path) -> None:  # noqa: F811
     grid = tmp_path / "grid.toml"
-    grid.write_text(GRID.format(root=tmp_path / "digits").replace("[subsets.full]", SLURM + "[subsets.full]"))
+    grid.write_text(GRID.format(root=tmp_path / "fm").replace("[subsets.full]", SLURM + "[subsets.full]"))
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     out = cli("launch", str(grid), "--cluster", "slurm", "--wait", "--no-progress", db=db, timeout=900)
     assert "adaptive: look 1" in out.stderr, out.stderr
