@@ -8,12 +8,13 @@ from pathlib import Path
 
 import click
 
+from db import Store
 from orchestrator.cli_common import db_option, fail, open_store, resolve_grid_name
 
 
-def _backend_of(store: object, grid_name: str) -> str:
+def _backend_of(store: Store, grid_name: str) -> str:
     """The backend that holds most of the grid's jobs (``local`` when none was submitted yet)."""
-    used = Counter(j.backend for j in store.jobs(grid_name) if j.backend)  # type: ignore[attr-defined]
+    used = Counter(j.backend for j in store.jobs(grid_name) if j.backend)
     return used.most_common(1)[0][0] if used else "local"
 
 
