@@ -174,3 +174,11 @@ def test_settings_defaults_and_point_criteria_are_refused() -> None:
     assert (s.seeds_min, s.seeds_max, s.max_looks) == (2, 5, 4)
     with pytest.raises(SpecError, match="confidence > 0"):
         parse_adaptive({}, [5], 0.0)
+
+
+def test_a_look_round_trips_through_its_json() -> None:
+    from orchestrator.adaptive.controller import look_from_json, look_to_json
+
+    rows = results(np.random.default_rng(3), 0.05, 3, (SWAPPED, "exact"))
+    look = take_look(rows, AdaptiveSettings(2, 6), LookInput(CRIT), number=1)
+    assert look_from_json(look_to_json(look)) == look
