@@ -14,7 +14,6 @@ from db import JobState, Store
 from db.models import utcnow
 from orchestrator import breaker
 from orchestrator.backends.registry import backends_of_grid, get_backend
-from orchestrator.report.adaptive_section import status_line as adaptive_status_line
 from specs.job import job_label
 from specs.settings import env_settings
 
@@ -97,7 +96,9 @@ def grid_status(store: Store, grid_name: str, stale_after_s: float | None = None
     _graph_status(store, grid_name, jobs, st)
     pause = breaker.paused(store, grid_name)
     st.paused = breaker.pause_line(grid_name, pause) if pause else None
-    st.adaptive = adaptive_status_line(store, grid_name)
+    from orchestrator.report.adaptive_section import status_line  # scipy only for adaptive grids' status
+
+    st.adaptive = status_line(store, grid_name)
     return st
 
 
