@@ -96,7 +96,7 @@ def grid_status(store: Store, grid_name: str, stale_after_s: float | None = None
     _graph_status(store, grid_name, jobs, st)
     pause = breaker.paused(store, grid_name)
     st.paused = breaker.pause_line(grid_name, pause) if pause else None
-    from orchestrator.report.adaptive_section import status_line  # scipy only for adaptive grids' status
+    from orchestrator.report.adaptive_section import status_line  # here: importing status stays light
 
     st.adaptive = status_line(store, grid_name)
     return st
