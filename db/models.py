@@ -164,6 +164,21 @@ class Launch(Base):
     __table_args__ = (Index("ix_launches_grid", "grid_id"), Index("ix_launches_code", "code_hash"))
 
 
+class AdaptiveLook(Base):
+    """One look of an adaptive study (0007): what it judged, added, dropped, and why it stopped."""
+
+    __tablename__ = "adaptive_looks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    grid_id: Mapped[int] = mapped_column(ForeignKey("grids.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)  # 1, 2, ... (one row per look: the look's identity)
+    look_json: Mapped[str] = mapped_column(Text)  # orchestrator.adaptive.policy.Look as JSON
+    stop: Mapped[str | None] = mapped_column(String(32), nullable=True)  # why the study stopped (None: goes on)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("grid_id", "number", name="uq_adaptive_looks_grid_number"),)
+
+
 class Metric(Base):
     __tablename__ = "metrics"
 

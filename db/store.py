@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db import migrate, netfs
+from db.adaptive_looks import AdaptiveLookStore
 from db.engine import WRITE_OPTION, StoreError, is_sqlite, make_engine, sqlite_path
 from db.launches import LaunchStore
 from db.locks import GridLock, LockHolder, grid_lock, lock_holder
@@ -136,7 +137,7 @@ _JOB_COLUMNS = (
 )
 
 
-class Store(LaunchStore, UsageStore):
+class Store(LaunchStore, UsageStore, AdaptiveLookStore):
     """Typed access to the dlth-orch database at ``url``.
 
     ``create=True`` (the orchestrator): create the schema or upgrade it to the newest revision.

@@ -372,6 +372,8 @@ def _mount_optional_groups() -> None:
         ("orchestrator.commands.show_cmd", "show"),
         ("orchestrator.commands.logs_cmd", "logs"),
         ("orchestrator.commands.watch_cmd", "watch"),
+        ("orchestrator.commands.adaptive_cmds", "advance"),
+        ("orchestrator.commands.adaptive_cmds", "replay"),
     ]
     import importlib
 

@@ -103,6 +103,10 @@ def record_grid(store: Store, grid: GridSpec, meta: DatasetMeta) -> RecordResult
     while holding the grid's lock (:func:`holding_grid`)."""
     manifests = resolve_subsets(grid, meta)
     jobs = expand(grid, meta, manifests)
+    if grid.adaptive is not None:  # [adaptive]: the seeds its looks asked for (imported here: scipy)
+        from orchestrator.adaptive.controller import adaptive_jobs
+
+        jobs = adaptive_jobs(store, grid, jobs)
     root = workspace_dir()
     manifest_files = {name: write_manifest(m, root) for name, m in manifests.items()}
     rows = []
@@ -181,6 +185,12 @@ def launch(v: Validated, store: Store, db_url: str, meta: DatasetMeta, *, wait: 
         console.print(f"{plural(len(jobs), 'job')} to run"
                       + (f", {waiting} waiting for their parents" if waiting else ""))
         backend.submit(ctx, jobs)
+        if grid.adaptive is not None and wait:  # [adaptive]: a look after each round, then what it adds
+            from orchestrator.adaptive.controller import run_rounds
+
+            run_rounds(store, grid, lambda: record_grid(store, grid, meta), lambda js: backend.submit(ctx, js),
+                       lambda: runnable_jobs(store, grid.name, grid.failure_budget, include_queued=local),
+                       lambda m: console.print(escape(m)))
     return rec.new + len(jobs)
 
 

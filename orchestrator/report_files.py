@@ -70,6 +70,7 @@ def produce(store: Store | None, req: ReportRequest, out_dir: Path | None = None
 
     Raises ValueError on bad input (as :func:`orchestrator.results.assemble_report`)."""
     from orchestrator.report import write_report_files
+    from orchestrator.report.adaptive_section import with_adaptive
     from orchestrator.report.code_section import with_code_versions
     from orchestrator.report.efficiency_section import with_efficiency
     from orchestrator.report.lottery import lottery_report_for
@@ -79,6 +80,7 @@ def produce(store: Store | None, req: ReportRequest, out_dir: Path | None = None
     if store is not None:  # the report names the code behind its numbers (and warns when they mix)
         rep = with_code_versions(rep, store, list(req.grids))
         rep = with_efficiency(rep, store, list(req.grids))
+        rep = with_adaptive(rep, store, list(req.grids))  # an adaptive study's looks
     lottery = None  # the lottery section: one grid's [lottery.*] chains
     if store is not None and len(req.grids) == 1:
         lottery = lottery_report_for(store, req.grids[0], rep.metric, rep.higher_is_better)

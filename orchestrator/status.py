@@ -63,6 +63,7 @@ class GridStatus:
     retrying: list[dict] = field(default_factory=list)  # failed before, waiting for (or in) another attempt
     paused: str | None = None  # the breaker's one line when the grid is paused
     usage: list[dict] = field(default_factory=list)  # each job's latest measured resource use (efficiency.py)
+    adaptive: str | None = None  # an adaptive grid's latest look (orchestrator/report/adaptive_section.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -128,6 +129,9 @@ def grid_status(store: Store, grid_name: str, stale_after_s: float | None = None
     pause = breaker.paused(store, grid_name)
     st.paused = breaker.pause_line(grid_name, pause) if pause else None
     st.usage = job_usage(store, grid_name)
+    from orchestrator.report.adaptive_section import status_line  # here: importing status stays light
+
+    st.adaptive = status_line(store, grid_name)
     return st
 
 
@@ -227,6 +231,8 @@ def print_status(st: GridStatus, console: Console) -> None:
                       f"{r['failures']} failed attempts): {escape(str(r['error']))}")
     if st.paused:
         console.print(f"[bold red]PAUSED[/] {escape(st.paused)}")
+    if st.adaptive:
+        console.print(f"[cyan]ADAPTIVE[/] {escape(st.adaptive)}")
     for s in st.stale:
         console.print(f"[yellow]STALE[/] {escape(s['label'])} ({s['job']}): RUNNING but no heartbeat for "
                       f"{s['heartbeat_age_s']}s")

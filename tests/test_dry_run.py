@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from orchestrator.grid import expand
 
 from db import JobState, Store
 from orchestrator.backbone_cache import CACHE_FILE, BackboneCache, BackboneKey, timm_version
 from orchestrator.cli import cli
 from orchestrator.dry_run import planned_meta
-from orchestrator.grid import load_grid
+from orchestrator.grid import expand, load_grid
 from orchestrator.launch import record_grid
 from orchestrator.preflight import check_backbones
 from orchestrator.words import plural

@@ -63,12 +63,12 @@ def test_quickstart_example_is_the_grid_the_readme_describes(tmp_path: Path) -> 
     assert set(grid.subsets) == {"full", "even5", "full_30pct"}
     check_backbones(grid)
     jobs = expand(grid, write_meta_dir(tmp_path / "digits", num_classes=10, train_per_class=20))
-    assert len(jobs) == 24  # 3 subsets x 4 configurations x 2 seeds, as the README says
-    assert {j.config_name for j in jobs} == {"supervised[lr=0.01]", "supervised[lr=0.2]",
-                                             "simclr[temperature=0.1]", "simclr[temperature=0.5]"}
+    assert len(jobs) == 30  # 3 subsets x 5 configurations x 2 seeds, as the README says
+    assert {j.config_name for j in jobs} == {"supervised[lr=0.001]", "supervised[lr=0.01]", "supervised[lr=0.1]",
+                                             "supervised_adamw", "simclr"}
     assert Counter((j.subset_name, j.spec.seed) for j in jobs) == {
-        (s, seed): 4 for s in ("full", "even5", "full_30pct") for seed in (0, 1)}
-    assert len({j.spec.job_hash for j in jobs}) == 24
+        (s, seed): 5 for s in ("full", "even5", "full_30pct") for seed in (0, 1)}
+    assert len({j.spec.job_hash for j in jobs}) == 30
 
 
 def fashion_meta_dir(root: Path, train_per_class: int, val_per_class: int) -> DatasetMeta:

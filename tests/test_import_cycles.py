@@ -149,7 +149,7 @@ GRID_STAGES = {"read": 0, "spec": 0, "combos": 1, "validate_values": 2, "validat
                "validate": 4, "expand_lottery": 5, "expand": 6, "graph": 7}
 REPORT_STAGES = {"bootstrap": 0, "cost": 0, "lottery": 0, "stamp": 0, "statistics": 1, "fmt": 2, "decision": 3,
                  "ranking": 4, "external": 5, "protocol": 5, "sections": 5, "plots": 5, "code_section": 6,
-                 "efficiency_section": 6, "render": 7}
+                 "efficiency_section": 6, "adaptive_section": 6, "render": 7}
 STAGES = {"orchestrator.grid": GRID_STAGES, "orchestrator.report": REPORT_STAGES}
 
 

@@ -19,6 +19,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
                "dlth-orch report --external results.csv --reference full"),
     "logs": ("dlth-orch logs 'full/supervised[lr=0.2]/s0' -f", "dlth-orch logs 3fa2c1 --attempt 2"),
     "watch": ("dlth-orch watch", "dlth-orch watch quickstart --once --json"),
+    "advance": ("dlth-orch advance adaptive-study", "dlth-orch advance adaptive-study --cluster slurm"),
+    "replay": ("dlth-orch replay quickstart --adaptive", "dlth-orch replay fashion-study --adaptive --seeds-min 2"),
     "show": ("dlth-orch show 'full/supervised[lr=0.2]/s0'", "dlth-orch show 3fa2c1 --json"),
     "retry": ("dlth-orch retry quickstart", "dlth-orch retry quickstart --cancelled --subset full"),
     "cancel": ("dlth-orch cancel quickstart --subset full --yes", "dlth-orch cancel --job 3fa2c1"),

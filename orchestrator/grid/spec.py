@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.adaptive.settings import AdaptiveSettings
 from specs.base import stable_hash
 from specs.job import EvalConfig, JobSpec, Resources
 
@@ -114,6 +115,7 @@ class GridSpec:
     raw: dict[str, Any] = field(repr=False)
     lottery: LotteryGrid = field(default_factory=LotteryGrid)  # [lottery.NAME] tables
     dataset_limits: dict[str, int] = field(default_factory=dict)
+    adaptive: AdaptiveSettings | None = None  # [adaptive] (orchestrator/adaptive); never in a job's identity
 
     @property
     def spec_hash(self) -> str:

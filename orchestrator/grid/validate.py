@@ -32,6 +32,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from orchestrator.adaptive.settings import parse_adaptive
 from orchestrator.grid.combos import config_label, count_jobs, method_combinations, split_values
 from orchestrator.grid.read import read_toml
 from orchestrator.grid.spec import GridSpec, MethodTable, ReportConfig
@@ -45,7 +46,7 @@ from subsets import SubsetError, validate_table
 from subsets.registry import get_strategy
 
 TOP_KEYS = {"name", "seeds", "failure_budget", "dataset", "train", "eval", "resources", "report", "cluster",
-            "subsets", "methods", "breaker", "lottery"}
+            "subsets", "methods", "breaker", "lottery", "adaptive"}
 METHOD_META_KEYS = {"method", "seeds", "zip", "resources", "init", "plain_jobs"}
 BUILTIN_DATASETS = ("digits", "fashion-mnist")  # workers.data.builtin.BUILTINS
 BUILTIN_LIMITS = ("train_per_class", "val_per_class")  # [dataset] sizing of a builtin: first N per class
@@ -139,10 +140,12 @@ def _parse(path: Path, raw: dict[str, Any], max_jobs: int | None = None) -> Grid
     _check_labels(methods, check_graph(methods, train))
     lottery = parse_lottery(raw, subsets=subsets, methods=methods, train=train, seeds=seeds, metric=report.metric,
                             base=base)
+    adaptive = parse_adaptive(raw["adaptive"], [len(m.seeds) for m in methods.values()],
+                              report.confidence) if "adaptive" in raw else None
     return GridSpec(
         path=path, name=name, dataset_root=str(root), dataset_prepare=prepare, seeds=seeds, failure_budget=budget,
         train=dict(train), eval=eval_cfg, resources=resources, report=report, cluster=dict(cluster),
-        subsets=subsets, methods=methods, raw=raw, lottery=lottery, dataset_limits=limits,
+        subsets=subsets, methods=methods, raw=raw, lottery=lottery, dataset_limits=limits, adaptive=adaptive,
     )
 
 

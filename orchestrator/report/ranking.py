@@ -73,6 +73,7 @@ class Report:
     sources: tuple[str, ...] = ()  # the grids and external tables in this report
     code_versions: tuple[dict[str, Any], ...] = ()  # the code behind the numbers (report/code_section.py)
     efficiency: tuple[dict[str, Any], ...] = ()  # the jobs' resource use (report/efficiency_section.py)
+    adaptive: tuple[str, ...] = ()  # an adaptive study's looks in words (report/adaptive_section.py)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (no NaN: undefined numbers are None), the decision first."""
@@ -100,7 +101,8 @@ class Report:
                       "decision": Decision.from_dict(dec) if dec else None, "plan": Plan(**plan) if plan else None,
                       "sources": tuple(top.get("sources", ())),
                       "code_versions": tuple(top.get("code_versions", ())),
-                      "efficiency": tuple(top.get("efficiency", ()))})
+                      "efficiency": tuple(top.get("efficiency", ())),
+                      "adaptive": tuple(top.get("adaptive", ()))})
 
     def subset(self, name: str) -> SubsetReport:
         """The entry of subset ``name`` (KeyError if absent)."""
