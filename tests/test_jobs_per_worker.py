@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 GRID = """
 name = "{name}"
-seeds = [0, 1]
+seeds = [0]
 failure_budget = 1
 [dataset]
 root = "{root}"
@@ -99,12 +99,12 @@ def lone(tmp_path_factory: pytest.TempPathFactory, digits: Path) -> dict[str, di
 
 def test_a_batch_runs_its_jobs_in_one_process_each_on_its_own_with_the_same_numbers(
         tmp_path: Path, digits: Path, lone: dict[str, dict[str, float]]) -> None:
-    grid = write_grid(tmp_path, digits, "jpw", per_worker=4)
+    grid = write_grid(tmp_path, digits, "jpw", per_worker=2)
     hashes = [j.spec.job_hash for j in expand(load_grid(grid), DatasetMeta.load(digits))]
     assert sorted(hashes) == sorted(lone), "jobs_per_worker stays out of the job identity"
     armed = tmp_path / "armed"
     armed.mkdir()
-    failing = hashes[1]  # the second job of the batch fails its first attempt
+    failing = hashes[0]  # the first job of the batch fails its first attempt: the second runs after it
     (armed / f"{failing}.fail").touch()
     home = tmp_path / "home"
     launcher(grid, home, armed=armed)
@@ -113,7 +113,7 @@ def test_a_batch_runs_its_jobs_in_one_process_each_on_its_own_with_the_same_numb
         assert {j.state for j in store.jobs("jpw")} == {JobState.COMPLETED}
         attempts = {h: store.attempts(h) for h in hashes}
         firsts = [attempts[h][0] for h in hashes]
-        assert len({a.pid for a in firsts}) == 1, "the four first attempts ran in one worker process"
+        assert len({a.pid for a in firsts}) == 1, "the first attempts ran in one worker process"
         assert [a.state for a in attempts[failing]] == [AttemptState.FAILED, AttemptState.COMPLETED]
         assert "fails on purpose" in (attempts[failing][0].exit_reason or "")
         assert attempts[failing][1].pid != firsts[0].pid  # retried in a process of its own
@@ -127,12 +127,12 @@ def test_a_batch_runs_its_jobs_in_one_process_each_on_its_own_with_the_same_numb
             for a in attempts[h]:
                 text = Path(a.log_path or "").read_text()
                 assert f"job {h}" in text and not any(f"job {o}" in text for o in hashes if o != h)
-        # the same numbers bit for bit as one process per job (jobs 3 and 4 ran after a failure in the batch)
+        # the same numbers bit for bit as one process per job (one of them after a failure in its batch)
         assert final_metrics(store, "jpw") == lone
 
 
 def test_cancel_of_a_batched_job_stops_it_alone_and_the_next_one_runs(tmp_path: Path, digits: Path) -> None:
-    grid = write_grid(tmp_path, digits, "jpwc", per_worker=2, epochs=8, lrs="[0.01]")
+    grid = write_grid(tmp_path, digits, "jpwc", per_worker=2, epochs=6, lrs="[0.01, 0.2]")
     home = tmp_path / "home"
     proc = launcher(grid, home, wait=False)
     db = f"sqlite:///{home / 'db.sqlite'}"
@@ -157,4 +157,4 @@ def test_cancel_of_a_batched_job_stops_it_alone_and_the_next_one_runs(tmp_path: 
         assert completed.started_at >= cancelled.ended_at
         epochs = [json.loads(line)["epoch"] for line in
                   (Path(victim.job_dir) / "metrics.jsonl").read_text().splitlines()]
-        assert len(epochs) < 8  # stopped early, not trained to the end
+        assert len(epochs) < 6  # stopped early, not trained to the end
