@@ -37,7 +37,7 @@ lr = [0.01, 0.05, 0.2]
 
 def test_one_task_runs_three_jobs_each_cancelled_requeued_and_failed_on_its_own(
         tmp_path: Path, home: Path, digits: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    grid = write_grid(tmp_path / "grid.toml", "batch", digits, epochs=4, resources="jobs_per_worker = 3",
+    grid = write_grid(tmp_path / "grid.toml", "batch", digits, epochs=6, resources="jobs_per_worker = 3",
                       methods=THREE)
     armed = tmp_path / "armed"
     armed.mkdir()
@@ -48,7 +48,7 @@ def test_one_task_runs_three_jobs_each_cancelled_requeued_and_failed_on_its_own(
     (sub,) = submission_dirs(home)
     (task,) = json.loads((sub / "manifest.json").read_text())["tasks"]
     first, second, third = (j["job_hash"] for j in task["batch"])
-    (armed / f"{second}.fail").touch()  # armed before it can start: the first job trains 4 epochs first
+    (armed / f"{second}.fail").touch()  # armed before it can start: the first job trains 6 epochs first
     sid = store.job(first).backend_id
     assert {j.backend_id for j in store.jobs("batch")} == {sid} and sid.endswith("_0")  # one array task
 
