@@ -100,6 +100,9 @@ class Resources(Plain):
     ffcv_jit: str = field(default="auto", metadata={"choices": ("auto", "on", "off")})
     # free-form overrides of the cluster profile (partition, account, qos, constraint, exclude)
     slurm: dict = field(default_factory=dict)
+    # up to N ready jobs of the same resource group run one after the other in one worker process (a local
+    # slot or one SLURM array task): the process start, imports and FFCV's set-up are paid once (workers.batch)
+    jobs_per_worker: int = field(default=1, metadata={"min": 1, "max": 1024})
 
     def __post_init__(self) -> None:
         check_slurm_table(self.slurm, "slurm")

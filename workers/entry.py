@@ -1,4 +1,7 @@
-"""Worker entry point: ``python -m workers.entry JOB_JSON --settings FILE`` (run by torchrun or srun).
+"""Worker entry point: ``python -m workers.entry JOB_JSON [JOB_JSON ...] --settings FILE`` (torchrun or srun).
+
+Several job files: a batch (``[resources] jobs_per_worker``, :func:`run_batch`), run one after the other in
+this process, each job claimed, recorded and logged on its own.
 
 ``FILE`` is the :class:`specs.settings.WorkerSettings` the backend wrote (mode 0600: it holds the database
 URL, so the password is never on a command line). A failure is recorded as one line naming its class
@@ -34,34 +37,60 @@ log = logging.getLogger("workers.entry")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
 
 
-def _install_stop_handlers(stop: threading.Event) -> None:
-    def handler(signum: int, _frame: object) -> None:
-        log.warning("received %s: stopping after this batch", signal.Signals(signum).name)
-        stop.set()
+class Stops:
+    """Why a worker stops: a signal stops the process (every job of a batch) and, with it, the running job;
+    a job's own stop (a ``dlth-orch cancel`` of it, seen by its heartbeat) ends that job alone."""
 
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, handler)
+    def __init__(self) -> None:
+        self.process = threading.Event()
+        self.job = threading.Event()
+        self.wake: threading.Event | None = None  # the running job's heartbeat: look at the job's state now
+
+    def next_job(self) -> threading.Event:
+        """A fresh stop for the next job (a process already stopping stops it at once)."""
+        self.job = threading.Event()
+        if self.process.is_set():
+            self.job.set()
+        return self.job
+
+    def install(self) -> Stops:
+        """Stop on SIGTERM/SIGUSR2/SIGINT; SIGUSR1 (sent by a local cancel) wakes the running job's heartbeat."""
+        def handler(signum: int, _frame: object) -> None:
+            log.warning("received %s: stopping after this batch", signal.Signals(signum).name)
+            self.process.set()
+            self.job.set()
+
+        def poke(_signum: int, _frame: object) -> None:
+            if self.wake is not None:
+                self.wake.set()
+
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, handler)
+        signal.signal(signal.SIGUSR1, poke)
+        return self
 
 
-def run(job_file: Path, settings: WorkerSettings, ctx: DistContext) -> int:
-    """Run the job described by ``job_file`` on this rank; return the process exit code."""
+def run(job_file: Path, settings: WorkerSettings, ctx: DistContext, stops: Stops | None = None,
+        store: Store | None = None) -> int:
+    """Run the job described by ``job_file`` on this rank; return the process exit code (0 also when the job
+    was cancelled while it ran: a batch goes on with its next job)."""
     from workers.train import Trainer  # torch-heavy imports after the process group is up
 
     spec = JobSpec.from_json(job_file.read_text())
     job_dir = job_file.parent
-    stop = threading.Event()
-    _install_stop_handlers(stop)
+    stops = stops or Stops().install()
+    stop = stops.next_job()
     reporter: JobReporter | None = None
     claimed = True
     if ctx.is_main:
-        store = with_retries(lambda: Store(settings.db_url, create=False), what="open database")
+        store = store or with_retries(lambda: Store(settings.db_url, create=False), what="open database")
         reporter = JobReporter(store, spec.job_hash, job_dir)
         attempt = reporter.claim(backend=settings.backend, backend_id=settings.backend_id,
                                  host=socket.gethostname(), pid=os.getpid(), log_path=settings.log_path)
         claimed = attempt is not None
         if claimed:
             reporter.record_code(running_code_hash(), node_name())
-            reporter.start_heartbeat(settings.heartbeat_s)
+            stops.wake = reporter.start_heartbeat(settings.heartbeat_s, on_cancel=stop.set)
     if not broadcast_flag(ctx, claimed):
         log.warning("job %s is held or finished by another process: nothing to do", spec.job_hash)
         return 0
@@ -77,6 +106,13 @@ def run(job_file: Path, settings: WorkerSettings, ctx: DistContext) -> int:
             log.error("job %s failed: %s", spec.job_hash, line)
             reporter.close(AttemptState.FAILED, exit_code=1, reason=line, log_tail=tail)
         raise
+    finally:
+        stops.wake = None
+    if result is None and not stops.process.is_set():  # this job alone was stopped: cancelled
+        if reporter is not None:
+            reporter.close(AttemptState.CANCELLED, reason="cancelled by the user (dlth-orch cancel)")
+        log.warning("job %s cancelled: the worker goes on with its next job", spec.job_hash)
+        return 0
     if result is None:
         if reporter is not None:
             reporter.close(AttemptState.PREEMPTED, exit_code=143, reason="stopped by a signal; will resume")
@@ -87,6 +123,39 @@ def run(job_file: Path, settings: WorkerSettings, ctx: DistContext) -> int:
     return 0
 
 
+def run_batch(job_files: list[Path], settings: WorkerSettings, ctx: DistContext) -> int:
+    """Run ``job_files`` one after the other in this process (``[resources] jobs_per_worker``).
+
+    Each job is claimed, logged (its own file, :func:`workers.batch.job_log_path`), recorded and retried on
+    its own; a job that fails is recorded FAILED and the next one starts. A signal stops the running job
+    (PREEMPTED, as a lone job) and leaves the jobs not yet started QUEUED, unclaimed (no attempt, no failure
+    counted). Returns 143 if stopped by a signal, else 0 (every job recorded its own end)."""
+    from workers.batch import ProcessState, job_log, job_log_path
+
+    stops = Stops().install()
+    store = with_retries(lambda: Store(settings.db_url, create=False), what="open database") if ctx.is_main else None
+    baseline = ProcessState.capture()
+    try:
+        for n, job_file in enumerate(job_files):
+            if stops.process.is_set():
+                log.warning("stopped: %d jobs of this batch not started (they stay queued)", len(job_files) - n)
+                return 143
+            baseline.restore()
+            path = job_log_path(job_file.parent)
+            with job_log(path):
+                try:
+                    rc = run(job_file, settings.replace(log_path=str(path)), ctx, stops, store)
+                except Exception:  # recorded FAILED by run(); the others still run
+                    log.exception("job %s failed: going on with the next job of the batch", job_file.parent.name)
+                    continue
+            if rc == 143:
+                return 143
+        return 0
+    finally:
+        if store is not None:
+            store.close()
+
+
 def node_name() -> str:
     """The node this worker runs on: SLURM's name for it, else the host name."""
     return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
@@ -94,7 +163,8 @@ def node_name() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.entry", description=__doc__)
-    parser.add_argument("job_file", type=Path, help="the job's job.json")
+    parser.add_argument("job_file", type=Path, nargs="+",
+                        help="the job's job.json; several: run them one after the other (jobs_per_worker)")
     parser.add_argument("--settings", required=True, type=Path, help="the grid's worker settings file (JSON, 0600)")
     parser.add_argument("--backend-id", help="this attempt's id in its backend (overrides the settings file's)")
     # names that are no prefix of a torchrun option (torchrun's parser would take an abbreviation as its own)
@@ -108,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = WorkerSettings.read(args.settings)
         own = {"backend_id": args.backend_id, "log_path": args.attempt_log}
-        return run(args.job_file.resolve(), settings.replace(**{k: v for k, v in own.items() if v}), ctx)
+        settings = settings.replace(**{k: v for k, v in own.items() if v})
+        if len(args.job_file) > 1:
+            return run_batch([f.resolve() for f in args.job_file], settings, ctx)
+        return run(args.job_file[0].resolve(), settings, ctx)
     finally:
         teardown(ctx)
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from db import Store, write_final_metrics
+from db import JobState, Store, write_final_metrics
 from db.retry import with_retries
 from specs.breaker import COUNTED, pause_line
 from specs.contract import EPOCH_METRICS_FILE
@@ -38,6 +38,7 @@ class JobReporter:
         self.store, self.job_hash, self.job_dir = store, job_hash, job_dir
         self.attempt_id: int | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.board = EpochBoard(job_dir)  # the reporter lives on rank 0 only: so do the event files
         self.meter = UsageMeter()  # what this attempt uses, recorded when it ends
@@ -71,16 +72,34 @@ class JobReporter:
         if attempt_id is not None:
             self._db("attempt code", lambda: self.store.set_attempt_code(attempt_id, code_hash, node))
 
-    def start_heartbeat(self, every_s: float) -> None:
+    def start_heartbeat(self, every_s: float, on_cancel: Callable[[], None] | None = None) -> threading.Event:
+        """Beat every ``every_s`` seconds; with ``on_cancel``, also look at the job's state and call it once the
+        job is CANCELLED (a batched worker stops that job alone). Returns an event that triggers a beat now."""
+        wake = self._wake
+
         def beat() -> None:
-            while not self._stop.wait(every_s):
+            while not self._stop.is_set():
+                wake.wait(every_s)
+                wake.clear()
+                if self._stop.is_set():
+                    return
                 self._db("heartbeat", lambda: self.store.heartbeat(self.job_hash))
+                if on_cancel is not None and self._cancelled():
+                    log.warning("job %s was cancelled: stopping it", self.job_hash)
+                    on_cancel()
+                    return
 
         self._thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
         self._thread.start()
+        return wake
+
+    def _cancelled(self) -> bool:
+        job = self._db("job state", lambda: self.store.job(self.job_hash))
+        return job is not None and job.state == JobState.CANCELLED
 
     def stop_heartbeat(self) -> None:
         self._stop.set()
+        self._wake.set()
 
     def epoch(self, epoch: int, values: dict[str, float]) -> None:
         with open(self.job_dir / EPOCH_METRICS_FILE, "a") as fh:

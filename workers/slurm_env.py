@@ -12,6 +12,11 @@ SLURM's environment. On ``SIGUSR2`` (preemption, or the time limit ``signal_dela
 stops after its current batch and records the attempt (its last epoch checkpoint is on disk); then
 submitit calls :meth:`SlurmTask.checkpoint` and requeues the SLURM job, which resumes from that checkpoint.
 
+``[resources] jobs_per_worker``: a task may run several jobs (the manifest task's ``batch``), one worker
+process for them all (``python -m workers.entry JOB_JSON...``). A requeued task runs the same list again:
+the jobs that ended (completed, failed, cancelled) are skipped by their claim, the preempted one resumes
+from its checkpoint, and the ones not yet started start as if for the first time.
+
 Code: the array's script puts a code snapshot first on ``PYTHONPATH`` (the bootstrap runs from it); each
 task starts its worker from its own job's snapshot, read from the database when the task starts (so
 ``launch --code current`` re-points a queued task), else the one the manifest named at submission.
@@ -70,17 +75,25 @@ class SlurmTask(submitit.helpers.Checkpointable):
     """One job of an array, run under submitit: the worker is a child process, requeued on ``SIGUSR2``."""
 
     def __init__(self, job_hash: str, job_file: str, settings_file: str, stop_grace_s: float,
-                 code_root: str = "", code_hash: str | None = None) -> None:
+                 code_root: str = "", code_hash: str | None = None,
+                 batch: list[tuple[str, str]] | None = None) -> None:
         self.job_hash, self.job_file, self.settings_file = job_hash, job_file, settings_file
         self.stop_grace_s = stop_grace_s
         self.code_root, self.code_hash = code_root, code_hash  # the snapshot named at submission
+        self.batch = batch  # (job hash, job file) of every job of a batched task, in order
         self._proc: subprocess.Popen | None = None
+
+    @property
+    def jobs(self) -> list[tuple[str, str]]:
+        """``(job hash, job file)`` of each job this task runs, in order."""
+        return self.batch or [(self.job_hash, self.job_file)]
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "_proc"}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("batch", None)  # a pickle of an older version, found by a requeued task
         self._proc = None
 
     def worker_env(self) -> dict[str, str]:
@@ -100,13 +113,16 @@ class SlurmTask(submitit.helpers.Checkpointable):
     def worker_command(self) -> list[str]:
         """The worker's command line: the grid's settings file (0600, the database URL), and this task's
         SLURM id and log, which are no secret."""
-        return [sys.executable, "-u", "-m", "workers.entry", self.job_file, "--settings", self.settings_file,
+        return [sys.executable, "-u", "-m", "workers.entry", *(f for _, f in self.jobs), "--settings",
+                self.settings_file,
                 "--backend-id", slurm_job_id(), "--attempt-log", str(submitit.JobEnvironment().paths.stdout)]
 
     def __call__(self) -> None:
         rank0 = submitit.JobEnvironment().global_rank == 0
         if rank0:
-            close_stale_attempts(WorkerSettings.read(self.settings_file).db_url, self.job_hash, slurm_job_id())
+            db_url = WorkerSettings.read(self.settings_file).db_url
+            for job_hash, _ in self.jobs:
+                close_stale_attempts(db_url, job_hash, slurm_job_id())
         cmd = self.worker_command()
         env = self.worker_env()
         log.info("rank %s/%s (local rank %s) on node %s: MASTER_ADDR=%s MASTER_PORT=%s", env["RANK"],
@@ -144,7 +160,7 @@ class SlurmTask(submitit.helpers.Checkpointable):
             if pid_alive(proc.pid):
                 log.warning("worker %d did not stop within %.0fs: requeueing anyway", proc.pid, self.stop_grace_s)
         fresh = SlurmTask(self.job_hash, self.job_file, self.settings_file, self.stop_grace_s, self.code_root,
-                          self.code_hash)
+                          self.code_hash, self.batch)
         return submitit.helpers.DelayedSubmission(fresh)
 
 
@@ -219,7 +235,8 @@ def bootstrap(submission_dir: Path) -> None:
     folder = submission_dir / LOG_SUBDIR  # every task logs here: %A_%a_0_log.out
     place_task_pickle(folder, SlurmTask(task["job_hash"], task["job_file"], manifest["settings_file"],
                                         float(manifest["stop_grace_s"]), manifest.get("code_root", ""),
-                                        task.get("code_hash")),
+                                        task.get("code_hash"),
+                                        [(j["job_hash"], j["job_file"]) for j in task.get("batch", [])] or None),
                       time_min=int(manifest["time_min"]), max_requeues=int(manifest["max_requeues"]))
     run_task(folder)
 

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -48,12 +49,33 @@ STOP_GRACE_S = 30.0
 
 @dataclass
 class _Running:
-    job: JobRow
+    """One worker process and the jobs it runs (several with ``[resources] jobs_per_worker``), in order."""
+
+    jobs: list[JobRow]
     spec: JobSpec
     proc: subprocess.Popen
     log_path: Path
     log_fh: IO[bytes]
     alloc: Allocation
+    attempts: dict[str, int]  # each job's attempt count when the process started
+
+
+def take_batch(queue: deque[JobRow], first: JobRow, spec: JobSpec, code: Callable[[str], str | None]) -> list[JobRow]:
+    """``first`` and up to ``jobs_per_worker - 1`` more queued jobs of the same resource group and code snapshot
+    (taken out of ``queue``): one worker process runs them one after the other. The queue holds only jobs
+    that are ready (their parents COMPLETED), so a batch never waits on a parent."""
+    batch = [first]
+    want = spec.resources.jobs_per_worker
+    if want == 1:
+        return batch
+    key, first_code = spec.resources, code(first.job_hash)
+    for job in list(queue):
+        if len(batch) >= want:
+            break
+        if JobSpec.from_json(job.spec_json).resources == key and code(job.job_hash) == first_code:
+            queue.remove(job)
+            batch.append(job)
+    return batch
 
 
 def released_jobs(ctx: LaunchContext) -> list[JobRow]:
@@ -68,10 +90,12 @@ def released_jobs(ctx: LaunchContext) -> list[JobRow]:
     return jobs
 
 
-def worker_command(spec: JobSpec, job_file: Path, settings_file: Path, backend_id: str, log_path: Path) -> list[str]:
-    """The command line of one job (the database URL is in the grid's ``settings_file``, mode 0600): torchrun
-    for several ranks; the worker itself for one (without torchrun's variables it runs as rank 0 of 1)."""
-    worker = ["-m", "workers.entry", str(job_file), "--settings", str(settings_file), "--backend-id", backend_id,
+def worker_command(spec: JobSpec, job_files: list[Path], settings_file: Path, backend_id: str,
+                   log_path: Path) -> list[str]:
+    """The command line of one worker process, for its jobs' ``job_files`` run one after the other (the
+    database URL is in the grid's ``settings_file``, mode 0600): torchrun for several ranks; the worker itself
+    for one (without torchrun's variables it runs as rank 0 of 1)."""
+    worker = ["-m", "workers.entry", *map(str, job_files), "--settings", str(settings_file), "--backend-id", backend_id,
               "--attempt-log", str(log_path)]
     if spec.resources.nproc_per_node == 1:
         return [sys.executable, *worker]
@@ -150,15 +174,16 @@ class LocalBackend(Backend):
                         if alloc is None:
                             break
                         queue.popleft()
-                        running[job.job_hash] = self._start(ctx, job, spec, alloc, settings_file)
+                        batch = take_batch(queue, job, spec, lambda h: ctx.store.code_of([h]).get(h))
+                        running[job.job_hash] = self._start(ctx, batch, spec, alloc, settings_file)
                     time.sleep(POLL_S)
                     ended = [h for h, r in running.items() if r.proc.poll() is not None]
                     for h in ended:
                         r = running.pop(h)
                         pool.give_back(r.alloc)
                         again = ride_out(lambda r=r: self._finished(ctx, r), what=f"running {ctx.grid_name}")
-                        if again is not None and not stopping:
-                            queue.append(again)
+                        if not stopping:
+                            queue.extend(again)
                         paused = paused or ride_out(lambda: breaker.check(ctx.store, ctx.grid_name),
                                                     what=f"running {ctx.grid_name}") is not None
                     if ended and not stopping:  # children whose parents are now all COMPLETED start at once
@@ -179,11 +204,15 @@ class LocalBackend(Backend):
         if stopping:
             raise KeyboardInterrupt
 
-    def _start(self, ctx: LaunchContext, job: JobRow, spec: JobSpec, alloc: Allocation,
+    def _start(self, ctx: LaunchContext, jobs: list[JobRow], spec: JobSpec, alloc: Allocation,
                settings_file: Path) -> _Running:
+        """Start one worker process for ``jobs`` (a batch: its output goes to the first job's ``logs/``
+        as ``*-batch.log``; each job's own log is written by the worker)."""
+        job = jobs[0]
         job_dir = Path(job.job_dir)
         (job_dir / LOG_DIR).mkdir(parents=True, exist_ok=True)
-        log_path = job_dir / LOG_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        suffix = "-batch" if len(jobs) > 1 else ""
+        log_path = job_dir / LOG_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}{suffix}.log"
         fh = open(log_path, "ab")  # noqa: SIM115 (closed in _finished)
         threads = max(1, spec.resources.cpus_per_task)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
@@ -192,38 +221,48 @@ class LocalBackend(Backend):
             env.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"})
         env.update(job_code_env(ctx.store, job.job_hash, env))  # the job's frozen code first on sys.path
         JobPaths.of(job_dir).worker_settings.unlink(missing_ok=True)  # a per-job copy of older versions
-        cmd = worker_command(spec, job_dir / JOB_FILE, settings_file, f"{self.host}:{os.getpid()}", log_path)
+        cmd = worker_command(spec, [Path(j.job_dir) / JOB_FILE for j in jobs], settings_file,
+                             f"{self.host}:{os.getpid()}", log_path)
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        log.info("started %s (%s) pid %d%s", job.job_hash, spec.label(), proc.pid,
-                 f" on GPUs {','.join(alloc.gpus)}" if alloc.gpus else "")
-        return _Running(job, spec, proc, log_path, fh, alloc)
+        log.info("started %s (%s) pid %d%s%s", job.job_hash, spec.label(), proc.pid,
+                 f" on GPUs {','.join(alloc.gpus)}" if alloc.gpus else "",
+                 f" with {len(jobs) - 1} more jobs in the same process" if len(jobs) > 1 else "")
+        return _Running(jobs, spec, proc, log_path, fh, alloc, {j.job_hash: j.attempt_count for j in jobs})
 
-    def _finished(self, ctx: LaunchContext, r: _Running) -> JobRow | None:
-        """Record how a job's process group ended; return the job if it should run again."""
+    def _finished(self, ctx: LaunchContext, r: _Running) -> list[JobRow]:
+        """Record how a worker process ended for each of its jobs; return the jobs that should run again."""
         r.log_fh.close()
         rc = r.proc.returncode
         store = ctx.store
+        hashes = {j.job_hash for j in r.jobs}
         # close an attempt the worker could not close itself (crash, kill -9 of a rank, torchrun error)
         for a in store.open_attempts(ctx.grid_name, backend=self.name):
-            if a.job_hash == r.job.job_hash and a.host == self.host and not pid_alive(a.pid):
+            if a.job_hash in hashes and a.host == self.host and not pid_alive(a.pid):
                 state = AttemptState.LOST if rc is not None and rc < 0 else AttemptState.FAILED
                 store.finish_attempt(a.id, state, exit_code=rc,
                                      reason=f"exit code {rc}\n{log_tail(r.log_path)}")
-        job = store.job(r.job.job_hash)
-        assert job is not None
-        if job.state in (JobState.PENDING, JobState.QUEUED) and rc not in (0, 143):
-            # never got as far as claiming the job (import error, bad environment): a failure
-            store.set_state([job.job_hash], JobState.FAILED, [JobState.PENDING, JobState.QUEUED])
-            log.error("job %s exited %s before starting:\n%s", job.job_hash, rc, log_tail(r.log_path, 8))
-            job = store.job(r.job.job_hash)
+        rows = [store.job(h.job_hash) for h in r.jobs]
+        started = any(j is not None and j.attempt_count > r.attempts[j.job_hash] for j in rows)
+        again: list[JobRow] = []
+        for before, job in zip(r.jobs, rows, strict=True):
             assert job is not None
-        if job.state == JobState.FAILED and job.failure_count <= ctx.failure_budget:
-            log.warning("job %s failed (%d/%d): retrying", job.job_hash, job.failure_count, ctx.failure_budget)
-            store.set_state([job.job_hash], JobState.QUEUED, [JobState.FAILED])
-            return r.job
-        if job.state == JobState.QUEUED and rc == 143:
-            return None  # stopped by a signal: resumes on the next launch
-        return None
+            if job.state in (JobState.PENDING, JobState.QUEUED) and rc not in (0, 143):
+                if started:  # the process died after another job of its batch: this one never began
+                    log.warning("job %s: its worker process exited %s before it started: queued again",
+                                job.job_hash, rc)
+                    again.append(before)
+                    continue
+                # never got as far as claiming the job (import error, bad environment): a failure
+                store.set_state([job.job_hash], JobState.FAILED, [JobState.PENDING, JobState.QUEUED])
+                log.error("job %s exited %s before starting:\n%s", job.job_hash, rc, log_tail(r.log_path, 8))
+                job = store.job(job.job_hash)
+                assert job is not None
+            if job.state == JobState.FAILED and job.failure_count <= ctx.failure_budget:
+                log.warning("job %s failed (%d/%d): retrying", job.job_hash, job.failure_count, ctx.failure_budget)
+                store.set_state([job.job_hash], JobState.QUEUED, [JobState.FAILED])
+                again.append(before)
+            # QUEUED after a 143: stopped by a signal, resumes on the next launch
+        return again
 
     def _stop_all(self, ctx: LaunchContext, running: dict[str, _Running]) -> None:
         for r in running.values():
@@ -240,10 +279,20 @@ class LocalBackend(Backend):
 
     # --- cancel ---------------------------------------------------------------------------------
     def cancel(self, store: Store, jobs: list[JobRow]) -> int:
-        """Stop running workers of this host (SIGTERM) and mark the jobs CANCELLED."""
+        """Stop running workers of this host (SIGTERM) and mark the jobs CANCELLED.
+
+        A worker that may run several jobs (``jobs_per_worker`` > 1) is not stopped: the job is recorded
+        CANCELLED first, then ``SIGUSR1`` makes the worker look at its job's state now; it stops that job
+        alone and goes on with its next one."""
         hashes = {j.job_hash for j in jobs}
+        batched = {j.job_hash for j in jobs if JobSpec.from_json(j.spec_json).resources.jobs_per_worker > 1}
         for a in store.open_attempts(backend=self.name):
             if a.job_hash in hashes and a.host == self.host and pid_alive(a.pid):
+                if a.job_hash in batched:
+                    store.finish_attempt(a.id, AttemptState.CANCELLED, reason="cancelled by the user")
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(a.pid, signal.SIGUSR1)
+                    continue
                 os.kill(a.pid, signal.SIGTERM)
                 store.finish_attempt(a.id, AttemptState.CANCELLED, reason="cancelled by the user")
         n = store.set_state(list(hashes), JobState.CANCELLED, JobState.CANCELLABLE)

@@ -222,7 +222,10 @@ class SlurmBackend(Backend):
         return res, resubmitted, pause, store.state_counts(grid)
 
     def cancel(self, store: Store, jobs: list[JobRow]) -> int:
-        """Mark the jobs CANCELLED (open attempts too), then ``scancel`` their SLURM tasks in one command."""
+        """Mark the jobs CANCELLED (open attempts too), then ``scancel`` their SLURM tasks in one command.
+
+        A task that still holds other live jobs (``jobs_per_worker``) is not cancelled: its worker stops the
+        cancelled job at its next heartbeat and skips a cancelled job it has not started."""
         hashes = {j.job_hash for j in jobs}
         for a in store.open_attempts(backend=BACKEND):
             if a.job_hash in hashes:
@@ -231,6 +234,10 @@ class SlurmBackend(Backend):
         release_finished_grids(store)
         ids = sorted({j.backend_id for j in jobs if j.backend == BACKEND and j.backend_id
                       and j.state in (JobState.QUEUED, JobState.RUNNING, JobState.WAITING)})
+        live = (JobState.QUEUED, JobState.RUNNING, JobState.WAITING)
+        grids = {g for h in hashes for g in store.job_grids(h)}
+        shared = {j.backend_id for g in grids for j in store.jobs(g, list(live)) if j.backend == BACKEND}
+        ids = [i for i in ids if i not in shared]
         for conf, some in by_cluster(store, ids).items():
             with targeting(conf):
                 scancel(some)

@@ -123,10 +123,22 @@ class Submitted:
     array_id: str
     sub_dir: Path
     job_hashes: list[str]
+    task_of: list[int]  # the array task of each job (several jobs share one with jobs_per_worker)
 
     @property
     def slurm_ids(self) -> list[str]:
-        return [f"{self.array_id}_{i}" for i in range(len(self.job_hashes))]
+        return [f"{self.array_id}_{t}" for t in self.task_of]
+
+
+def manifest_task(jobs: list[JobRow], codes: dict[str, str | None]) -> dict[str, Any]:
+    """One array task of the manifest: its (first) job, and with ``jobs_per_worker`` the ``batch`` of every
+    job it runs in order (one code snapshot: :func:`orchestrator.backends.slurm_graph.pack`)."""
+    first = jobs[0]
+    task: dict[str, Any] = {"job_hash": first.job_hash, "job_file": str(Path(first.job_dir) / JOB_FILE),
+                            "code_hash": codes.get(first.job_hash)}
+    if len(jobs) > 1:
+        task["batch"] = [{"job_hash": j.job_hash, "job_file": str(Path(j.job_dir) / JOB_FILE)} for j in jobs]
+    return task
 
 
 def plan_arrays(jobs: list[JobRow], profile: SlurmProfile, chunk: int) -> Iterator[tuple[dict[str, Any], list[JobRow]]]:
@@ -165,8 +177,11 @@ def submit_jobs(
     plan_jobs = [PlanJob(j.job_hash, f"{j.subset_name}/{j.config_name}/s{j.seed}", JobSpec.from_json(j.spec_json),
                          tuple((parents or {}).get(j.job_hash, ()))) for j in jobs]
     array_ids: list[str] = []
-    for plan in plan_graph(plan_jobs, profile, chunk, known_ids):
-        params, members = plan.params, [rows[p.job_hash] for p in plan.members]
+    for plan in plan_graph(plan_jobs, profile, chunk, known_ids, codes):
+        members = [rows[p.job_hash] for p in plan.members]
+        tasks = [[rows[p.job_hash] for p in task] for task in plan.tasks]
+        per_task = max(len(t) for t in tasks)  # a batched task runs its jobs one after the other
+        params = {**plan.params, "time": plan.params["time"] * per_task}
         dependency = plan.dependency(array_ids)
         token = f"{datetime.now(UTC):{TOKEN_TIME}}-{uuid.uuid4().hex[:8]}"
         sub_dir = root / token
@@ -178,8 +193,7 @@ def submit_jobs(
             "time_min": params["time"], "signal_delay_s": profile.signal_delay_s,
             "stop_grace_s": max(5, profile.signal_delay_s - 20), "max_requeues": profile.max_requeues,
             "code_root": str(code_dir),
-            "tasks": [{"job_hash": j.job_hash, "job_file": str(Path(j.job_dir) / JOB_FILE),
-                       "code_hash": codes.get(j.job_hash)} for j in members],
+            "tasks": [manifest_task(task, codes) for task in tasks],
         })
         ex = _ArrayExecutor(sub_dir, profile.interpreter, profile.max_requeues)
         extra = {**params.get("additional_parameters", {}), "chdir": str(sub_dir)}
@@ -187,12 +201,13 @@ def submit_jobs(
             extra.update({"dependency": dependency, "kill-on-invalid-dep": "no"})
         ex.update_parameters(**{**params, "additional_parameters": extra}, job_name=name, setup=setup,
                              array_parallelism=profile.array_throttle)
-        array_id = ex.submit_array(len(members))
+        array_id = ex.submit_array(len(tasks))
         array_ids.append(array_id)
-        sub = Submitted(array_id, sub_dir, [j.job_hash for j in members])
+        sub = Submitted(array_id, sub_dir, [j.job_hash for j in members],
+                        [t for t, task in enumerate(tasks) for _ in task])
         (sub_dir / ARRAY_ID_FILE).write_text(array_id)
         store.mark_queued(sub.job_hashes, "slurm", sub.slurm_ids)
-        log.info("submitted array %s (%d jobs) from %s%s", array_id, len(members), sub_dir,
+        log.info("submitted array %s (%d jobs in %d tasks) from %s%s", array_id, len(members), len(tasks), sub_dir,
                  f" with --dependency={dependency}" if dependency else "")
         out.append(sub)
         if on_submitted:

@@ -10,6 +10,7 @@ A grid file looks like ``examples/quickstart.toml``::
     [train]    backbone, epochs, batch_size, optimizer, lr, ...   (specs.job.TrainConfig)
     [eval]     knn_k, knn_temperature, every_epochs             (specs.job.EvalConfig)
     [resources] nodes, nproc_per_node, cpus_per_task, ...        (specs.job.Resources)
+                jobs_per_worker = N: one worker process runs up to N ready jobs (not in the identity)
     [report]   metric = "knn_top1", reference = "full"
     [cluster]  profile = "local" | "slurm-local" | ...
     [subsets.NAME]  strategy = "...", strategy params, fraction   (subsets/)
