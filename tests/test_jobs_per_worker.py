@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from orchestrator.expand import expand
 
 from db import AttemptState, JobState, Store
-from orchestrator.expand import expand
 from orchestrator.grid import load_grid
 from specs.contract import FINAL_METRICS_FILE
 from subsets import DatasetMeta
