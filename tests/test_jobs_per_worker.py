@@ -14,10 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from orchestrator.expand import expand
 
 from db import AttemptState, JobState, Store
-from orchestrator.grid import load_grid
+from orchestrator.grid import expand, load_grid
 from specs.contract import FINAL_METRICS_FILE
 from subsets import DatasetMeta
 from workers.test_hooks import ENV as FAIL_ONCE
