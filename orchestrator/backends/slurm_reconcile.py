@@ -28,6 +28,7 @@ from typing import Any
 from db import AttemptRow, AttemptState, JobRow, JobState, Store
 from db.models import utcnow
 from orchestrator.backends.slurm_cmd import scancel
+from orchestrator.backends.slurm_retry import on_failure
 from orchestrator.backends.slurm_sacct import SlurmRun, SlurmView, query
 from orchestrator.backends.slurm_submit import first_submission, read_manifest, submitted_at
 from orchestrator.workspace import log_tail
@@ -104,12 +105,16 @@ class _Manifests:
     def __init__(self) -> None:
         self._cache: dict[str, dict[str, Any] | None] = {}
 
-    def job_of(self, run: SlurmRun) -> str | None:
+    def of(self, run: SlurmRun) -> dict[str, Any] | None:
+        """The submission manifest of the array ``run`` belongs to."""
         if not run.workdir:
             return None
         if run.workdir not in self._cache:
             self._cache[run.workdir] = read_manifest(run.workdir)
-        m = self._cache[run.workdir]
+        return self._cache[run.workdir]
+
+    def job_of(self, run: SlurmRun) -> str | None:
+        m = self.of(run)
         if m is None or run.task_index >= len(m["tasks"]):
             return None
         return str(m["tasks"][run.task_index]["job_hash"])
@@ -246,7 +251,7 @@ def _settle(store: Store, job_name: str, job: JobRow, attempts: list[AttemptRow]
         for a in open_attempts:  # left open by an earlier run of a requeued task
             run = _run_of(a, runs)
             if run is not None and run is not latest and run.ended:
-                _close(store, a, run, manifests, res)
+                _close(store, job, a, run, manifests, res)
         hb = job.heartbeat_at
         if latest.state == "RUNNING" and job.state == JobState.RUNNING and hb and utcnow() - hb > _stale_after():
             res.stale.append(job.job_hash)
@@ -254,7 +259,7 @@ def _settle(store: Store, job_name: str, job: JobRow, attempts: list[AttemptRow]
                         job.job_hash, sid, int((utcnow() - hb).total_seconds()))
         return
     for a in open_attempts:
-        _close(store, a, _run_of(a, runs) or latest, manifests, res)
+        _close(store, job, a, _run_of(a, runs) or latest, manifests, res)
     fresh = store.job(job.job_hash)
     if fresh is None or fresh.state != JobState.QUEUED:
         return
@@ -269,8 +274,10 @@ def _settle(store: Store, job_name: str, job: JobRow, attempts: list[AttemptRow]
         attempt_id = store.claim(job.job_hash, backend=BACKEND, backend_id=sid, host=latest.nodes or "?", pid=None,
                                  log_path=str(_task_log(latest) or "") or None)
         if attempt_id is not None:
+            retry = on_failure(job.job_hash, job.job_dir, state, latest, manifests.of(latest), checkpointed=False)
             store.finish_attempt(attempt_id, state, exit_code=latest.exit_code,
-                                 reason=f"{describe(latest, state)}, before the worker started", log_tail=tail)
+                                 reason=f"{describe(latest, state)}, before the worker started" + _said(retry),
+                                 log_tail=tail)
             res.closed += 1
     else:
         res.requeued += store.set_state([job.job_hash], JobState.PENDING, [JobState.QUEUED])
@@ -285,13 +292,21 @@ def _task_log(run: SlurmRun) -> Path | None:
     return path if path.is_file() else None
 
 
-def _close(store: Store, a: AttemptRow, run: SlurmRun, manifests: _Manifests, res: ReconcileResult) -> None:
-    """Close an attempt the worker left open, with SLURM's verdict on the run it belonged to."""
+def _said(retry: str | None) -> str:
+    return f"; {retry}" if retry else ""
+
+
+def _close(store: Store, job: JobRow, a: AttemptRow, run: SlurmRun, manifests: _Manifests,
+           res: ReconcileResult) -> None:
+    """Close an attempt the worker left open, with SLURM's verdict on the run it belonged to; record what
+    its retry asks for (:mod:`orchestrator.backends.slurm_retry`)."""
     tail = log_tail(a.log_path or _task_log(run), 20)
     state = verdict(run, tail, manifests.signal_delay(run))
     if state == AttemptState.COMPLETED:  # SLURM finished but the worker never said so: it left no result
         state = AttemptState.LOST
+    retry = on_failure(job.job_hash, job.job_dir, state, run, manifests.of(run), checkpointed=False)
     store.finish_attempt(a.id, state, exit_code=run.exit_code,
-                         reason=f"{describe(run, state)}; the worker did not record its end", log_tail=tail)
+                         reason=f"{describe(run, state)}; the worker did not record its end" + _said(retry),
+                         log_tail=tail)
     res.closed += 1
     log.warning("job %s attempt %d: closed %s (%s)", a.job_hash, a.number, state, describe(run, state))
