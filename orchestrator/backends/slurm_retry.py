@@ -87,10 +87,12 @@ def adjusted_spec(spec: JobSpec, job_dir: str | Path, profile_exclude: str = "")
 
 @dataclass(frozen=True)
 class PartitionLimits:
-    """A partition's per-node memory and time limits (``None``: unlimited or unknown)."""
+    """A partition's per-node memory and time limits (``None``: unlimited or unknown), and its node count
+    (0: unknown)."""
 
     max_mem_mb: int | None = None
     max_time_min: int | None = None
+    total_nodes: int = 0
 
 
 def parse_partitions(text: str) -> dict[str, PartitionLimits]:
@@ -102,7 +104,9 @@ def parse_partitions(text: str) -> dict[str, PartitionLimits]:
             continue
         mem = kv.get("MaxMemPerNode", "UNLIMITED")
         secs = parse_duration(kv.get("MaxTime", "UNLIMITED").replace("INFINITE", "UNLIMITED"))
-        limits = PartitionLimits(int(mem) if mem.isdigit() else None, None if secs is None else secs // 60)
+        nodes = kv.get("TotalNodes", "0")
+        limits = PartitionLimits(int(mem) if mem.isdigit() else None, None if secs is None else secs // 60,
+                                 int(nodes) if nodes.isdigit() else 0)
         out[kv["PartitionName"]] = limits
         if kv.get("Default") == "YES":
             out[""] = limits
@@ -173,7 +177,12 @@ def on_failure(job_hash: str, job_dir: str | Path, state: str, run: SlurmRun, ma
     if state in AttemptState.FAILURES and node and not re.search(r"[\[,]", node) and node != "None assigned":
         failures[node] = failures.get(node, 0) + 1
         if failures[node] == EXCLUDE_AFTER:
-            notes.append(f"failed {EXCLUDE_AFTER} times on {node}: the retries exclude it")
+            excluded = sum(1 for k in failures.values() if k >= EXCLUDE_AFTER)
+            if limits.total_nodes and excluded >= limits.total_nodes:  # never exclude the partition's last node
+                failures[node] = EXCLUDE_AFTER - 1
+                notes.append(f"failed {EXCLUDE_AFTER} times on {node}: not excluded (no other node is left)")
+            else:
+                notes.append(f"failed {EXCLUDE_AFTER} times on {node}: the retries exclude it")
     new_adj = Adjustments(mem_gb, time_min, failures, [*adj.notes, *notes])
     if new_adj != adj:
         save(job_dir, new_adj)
