@@ -335,6 +335,7 @@ def _mount_optional_groups() -> None:
         ("orchestrator.commands.slurm_cmds", "slurm"),
         ("orchestrator.commands.breaker_cmd", "resume"),
         ("orchestrator.commands.show_cmd", "show"),
+        ("orchestrator.commands.disk_cmds", "du"), ("orchestrator.commands.disk_cmds", "gc"),
     ]
     import importlib
 

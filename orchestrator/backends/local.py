@@ -35,6 +35,7 @@ from orchestrator.db_wait import ride_out
 from orchestrator.graph import advance
 from orchestrator.preflight import check_local_resources
 from orchestrator.provenance.runtime import job_code_env
+from orchestrator.storage.gc import collect_grid
 from orchestrator.workspace import JOB_FILE, log_tail
 from specs.contract import LOG_DIR, JobPaths
 from specs.job import JobSpec
@@ -211,6 +212,8 @@ class LocalBackend(Backend):
                                      reason=f"exit code {rc}\n{log_tail(r.log_path)}")
         job = store.job(r.job.job_hash)
         assert job is not None
+        if job.state == JobState.COMPLETED:
+            collect_grid(store, ctx.grid_name)  # the grid's [storage] policy, as its jobs finish
         if job.state in (JobState.PENDING, JobState.QUEUED) and rc not in (0, 143):
             # never got as far as claiming the job (import error, bad environment): a failure
             store.set_state([job.job_hash], JobState.FAILED, [JobState.PENDING, JobState.QUEUED])
