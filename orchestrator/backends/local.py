@@ -35,6 +35,7 @@ from orchestrator.db_wait import ride_out
 from orchestrator.graph import advance
 from orchestrator.preflight import check_local_resources
 from orchestrator.provenance.runtime import job_code_env
+from orchestrator.stall import stalled
 from orchestrator.storage.gc import collect_grid
 from orchestrator.workspace import JOB_FILE, log_tail
 from specs.contract import LOG_DIR, JobPaths
@@ -153,6 +154,8 @@ class LocalBackend(Backend):
                         queue.popleft()
                         running[job.job_hash] = self._start(ctx, job, spec, alloc, settings_file)
                     time.sleep(POLL_S)
+                    for r in running.values():
+                        self._stop_if_stalled(ctx, r)
                     ended = [h for h, r in running.items() if r.proc.poll() is not None]
                     for h in ended:
                         r = running.pop(h)
@@ -198,6 +201,18 @@ class LocalBackend(Backend):
         log.info("started %s (%s) pid %d%s", job.job_hash, spec.label(), proc.pid,
                  f" on GPUs {','.join(alloc.gpus)}" if alloc.gpus else "")
         return _Running(job, spec, proc, log_path, fh, alloc)
+
+    def _stop_if_stalled(self, ctx: LaunchContext, r: _Running) -> None:
+        """Kill a job whose steps stopped while its heartbeat went on; its attempt FAILED, "stalled"."""
+        if r.proc.poll() is not None or (reason := stalled(r.job.job_dir, r.job.spec_json)) is None:
+            return
+        log.warning("job %s %s: stopping it (retried within the failure budget)", r.job.job_hash, reason)
+        for a in ctx.store.open_attempts(ctx.grid_name, backend=self.name):
+            if a.job_hash == r.job.job_hash and a.host == self.host:
+                ctx.store.finish_attempt(a.id, AttemptState.FAILED, exit_code=None, reason=reason)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(r.proc.pid, signal.SIGKILL)
+        r.proc.wait()
 
     def _finished(self, ctx: LaunchContext, r: _Running) -> JobRow | None:
         """Record how a job's process group ended; return the job if it should run again."""

@@ -13,6 +13,8 @@
   purged: in neither squeue nor sacct; for a WAITING job, not alive in squeue, the only view of tasks
   pending on a dependency) is noticed in that refresh and submitted again; see :func:`_forget`.
 - A RUNNING job whose heartbeat stopped while SLURM says RUNNING is *flagged* (logged, listed), never killed.
+- A RUNNING job whose heartbeat goes on but whose steps stopped (:mod:`orchestrator.stall`) is *stalled*: its
+  attempt is closed FAILED ("stalled") and its task cancelled; it is resubmitted within the failure budget.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from orchestrator.backends.slurm_cmd import scancel
 from orchestrator.backends.slurm_retry import on_failure
 from orchestrator.backends.slurm_sacct import SlurmRun, SlurmView, query
 from orchestrator.backends.slurm_submit import first_submission, read_manifest, submitted_at
+from orchestrator.stall import stalled
 from orchestrator.workspace import log_tail
 from specs.contract import LOG_DIR
 from specs.settings import env_settings
@@ -62,10 +65,11 @@ class ReconcileResult:
     vanished: int = 0  # jobs whose task SLURM no longer holds, to be submitted again
     stale: list[str] = field(default_factory=list)
     alive: int = 0  # jobs with a live SLURM task
+    stalled: list[str] = field(default_factory=list)  # stopped: heartbeat alive, steps not moving
 
     def changed(self) -> bool:
         return bool(self.adopted or self.closed or self.corrected or self.requeued or self.cancelled_spares
-                    or self.vanished)
+                    or self.vanished or self.stalled)
 
 
 def verdict(run: SlurmRun, tail: str, signal_delay_s: int) -> str:
@@ -252,6 +256,9 @@ def _settle(store: Store, job_name: str, job: JobRow, attempts: list[AttemptRow]
             run = _run_of(a, runs)
             if run is not None and run is not latest and run.ended:
                 _close(store, job, a, run, manifests, res)
+        if latest.state == "RUNNING" and job.state == JobState.RUNNING and _stop_if_stalled(store, job, open_attempts):
+            res.stalled.append(job.job_hash)
+            return
         hb = job.heartbeat_at
         if latest.state == "RUNNING" and job.state == JobState.RUNNING and hb and utcnow() - hb > _stale_after():
             res.stale.append(job.job_hash)
@@ -283,6 +290,19 @@ def _settle(store: Store, job_name: str, job: JobRow, attempts: list[AttemptRow]
         res.requeued += store.set_state([job.job_hash], JobState.PENDING, [JobState.QUEUED])
         log.info("job %s: SLURM is done with %s (%s) but the job is not: back to PENDING", job.job_hash, sid,
                  latest.state)
+
+
+def _stop_if_stalled(store: Store, job: JobRow, open_attempts: list[AttemptRow]) -> bool:
+    """Close a stalled job's attempt FAILED ("stalled") and cancel its task; True if it was stalled."""
+    reason = stalled(job.job_dir, job.spec_json)
+    if reason is None:
+        return False
+    for a in open_attempts:
+        store.finish_attempt(a.id, AttemptState.FAILED, reason=reason)
+    scancel([job.backend_id or ""])
+    log.warning("job %s %s: cancelled SLURM task %s (resubmitted within the failure budget)", job.job_hash,
+                reason, job.backend_id)
+    return True
 
 
 def _task_log(run: SlurmRun) -> Path | None:
