@@ -37,6 +37,7 @@ from typing import Any
 
 from orchestrator.grid_init import InitTable, check_graph, parse_init
 from orchestrator.lottery_grid import LotteryGrid, parse_lottery
+from orchestrator.notify import NotifySettings
 from orchestrator.storage.settings import StorageSettings
 from specs.base import LABEL_MAX, SpecError, check_name, coerce, from_table, stable_hash
 from specs.job import SEED_MAX, EvalConfig, Resources, TrainConfig
@@ -45,7 +46,7 @@ from subsets import SubsetError, validate_table
 from subsets.registry import get_strategy
 
 TOP_KEYS = {"name", "seeds", "failure_budget", "dataset", "train", "eval", "resources", "report", "cluster",
-            "subsets", "methods", "breaker", "lottery", "storage"}
+            "subsets", "methods", "breaker", "lottery", "storage", "notify"}
 METHOD_META_KEYS = {"method", "seeds", "zip", "resources", "init", "plain_jobs"}
 BUILTIN_DATASETS = ("digits", "fashion-mnist")  # workers.data.builtin.BUILTINS
 BUILTIN_LIMITS = ("train_per_class", "val_per_class")  # [dataset] sizing of a builtin: first N per class
@@ -175,6 +176,7 @@ def _parse(path: Path, raw: dict[str, Any], max_jobs: int | None = None) -> Grid
         raise SpecError("name", "a non-empty string naming the grid")
     check_name(name, "name")
     StorageSettings.from_table(raw.get("storage"))  # [storage]: orchestrator/storage/settings.py
+    NotifySettings.from_table(raw.get("notify"))  # [notify]: orchestrator/notify.py
     seeds = _seed_list(raw.get("seeds", [0]), "seeds")
     budget = coerce(raw.get("failure_budget", 2), int, "failure_budget", {"min": 0, "max": MAX_FAILURE_BUDGET})
     base = path.parent
