@@ -1,10 +1,10 @@
 """Retries that read the failure, on the real single-node SLURM cluster (``scripts/slurm-cluster.sh``).
 
 Real: the out-of-memory kill (``JobAcctGatherParams=OverMemoryKill`` on the test cluster), the retry's
-sbatch, the partition limits read with ``scontrol``. Driven through the reconcile input instead (sacct
-lines written here, said in each test): a time limit hit without a checkpoint (a real one costs minutes:
-SLURM limits are whole minutes) and two failures on one node (the node exclusion's bookkeeping; the real
-``--exclude`` is passed to sbatch in the OOM test's retry only if a node failed twice).
+sbatch, the partition limits read with ``scontrol``. Driven through the reconcile input instead (said in
+each test): a time limit hit without a checkpoint (a sacct line: a real one costs minutes, SLURM limits are
+whole minutes) and two failures on one node (attempts in a real database with the two-node cluster's node
+names; the two-node cluster itself is not used here).
 """
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ import json
 import subprocess
 from pathlib import Path
 
-from db import AttemptState, JobState
+from db import AttemptState, JobState, Store
 from orchestrator.backends import slurm_retry
 from orchestrator.backends.slurm_sacct import parse_sacct
+from orchestrator.grid import load_grid
+from orchestrator.launch import record_grid
+from specs.job import JobSpec
+from subsets import DatasetMeta
 from tests import test_slurm_backend as sb
-from tests.test_expand import _spec as _expand_spec
 from tests.test_slurm_backend import Fresh, cli, submission_dirs, write_grid
 
 home, slurm_cluster = sb.home, sb.slurm_cluster  # the real cluster's fixtures
@@ -57,20 +60,30 @@ def test_timeout_without_checkpoint_gets_more_time_within_maxtime(tmp_path: Path
     assert slurm_retry.load(tmp_path).time_min == 25
 
 
-def test_two_failures_on_one_node_exclude_it(tmp_path: Path, monkeypatch) -> None:
-    """Reconcile input mocked (sacct lines naming the two-node cluster's nodes)."""
-    monkeypatch.setattr(slurm_retry, "partition_limits", lambda p: slurm_retry.PartitionLimits())
-    on = slurm_retry.on_failure
-    assert on("h", tmp_path, AttemptState.FAILED, _run("FAILED", "dlth2-n1"), {}, checkpointed=False) is None
-    assert on("h", tmp_path, AttemptState.FAILED, _run("FAILED", "dlth2-n2"), {}, checkpointed=False) is None
-    assert on("h", tmp_path, AttemptState.NODE_FAIL, _run("NODE_FAIL", "dlth2-n1"), {}, checkpointed=False) \
-        == "failed 2 times on dlth2-n1: the retries exclude it"
-    on("h", tmp_path, AttemptState.FAILED, _run("FAILED", "dlth2-n[1-2]"), {}, checkpointed=False)  # 2 nodes: neither
-    assert slurm_retry.load(tmp_path).exclude == ["dlth2-n1"]
-    spec = _expand_spec()
-    adjusted = slurm_retry.adjusted_spec(spec, tmp_path, profile_exclude="bad7")
+def test_two_failures_on_one_node_exclude_it(tmp_path: Path, digits: Path, monkeypatch) -> None:
+    """Attempts recorded in a real database with the two-node cluster's node names (as its workers record
+    them); the partition's node count mocked (2, then 1)."""
+    grid = write_grid(tmp_path / "grid.toml", "excl", digits, methods="[methods.supervised]")
+    monkeypatch.setenv("DLTH_HOME", str(tmp_path / "ws"))
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    record_grid(store, load_grid(grid), DatasetMeta.load(digits))
+    (job,) = store.jobs("excl")
+    for node in ("dlth2-n1", "dlth2-n2", "dlth2-n1"):
+        attempt = store.claim(job.job_hash, backend="slurm", backend_id="1_0", host="vm", pid=1)
+        store.set_attempt_code(attempt, None, node)
+        store.finish_attempt(attempt, AttemptState.FAILED, reason="boom")
+        store.set_state([job.job_hash], JobState.PENDING, [JobState.FAILED])  # retried
+    (job,) = store.jobs("excl")
+    two = slurm_retry.PartitionLimits(total_nodes=2)
+    limits = {"": slurm_retry.PartitionLimits(total_nodes=1)}
+    monkeypatch.setattr(slurm_retry, "partition_limits", lambda p: limits.get(p, two))
+    assert slurm_retry.exclude_failed_nodes(store, job, "") == []  # the partition's only node: kept
+    assert slurm_retry.exclude_failed_nodes(store, job, "debug") == ["dlth2-n1"]
+    assert slurm_retry.load(job.job_dir).notes == ["failed 2 times on dlth2-n1: the retries exclude it"]
+    spec = JobSpec.from_json(job.spec_json)
+    adjusted = slurm_retry.adjusted_spec(spec, job.job_dir, profile_exclude="bad7")
     assert adjusted.resources.slurm["exclude"] == "bad7,dlth2-n1"
-    assert adjusted.job_hash == spec.job_hash  # resources stay out of the identity
+    assert adjusted.job_hash == spec.job_hash == job.job_hash  # resources stay out of the identity
 
 
 def test_out_of_memory_retry_doubles_the_memory_up_to_the_profile_cap(tmp_path: Path, home: Path,
@@ -95,7 +108,7 @@ def test_out_of_memory_retry_doubles_the_memory_up_to_the_profile_cap(tmp_path: 
     if len(attempts) == 3:
         assert "0.5 GB (capped by the profile's max_mem_gb)" in (attempts[1].exit_reason or "")
         # the single node failed twice, but excluding it would leave the job nowhere to run
-        assert "failed 2 times on vm: not excluded (no other node is left)" in (attempts[1].exit_reason or "")
+        assert slurm_retry.load(job.job_dir).exclude == []
     assert json.loads((Path(job.job_dir) / slurm_retry.ADJUST_FILE).read_text())["mem_gb"] >= 0.4
     assert job.state in (JobState.COMPLETED, JobState.FAILED), [a.exit_reason for a in attempts]
     assert len(store.jobs("oomretry")) == 1  # the same job (identity unchanged), retried with more memory

@@ -4,7 +4,8 @@
   partition's ``MaxMemPerNode`` (``scontrol show partition``).
 - A time limit hit that could not checkpoint (SLURM ended the run TIMEOUT and the worker never recorded
   its stop): twice the time, within the partition's ``MaxTime``.
-- A node on which the job failed twice is excluded from its later submissions (``--exclude``).
+- A node on which the job failed twice (attempts recorded by the worker or closed by a refresh, by the node
+  each ran on) is excluded from its later submissions (``--exclude``), unless no other node would be left.
 - Preemptions (and time limits that checkpointed and requeued) change nothing and cost no budget.
 
 The adjustments are recorded in the job's directory (``retry_resources.json``), not in its spec, so the job
@@ -24,6 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from db import JobRow, Store
 from orchestrator.backends.slurm_cmd import SlurmError, run_slurm
 from orchestrator.backends.slurm_sacct import SlurmRun, parse_duration
 from specs.atomic import write_json_atomic
@@ -43,13 +45,8 @@ class Adjustments:
 
     mem_gb: float | None = None
     time_min: int | None = None
-    node_failures: dict[str, int] = field(default_factory=dict)
+    exclude: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def exclude(self) -> list[str]:
-        """Nodes the job failed on at least :data:`EXCLUDE_AFTER` times."""
-        return sorted(n for n, k in self.node_failures.items() if k >= EXCLUDE_AFTER)
 
 
 def load(job_dir: str | Path) -> Adjustments:
@@ -59,8 +56,7 @@ def load(job_dir: str | Path) -> Adjustments:
     except (OSError, ValueError):
         return Adjustments()
     return Adjustments(mem_gb=raw.get("mem_gb"), time_min=raw.get("time_min"),
-                       node_failures={str(k): int(v) for k, v in raw.get("node_failures", {}).items()},
-                       notes=[str(n) for n in raw.get("notes", [])])
+                       exclude=[str(n) for n in raw.get("exclude", [])], notes=[str(n) for n in raw.get("notes", [])])
 
 
 def save(job_dir: str | Path, adj: Adjustments) -> None:
@@ -72,6 +68,8 @@ def adjusted_spec(spec: JobSpec, job_dir: str | Path, profile_exclude: str = "")
     """``spec`` with the job's recorded adjustments as ``resources.slurm`` overrides (identity unchanged:
     resources are not part of it)."""
     adj = load(job_dir)
+    before = str(spec.resources.slurm.get("exclude", profile_exclude) or "").split(",")
+    adj = replace(adj, exclude=[n for n in adj.exclude if n not in before])
     if adj.mem_gb is None and adj.time_min is None and not adj.exclude:
         return spec
     slurm = dict(spec.resources.slurm)
@@ -138,6 +136,34 @@ def _cap_note(cap_gb: float | None, source: str, limit_gb: float | None, limit_s
     return cap_gb, source
 
 
+def exclude_failed_nodes(store: Store, job: JobRow, partition: str) -> list[str]:
+    """The nodes ``job`` failed on :data:`EXCLUDE_AFTER` times or more (never every node of ``partition``),
+    recorded with the job's adjustments; each newly excluded node is said in one line."""
+    if job.failure_count < EXCLUDE_AFTER:
+        return load(job.job_dir).exclude
+    nodes = {c.attempt_id: c.node for c in store.attempt_codes([job.job_hash]).get(job.job_hash, [])}
+    failures: dict[str, int] = {}
+    for a in store.attempts(job.job_hash):
+        node = nodes.get(a.id) or a.host or ""
+        if a.state in AttemptState.FAILURES and node and not re.search(r"[\[,]", node):
+            failures[node] = failures.get(node, 0) + 1
+    bad = sorted(n for n, k in failures.items() if k >= EXCLUDE_AFTER)
+    total = partition_limits(partition).total_nodes
+    adj = load(job.job_dir)
+    if total and len(bad) >= total:  # never exclude the partition's last node
+        keep = sorted(bad, key=lambda n: (failures[n], n))[0]
+        bad.remove(keep)
+        log.warning("job %s: failed %d times on %s: not excluded (no other node is left)", job.job_hash,
+                    failures[keep], keep)
+    new = [n for n in bad if n not in adj.exclude]
+    if new:
+        line = f"failed {EXCLUDE_AFTER} times on {', '.join(new)}: the retries exclude " + (
+            "it" if len(new) == 1 else "them")
+        log.warning("job %s: %s", job.job_hash, line)
+        save(job.job_dir, replace(adj, exclude=sorted({*adj.exclude, *bad}), notes=[*adj.notes, line]))
+    return sorted({*adj.exclude, *bad})
+
+
 def on_failure(job_hash: str, job_dir: str | Path, state: str, run: SlurmRun, manifest: dict[str, Any] | None,
                *, checkpointed: bool) -> str | None:
     """Record what the job's next submission asks for after ``run`` ended in ``state``; the one line saying
@@ -145,7 +171,7 @@ def on_failure(job_hash: str, job_dir: str | Path, state: str, run: SlurmRun, ma
     ``checkpointed``: the worker recorded its stop (so a TIMEOUT resumes where it was)."""
     adj = load(job_dir)
     notes: list[str] = []
-    mem_gb, time_min, failures = adj.mem_gb, adj.time_min, dict(adj.node_failures)
+    mem_gb, time_min = adj.mem_gb, adj.time_min
     m = manifest or {}
     limits = partition_limits(str(m.get("partition", "")))
     if state == AttemptState.OUT_OF_MEMORY and (asked := _mem_gb(m)) is not None:
@@ -173,17 +199,7 @@ def on_failure(job_hash: str, job_dir: str | Path, state: str, run: SlurmRun, ma
         else:
             notes.append(f"time limit of {asked_min} min hit without a checkpoint: already at the partition's "
                          "MaxTime, the retry asks the same")
-    node = run.nodes
-    if state in AttemptState.FAILURES and node and not re.search(r"[\[,]", node) and node != "None assigned":
-        failures[node] = failures.get(node, 0) + 1
-        if failures[node] == EXCLUDE_AFTER:
-            excluded = sum(1 for k in failures.values() if k >= EXCLUDE_AFTER)
-            if limits.total_nodes and excluded >= limits.total_nodes:  # never exclude the partition's last node
-                failures[node] = EXCLUDE_AFTER - 1
-                notes.append(f"failed {EXCLUDE_AFTER} times on {node}: not excluded (no other node is left)")
-            else:
-                notes.append(f"failed {EXCLUDE_AFTER} times on {node}: the retries exclude it")
-    new_adj = Adjustments(mem_gb, time_min, failures, [*adj.notes, *notes])
+    new_adj = Adjustments(mem_gb, time_min, adj.exclude, [*adj.notes, *notes])
     if new_adj != adj:
         save(job_dir, new_adj)
     if not notes:

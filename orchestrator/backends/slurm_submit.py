@@ -30,7 +30,7 @@ from orchestrator.backends.settings_file import write_grid_settings
 from orchestrator.backends.slurm_cmd import COMMANDS, max_array_size
 from orchestrator.backends.slurm_graph import plan_graph
 from orchestrator.backends.slurm_profile import SlurmProfile, executor_parameters, group_key
-from orchestrator.backends.slurm_retry import adjusted_spec
+from orchestrator.backends.slurm_retry import adjusted_spec, exclude_failed_nodes
 from orchestrator.provenance.snapshot import code_root
 from specs.atomic import write_json_atomic
 from specs.code_version import snapshot_dir
@@ -141,6 +141,13 @@ def plan_arrays(jobs: list[JobRow], profile: SlurmProfile, chunk: int) -> Iterat
             yield params, members[i:i + chunk]
 
 
+def _retry_spec(store: Store, job: JobRow, profile: SlurmProfile) -> JobSpec:
+    """The job's spec with what its retries ask for (:mod:`orchestrator.backends.slurm_retry`)."""
+    spec = JobSpec.from_json(job.spec_json)
+    exclude_failed_nodes(store, job, str(spec.resources.slurm.get("partition", profile.partition)))
+    return adjusted_spec(spec, job.job_dir, profile.exclude)
+
+
 def submit_jobs(
     store: Store, name: str, jobs: list[JobRow], profile: SlurmProfile, db_url: str,
     *, grid_name: str, max_chunk: int | None = None, on_submitted: Callable[[Submitted], None] | None = None,
@@ -163,8 +170,7 @@ def submit_jobs(
     code_dir = code_root(workspace_dir())
     out: list[Submitted] = []
     rows = {j.job_hash: j for j in jobs}
-    plan_jobs = [PlanJob(j.job_hash, f"{j.subset_name}/{j.config_name}/s{j.seed}",
-                         adjusted_spec(JobSpec.from_json(j.spec_json), j.job_dir, profile.exclude),
+    plan_jobs = [PlanJob(j.job_hash, f"{j.subset_name}/{j.config_name}/s{j.seed}", _retry_spec(store, j, profile),
                          tuple((parents or {}).get(j.job_hash, ()))) for j in jobs]
     array_ids: list[str] = []
     for plan in plan_graph(plan_jobs, profile, chunk, known_ids):
