@@ -13,17 +13,25 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from db import AttemptState, JobState, Store
 from orchestrator.backends import slurm_retry
 from orchestrator.backends.slurm_sacct import parse_sacct
+from orchestrator.expand import expand
 from orchestrator.grid import load_grid
 from orchestrator.launch import record_grid
 from specs.job import JobSpec
 from subsets import DatasetMeta
 from tests import test_slurm_backend as sb
-from tests.test_slurm_backend import Fresh, cli, submission_dirs, write_grid
+from tests import test_slurm_multinode as tm
+from tests.test_slurm_backend import GRID, Fresh, cli, submission_dirs, write_grid
+from tests.test_slurm_multinode import NODES, cli2, shared_digits, slurm_cluster2
+from workers.test_hooks import EXCLUDE_ENV
 
-home, slurm_cluster = sb.home, sb.slurm_cluster  # the real cluster's fixtures
+home, slurm_cluster = sb.home, sb.slurm_cluster  # the real clusters' fixtures
+home2 = tm.home2
+_ = (shared_digits, slurm_cluster2)
 SACCT_LINE = "{sid}|{state}|0:9|2026-12-06T06:00:00|2026-12-06T06:00:01|2026-12-06T06:10:01|00:10:00|00:10:00|{node}|/x"
 
 
@@ -32,6 +40,7 @@ def _run(state: str, node: str = "dlth2-n1"):
     return run
 
 
+@pytest.mark.slurm
 def test_partition_limits_from_scontrol(slurm_cluster: None) -> None:
     real = subprocess.run(["scontrol", "show", "partition", "-o"], capture_output=True, text=True,
                           check=True).stdout
@@ -86,6 +95,8 @@ def test_two_failures_on_one_node_exclude_it(tmp_path: Path, digits: Path, monke
     assert adjusted.job_hash == spec.job_hash == job.job_hash  # resources stay out of the identity
 
 
+@pytest.mark.slurm
+@pytest.mark.slow
 def test_out_of_memory_retry_doubles_the_memory_up_to_the_profile_cap(tmp_path: Path, home: Path,
                                                                       digits: Path) -> None:
     """A real OOM kill (0.2 GB for a torch worker), then retries at 0.4 GB and at the cap, 0.5 GB."""
@@ -112,3 +123,34 @@ def test_out_of_memory_retry_doubles_the_memory_up_to_the_profile_cap(tmp_path: 
     assert json.loads((Path(job.job_dir) / slurm_retry.ADJUST_FILE).read_text())["mem_gb"] >= 0.4
     assert job.state in (JobState.COMPLETED, JobState.FAILED), [a.exit_reason for a in attempts]
     assert len(store.jobs("oomretry")) == 1  # the same job (identity unchanged), retried with more memory
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_node_failed_twice_is_excluded_on_the_two_node_cluster(tmp_path: Path, home2: Path, shared_digits: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real: the two-node cluster, the workers' failures (the test hook fails every attempt whose SLURM job
+    excludes no node) and the retry's ``--exclude``: within three failures one node has failed twice, and
+    the next attempt runs, excluded from it, on the other node."""
+    text = GRID.format(name="excl2", root=shared_digits, epochs=1, budget=3, resources="", cluster="", subsets="",
+                       methods="[methods.supervised]")
+    grid = tmp_path / "grid.toml"
+    grid.write_text(text.replace('profile = "slurm-local"', 'profile = "slurm-local2"'))
+    (ej,) = expand(load_grid(grid), DatasetMeta.load(shared_digits))
+    armed = tmp_path / "armed"
+    armed.mkdir()
+    (armed / f"{ej.spec.job_hash}.exclude").touch()
+    monkeypatch.setenv(EXCLUDE_ENV, str(armed))  # sbatch passes the environment on to the tasks
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    cli2("launch", str(grid), "--cluster", "slurm", "--wait", "--no-progress", db=db, home=home2, timeout=900)
+    store = Fresh(db)
+    (job,) = store.jobs("excl2")
+    attempts = store.attempts(job.job_hash)
+    nodes = [c.node for c in store.attempt_codes([job.job_hash])[job.job_hash]]
+    assert job.state == JobState.COMPLETED, [a.exit_reason for a in attempts]
+    failed = [n for a, n in zip(attempts, nodes, strict=True) if a.state == AttemptState.FAILED]
+    assert len(failed) == len(attempts) - 1 and 2 <= len(failed) <= 3
+    (twice,) = {n for n in failed if failed.count(n) == 2}
+    assert set(nodes) <= set(NODES) and nodes[-1] != twice  # the last attempt ran on the other node
+    assert slurm_retry.load(job.job_dir).exclude == [twice]
+    assert slurm_retry.load(job.job_dir).notes == [f"failed 2 times on {twice}: the retries exclude it"]

@@ -4,6 +4,9 @@ job that fails its first attempt deterministically, so that its child's dependen
 ``DLTH_TEST_FREEZE_ONCE=<directory>``: a job whose hash has an armed marker ``<directory>/<hash>.freeze``
 stops stepping once (the marker is renamed ``<hash>.frozen``) while its heartbeat goes on: a stall.
 
+``DLTH_TEST_FAIL_UNLESS_EXCLUDED=<directory>``: a SLURM attempt of a job armed with ``<hash>.exclude`` fails
+unless its SLURM job excludes a node (``ExcNodeList`` in ``scontrol show job``): the node exclusion's test.
+
 ``DLTH_TEST_FAIL_ONCE=<directory>``: a job whose hash has an armed marker ``<directory>/<hash>.fail``
 fails once (the marker is renamed ``<hash>.failed``); every other attempt runs normally. Single-rank jobs
 only (another rank would not fail with it).
@@ -12,11 +15,14 @@ only (another rank would not fail with it).
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 import time
 from pathlib import Path
 
 ENV = "DLTH_TEST_FAIL_ONCE"
 FREEZE_ENV = "DLTH_TEST_FREEZE_ONCE"
+EXCLUDE_ENV = "DLTH_TEST_FAIL_UNLESS_EXCLUDED"
 
 
 class InjectedFailure(RuntimeError):
@@ -48,3 +54,15 @@ def maybe_freeze_once(job_hash: str) -> None:
         return
     while True:  # until the orchestrator kills this process
         time.sleep(1)
+
+
+def maybe_fail_unless_excluded(job_hash: str) -> None:
+    """Fail this SLURM attempt if :data:`EXCLUDE_ENV` arms ``job_hash`` and its SLURM job excludes no node."""
+    where, job_id = os.environ.get(EXCLUDE_ENV), os.environ.get("SLURM_JOB_ID")
+    if not where or not job_id or not (Path(where) / f"{job_hash}.exclude").is_file():
+        return
+    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True,
+                         timeout=60).stdout
+    m = re.search(r"ExcNodeList=(\S+)", out)
+    if m is None or m.group(1) == "(null)":
+        raise InjectedFailure(f"{EXCLUDE_ENV}: this attempt of {job_hash} fails on purpose (no node excluded)")

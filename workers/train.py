@@ -46,7 +46,7 @@ from workers.methods.base import Method
 from workers.methods.registry import method_class
 from workers.reporting import JobReporter
 from workers.schedule import build_optimizer, lr_at, optimizer_step, set_lr, set_weight_decay
-from workers.test_hooks import maybe_fail_once, maybe_freeze_once
+from workers.test_hooks import maybe_fail_once, maybe_fail_unless_excluded, maybe_freeze_once
 
 log = logging.getLogger(__name__)
 __all__ = ["SubsetChanged", "Trainer", "build_method", "load_manifest", "seed_everything"]
@@ -126,6 +126,7 @@ class Trainer:
             return dict(json.loads(done.read_text())["metrics"])
         spec, ctx, cfg = self.spec, self.ctx, self.spec.train
         maybe_fail_once(spec.job_hash)  # test-only (off unless DLTH_TEST_FAIL_ONCE is set)
+        maybe_fail_unless_excluded(spec.job_hash)  # test-only (off unless DLTH_TEST_FAIL_UNLESS_EXCLUDED is set)
         meta, manifest = load_manifest(spec, self.job_dir)
         configure_jit(spec.resources.ffcv_jit, len(manifest.indices["train"]))
         seed_everything(spec.seed, ctx.rank, deterministic=cfg.deterministic)
