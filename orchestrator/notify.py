@@ -92,7 +92,7 @@ def _http_url(url: str) -> bool:
 
 
 def command_from_env() -> tuple[str, ...]:
-    """:data:`COMMAND_ENV` as an argv; a malformed value is logged and ignored (no command)."""
+    """:data:`COMMAND_ENV` as an argv; a malformed value is a one-line :class:`SpecError` naming it."""
     raw = os.environ.get(COMMAND_ENV, "").strip()
     if not raw:
         return ()
@@ -101,9 +101,8 @@ def command_from_env() -> tuple[str, ...]:
     except ValueError:
         argv = None
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) and a for a in argv):
-        log.warning("%s: expected a JSON list of strings (an argv), e.g. '[\"notify-send\", \"dlth\"]': ignored",
-                    COMMAND_ENV)
-        return ()
+        raise SpecError(f"environment {COMMAND_ENV}", 'a JSON list of strings (an argv), e.g. \'["notify-send", '
+                        '"dlth"]\', never a shell string')
     return tuple(argv)
 
 

@@ -141,3 +141,11 @@ def test_a_grid_notifies_failures_pause_and_finish_once_each(server: str, tmp_pa
     finished = next(body for _, body in Hook.got if body["event"] == "finished")
     assert finished["text"] == "grid ntf finished: 2 completed"
     assert tick(store, "ntf") == []  # said once: nothing new to say
+
+
+def test_the_command_comes_from_the_environment_as_an_argv(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DLTH_NOTIFY_COMMAND", '["notify-send", "dlth"]')
+    assert NotifySettings.from_table({"webhook": "https://example.org/h"}).command == ("notify-send", "dlth")
+    monkeypatch.setenv("DLTH_NOTIFY_COMMAND", "notify-send dlth; rm -rf /")  # a shell string: refused
+    with pytest.raises(SpecError, match="environment DLTH_NOTIFY_COMMAND: expected a JSON list of strings"):
+        NotifySettings.from_table(None)
