@@ -17,7 +17,6 @@ import pytest
 
 from db import AttemptState, JobState, Store
 from orchestrator.backends import slurm_retry
-from orchestrator.backends.slurm_sacct import parse_sacct
 from orchestrator.expand import expand
 from orchestrator.grid import load_grid
 from orchestrator.launch import record_grid
@@ -32,15 +31,8 @@ from workers.test_hooks import EXCLUDE_ENV
 home, slurm_cluster = sb.home, sb.slurm_cluster  # the real clusters' fixtures
 home2 = tm.home2
 _ = (shared_digits, slurm_cluster2)
-SACCT_LINE = "{sid}|{state}|0:9|2026-12-06T06:00:00|2026-12-06T06:00:01|2026-12-06T06:10:01|00:10:00|00:10:00|{node}|/x"
 
 
-def _run(state: str, node: str = "dlth2-n1"):
-    (run,) = parse_sacct(SACCT_LINE.format(sid="77_0", state=state, node=node))
-    return run
-
-
-@pytest.mark.slurm
 def test_partition_limits_from_scontrol(slurm_cluster: None) -> None:
     real = subprocess.run(["scontrol", "show", "partition", "-o"], capture_output=True, text=True,
                           check=True).stdout
@@ -51,20 +43,20 @@ def test_partition_limits_from_scontrol(slurm_cluster: None) -> None:
 
 
 def test_timeout_without_checkpoint_gets_more_time_within_maxtime(tmp_path: Path, monkeypatch) -> None:
-    """Reconcile input mocked (a sacct line): a real time limit costs minutes."""
+    """The reconcile's verdict given directly (a real time limit costs minutes: SLURM limits are whole ones)."""
     monkeypatch.setattr(slurm_retry, "partition_limits", lambda p: slurm_retry.PartitionLimits(None, 25))
     manifest = {"time_min": 10, "mem": "1024M", "partition": "gpu"}
-    line = slurm_retry.on_failure("h", tmp_path, AttemptState.TIMEOUT, _run("TIMEOUT"), manifest, checkpointed=False)
+    line = slurm_retry.on_failure("h", tmp_path, AttemptState.TIMEOUT, manifest, checkpointed=False)
     assert line == "time limit of 10 min hit without a checkpoint: the retry asks for 20 min"
-    line = slurm_retry.on_failure("h", tmp_path, AttemptState.TIMEOUT, _run("TIMEOUT"), {**manifest, "time_min": 20},
+    line = slurm_retry.on_failure("h", tmp_path, AttemptState.TIMEOUT, {**manifest, "time_min": 20},
                                   checkpointed=False)
     assert line == ("time limit of 20 min hit without a checkpoint: the retry asks for 25 min "
                     "(capped by the partition's MaxTime)")
     assert slurm_retry.load(tmp_path).time_min == 25
     # a time limit that checkpointed (the worker recorded its stop) and a preemption change nothing
-    assert slurm_retry.on_failure("h", tmp_path, AttemptState.TIMEOUT, _run("TIMEOUT"), manifest,
+    assert slurm_retry.on_failure("h", tmp_path, AttemptState.TIMEOUT, manifest,
                                   checkpointed=True) is None
-    assert slurm_retry.on_failure("h", tmp_path, AttemptState.PREEMPTED, _run("PREEMPTED"), manifest,
+    assert slurm_retry.on_failure("h", tmp_path, AttemptState.PREEMPTED, manifest,
                                   checkpointed=False) is None
     assert slurm_retry.load(tmp_path).time_min == 25
 

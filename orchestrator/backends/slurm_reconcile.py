@@ -281,7 +281,7 @@ def _settle(store: Store, job_name: str, job: JobRow, attempts: list[AttemptRow]
         attempt_id = store.claim(job.job_hash, backend=BACKEND, backend_id=sid, host=latest.nodes or "?", pid=None,
                                  log_path=str(_task_log(latest) or "") or None)
         if attempt_id is not None:
-            retry = on_failure(job.job_hash, job.job_dir, state, latest, manifests.of(latest), checkpointed=False)
+            retry = on_failure(job.job_hash, job.job_dir, state, manifests.of(latest), checkpointed=False)
             store.finish_attempt(attempt_id, state, exit_code=latest.exit_code,
                                  reason=f"{describe(latest, state)}, before the worker started" + _said(retry),
                                  log_tail=tail)
@@ -324,7 +324,7 @@ def _close(store: Store, job: JobRow, a: AttemptRow, run: SlurmRun, manifests: _
     state = verdict(run, tail, manifests.signal_delay(run))
     if state == AttemptState.COMPLETED:  # SLURM finished but the worker never said so: it left no result
         state = AttemptState.LOST
-    retry = on_failure(job.job_hash, job.job_dir, state, run, manifests.of(run), checkpointed=False)
+    retry = on_failure(job.job_hash, job.job_dir, state, manifests.of(run), checkpointed=False)
     store.finish_attempt(a.id, state, exit_code=run.exit_code,
                          reason=f"{describe(run, state)}; the worker did not record its end" + _said(retry),
                          log_tail=tail)

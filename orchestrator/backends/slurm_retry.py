@@ -27,7 +27,7 @@ from typing import Any
 
 from db import JobRow, Store
 from orchestrator.backends.slurm_cmd import SlurmError, run_slurm
-from orchestrator.backends.slurm_sacct import SlurmRun, parse_duration
+from orchestrator.backends.slurm_sacct import parse_duration
 from specs.atomic import write_json_atomic
 from specs.job import JobSpec
 from specs.lifecycle import AttemptState
@@ -164,11 +164,13 @@ def exclude_failed_nodes(store: Store, job: JobRow, partition: str) -> list[str]
     return sorted({*adj.exclude, *bad})
 
 
-def on_failure(job_hash: str, job_dir: str | Path, state: str, run: SlurmRun, manifest: dict[str, Any] | None,
+def on_failure(job_hash: str, job_dir: str | Path, state: str, manifest: dict[str, Any] | None,
                *, checkpointed: bool) -> str | None:
-    """Record what the job's next submission asks for after ``run`` ended in ``state``; the one line saying
+    """Record what the job's next submission asks for after its run ended in ``state``; the one line saying
     so (None when nothing changes). ``manifest``: the run's submission manifest (what it asked for);
     ``checkpointed``: the worker recorded its stop (so a TIMEOUT resumes where it was)."""
+    if state != AttemptState.OUT_OF_MEMORY and (state != AttemptState.TIMEOUT or checkpointed):
+        return None  # nothing to read in a failure that more memory or time would not cure
     adj = load(job_dir)
     notes: list[str] = []
     mem_gb, time_min = adj.mem_gb, adj.time_min
