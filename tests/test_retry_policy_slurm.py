@@ -1,10 +1,10 @@
-"""Retries that read the failure, on the real single-node SLURM cluster (``scripts/slurm-cluster.sh``).
+"""Retries that read the failure, on the real SLURM clusters of ``scripts/slurm-cluster.sh``.
 
-Real: the out-of-memory kill (``JobAcctGatherParams=OverMemoryKill`` on the test cluster), the retry's
-sbatch, the partition limits read with ``scontrol``. Driven through the reconcile input instead (said in
-each test): a time limit hit without a checkpoint (a sacct line: a real one costs minutes, SLURM limits are
-whole minutes) and two failures on one node (attempts in a real database with the two-node cluster's node
-names; the two-node cluster itself is not used here).
+Real: the out-of-memory kill (``JobAcctGatherParams=OverMemoryKill`` on the single-node cluster), the
+retry's sbatch, the partition limits read with ``scontrol``, the node exclusion on the two-node cluster.
+Driven through the reconcile's verdict instead (said in each test): a time limit hit without a checkpoint
+(a real one costs minutes: SLURM limits are whole minutes), and the exclusion's rules (the last node of a
+partition is kept) on attempts in a real database with the partition's node count mocked.
 """
 
 from __future__ import annotations
