@@ -374,6 +374,7 @@ def _mount_optional_groups() -> None:
         ("orchestrator.commands.watch_cmd", "watch"),
         ("orchestrator.commands.adaptive_cmds", "advance"),
         ("orchestrator.commands.adaptive_cmds", "replay"),
+        ("orchestrator.commands.disk_cmds", "du"), ("orchestrator.commands.disk_cmds", "gc"),
     ]
     import importlib
 

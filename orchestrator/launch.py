@@ -147,11 +147,13 @@ def holding_grid(store: Store, grid_name: str) -> Iterator[None]:
 
 
 def report_refresher(store: Store, grid_name: str) -> Callable[[int], object] | None:
-    """``[report] every = N``: what rewrites the report files while the grid runs (``None``: not asked for)."""
+    """``[report] every = N``: what rewrites the report files while the grid runs, and ``[notify]``: what sends
+    the grid's notifications (``None``: neither asked for)."""
+    from orchestrator.notify import with_notifications
     from orchestrator.report_files import Refresher, report_every
 
     every = report_every(store, grid_name)
-    return Refresher(store, grid_name, every).poll if every else None
+    return with_notifications(store, grid_name, Refresher(store, grid_name, every).poll if every else None)
 
 
 def launch(v: Validated, store: Store, db_url: str, meta: DatasetMeta, *, wait: bool, progress: bool,

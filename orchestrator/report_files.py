@@ -220,6 +220,9 @@ def finish_report(store: Store, grid_name: str) -> Produced | None:
     or the report failed. Never raises: the report must not fail the grid."""
     if not grid_finished(store, grid_name):
         return None
+    from orchestrator.notify import tick
+
+    tick(store, grid_name)  # "grid finished" (or paused) to [notify], once; never raises
     try:
         return produce_for_grid(store, grid_name)
     except Exception as exc:  # noqa: BLE001 - see the docstring
@@ -232,10 +235,12 @@ def run_report_job(store: Store, grid_name: str, out_dir: Path) -> Produced | No
     """The SLURM report job's work: bring the grid up to date, write its report to ``out_dir`` and record the
     outcome (``status`` shows it). Returns ``None`` when the report failed (the outcome says why)."""
     from orchestrator.backends.slurm_report import record_outcome
+    from orchestrator.notify import tick
     from orchestrator.status import refresh
 
     try:
         refresh(store, grid_name)
+        tick(store, grid_name)  # "grid finished" to [notify], once; never raises
         produced = produce_for_grid(store, grid_name, out_dir)
     except Exception as exc:  # noqa: BLE001 - recorded for `status`, then the job exits non-zero
         line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -46,6 +46,7 @@ MASK_FILE = "mask.pt"
 REWIND_FILE = "rewind.pt"
 SPARSITY_FILE = "sparsity.json"
 WORKER_SETTINGS_FILE = "worker_settings.json"
+PROGRESS_FILE = "progress.json"  # the heartbeat's step counter (workers.reporting, orchestrator.stall)
 LOG_DIR = "logs"
 TENSORBOARD_DIR = "tensorboard"  # rank 0's TensorBoard event files: one run per job, step = epoch
 STALE_DIR = "stale"  # stale/<code_hash>/: the outputs of a run made stale by newer code (``retry --stale``)

@@ -98,6 +98,9 @@ class Resources(Plain):
     # FFCV's numba JIT: "auto" compiles only for subsets of >= 20,000 training images (compiling costs
     # ~10-20 s per pipeline, more than reading a tiny dataset without it)
     ffcv_jit: str = field(default="auto", metadata={"choices": ("auto", "on", "off")})
+    # seconds without a training step (heartbeat alive) before the job is stopped and retried as "stalled";
+    # 0 = from its own step times, at least 600 (orchestrator.stall)
+    stall_s: float = field(default=0.0, metadata={"min": 0.0, "max": 30 * 86400.0})
     # free-form overrides of the cluster profile (partition, account, qos, constraint, exclude)
     slurm: dict = field(default_factory=dict)
     # up to N ready jobs of the same resource group run one after the other in one worker process (a local

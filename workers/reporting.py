@@ -4,6 +4,10 @@ Order matters (nothing is lost): metrics go to ``metrics.jsonl`` / ``final_metri
 directory before the database hears of them, and database writes are retried with back-off. If the
 database stays unreachable the orchestrator ingests the job directory on its next ``status``.
 
+The heartbeat carries the step counter: each beat also writes ``progress.json`` in the job directory
+(``{"step", "moved_at", "step_s", "beat_at", "phase"}``), from which the orchestrator tells a job whose
+heartbeat is alive but whose steps stopped (:mod:`orchestrator.stall`).
+
 A recorded failure also applies the breaker's rule (:mod:`specs.breaker`): the worker trips it, so a grid
 launched with ``--no-wait`` pauses without anyone looking; a worker of a paused grid does not start.
 """
@@ -21,8 +25,9 @@ from typing import TypeVar
 
 from db import JobState, Store, write_final_metrics
 from db.retry import with_retries
+from specs.atomic import write_json_atomic
 from specs.breaker import COUNTED, pause_line
-from specs.contract import EPOCH_METRICS_FILE
+from specs.contract import EPOCH_METRICS_FILE, PROGRESS_FILE
 from workers.tensorboard_log import EpochBoard
 from workers.usage import UsageMeter
 
@@ -42,6 +47,7 @@ class JobReporter:
         self._thread: threading.Thread | None = None
         self.board = EpochBoard(job_dir)  # the reporter lives on rank 0 only: so do the event files
         self.meter = UsageMeter()  # what this attempt uses, recorded when it ends
+        self._step, self._moved_at, self._step_s, self._phase = 0, time.time(), 0.0, "start"
 
     def _db(self, what: str, fn: Callable[[], T]) -> T | None:
         try:
@@ -72,6 +78,27 @@ class JobReporter:
         if attempt_id is not None:
             self._db("attempt code", lambda: self.store.set_attempt_code(attempt_id, code_hash, node))
 
+    def step(self, step: int) -> None:
+        """The training step counter moved to ``step`` (carried by the next heartbeat)."""
+        now = time.time()
+        if self._phase == "train" and step > self._step:  # a moving average of the seconds per step
+            dt = (now - self._moved_at) / (step - self._step)
+            self._step_s = dt if not self._step_s else 0.9 * self._step_s + 0.1 * dt
+        self._step, self._moved_at, self._phase = step, now, "train"
+
+    def phase(self, name: str) -> None:
+        """Outside training steps (``"eval"``, ...): a stall is judged only while ``"train"``."""
+        self._phase, self._moved_at = name, time.time()
+
+    def write_progress(self) -> None:
+        """``progress.json``: the step counter and when it last moved (every heartbeat)."""
+        try:
+            write_json_atomic(self.job_dir / PROGRESS_FILE, {
+                "step": self._step, "moved_at": self._moved_at, "step_s": self._step_s, "beat_at": time.time(),
+                "phase": self._phase})
+        except OSError as exc:
+            log.warning("cannot write %s: %s", PROGRESS_FILE, exc)
+
     def start_heartbeat(self, every_s: float, on_cancel: Callable[[], None] | None = None) -> threading.Event:
         """Beat every ``every_s`` seconds; with ``on_cancel``, also look at the job's state and call it once the
         job is CANCELLED (a batched worker stops that job alone). Returns an event that triggers a beat now."""
@@ -83,6 +110,7 @@ class JobReporter:
                 wake.clear()
                 if self._stop.is_set():
                     return
+                self.write_progress()
                 self._db("heartbeat", lambda: self.store.heartbeat(self.job_hash))
                 if on_cancel is not None and self._cancelled():
                     log.warning("job %s was cancelled: stopping it", self.job_hash)

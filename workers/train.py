@@ -46,7 +46,7 @@ from workers.methods.base import Method
 from workers.methods.registry import method_class
 from workers.reporting import JobReporter
 from workers.schedule import build_optimizer, lr_at, optimizer_step, set_lr, set_weight_decay
-from workers.test_hooks import maybe_fail_once
+from workers.test_hooks import maybe_fail_once, maybe_fail_unless_excluded, maybe_freeze_once
 
 log = logging.getLogger(__name__)
 __all__ = ["SubsetChanged", "Trainer", "build_method", "load_manifest", "seed_everything"]
@@ -126,6 +126,7 @@ class Trainer:
             return dict(json.loads(done.read_text())["metrics"])
         spec, ctx, cfg = self.spec, self.ctx, self.spec.train
         maybe_fail_once(spec.job_hash)  # test-only (off unless DLTH_TEST_FAIL_ONCE is set)
+        maybe_fail_unless_excluded(spec.job_hash)  # test-only (off unless DLTH_TEST_FAIL_UNLESS_EXCLUDED is set)
         meta, manifest = load_manifest(spec, self.job_dir)
         configure_jit(spec.resources.ffcv_jit, len(manifest.indices["train"]))
         seed_everything(spec.seed, ctx.rank, deterministic=cfg.deterministic)
@@ -181,6 +182,9 @@ class Trainer:
                     loss = model(views, labels)
                 applied = optimizer_step(opt, scaler, loss, trainable, cfg.grad_clip)
                 after_optimizer_step(method, ticket, applied, epoch * steps + i, cfg.epochs * steps)
+                if self.reporter is not None:
+                    self.reporter.step(epoch * steps + i + 1)
+                    maybe_freeze_once(spec.job_hash)  # test-only (off unless DLTH_TEST_FREEZE_ONCE is set)
                 step_loss = float(loss.detach())
                 check_loss(step_loss, epoch, i, ctx)
                 total += step_loss
@@ -232,6 +236,8 @@ class Trainer:
         Every rank evaluates its own share of both splits with rank 0's weights and buffers; the kNN
         merges neighbours across ranks and method metrics (per-sample means) are weighted by share size."""
         spec, ctx = self.spec, self.ctx
+        if self.reporter is not None:
+            self.reporter.phase("eval")  # no training steps: not a stall
         broadcast_buffers(ctx, method)
         method.eval()
 

@@ -36,6 +36,8 @@ from orchestrator.db_wait import ride_out
 from orchestrator.grid.graph import advance
 from orchestrator.preflight import check_local_resources
 from orchestrator.provenance.runtime import job_code_env
+from orchestrator.stall import stalled
+from orchestrator.storage.gc import collect_grid
 from orchestrator.workspace import JOB_FILE, log_tail
 from specs.contract import LOG_DIR, JobPaths
 from specs.job import JobSpec
@@ -177,6 +179,8 @@ class LocalBackend(Backend):
                         batch = take_batch(queue, job, spec, lambda h: ctx.store.code_of([h]).get(h))
                         running[job.job_hash] = self._start(ctx, batch, spec, alloc, settings_file)
                     time.sleep(POLL_S)
+                    for r in running.values():
+                        self._stop_if_stalled(ctx, r)
                     ended = [h for h, r in running.items() if r.proc.poll() is not None]
                     for h in ended:
                         r = running.pop(h)
@@ -229,6 +233,23 @@ class LocalBackend(Backend):
                  f" with {len(jobs) - 1} more jobs in the same process" if len(jobs) > 1 else "")
         return _Running(jobs, spec, proc, log_path, fh, alloc, {j.job_hash: j.attempt_count for j in jobs})
 
+    def _stop_if_stalled(self, ctx: LaunchContext, r: _Running) -> None:
+        """Kill a worker whose running job's steps stopped while its heartbeat went on: that job's attempt is
+        FAILED, "stalled" (jobs of its batch not begun yet are queued again by :meth:`_finished`)."""
+        if r.proc.poll() is not None:
+            return
+        for job in r.jobs:
+            if (reason := stalled(job.job_dir, job.spec_json)) is None:
+                continue
+            log.warning("job %s %s: stopping it (retried within the failure budget)", job.job_hash, reason)
+            for a in ctx.store.open_attempts(ctx.grid_name, backend=self.name):
+                if a.job_hash == job.job_hash and a.host == self.host:
+                    ctx.store.finish_attempt(a.id, AttemptState.FAILED, exit_code=None, reason=reason)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(r.proc.pid, signal.SIGKILL)
+            r.proc.wait()
+            return
+
     def _finished(self, ctx: LaunchContext, r: _Running) -> list[JobRow]:
         """Record how a worker process ended for each of its jobs; return the jobs that should run again."""
         r.log_fh.close()
@@ -242,6 +263,8 @@ class LocalBackend(Backend):
                 store.finish_attempt(a.id, state, exit_code=rc,
                                      reason=f"exit code {rc}\n{log_tail(r.log_path)}")
         rows = [store.job(h.job_hash) for h in r.jobs]
+        if any(j is not None and j.state == JobState.COMPLETED for j in rows):
+            collect_grid(store, ctx.grid_name)  # the grid's [storage] policy, as its jobs finish
         started = any(j is not None and j.attempt_count > r.attempts[j.job_hash] for j in rows)
         again: list[JobRow] = []
         for before, job in zip(r.jobs, rows, strict=True):

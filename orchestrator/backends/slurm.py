@@ -33,6 +33,7 @@ from orchestrator.backends.slurm_submit import grid_dir, submit_jobs
 from orchestrator.backends.slurm_target import by_cluster, grid_conf, remember, targeting
 from orchestrator.db_wait import ride_out
 from orchestrator.grid.graph import advance
+from orchestrator.storage.gc import collect_grid
 
 log = logging.getLogger(__name__)
 LOCK_TIMEOUT_S = 600.0
@@ -141,6 +142,7 @@ class SlurmBackend(Backend):
                 if ids:
                     scancel(ids)
         release_grid_settings(store, grid_name)  # when its last job ended
+        collect_grid(store, grid_name)  # the grid's [storage] policy, as its jobs finish
         return res
 
     def reconcile(self, store: Store, grid_name: str) -> None:

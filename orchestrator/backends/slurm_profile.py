@@ -36,6 +36,7 @@ class SlurmProfile:
     gpus_per_node: int = field(default=0, metadata={"min": 0})
     cpus_per_task: int = field(default=1, metadata={"min": 1})
     mem_gb: float = field(default=4.0, metadata={"min": 0.1})
+    max_mem_gb: float = field(default=0.0, metadata={"min": 0.0})  # cap of out-of-memory retries (0 = partition's)
     time_min: int = field(default=60, metadata={"min": 1})
     max_array_size: int = field(default=1000, metadata={"min": 1})  # only if scontrol cannot tell
     array_throttle: int = field(default=64, metadata={"min": 1})  # %N: array tasks running at once

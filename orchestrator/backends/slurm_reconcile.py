@@ -13,6 +13,8 @@
   purged: in neither squeue nor sacct; for a WAITING job, not alive in squeue, the only view of tasks
   pending on a dependency) is noticed in that refresh and submitted again; see :func:`_forget`.
 - A RUNNING job whose heartbeat stopped while SLURM says RUNNING is *flagged* (logged, listed), never killed.
+- A RUNNING job whose heartbeat goes on but whose steps stopped (:mod:`orchestrator.stall`) is *stalled*: its
+  attempt is closed FAILED ("stalled") and its task cancelled; it is resubmitted within the failure budget.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from typing import Any
 from db import AttemptRow, AttemptState, JobRow, JobState, Store
 from db.models import utcnow
 from orchestrator.backends.slurm_cmd import scancel
+from orchestrator.backends.slurm_retry import on_failure
 from orchestrator.backends.slurm_sacct import SlurmRun, SlurmView, query
 from orchestrator.backends.slurm_submit import first_submission, read_manifest, submitted_at
+from orchestrator.stall import stalled
 from orchestrator.workspace import log_tail
 from specs.contract import LOG_DIR
 from specs.settings import env_settings
@@ -61,10 +65,11 @@ class ReconcileResult:
     vanished: int = 0  # jobs whose task SLURM no longer holds, to be submitted again
     stale: list[str] = field(default_factory=list)
     alive: int = 0  # jobs with a live SLURM task
+    stalled: list[str] = field(default_factory=list)  # stopped: heartbeat alive, steps not moving
 
     def changed(self) -> bool:
         return bool(self.adopted or self.closed or self.corrected or self.requeued or self.cancelled_spares
-                    or self.vanished)
+                    or self.vanished or self.stalled)
 
 
 def verdict(run: SlurmRun, tail: str, signal_delay_s: int) -> str:
@@ -104,12 +109,16 @@ class _Manifests:
     def __init__(self) -> None:
         self._cache: dict[str, dict[str, Any] | None] = {}
 
-    def job_of(self, run: SlurmRun) -> str | None:
+    def of(self, run: SlurmRun) -> dict[str, Any] | None:
+        """The submission manifest of the array ``run`` belongs to."""
         if not run.workdir:
             return None
         if run.workdir not in self._cache:
             self._cache[run.workdir] = read_manifest(run.workdir)
-        m = self._cache[run.workdir]
+        return self._cache[run.workdir]
+
+    def job_of(self, run: SlurmRun) -> str | None:
+        m = self.of(run)
         if m is None or run.task_index >= len(m["tasks"]):
             return None
         return str(m["tasks"][run.task_index]["job_hash"])
@@ -246,7 +255,10 @@ def _settle(store: Store, job_name: str, job: JobRow, attempts: list[AttemptRow]
         for a in open_attempts:  # left open by an earlier run of a requeued task
             run = _run_of(a, runs)
             if run is not None and run is not latest and run.ended:
-                _close(store, a, run, manifests, res)
+                _close(store, job, a, run, manifests, res)
+        if latest.state == "RUNNING" and job.state == JobState.RUNNING and _stop_if_stalled(store, job, open_attempts):
+            res.stalled.append(job.job_hash)
+            return
         hb = job.heartbeat_at
         if latest.state == "RUNNING" and job.state == JobState.RUNNING and hb and utcnow() - hb > _stale_after():
             res.stale.append(job.job_hash)
@@ -254,7 +266,7 @@ def _settle(store: Store, job_name: str, job: JobRow, attempts: list[AttemptRow]
                         job.job_hash, sid, int((utcnow() - hb).total_seconds()))
         return
     for a in open_attempts:
-        _close(store, a, _run_of(a, runs) or latest, manifests, res)
+        _close(store, job, a, _run_of(a, runs) or latest, manifests, res)
     fresh = store.job(job.job_hash)
     if fresh is None or fresh.state != JobState.QUEUED:
         return
@@ -269,13 +281,28 @@ def _settle(store: Store, job_name: str, job: JobRow, attempts: list[AttemptRow]
         attempt_id = store.claim(job.job_hash, backend=BACKEND, backend_id=sid, host=latest.nodes or "?", pid=None,
                                  log_path=str(_task_log(latest) or "") or None)
         if attempt_id is not None:
+            retry = on_failure(job.job_hash, job.job_dir, state, manifests.of(latest), checkpointed=False)
             store.finish_attempt(attempt_id, state, exit_code=latest.exit_code,
-                                 reason=f"{describe(latest, state)}, before the worker started", log_tail=tail)
+                                 reason=f"{describe(latest, state)}, before the worker started" + _said(retry),
+                                 log_tail=tail)
             res.closed += 1
     else:
         res.requeued += store.set_state([job.job_hash], JobState.PENDING, [JobState.QUEUED])
         log.info("job %s: SLURM is done with %s (%s) but the job is not: back to PENDING", job.job_hash, sid,
                  latest.state)
+
+
+def _stop_if_stalled(store: Store, job: JobRow, open_attempts: list[AttemptRow]) -> bool:
+    """Close a stalled job's attempt FAILED ("stalled") and cancel its task; True if it was stalled."""
+    reason = stalled(job.job_dir, job.spec_json)
+    if reason is None:
+        return False
+    for a in open_attempts:
+        store.finish_attempt(a.id, AttemptState.FAILED, reason=reason)
+    scancel([job.backend_id or ""])
+    log.warning("job %s %s: cancelled SLURM task %s (resubmitted within the failure budget)", job.job_hash,
+                reason, job.backend_id)
+    return True
 
 
 def _task_log(run: SlurmRun) -> Path | None:
@@ -285,13 +312,21 @@ def _task_log(run: SlurmRun) -> Path | None:
     return path if path.is_file() else None
 
 
-def _close(store: Store, a: AttemptRow, run: SlurmRun, manifests: _Manifests, res: ReconcileResult) -> None:
-    """Close an attempt the worker left open, with SLURM's verdict on the run it belonged to."""
+def _said(retry: str | None) -> str:
+    return f"; {retry}" if retry else ""
+
+
+def _close(store: Store, job: JobRow, a: AttemptRow, run: SlurmRun, manifests: _Manifests,
+           res: ReconcileResult) -> None:
+    """Close an attempt the worker left open, with SLURM's verdict on the run it belonged to; record what
+    its retry asks for (:mod:`orchestrator.backends.slurm_retry`)."""
     tail = log_tail(a.log_path or _task_log(run), 20)
     state = verdict(run, tail, manifests.signal_delay(run))
     if state == AttemptState.COMPLETED:  # SLURM finished but the worker never said so: it left no result
         state = AttemptState.LOST
+    retry = on_failure(job.job_hash, job.job_dir, state, manifests.of(run), checkpointed=False)
     store.finish_attempt(a.id, state, exit_code=run.exit_code,
-                         reason=f"{describe(run, state)}; the worker did not record its end", log_tail=tail)
+                         reason=f"{describe(run, state)}; the worker did not record its end" + _said(retry),
+                         log_tail=tail)
     res.closed += 1
     log.warning("job %s attempt %d: closed %s (%s)", a.job_hash, a.number, state, describe(run, state))

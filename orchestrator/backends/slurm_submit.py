@@ -30,6 +30,7 @@ from orchestrator.backends.settings_file import write_grid_settings
 from orchestrator.backends.slurm_cmd import COMMANDS, max_array_size
 from orchestrator.backends.slurm_graph import plan_graph
 from orchestrator.backends.slurm_profile import SlurmProfile, executor_parameters, group_key
+from orchestrator.backends.slurm_retry import adjusted_spec, exclude_failed_nodes
 from orchestrator.provenance.snapshot import code_root
 from specs.atomic import write_json_atomic
 from specs.code_version import snapshot_dir
@@ -152,6 +153,13 @@ def plan_arrays(jobs: list[JobRow], profile: SlurmProfile, chunk: int) -> Iterat
             yield params, members[i:i + chunk]
 
 
+def _retry_spec(store: Store, job: JobRow, profile: SlurmProfile) -> JobSpec:
+    """The job's spec with what its retries ask for (:mod:`orchestrator.backends.slurm_retry`)."""
+    spec = JobSpec.from_json(job.spec_json)
+    exclude_failed_nodes(store, job, str(spec.resources.slurm.get("partition", profile.partition)))
+    return adjusted_spec(spec, job.job_dir, profile.exclude)
+
+
 def submit_jobs(
     store: Store, name: str, jobs: list[JobRow], profile: SlurmProfile, db_url: str,
     *, grid_name: str, max_chunk: int | None = None, on_submitted: Callable[[Submitted], None] | None = None,
@@ -174,7 +182,7 @@ def submit_jobs(
     code_dir = code_root(workspace_dir())
     out: list[Submitted] = []
     rows = {j.job_hash: j for j in jobs}
-    plan_jobs = [PlanJob(j.job_hash, f"{j.subset_name}/{j.config_name}/s{j.seed}", JobSpec.from_json(j.spec_json),
+    plan_jobs = [PlanJob(j.job_hash, f"{j.subset_name}/{j.config_name}/s{j.seed}", _retry_spec(store, j, profile),
                          tuple((parents or {}).get(j.job_hash, ()))) for j in jobs]
     array_ids: list[str] = []
     for plan in plan_graph(plan_jobs, profile, chunk, known_ids, codes):
@@ -190,7 +198,8 @@ def submit_jobs(
         settings_file = write_grid_settings(store, grid_name, db_url, "slurm")  # (again) right before sbatch
         write_json_atomic(sub_dir / MANIFEST, {
             "version": 1, "job_name": name, "token": token, "settings_file": str(settings_file),
-            "time_min": params["time"], "signal_delay_s": profile.signal_delay_s,
+            "time_min": params["time"], "mem": params["mem"], "partition": params.get("partition", ""),
+            "max_mem_gb": profile.max_mem_gb, "signal_delay_s": profile.signal_delay_s,
             "stop_grace_s": max(5, profile.signal_delay_s - 20), "max_requeues": profile.max_requeues,
             "code_root": str(code_dir),
             "tasks": [manifest_task(task, codes) for task in tasks],

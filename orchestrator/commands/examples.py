@@ -21,6 +21,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "watch": ("dlth-orch watch", "dlth-orch watch quickstart --once --json"),
     "advance": ("dlth-orch advance adaptive-study", "dlth-orch advance adaptive-study --cluster slurm"),
     "replay": ("dlth-orch replay quickstart --adaptive", "dlth-orch replay fashion-study --adaptive --seeds-min 2"),
+    "du": ("dlth-orch du", "dlth-orch du quickstart --json"),
+    "gc": ("dlth-orch gc quickstart --dry-run", "dlth-orch gc lottery-study --keep best"),
     "show": ("dlth-orch show 'full/supervised[lr=0.2]/s0'", "dlth-orch show 3fa2c1 --json"),
     "retry": ("dlth-orch retry quickstart", "dlth-orch retry quickstart --cancelled --subset full"),
     "cancel": ("dlth-orch cancel quickstart --subset full --yes", "dlth-orch cancel --job 3fa2c1"),

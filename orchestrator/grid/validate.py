@@ -40,6 +40,8 @@ from orchestrator.grid.spec import GridSpec, MethodTable, ReportConfig
 from orchestrator.grid.validate_init import check_graph, parse_init
 from orchestrator.grid.validate_lottery import parse_lottery
 from orchestrator.grid.validate_values import seed_list
+from orchestrator.notify import NotifySettings
+from orchestrator.storage.settings import StorageSettings
 from specs.base import LABEL_MAX, SpecError, check_name, coerce, from_table
 from specs.job import EvalConfig, Resources, TrainConfig
 from specs.methods import METHOD_HPARAMS, check_method_config, hparams_class
@@ -47,7 +49,7 @@ from subsets import SubsetError, validate_table
 from subsets.registry import get_strategy
 
 TOP_KEYS = {"name", "seeds", "failure_budget", "dataset", "train", "eval", "resources", "report", "cluster",
-            "subsets", "methods", "breaker", "lottery", "adaptive"}
+            "subsets", "methods", "breaker", "lottery", "adaptive", "storage", "notify"}
 METHOD_META_KEYS = {"method", "seeds", "zip", "resources", "init", "plain_jobs"}
 BUILTIN_DATASETS = ("digits", "fashion-mnist")  # workers.data.builtin.BUILTINS
 BUILTIN_LIMITS = ("train_per_class", "val_per_class")  # [dataset] sizing of a builtin: first N per class
@@ -77,6 +79,8 @@ def _parse(path: Path, raw: dict[str, Any], max_jobs: int | None = None) -> Grid
     if not name:
         raise SpecError("name", "a non-empty string naming the grid")
     check_name(name, "name")
+    StorageSettings.from_table(raw.get("storage"))  # [storage]: orchestrator/storage/settings.py
+    NotifySettings.from_table(raw.get("notify"))  # [notify]: orchestrator/notify.py
     seeds = seed_list(raw.get("seeds", [0]), "seeds")
     budget = coerce(raw.get("failure_budget", 2), int, "failure_budget", {"min": 0, "max": MAX_FAILURE_BUDGET})
     base = path.parent
