@@ -681,6 +681,11 @@ class Store(LaunchStore, UsageStore, AdaptiveLookStore):
             )
             return {state: int(n) for state, n in s.execute(q)}
 
+    def grid_finished(self, grid_name: str) -> bool:
+        """No job of the grid is pending, waiting, queued or running (failed and cancelled ones count as ended)."""
+        counts = self.state_counts(grid_name)
+        return sum(counts.get(s, 0) for s in JobState.UNFINISHED) == 0 and sum(counts.values()) > 0  # type: ignore[attr-defined]
+
     # --- results on disk (read by db.ingest; the store only records what it found) ---------------
     def complete_from_result(self, job_hash: str, result: FinalResult, reason: str) -> bool:
         """Complete a job from a result found on disk unless it is COMPLETED with final metrics already.

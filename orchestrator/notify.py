@@ -149,7 +149,6 @@ def tick(store: Store, grid: str, *, now: datetime | None = None) -> list[str]:
 
 def _tick(store: Store, grid: str, now: datetime) -> list[str]:
     from orchestrator.breaker import pause_line, paused
-    from orchestrator.report_files import grid_finished
 
     row = store.get_grid(grid)
     settings = NotifySettings.of_grid(row.spec_json) if row else NotifySettings()
@@ -167,7 +166,7 @@ def _tick(store: Store, grid: str, now: datetime) -> list[str]:
             send(settings, grid, PAUSED, line)
             store.set_meta(_key(grid, PAUSED), line[:2000])
             sent.append(PAUSED)
-    elif grid_finished(store, grid):
+    elif store.grid_finished(grid):
         counts = store.state_counts(grid)
         summary = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()) if n)
         if store.get_meta(_key(grid, FINISHED)) != summary:

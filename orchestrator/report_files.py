@@ -60,8 +60,7 @@ class Produced:
 
 def grid_finished(store: Store, grid_name: str) -> bool:
     """No job of the grid is pending, waiting, queued or running (failed and cancelled ones count as ended)."""
-    counts = store.state_counts(grid_name)
-    return sum(counts.get(s, 0) for s in UNFINISHED) == 0 and sum(counts.values()) > 0
+    return store.grid_finished(grid_name)
 
 
 def produce(store: Store | None, req: ReportRequest, out_dir: Path | None = None, *, write: bool = True) -> Produced:

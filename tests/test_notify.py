@@ -16,10 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from orchestrator.expand import expand
 
 from db import JobState, Store
-from orchestrator.grid import load_grid
+from orchestrator.grid import expand, load_grid
 from orchestrator.notify import NotifySettings, send, tick
 from specs.base import SpecError
 from subsets import DatasetMeta

@@ -14,11 +14,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from orchestrator.expand import expand
 
 from db import AttemptState, JobState, Store
 from orchestrator.backends import slurm_retry
-from orchestrator.grid import load_grid
+from orchestrator.grid import expand, load_grid
 from orchestrator.launch import record_grid
 from specs.job import JobSpec
 from subsets import DatasetMeta

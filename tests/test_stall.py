@@ -13,10 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from orchestrator.expand import expand
 
 from db import AttemptState, JobState, Store
-from orchestrator.grid import load_grid
+from orchestrator.grid import expand, load_grid
 from orchestrator.stall import MIN_STALL_S, stall_limit, stalled
 from specs.contract import PROGRESS_FILE
 from subsets import DatasetMeta
