@@ -7,12 +7,15 @@ import os
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 
 from db import Store, default_url, require_database
+
+if TYPE_CHECKING:
+    from orchestrator.job_view import Named
 
 DB_DEFAULT = "default: $DLTH_DB, else the SQLite file ./.dlth/dlth.db, or $DLTH_HOME/dlth.db when DLTH_HOME is set"
 
@@ -74,6 +77,19 @@ def open_store(url: str, *, create: bool = False) -> Store:
     if not create:
         require_database(url)
     return Store(url)
+
+
+def open_job(db_url: str, job: str, grid: str | None) -> tuple[Store, Named]:
+    """The store and the job named by ``job`` (a hash prefix or a label, in ``grid`` when given); an unknown
+    or ambiguous name is a one-line error, exit 2."""
+    from orchestrator.job_view import JobNotFound, find_job
+
+    store = open_store(db_url)
+    try:
+        return store, find_job(store, job, grid)
+    except JobNotFound as exc:
+        fail(str(exc))
+        raise  # (fail exits)
 
 
 def output_console(width: int | None = None) -> Console:

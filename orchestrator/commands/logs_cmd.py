@@ -8,7 +8,7 @@ import time
 
 import click
 
-from orchestrator.cli_common import db_option, fail, open_store
+from orchestrator.cli_common import db_option, fail, open_job
 
 
 def _emit(text: str) -> None:
@@ -30,14 +30,7 @@ def logs(job: str, follow: bool, attempt: int | None, rank: int, grid: str | Non
          db_url: str) -> None:
     """The log of JOB (a hash prefix or a label such as full/supervised[lr=0.2]/s0) across its attempts."""
     from orchestrator.job_logs import Follower, attempt_logs, segments
-    from orchestrator.job_view import JobNotFound, find_job
-
-    store = open_store(db_url)
-    try:
-        named = find_job(store, job, grid)
-    except JobNotFound as exc:
-        fail(str(exc))
-        return
+    store, named = open_job(db_url, job, grid)
     h = named.row.job_hash
     numbers = [a.number for a in attempt_logs(store, h, rank)]
     if attempt is not None and attempt not in numbers and not follow:

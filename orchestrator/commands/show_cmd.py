@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from orchestrator.cli_common import db_option, fail, open_store
+from orchestrator.cli_common import db_option, open_job
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
@@ -89,14 +89,9 @@ def print_job(view: dict[str, Any], console: Console) -> None:
 @db_option
 def show(job: str, grid: str | None, as_json: bool, db_url: str) -> None:
     """Everything about JOB (a hash prefix or a label such as full/supervised[lr=0.2]/s0)."""
-    from orchestrator.job_view import JobNotFound, find_job, job_view
+    from orchestrator.job_view import job_view
 
-    store = open_store(db_url)
-    try:
-        named = find_job(store, job, grid)
-    except JobNotFound as exc:
-        fail(str(exc))
-        return
+    store, named = open_job(db_url, job, grid)
     view = job_view(store, named)
     if as_json:
         click.echo(json.dumps(view, indent=1, default=str))
