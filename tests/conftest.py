@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated workspace per test, and small dataset metadata directories."""
+"""Shared fixtures: an isolated workspace per test, and small dataset metadata directories; the rules that
+let the suite run in parallel (``pytest -n 3``, see :func:`pytest_collection_modifyitems`)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,36 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from subsets import ClassInfo, DatasetMeta
 
 # FFCV compiles its pipelines with numba; unoptimised compiles are about twice as fast and the tests'
 # datasets are tiny (set before numba is first imported; inherited by worker subprocesses)
 os.environ.setdefault("NUMBA_OPT", "0")
+# one intra-op thread in the test process and in every subprocess a test starts (workers the product starts
+# get theirs from cpus_per_task): on a loaded 2-core machine, spinning OpenMP threads make tiny steps ~100x
+# slower, the more so with several xdist workers side by side
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+# xdist groups: the tests of one group run one after another in one worker (``--dist loadgroup``)
+SLURM_GROUP = "slurm"  # the single-node cluster: its 2 CPUs, and tests that time their tasks on it
+SLURM2_GROUP = "slurm2"  # the two-node cluster (a separate slurmctld)
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put every test of a SLURM cluster in that cluster's xdist group: they run serially among themselves
+    (a cluster of 2 CPUs) while other workers train; every other test may run beside any other."""
+    for item in items:
+        if "slurm_cluster2" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group(SLURM2_GROUP))
+        elif item.get_closest_marker("slurm") or "slurm_cluster" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group(SLURM_GROUP))
 
 
 @pytest.fixture(autouse=True)
