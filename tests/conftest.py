@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from subsets import ClassInfo, DatasetMeta
+from tests import xdist_groups
 
 # FFCV compiles its pipelines with numba; unoptimised compiles are about twice as fast and the tests'
 # datasets are tiny (set before numba is first imported; inherited by worker subprocesses)
@@ -54,6 +55,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER") is not None:  # the slow modules first: no long test at the end
         slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
         items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)  # stable: modules stay together
+    xdist_groups.record(items)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The controller of a ``--dist loadgroup`` run names the file its workers write their groups to."""
+    xdist_groups.start(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    xdist_groups.finish()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadgroup`` with the groups above (xdist's own does not see them under pytest 9)."""
+    return xdist_groups.make_scheduler(config, log)
 
 
 @pytest.fixture(autouse=True)
