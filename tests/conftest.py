@@ -1,20 +1,76 @@
-"""Shared fixtures: an isolated workspace per test, and small dataset metadata directories."""
+"""Shared fixtures: an isolated workspace per test, and small dataset metadata directories; the rules that
+let the suite run in parallel (``pytest -n 3``, see :func:`pytest_collection_modifyitems`)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from subsets import ClassInfo, DatasetMeta
+from tests import xdist_groups
 
 # FFCV compiles its pipelines with numba; unoptimised compiles are about twice as fast and the tests'
 # datasets are tiny (set before numba is first imported; inherited by worker subprocesses)
 os.environ.setdefault("NUMBA_OPT", "0")
+# one intra-op thread in the test process and in every subprocess a test starts (workers the product starts
+# get theirs from cpus_per_task): on a loaded 2-core machine, spinning OpenMP threads make tiny steps ~100x
+# slower, the more so with several xdist workers side by side
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+# xdist groups: the tests of one group run one after another in one worker (``--dist loadgroup``)
+SLURM_GROUP = "slurm"  # the single-node cluster: its 2 CPUs, and tests that time their tasks on it
+SLURM2_GROUP = "slurm2"  # the two-node cluster (a separate slurmctld)
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _shares_module_fixtures(item: pytest.Item) -> bool:
+    """Whether the test uses a module- or session-scoped fixture its own module defines (built once per
+    worker that runs one of the module's tests: the module's tests belong together)."""
+    module = item.nodeid.split("::")[0]
+    info = getattr(item, "_fixtureinfo", None)
+    defs = [d for ds in (info.name2fixturedefs.values() if info else ()) for d in ds]
+    return any(d.scope in ("module", "session") and d.baseid == module for d in defs)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """xdist groups (``--dist loadgroup``; a group's tests run one after another in one worker): each SLURM
+    cluster's tests (a cluster of 2 CPUs, tasks that are timed), and the tests of a module with a trained
+    module fixture; every other test may run beside any other."""
+    for item in items:
+        if "slurm_cluster2" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group(SLURM2_GROUP))
+        elif item.get_closest_marker("slurm") or "slurm_cluster" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group(SLURM_GROUP))
+        elif _shares_module_fixtures(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    if os.environ.get("PYTEST_XDIST_WORKER") is not None:  # the slow modules first: no long test at the end
+        slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+        items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)  # stable: modules stay together
+    xdist_groups.record(items)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The controller of a ``--dist loadgroup`` run names the file its workers write their groups to."""
+    xdist_groups.start(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    xdist_groups.finish()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadgroup`` with the groups above (xdist's own does not see them under pytest 9)."""
+    return xdist_groups.make_scheduler(config, log)
 
 
 @pytest.fixture(autouse=True)
@@ -41,11 +97,21 @@ def write_meta_dir(root: Path, num_classes: int = 6, train_per_class: int = 10, 
 
 @pytest.fixture(scope="session")
 def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real handwritten-digits dataset at 32 px as FFCV .beton files (built once per session)."""
+    """The real handwritten-digits dataset at 32 px as FFCV .beton files (built once per run: under xdist
+    the first worker builds it and the others use it). Read-only: a test that alters data copies it."""
     from workers.data.builtin import prepare_digits
 
-    root = tmp_path_factory.mktemp("digits") / "digits"
-    prepare_digits(root, image_size=32)
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        root = tmp_path_factory.mktemp("digits") / "digits"
+        prepare_digits(root, image_size=32)
+        return root
+    shared = tmp_path_factory.getbasetemp().parent  # xdist: the run's folder, above each worker's
+    root = shared / "digits" / "digits"
+    with (shared / "digits.lock").open("w") as lock:  # the first worker builds, the others wait for it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / "digits" / "built").is_file():
+            prepare_digits(root, image_size=32)
+            (shared / "digits" / "built").touch()
     return root
 
 

@@ -115,6 +115,7 @@ def _rank_main(rank: int, world: int, init_file: str, job_dir: str, out_dir: str
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # trains, or compiles FFCV pipelines
 def test_each_rank_resumes_with_its_own_rng_states(tmp_path: Path) -> None:
     job_dir = tmp_path / "job"
     job_dir.mkdir()

@@ -15,6 +15,8 @@ from workers.data.errors import DataWriteError
 from workers.data.imagenet import imagenet_wnids
 from workers.data.synthetic import make_synthetic_image_folder, render_image
 
+pytestmark = pytest.mark.slow  # trains models / runs processes
+
 
 def _raw_image(beton: Path, i: int) -> np.ndarray:
     """Sample ``i`` of a raw-mode .beton, read straight from the file (no loader)."""

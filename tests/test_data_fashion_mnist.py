@@ -122,6 +122,7 @@ def test_cli_without_the_package_says_the_apt_command(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # trains, or compiles FFCV pipelines
 def test_grid_prepare_fashion_mnist_builds_a_small_shard(tmp_path: Path) -> None:
     grid_file = tmp_path / "g.toml"
     grid_file.write_text(

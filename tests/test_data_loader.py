@@ -69,6 +69,7 @@ def test_class_subset_reads_exactly_its_samples_with_remapped_labels(dataset) ->
     assert set(labels) == {0, 1, 2}
 
 
+@pytest.mark.slow  # trains, or compiles FFCV pipelines
 def test_training_order_is_seeded_per_epoch_and_drops_the_last_partial_batch(dataset) -> None:
     meta, expected = dataset
     manifest = resolve("k3", {"strategy": "uniform", "k": 3}, meta)  # 30 train samples
@@ -89,6 +90,7 @@ def test_training_order_is_seeded_per_epoch_and_drops_the_last_partial_batch(dat
     assert views[0].shape == (8, 3, 32, 32) and views[0].dtype == torch.float32 and labels.dtype == torch.int64
 
 
+@pytest.mark.slow  # trains, or compiles FFCV pipelines
 @pytest.mark.parametrize(("recipe", "sizes"), [
     ("simclr", [32, 32]),
     ("mocov2", [32, 32]),
@@ -167,6 +169,7 @@ def test_training_batches_repeat_exactly_whatever_the_worker_count(digits: Path)
         assert torch.equal(wide[0][v][:8], one[0][v]) and torch.equal(wide[0][v][8:], one[1][v])
 
 
+@pytest.mark.slow  # trains, or compiles FFCV pipelines
 def test_compiled_crops_repeat_whatever_the_thread_count(digits: Path) -> None:
     """FFCV's JIT runs the keyed decoder in numba's threads (each with its own generator, which stock FFCV
     crops draw from): 1 and 2 threads give bit-identical crops and flips."""

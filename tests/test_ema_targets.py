@@ -33,6 +33,8 @@ from tests.method_helpers import views_for
 from workers.distributed import DistContext
 from workers.methods.base import Method
 
+pytestmark = pytest.mark.slow  # trains models / runs processes
+
 CPU = DistContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
 METHODS = ("byol", "mocov2", "dino")
 # (online module, its momentum target) per method: named here, not read from the implementation

@@ -159,6 +159,7 @@ def test_grid_backbones_the_workers_cannot_build_are_refused(tmp_path: Path, met
     assert str(info.value).startswith(f"{path}: {message}")
 
 
+@pytest.mark.slow  # trains, or compiles FFCV pipelines
 def test_cli_unknown_backbone_exit_2_nothing_written(tmp_path: Path, meta_dir: Path) -> None:
     path = write(tmp_path, SMALL.replace('backbone = "test_resnet"', 'backbone = "resnet5000"'))
     db = tmp_path / "db.sqlite"

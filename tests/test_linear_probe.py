@@ -22,6 +22,8 @@ from workers.data.loader import build_loader
 from workers.distributed import DistContext
 from workers.linear_probe import LR_FACTORS, build_head, choose_lr, frozen_features, held_out, linear_probe
 
+pytestmark = pytest.mark.slow  # trains models / runs processes
+
 CTX = DistContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
 
 

@@ -10,8 +10,6 @@ import json
 import os
 import shutil
 import signal
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from specs.job import JobSpec
 from specs.lottery import parse_label
 from specs.settings import WorkerSettings
 from subsets import DatasetMeta
+from workers import test_hooks
 from workers.distributed import DistContext
 
 pytestmark = pytest.mark.slow  # trains models / runs processes
@@ -123,25 +122,21 @@ def chain(tmp_path_factory: pytest.TempPathFactory, digits: Path) -> Iterator[tu
 
 
 def _run_killed_after_first_epoch(run: Callable[..., int], job_dir: Path, db: str) -> int:
-    """Run the job and SIGTERM this process once its first epoch checkpoint exists; keep that attempt's mask."""
-    paths = JobPaths.of(job_dir)
-    done = threading.Event()
+    """Run the job and SIGTERM this process the moment its first epoch checkpoint is saved (the worker's
+    test hook, so the signal lands before the second epoch's first batch); keep that attempt's mask."""
+    job_hash = JobSpec.from_json((job_dir / "job.json").read_text()).job_hash
+    signalled: list[str] = []
 
-    def watch() -> None:
-        while not done.is_set():
-            if paths.checkpoint.is_file():
-                shutil.copy(paths.mask, job_dir / "mask.first_attempt")
-                os.kill(os.getpid(), signal.SIGTERM)  # the worker's stop handler: stop after this batch
-                return
-            time.sleep(0.02)
+    def stop_after_first_epoch(saved: str) -> None:
+        if saved == job_hash and not signalled:
+            signalled.append(saved)
+            shutil.copy(JobPaths.of(job_dir).mask, job_dir / "mask.first_attempt")
+            os.kill(os.getpid(), signal.SIGTERM)  # the worker's stop handler: stop before the next batch
 
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        return run(job_dir / "job.json", WorkerSettings(db_url=db), CPU)
-    finally:
-        done.set()
-        watcher.join()
+    with test_hooks.on(test_hooks.EPOCH_SAVED, stop_after_first_epoch):
+        code = run(job_dir / "job.json", WorkerSettings(db_url=db), CPU)
+    assert signalled == [job_hash]
+    return code
 
 
 def _by_label(store: Store) -> dict[str, object]:

@@ -173,6 +173,7 @@ def test_mae_generation_on_a_resnet_is_refused(tmp_path: Path, meta_dir: Path) -
     assert {s.train.backbone for s in levels} == {"test_vit"}
 
 
+@pytest.mark.slow  # trains, or compiles FFCV pipelines
 def test_iteration_rewind_past_the_end_fails_at_launch_with_exit_2_and_nothing_recorded(tmp_path: Path,
                                                                                        meta_dir: Path) -> None:
     # 30% of 60 training images = 18, batch 8: 2 steps per epoch, 8 iterations in 4 epochs

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
 import torch
 
 from specs.backbones import create_backbone
@@ -92,6 +93,7 @@ def test_every_method_is_evaluated_on_the_network_specs_name() -> None:
     assert eval_network("dino") == "teacher" and eval_network("byol") == eval_network("mocov3") == "online"
 
 
+@pytest.mark.slow  # trains, or compiles FFCV pipelines
 def test_a_dino_jobs_knn_features_come_from_the_teacher_in_fp32(digits: Path, tmp_path: Path) -> None:
     """Trainer.evaluate on the real digits with training precision bf16: the kNN reads the teacher's features
     (computed with autocast off), never the student's."""

@@ -55,6 +55,7 @@ def id_dataset(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unt
                               num_workers=1, progress=False)
 
 
+@pytest.mark.slow  # trains, or compiles FFCV pipelines
 def test_loader_batch_indices_are_the_samples_it_yields(id_dataset) -> None:  # type: ignore[no-untyped-def]
     meta = id_dataset
     manifest = resolve("full", {"strategy": "full"}, meta)

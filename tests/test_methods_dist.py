@@ -18,6 +18,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from tests.method_helpers import make, views_for
 
+pytestmark = pytest.mark.slow  # trains models / runs processes
+
 WORLD, PER_RANK = 2, 4
 SIMCLR = {"proj_hidden_dim": 16, "proj_dim": 8, "temperature": 0.5}
 

@@ -32,6 +32,7 @@ from specs.settings import WorkerSettings, apply_umask
 from workers.distributed import DistContext, broadcast_flag, setup_distributed, teardown
 from workers.errors import describe
 from workers.reporting import JobReporter
+from workers.test_hooks import ENDED, reached
 
 log = logging.getLogger("workers.entry")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
@@ -74,8 +75,6 @@ def run(job_file: Path, settings: WorkerSettings, ctx: DistContext, stops: Stops
         store: Store | None = None) -> int:
     """Run the job described by ``job_file`` on this rank; return the process exit code (0 also when the job
     was cancelled while it ran: a batch goes on with its next job)."""
-    from workers.train import Trainer  # torch-heavy imports after the process group is up
-
     spec = JobSpec.from_json(job_file.read_text())
     job_dir = job_file.parent
     stops = stops or Stops().install()
@@ -95,6 +94,17 @@ def run(job_file: Path, settings: WorkerSettings, ctx: DistContext, stops: Stops
         log.warning("job %s is held or finished by another process: nothing to do", spec.job_hash)
         return 0
     log.info("job %s (%s) rank %d/%d on %s", spec.job_hash, spec.label(), ctx.rank, ctx.world_size, ctx.device)
+    try:
+        return _train_and_record(spec, job_dir, ctx, reporter, stop, stops)
+    finally:
+        reached(ENDED, spec.job_hash)  # test-only (off unless a test asks)
+
+
+def _train_and_record(spec: JobSpec, job_dir: Path, ctx: DistContext, reporter: JobReporter | None,
+                      stop: threading.Event, stops: Stops) -> int:
+    """Train the claimed job on this rank and record how the attempt ended; return the exit code."""
+    from workers.train import Trainer  # torch-heavy imports after the process group is up
+
     try:
         check_running_code()  # a worker that fell back to the live code fails here, on its attempt
         result = Trainer(spec, job_dir, ctx, reporter, stop).run()

@@ -1,5 +1,4 @@
-"""Test-only fault injection, off unless the environment asks for it (the real SLURM tests need a parent
-job that fails its first attempt deterministically, so that its child's dependency can never be met).
+"""Test-only fault injection and timing points, off unless a test asks for them.
 
 ``DLTH_TEST_FREEZE_ONCE=<directory>``: a job whose hash has an armed marker ``<directory>/<hash>.freeze``
 stops stepping once (the marker is renamed ``<hash>.frozen``) while its heartbeat goes on: a stall.
@@ -9,20 +8,40 @@ unless its SLURM job excludes a node (``ExcNodeList`` in ``scontrol show job``):
 
 ``DLTH_TEST_FAIL_ONCE=<directory>``: a job whose hash has an armed marker ``<directory>/<hash>.fail``
 fails once (the marker is renamed ``<hash>.failed``); every other attempt runs normally. Single-rank jobs
-only (another rank would not fail with it).
+only (another rank would not fail with it). The real SLURM tests use it for a parent job that fails its
+first attempt deterministically, so that its child's dependency can never be met.
+
+Points (:data:`EPOCH_SAVED`: rank 0 saved an epoch checkpoint; :data:`ENDED`: the worker recorded how its
+attempt ended and is about to exit) let a test act at the right moment instead of sleeping and hoping:
+
+- in the test's own process, :func:`on` calls a function each time a worker reaches a point;
+- in worker processes, ``DLTH_TEST_PAUSE=<directory>``: a worker reaching ``point`` with an armed marker
+  ``<directory>/<hash>.<point>`` renames it ``<hash>.<point>.paused`` (once: the test sees it got there)
+  and waits until the test deletes that file (at most :data:`PAUSE_MAX_S`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 ENV = "DLTH_TEST_FAIL_ONCE"
 FREEZE_ENV = "DLTH_TEST_FREEZE_ONCE"
 EXCLUDE_ENV = "DLTH_TEST_FAIL_UNLESS_EXCLUDED"
+PAUSE_ENV = "DLTH_TEST_PAUSE"
+EPOCH_SAVED = "epoch_saved"
+ENDED = "ended"
+PAUSE_MAX_S = 600.0
+
+_callbacks: dict[str, list[Callable[[str], None]]] = {}
 
 
 class InjectedFailure(RuntimeError):
@@ -66,3 +85,33 @@ def maybe_fail_unless_excluded(job_hash: str) -> None:
     m = re.search(r"ExcNodeList=(\S+)", out)
     if m is None or m.group(1) == "(null)":
         raise InjectedFailure(f"{EXCLUDE_ENV}: this attempt of {job_hash} fails on purpose (no node excluded)")
+
+
+@contextmanager
+def on(point: str, fn: Callable[[str], None]) -> Iterator[None]:
+    """While the block runs, call ``fn(job_hash)`` whenever a worker of this process reaches ``point``."""
+    _callbacks.setdefault(point, []).append(fn)
+    try:
+        yield
+    finally:
+        _callbacks[point].remove(fn)
+
+
+def reached(point: str, job_hash: str) -> None:
+    """A worker reached ``point`` with ``job_hash``: call the :func:`on` functions, and pause if
+    :data:`PAUSE_ENV` names a directory where this point is armed for this job."""
+    for fn in list(_callbacks.get(point, ())):
+        fn(job_hash)
+    where = os.environ.get(PAUSE_ENV)
+    if not where:
+        return
+    armed = Path(where) / f"{job_hash}.{point}"
+    paused = armed.with_name(f"{armed.name}.paused")
+    try:
+        os.replace(armed, paused)
+    except FileNotFoundError:
+        return
+    log.warning("%s: job %s paused at %s until %s is deleted", PAUSE_ENV, job_hash, point, paused)
+    deadline = time.monotonic() + PAUSE_MAX_S
+    while paused.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)

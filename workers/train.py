@@ -46,7 +46,7 @@ from workers.methods.base import Method
 from workers.methods.registry import method_class
 from workers.reporting import JobReporter
 from workers.schedule import build_optimizer, lr_at, optimizer_step, set_lr, set_weight_decay
-from workers.test_hooks import maybe_fail_once, maybe_fail_unless_excluded, maybe_freeze_once
+from workers.test_hooks import EPOCH_SAVED, maybe_fail_once, maybe_fail_unless_excluded, maybe_freeze_once, reached
 
 log = logging.getLogger(__name__)
 __all__ = ["SubsetChanged", "Trainer", "build_method", "load_manifest", "seed_everything"]
@@ -211,6 +211,7 @@ class Trainer:
                                                "train_time_s": train_time, "job_hash": spec.job_hash})
                 if self.reporter is not None:
                     self.reporter.epoch(epoch, values)
+                reached(EPOCH_SAVED, spec.job_hash)  # test-only (off unless a test asks)
             log.info("epoch %d/%d loss %.4f (%.1fs)", epoch + 1, cfg.epochs, values["train_loss"], elapsed)
             barrier(ctx)
         if ctx.is_main:  # before the final metrics: a child may start as soon as this job is COMPLETED
