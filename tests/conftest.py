@@ -50,6 +50,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group(SLURM2_GROUP))
         elif item.get_closest_marker("slurm") or "slurm_cluster" in item.fixturenames:
             item.add_marker(pytest.mark.xdist_group(SLURM_GROUP))
+        elif item.get_closest_marker("xdist_group"):
+            continue  # a group the test names itself (files sharing one session fixture, e.g. tests/opsview_grid.py)
         elif _shares_module_fixtures(item):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
     if os.environ.get("PYTEST_XDIST_WORKER") is not None:  # the slow modules first: no long test at the end
