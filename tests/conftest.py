@@ -20,6 +20,8 @@ os.environ.setdefault("NUMBA_OPT", "0")
 # one intra-op thread in the test process and in every subprocess a test starts (workers the product starts
 # get theirs from cpus_per_task): on a loaded 2-core machine, spinning OpenMP threads make tiny steps ~100x
 # slower, the more so with several xdist workers side by side
+if os.environ.get("PYTEST_XDIST_WORKER"):  # xdist sets COLUMNS=80 in its workers: tests of piped output
+    os.environ.pop("COLUMNS", None)       # (no terminal, no COLUMNS) would see an 80-column terminal
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))

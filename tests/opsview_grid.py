@@ -1,6 +1,7 @@
 """One tiny grid, really trained once per session on the digits, shared by the operations tests (logs,
 TensorBoard, MLflow export, watch, efficiency): one subset x two configurations; the worker of the first
-job is killed (SIGKILL) after two epochs and resumes from its checkpoint in a second attempt, while
+job is killed (SIGKILL) while it stands paused (``DLTH_TEST_PAUSE``, workers/test_hooks.py) right after
+saving its third epoch's checkpoint, and resumes from it in a second attempt, while
 ``dlth-orch logs -f`` follows that job from before the kill to its end, and ``watch --once --json`` takes
 a frame while it runs."""
 
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from db import Store
+from workers.test_hooks import EPOCH_SAVED, PAUSE_ENV
 
 GRID_NAME = "ops"
 EPOCHS = 4
@@ -86,7 +88,9 @@ def train(root: Path, digits: Path) -> TrainedGrid:
     grid_file = root / "grid.toml"
     grid_file.write_text(GRID.format(root=digits))
     db = f"sqlite:///{root / 'db.sqlite'}"
-    env = {**os.environ, "DLTH_HOME": str(home), "DLTH_HEARTBEAT_S": "1"}
+    pauses = root / "pauses"
+    pauses.mkdir()
+    env = {**os.environ, "DLTH_HOME": str(home), "DLTH_HEARTBEAT_S": "1", PAUSE_ENV: str(pauses)}
     # one job at a time (max_slots = 1): the first job's two attempts run before the second job starts
     launcher = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "launch", str(grid_file),
                                  "--no-progress", "--db", db], env=env,
@@ -104,7 +108,15 @@ def train(root: Path, digits: Path) -> TrainedGrid:
                                    "--interval", "0.2", "--db", db], env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)
         metrics = job_dir / "metrics.jsonl"
-        wait_for("two epochs", lambda: metrics.is_file() and len(metrics.read_text().splitlines()) >= 2)
+        marker = pauses / f"{first.job_hash}.{EPOCH_SAVED}"
+        while True:  # stop the worker at each epoch's checkpoint until it stands right after the third one
+            marker.touch()
+            paused = wait_for("the worker paused at a checkpoint",
+                              lambda: (p := marker.with_name(marker.name + ".paused")).exists() and p)
+            if len(metrics.read_text().splitlines()) >= 3:
+                break
+            paused.unlink()
+        assert len(metrics.read_text().splitlines()) == 3, "the worker passed its third epoch before the test"
         frame = cli("watch", GRID_NAME, "--once", "--json", db=db, home=home)
         assert frame.returncode == 0, frame.stderr
         os.kill(first.pid, signal.SIGKILL)  # the worker dies without a word; the launcher retries it

@@ -50,7 +50,7 @@ def test_real_workers_record_what_they_used_and_show_and_status_say_it(trained_g
                                                                      else done[1].usage.cpu_util)
     shown = cli("show", t.killed[:12], db=t.db, home=t.home).stdout
     assert "%/core" in shown and "MiB" in shown
-    status = json.loads(cli("status", GRID_NAME, "--json", db=t.db, home=t.home).stdout)
+    [status] = json.loads(cli("status", GRID_NAME, "--json", db=t.db, home=t.home).stdout)  # one grid: a list of one
     assert {u["job"] for u in status["usage"]} == {a.job_hash for a in done}
     assert all(u["device"] == "cpu" and u["low"] == (u["cpu_util"] < LOW_UTILISATION) for u in status["usage"])
 

@@ -117,6 +117,12 @@ class EpochLosses:
     def epoch(self, epoch: int, values: dict[str, float]) -> None:
         self.losses.append(values["train_loss"])
 
+    def step(self, step: int) -> None:
+        """The step counter (the real reporter hands it to the stall check); not needed here."""
+
+    def phase(self, name: str) -> None:
+        """Training or evaluation (the real reporter's stall check); not needed here."""
+
 
 def _train(spec: JobSpec, job_dir: Path) -> tuple[dict[str, float], list[float]]:
     losses = EpochLosses()
