@@ -108,7 +108,7 @@ install_packages() {
 
 write_configs() {
     local cpus mem_mb
-    cpus=$(nproc)
+    cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # (nproc obeys OMP_NUM_THREADS, which tests set to 1)
     # RealMemory a bit below the machine's (slurmd drains a node that reports less than configured).
     mem_mb=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)
     mkdir -p "$ETC" "$RUN" "$LIB" "$SPOOL/ctld" "$SPOOL/d" "$LOG"
@@ -332,7 +332,8 @@ write_configs2() {
     local cpus mem_mb entry name addr port nodelines=""
     # at least 4 CPUs a node (SlurmdParameters=config_overrides: the nodes share this machine's cores), so
     # that a 2-node job and a 1-node 2-rank job of the tests run side by side
-    cpus=$(( $(nproc) > 4 ? $(nproc) : 4 ))
+    n=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # (nproc obeys OMP_NUM_THREADS)
+    cpus=$(( n > 4 ? n : 4 ))
     mem_mb=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)  # each node: the machine's
     mkdir -p "$ETC2" "$RUN2" "$SPOOL2/ctld" "$LOG2"
     for entry in "${NODES2[@]}"; do
