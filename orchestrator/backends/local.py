@@ -12,6 +12,7 @@ retried, within the grid's failure budget, from its last epoch checkpoint.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -308,7 +309,7 @@ class LocalBackend(Backend):
         CANCELLED first, then ``SIGUSR1`` makes the worker look at its job's state now; it stops that job
         alone and goes on with its next one."""
         hashes = {j.job_hash for j in jobs}
-        batched = {j.job_hash for j in jobs if JobSpec.from_json(j.spec_json).resources.jobs_per_worker > 1}
+        batched = {j.job_hash for j in jobs if _runs_batched(j)}
         for a in store.open_attempts(backend=self.name):
             if a.job_hash in hashes and a.host == self.host and pid_alive(a.pid):
                 if a.job_hash in batched:
@@ -321,3 +322,13 @@ class LocalBackend(Backend):
         n = store.set_state(list(hashes), JobState.CANCELLED, JobState.CANCELLABLE)
         release_finished_grids(store)
         return n
+
+
+def _runs_batched(job: JobRow) -> bool:
+    """Whether the job's worker may run several jobs (``[resources] jobs_per_worker`` > 1), read from its
+    recorded spec (a spec this version cannot fully parse counts as not batched)."""
+    try:
+        res = json.loads(job.spec_json).get("resources") or {}
+        return int(res.get("jobs_per_worker", 1)) > 1
+    except (ValueError, TypeError, AttributeError):
+        return False
