@@ -133,15 +133,17 @@ def test_downgrade_to_0001_and_upgrade_again_keeps_the_data(db_url: str) -> None
 
 
 def _open_at_once(url: str, barrier: mp.synchronize.Barrier) -> str | None:
-    barrier.wait()
+    barrier.wait(timeout=120)  # a sibling that died breaks the barrier instead of hanging the test
     with Store(url) as store:
         return store.schema_revision()
 
 
 def test_orchestrators_opening_an_empty_database_at_once_migrate_it_once(db_url: str) -> None:  # noqa: F811
-    ctx = mp.get_context("fork")  # fast start; no engine is open in the parent at fork time
-    barrier = ctx.Manager().Barrier(3)
-    with ctx.Pool(3) as pool:
+    # spawn, not fork: a test process has threads (xdist's channel, torch), and a child forked while one of
+    # them held a lock hung this test under xdist
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager, ctx.Pool(3) as pool:
+        barrier = manager.Barrier(3)
         revisions = pool.starmap(_open_at_once, [(db_url, barrier)] * 3)
     assert revisions == [HEAD] * 3
     engine = make_engine(db_url)
