@@ -22,6 +22,18 @@ from workers.data.write import write_image_folder
 NUM_CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS = 7, 10, 5
 
 
+@pytest.fixture(autouse=True)
+def _ffcv_jit_on():
+    """FFCV's JIT on, as in a fresh process: an in-process training test of the same xdist worker may have
+    switched it off for a tiny subset (workers/data/jit.py sets it per loader, process-wide)."""
+    from ffcv.pipeline.compiler import Compiler
+
+    was = Compiler.is_enabled
+    Compiler.set_enabled(True)
+    yield
+    Compiler.set_enabled(was)
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[DatasetMeta, dict[str, np.ndarray]]:
     root = tmp_path_factory.mktemp("idset")
