@@ -3,14 +3,13 @@ grid, each recorded once (a second writer of the same look number finds it there
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
+from db.mixin import StoreMixin
 from db.models import AdaptiveLook, Grid
 
 
@@ -24,11 +23,8 @@ class LookRow:
     created_at: datetime
 
 
-class AdaptiveLookStore:
+class AdaptiveLookStore(StoreMixin):
     """Adaptive looks: mixed into :class:`db.store.Store` (which provides ``session``)."""
-
-    def session(self, *, write: bool = True) -> AbstractContextManager[Session]:  # provided by Store
-        raise NotImplementedError
 
     def record_look(self, grid_name: str, number: int, look_json: str, stop: str | None) -> bool:
         """Record look ``number`` of ``grid_name``; False when that look was recorded already."""

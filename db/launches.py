@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, or_, select, update
-from sqlalchemy.orm import Session
 
+from db.mixin import StoreMixin
 from db.models import Attempt, Grid, GridJob, Job, JobState, Launch, Metric, utcnow
 
 _CHUNK = 500
@@ -57,11 +56,8 @@ class AttemptCode:
     node: str | None
 
 
-class LaunchStore:
+class LaunchStore(StoreMixin):
     """Launch provenance: mixed into :class:`db.store.Store` (which provides ``session``)."""
-
-    def session(self, *, write: bool = True) -> AbstractContextManager[Session]:  # provided by Store
-        raise NotImplementedError
 
     def record_launch(self, grid_name: str, launch: NewLaunch) -> int:
         """Record one launch of ``grid_name`` (already upserted); returns its id."""

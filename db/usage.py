@@ -5,12 +5,11 @@ SLURM's accounting; a mixin of :class:`db.store.Store`."""
 from __future__ import annotations
 
 import math
-from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 
 from sqlalchemy import update
-from sqlalchemy.orm import Session
 
+from db.mixin import StoreMixin
 from db.models import Attempt
 
 
@@ -40,11 +39,8 @@ def _finite(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
-class UsageStore:
+class UsageStore(StoreMixin):
     """Store methods for attempt usage."""
-
-    def session(self, *, write: bool = True) -> AbstractContextManager[Session]:  # provided by Store
-        raise NotImplementedError
 
     def set_attempt_usage(self, attempt_id: int, usage: Usage) -> None:
         """Record what attempt ``attempt_id`` used (a later call replaces what it measured)."""
