@@ -106,9 +106,17 @@ install_packages() {
     say "packages present: $(slurmctld -V)"
 }
 
+# node_cpus: the CPUs a test node declares: this machine's, at least 4 (SlurmdParameters=config_overrides:
+# slurmd accepts more than the machine has), so that two tests can each run a 2-rank job side by side.
+node_cpus() {
+    local n
+    n=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # (nproc obeys OMP_NUM_THREADS, which tests set to 1)
+    echo $(( n > 4 ? n : 4 ))
+}
+
 write_configs() {
     local cpus mem_mb
-    cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # (nproc obeys OMP_NUM_THREADS, which tests set to 1)
+    cpus=$(node_cpus)
     # RealMemory a bit below the machine's (slurmd drains a node that reports less than configured).
     mem_mb=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)
     mkdir -p "$ETC" "$RUN" "$LIB" "$SPOOL/ctld" "$SPOOL/d" "$LOG"
@@ -138,6 +146,7 @@ TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=task=1
 JobAcctGatherParams=OverMemoryKill
+SlurmdParameters=config_overrides
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=512
@@ -330,10 +339,7 @@ s2() { SLURM_CONF=$CONF2 "$@"; }
 
 write_configs2() {
     local cpus mem_mb entry name addr port nodelines=""
-    # at least 4 CPUs a node (SlurmdParameters=config_overrides: the nodes share this machine's cores), so
-    # that a 2-node job and a 1-node 2-rank job of the tests run side by side
-    n=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # (nproc obeys OMP_NUM_THREADS)
-    cpus=$(( n > 4 ? n : 4 ))
+    cpus=$(node_cpus)  # each node (they share this machine's cores): a 2-node job and a 1-node 2-rank job fit side by side
     mem_mb=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)  # each node: the machine's
     mkdir -p "$ETC2" "$RUN2" "$SPOOL2/ctld" "$LOG2"
     for entry in "${NODES2[@]}"; do
@@ -354,7 +360,7 @@ write_configs2() {
         -e "s|^SlurmdPidFile=.*|SlurmdPidFile=$RUN2/slurmd-%n.pid|" \
         -e "s|^SlurmctldLogFile=.*|SlurmctldLogFile=$LOG2/slurmctld.log|" \
         -e "s|^SlurmdLogFile=.*|SlurmdLogFile=$LOG2/slurmd-%n.log|" \
-        -e "/^NodeName=/d" -e "/^PartitionName=/d" "$ETC/slurm.conf" >"$RUN2/slurm.conf.new"
+        -e "/^NodeName=/d" -e "/^PartitionName=/d" -e "/^SlurmdParameters=/d" "$ETC/slurm.conf" >"$RUN2/slurm.conf.new"
     {
         cat "$RUN2/slurm.conf.new"
         echo "SlurmdParameters=config_overrides"
