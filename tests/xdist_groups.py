@@ -65,4 +65,5 @@ def make_scheduler(config: pytest.Config, log: object) -> object | None:
                 self.groups = json.loads(Path(os.environ[ENV]).read_text())
             return self.groups.get(nodeid, nodeid)
 
+    config.option.loadscopereorder = False  # hand out the groups in the collection's order (conftest sorts it)
     return GroupScheduling(config, log)  # type: ignore[arg-type]
