@@ -14,9 +14,12 @@ submitit's pickles or the SLURM script); the grid's last task, ``cancel`` or a r
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import shlex
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,10 +27,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from submitit.core.utils import FailedJobError
+
 from db import JobRow, Store, workspace_dir
 from orchestrator.backends.base import PlanJob
 from orchestrator.backends.settings_file import write_grid_settings
-from orchestrator.backends.slurm_cmd import COMMANDS, max_array_size
+from orchestrator.backends.slurm_cmd import COMMANDS, SlurmError, max_array_size
 from orchestrator.backends.slurm_graph import plan_graph
 from orchestrator.backends.slurm_profile import SlurmProfile, executor_parameters, group_key
 from orchestrator.backends.slurm_retry import adjusted_spec, exclude_failed_nodes
@@ -105,6 +110,18 @@ def array_code_setup(code_dir: Path, codes: list[str | None]) -> list[str]:
     return [f"export PYTHONPATH={shlex.quote(str(path))}${{PYTHONPATH:+:$PYTHONPATH}}", "export PYTHONSAFEPATH=1"]
 
 
+def refusal(grid_name: str, n_jobs: int, sbatch_stderr: str) -> str:
+    """One line for an array sbatch refused: its reasons (``sbatch: error:`` lines, each once), and what to do."""
+    reasons: list[str] = []
+    for line in sbatch_stderr.splitlines():
+        reason = line.strip().removeprefix("sbatch: error:").strip()
+        if reason and reason not in reasons:
+            reasons.append(reason)
+    why = "; ".join(reasons) or "no reason given"
+    return (f"sbatch refused {n_jobs} job(s) of grid '{grid_name}': {why} (they stay pending: fix the cluster "
+            "profile or the cluster, then run launch again)")
+
+
 class _ArrayExecutor(ArrayExecutor):
     """submitit's SLURM executor whose array tasks start ``python -m workers.slurm_env <submission dir>``."""
 
@@ -116,7 +133,8 @@ class _ArrayExecutor(ArrayExecutor):
 
     def submit_array(self, n: int) -> str:
         COMMANDS["sbatch"] += 1
-        return super().submit_array(n)
+        with contextlib.redirect_stderr(io.StringIO()):  # submitit prints a refusal's stderr: it is in the error
+            return super().submit_array(n)
 
 
 @dataclass(frozen=True)
@@ -210,7 +228,11 @@ def submit_jobs(
             extra.update({"dependency": dependency, "kill-on-invalid-dep": "no"})
         ex.update_parameters(**{**params, "additional_parameters": extra}, job_name=name, setup=setup,
                              array_parallelism=profile.array_throttle)
-        array_id = ex.submit_array(len(tasks))
+        try:
+            array_id = ex.submit_array(len(tasks))
+        except FailedJobError as exc:
+            shutil.rmtree(sub_dir, ignore_errors=True)  # nothing half-written: the jobs stay pending
+            raise SlurmError(refusal(grid_name, len(members), str(exc))) from None
         array_ids.append(array_id)
         sub = Submitted(array_id, sub_dir, [j.job_hash for j in members],
                         [t for t, task in enumerate(tasks) for _ in task])
