@@ -24,7 +24,7 @@ LR_SCALINGS = ("none", "linear")  # linear: lr x global batch / 256
 PROTOCOLS = ("knn", "linear")
 SCHEDULES = ("cosine", "step", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# upper bounds of counts (README "Limits"): far above any real study, low enough that a typo (or a hostile
+# upper bounds of counts (docs/grid.md, "Limits"): far above any real study, low enough that a typo (or a hostile
 # grid) cannot ask for a billion epochs or OMP_NUM_THREADS=100000
 MAX_EPOCHS = 100_000
 MAX_BATCH = 1 << 24

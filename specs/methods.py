@@ -2,7 +2,7 @@
 
 Adding a method: a dataclass here plus a line in ``METHOD_HPARAMS``, and its implementation in
 ``workers/methods/<name>.py`` with a line in ``workers/methods/registry.py``. Defaults follow the
-reference implementations (see README "Methods"); the cross-field rules a grid must obey (MAE needs a
+reference implementations (see docs/methods.md); the cross-field rules a grid must obey (MAE needs a
 ViT, a MoCo queue holds a whole number of global batches) are in :func:`check_method_config`.
 """
 

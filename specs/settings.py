@@ -42,7 +42,7 @@ def _float(name: str, default: float) -> float:
 
 @dataclass(frozen=True)
 class EnvSettings:
-    """Every ``DLTH_*`` environment setting, with its default (see the README's "Settings")."""
+    """Every ``DLTH_*`` environment setting, with its default (see docs/clusters.md, "Reliability and security")."""
 
     home: Path  # DLTH_HOME: workspace (default ./.dlth)
     db: str | None  # DLTH_DB: database URL

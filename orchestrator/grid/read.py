@@ -1,6 +1,6 @@
 """Reading a grid file: TOML text -> plain tables (the first stage; nothing is validated but the file itself).
 
-Limits (README "Limits"): UTF-8 TOML of at most ``MAX_FILE_BYTES``, tables and lists nested at most
+Limits (docs/grid.md, "Limits"): UTF-8 TOML of at most ``MAX_FILE_BYTES``, tables and lists nested at most
 ``MAX_DEPTH`` deep (checked without recursion, so a hostile file cannot exhaust the stack). Every problem
 is a one-line :class:`specs.base.SpecError` naming the file.
 """

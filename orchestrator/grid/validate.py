@@ -21,7 +21,7 @@ A grid file looks like ``examples/quickstart.toml``::
 
 Every error is a :class:`specs.base.SpecError` naming the file, the dotted key and what was expected.
 
-Limits (README "Limits"): the file is UTF-8 TOML of at most 16 MiB, nested at most 16 tables/lists deep;
+Limits (docs/grid.md, "Limits"): the file is UTF-8 TOML of at most 16 MiB, nested at most 16 tables/lists deep;
 names follow :data:`specs.base.NAME_PATTERN`; ``setup``, ``python`` and ``sbatch`` come from cluster profiles
 only (``cluster_profiles/*.toml``), never from a grid; a grid of more than ``max_jobs`` jobs is refused
 (counted from its axes before anything is expanded).
