@@ -33,4 +33,8 @@ def check_tickets(subsets: dict[str, dict[str, Any]], reference: str, adaptive: 
     if checked and reference not in subsets:
         subsets[reference] = {"strategy": "full"}
         return frozenset({reference})
+    tickets = [n for n, t in subsets.items() if t.get("strategy") == TICKET]
+    if tickets and reference not in subsets:
+        raise SpecError("report.reference", f"the name of a subset to rank against (have {', '.join(subsets)}), or "
+                        f"audit = N on subsets.{tickets[0]}: N of its configurations also run on {reference}")
     return frozenset()
