@@ -9,6 +9,7 @@ reference's, ``rand5``'s is reversed. No training here; ``tests/test_ticket_laun
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from orchestrator.report.ticket_section import TITLE, ticket_section
 from orchestrator.report_files import produce
 from orchestrator.results import ReportRequest
 from specs.base import SpecError
-from subsets import DatasetMeta, resolve
+from subsets import DatasetMeta, SubsetError, resolve
 from tests.conftest import write_meta_dir
 from tests.report_store import T0, set_span
 
@@ -140,6 +141,9 @@ def test_a_ticket_is_the_recommended_subset_with_the_same_job_hashes(study: tupl
     taken = resolve("lucky", grid.subsets["lucky"], meta)
     assert taken.content_hash == earlier.content_hash == src.manifest_hash
     assert [c.wnid for c in taken.classes] == [c.wnid for c in earlier.classes]
+    with pytest.raises(SubsetError, match=r"from: expected the classes and images of study's subset 'even5' .*"
+                       "the dataset changed since that grid ran"):  # what a changed dataset (fingerprint) gives
+        replace(src, manifest_hash="0" * 16).check("lucky", taken)
     # grids without a ticket: untouched (the same object, the same recorded JSON)
     plain = load_grid(folder / "spelled.toml")
     assert take_tickets(plain, db) is plain and '"tickets"' not in plain.to_json()
