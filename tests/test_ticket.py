@@ -144,6 +144,10 @@ def test_a_ticket_is_the_recommended_subset_with_the_same_job_hashes(study: tupl
     with pytest.raises(SubsetError, match=r"from: expected the classes and images of study's subset 'even5' .*"
                        "the dataset changed since that grid ran"):  # what a changed dataset (fingerprint) gives
         replace(src, manifest_hash="0" * 16).check("lucky", taken)
+    # with its own [subsets.full], an audited ticket's grid runs every configuration there (nothing audit-only)
+    both = take_tickets(load_grid(reuse(folder, "both", root, lucky=TICKET.format(source="study", audit=2))), db)
+    assert not both.audit_only and both.audited
+    assert sorted(ej.subset_name for ej in expand(both, meta)) == ["full"] * 5 + ["lucky"] * 5
     # grids without a ticket: untouched (the same object, the same recorded JSON)
     plain = load_grid(folder / "spelled.toml")
     assert take_tickets(plain, db) is plain and '"tickets"' not in plain.to_json()

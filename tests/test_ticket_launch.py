@@ -16,7 +16,7 @@ from orchestrator.launch import record_grid
 from subsets import DatasetMeta
 
 from .test_e2e_local import cli
-from .test_ticket import FULL, REUSE, STUDY, TICKET, finish, write
+from .test_ticket import REUSE, STUDY, TICKET, finish, write
 
 pytestmark = pytest.mark.slow
 
@@ -31,8 +31,9 @@ def launched(tmp_path_factory: pytest.TempPathFactory, digits: Path) -> tuple[st
     record_grid(store, study, DatasetMeta.load(digits))
     finish(store, "study", lambda s, lr: 0.5 + (lr if s != "rand5" else -lr), lambda s: 1.0)
     store.close()
-    grid = write(home, "next", REUSE.format(name="next", root=digits, lucky=TICKET.format(source="study", audit=2),
-                                            more="", lrs="[0.05, 0.2, 0.8]"))
+    text = REUSE.format(name="next", root=digits, lucky=TICKET.format(source="study", audit=2), more="",
+                        lrs="[0.05, 0.2, 0.8]")
+    grid = write(home, "next", text.replace("loader_workers = 1", "loader_workers = 1\njobs_per_worker = 3"))
     out = cli("launch", str(grid), "--cluster", "local", "--no-progress", db=db, home=home)
     return db, home, out.stderr
 
@@ -60,15 +61,3 @@ def test_report_and_advance(launched: tuple[str, Path, str]) -> None:
     out = cli("advance", "next", db=db, home=home)
     assert "grid next: audit: 2 of 3 configurations" in out.stdout, out.stdout
     assert len(Store(db).jobs("next")) == before
-
-
-def test_full_in_the_grid_runs_every_configuration(tmp_path: Path, digits: Path,
-                                                  launched: tuple[str, Path, str]) -> None:
-    """With its own [subsets.full] the grid runs every configuration on it (the audit then adds nothing); the dry
-    run plans the ticket as the subset it stands for."""
-    db, home, _ = launched
-    grid = write(tmp_path, "both", REUSE.format(name="both", root=digits, lucky=TICKET.format(source="study", audit=2),
-                                                more=FULL, lrs="[0.05, 0.2, 0.8]"))
-    out = cli("launch", str(grid), "--dry-run", db=db, home=home).stdout
-    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("lucky ", "full "))}
-    assert rows["lucky"][2:7:2] == ["uniform", "3", "5"] and rows["full"][2:7:2] == ["full", "3", "10"], out
