@@ -45,7 +45,7 @@ class Ticket(Strategy):
 
     def select_classes(self, params: dict[str, Any], meta: DatasetMeta) -> list[int]:
         raise SubsetError("strategy", f"a ticket taken from grid '{params['from']}' through the database first "
-                          "(launch, launch --dry-run and advance take it; this command cannot)")
+                          "(launch, launch --dry-run, advance and subsets show take it; this command cannot)")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ reference's, ``rand5``'s is reversed. No training here; ``tests/test_ticket_laun
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
@@ -284,3 +285,12 @@ def test_a_pinned_ticket_survives_a_changed_study(study: tuple[Path, str, Path],
     report = produce(store, ReportRequest(grids=["pinned"]), write=False).report
     assert report.tickets[0]["source"]["subset"] == "even5"
     store.close()
+
+
+def test_subsets_show_takes_the_ticket(study: tuple[Path, str, Path], tmp_path: Path) -> None:
+    folder, db, root = study
+    path = reuse(tmp_path, "shown", root, lucky=TICKET.format(source="study", audit=0))
+    out = cli("subsets", "show", str(path), "--json", db=db, home=tmp_path / "home")
+    lucky = json.loads(out.stdout)["subsets"]["lucky"]
+    study_even5 = resolve("even5", load_grid(folder / "study.toml").subsets["even5"], DatasetMeta.load(root))
+    assert lucky["strategy"] == "uniform" and lucky["hash"] == study_even5.content_hash, lucky
