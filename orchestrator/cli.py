@@ -111,7 +111,7 @@ def launch(grid_file: Path, cluster: str, profile: str | None, detach: bool, wai
         source = None if dry_run else read_source(require_clean=require_clean)
     except DirtyTree as exc:
         fail(str(exc))
-    v = pipeline.validate(grid_file, cluster, profile, max_jobs, dry_run=dry_run)
+    v = pipeline.validate(grid_file, cluster, profile, max_jobs, dry_run=dry_run, db_url=db_url)
     if dry_run:
         from orchestrator.dry_run import dry_run as plan_dry_run
         from orchestrator.dry_run import print_dry_run

@@ -55,16 +55,20 @@ class Validated:
 
 
 def validate(grid_file: Path, cluster: str, profile: str | None, max_jobs: int = DEFAULT_MAX_JOBS, *,
-             dry_run: bool = False) -> Validated:
-    """Read the grid (at most ``max_jobs`` jobs), load and check the backend's profile, pre-flight the
-    backbones (one-line errors; checks that passed before are remembered, except by a ``dry_run``, which
-    writes nothing)."""
+             dry_run: bool = False, db_url: str | None = None) -> Validated:
+    """Read the grid (at most ``max_jobs`` jobs), take its tickets from the database at ``db_url``
+    (:mod:`orchestrator.grid.ticket`), load and check the backend's profile, pre-flight the backbones (one-line
+    errors; checks that passed before are remembered, except by a ``dry_run``, which writes nothing)."""
     from orchestrator.backbone_cache import BackboneCache
     from orchestrator.backends.registry import get_backend
     from orchestrator.preflight import check_backbones
     from orchestrator.profiles import load_profile
 
     grid = load_grid(grid_file, max_jobs=max_jobs)
+    if db_url is not None:
+        from orchestrator.grid.ticket import take_tickets
+
+        grid = take_tickets(grid, db_url)
     backend = get_backend(cluster)
     name = profile or grid.cluster.get("profile") or backend.default_profile
     prof = load_profile(name, {k: v for k, v in grid.cluster.items() if k != "profile"})
@@ -103,7 +107,7 @@ def record_grid(store: Store, grid: GridSpec, meta: DatasetMeta) -> RecordResult
     while holding the grid's lock (:func:`holding_grid`)."""
     manifests = resolve_subsets(grid, meta)
     jobs = expand(grid, meta, manifests)
-    if grid.adaptive is not None:  # [adaptive]: the seeds its looks asked for (imported here: scipy)
+    if grid.adaptive is not None or grid.audit_only:  # [adaptive]'s seeds, a ticket's audit (imported here: scipy)
         from orchestrator.adaptive.controller import adaptive_jobs
 
         jobs = adaptive_jobs(store, grid, jobs)
@@ -187,7 +191,7 @@ def launch(v: Validated, store: Store, db_url: str, meta: DatasetMeta, *, wait: 
         console.print(f"{plural(len(jobs), 'job')} to run"
                       + (f", {waiting} waiting for their parents" if waiting else ""))
         backend.submit(ctx, jobs)
-        if grid.adaptive is not None and wait:  # [adaptive]: a look after each round, then what it adds
+        if (grid.adaptive is not None or grid.audited) and wait:  # [adaptive] or a ticket's audit: a step per round
             from orchestrator.adaptive.controller import run_rounds
 
             run_rounds(store, grid, lambda: record_grid(store, grid, meta), lambda js: backend.submit(ctx, js),

@@ -73,6 +73,7 @@ def produce(store: Store | None, req: ReportRequest, out_dir: Path | None = None
     from orchestrator.report.code_section import with_code_versions
     from orchestrator.report.efficiency_section import with_efficiency
     from orchestrator.report.lottery import lottery_report_for
+    from orchestrator.report.ticket_section import with_ticket
     from orchestrator.results import assemble_report
 
     rep = assemble_report(store, req)
@@ -80,6 +81,7 @@ def produce(store: Store | None, req: ReportRequest, out_dir: Path | None = None
         rep = with_code_versions(rep, store, list(req.grids))
         rep = with_efficiency(rep, store, list(req.grids))
         rep = with_adaptive(rep, store, list(req.grids))  # an adaptive study's looks
+        rep = with_ticket(rep, store, list(req.grids))  # a reused ticket: its source, audit and saving
     lottery = None  # the lottery section: one grid's [lottery.*] chains
     if store is not None and len(req.grids) == 1:
         lottery = lottery_report_for(store, req.grids[0], rep.metric, rep.higher_is_better)

@@ -9,10 +9,12 @@ from subsets.base import Strategy, SubsetError
 from subsets.full import Full
 from subsets.named import Named
 from subsets.per_class_accuracy import PerClassAccuracy
+from subsets.ticket import Ticket
 from subsets.uniform import Uniform
 from subsets.wordnet import WordNet
 
-STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (Full, Named, PerClassAccuracy, Uniform, WordNet)}
+STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (Full, Named, PerClassAccuracy, Ticket, Uniform,
+                                                                    WordNet)}
 
 
 def get_strategy(name: Any) -> Strategy:

@@ -146,10 +146,10 @@ def describe(graph: Graph, component: list[str]) -> str:
 # the stages of the packages whose modules form one way (DESIGN.md "Layout"): a module imports only stages
 # of a lower number; a new module of these packages gets its number here
 GRID_STAGES = {"read": 0, "spec": 0, "combos": 1, "validate_values": 2, "validate_init": 3, "validate_lottery": 3,
-               "validate": 4, "expand_lottery": 5, "expand": 6, "graph": 7}
+               "validate_ticket": 3, "validate": 4, "expand_lottery": 5, "expand": 6, "graph": 7, "ticket": 8}
 REPORT_STAGES = {"bootstrap": 0, "cost": 0, "lottery": 0, "stamp": 0, "statistics": 1, "fmt": 2, "decision": 3,
                  "ranking": 4, "external": 5, "protocol": 5, "sections": 5, "plots": 5, "code_section": 6,
-                 "efficiency_section": 6, "adaptive_section": 6, "render": 7}
+                 "efficiency_section": 6, "adaptive_section": 6, "ticket_section": 6, "render": 7}
 STAGES = {"orchestrator.grid": GRID_STAGES, "orchestrator.report": REPORT_STAGES}
 
 

@@ -149,7 +149,7 @@ def test_the_contract_check_flags_an_unnamed_file(tmp_path: Path) -> None:
 
 
 # --- subsets/: no import circle ---------------------------------------------------------------------------
-STRATEGY_MODULES = ["full", "named", "per_class_accuracy", "uniform", "wordnet"]
+STRATEGY_MODULES = ["full", "named", "per_class_accuracy", "ticket", "uniform", "wordnet"]
 
 
 def _imports(module: str) -> set[str]:

@@ -73,8 +73,11 @@ def select_jobs(grid: GridSpec, jobs: Sequence[ExpandedJob], looks: Sequence[Loo
 
 
 def adaptive_jobs(store: Store, grid: GridSpec, jobs: Sequence[ExpandedJob]) -> list[ExpandedJob]:
-    """:func:`select_jobs` with the looks recorded in ``store`` (the launch pipeline's one hook)."""
-    return select_jobs(grid, jobs, recorded_looks(store, grid.name) if grid.adaptive else ())
+    """:func:`select_jobs` with the looks recorded in ``store``, then a ticket's audit
+    (:func:`orchestrator.adaptive.audit.audit_jobs`): the launch pipeline's one hook."""
+    from orchestrator.adaptive.audit import audit_jobs
+
+    return audit_jobs(store, grid, select_jobs(grid, jobs, recorded_looks(store, grid.name) if grid.adaptive else ()))
 
 
 def look_input(store: Store, grid_name: str) -> LookInput:
@@ -93,6 +96,12 @@ class Step:
     look: Look | None
     message: str
     cancelled: int = 0
+    added: bool = False  # a ticket's audit chose: its jobs are to run
+
+    @property
+    def goes_on(self) -> bool:
+        """There is more to run after this step (the look added seeds, or the audit chose)."""
+        return self.added or self.look is not None and self.look.stop is None
 
     @property
     def stopped(self) -> bool:
@@ -101,9 +110,14 @@ class Step:
 
 
 def step(store: Store, grid: GridSpec, record: Callable[[], object]) -> Step:
-    """One step of the controller for ``grid`` (adaptive; the caller holds its lock). ``record`` records
-    the grid's jobs (:func:`orchestrator.launch.record_grid`, which applies :func:`adaptive_jobs`)."""
-    assert grid.adaptive is not None
+    """One step of the controller for ``grid`` (adaptive, or with an audited ticket; the caller holds its lock).
+    ``record`` records the grid's jobs (:func:`orchestrator.launch.record_grid`, which applies
+    :func:`adaptive_jobs`)."""
+    if grid.adaptive is None:  # a ticket's audit (a grid never has both: orchestrator/grid/validate_ticket.py)
+        from orchestrator.adaptive.audit import audit_step
+
+        message, added = audit_step(store, grid, record)
+        return Step(None, message, added=added)
     record()
     looks = recorded_looks(store, grid.name)
     if looks and looks[-1].stop is not None:
@@ -144,6 +158,6 @@ def run_rounds(store: Store, grid: GridSpec, record: Callable[[], object],
     while True:
         st = step(store, grid, record)
         say(f"adaptive: {st.message}")
-        if st.look is None or st.look.stop is not None:
+        if not st.goes_on:
             return st
         submit(runnable())

@@ -38,11 +38,11 @@ def advance(grid: str | None, cluster: str | None, profile: str | None, db_url: 
     name = resolve_grid_name(store, grid)
     g = store.get_grid(name)
     assert g is not None
-    v = pipeline.validate(Path(g.source_path), cluster or _backend_of(store, name), profile)
+    v = pipeline.validate(Path(g.source_path), cluster or _backend_of(store, name), profile, db_url=db_url)
     if v.grid.name != name or v.grid.spec_hash != g.spec_hash:
         fail(f"grid {name}: its file {g.source_path} changed since it was launched; launch it again first")
-    if v.grid.adaptive is None:
-        fail(f"grid {name}: {g.source_path} has no [adaptive] table; nothing to advance")
+    if v.grid.adaptive is None and not v.grid.audited:
+        fail(f"grid {name}: {g.source_path} has no [adaptive] table and no audited ticket; nothing to advance")
     meta = pipeline.ensure_dataset(v.grid)
     local = v.backend.name == "local"
     try:

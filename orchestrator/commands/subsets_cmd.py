@@ -84,13 +84,15 @@ def _render_wordnet(name: str, wn: dict[str, Any], console: Console, max_rows: i
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (every class, every group) instead of tables.")
 @click.option("--max-classes", default=20, show_default=True, metavar="N",
               help="Classes (and WordNet groups) listed per subset; 0 lists all.")
-def show(grid_file: Path, as_json: bool, max_classes: int) -> None:
+@db_option
+def show(grid_file: Path, as_json: bool, max_classes: int, db_url: str) -> None:
     """Each subset of GRID_FILE: size, fraction of the full data, classes, WordNet group coverage."""
     from orchestrator.grid import load_grid
+    from orchestrator.grid.ticket import take_tickets
     from orchestrator.launch import ensure_dataset
     from subsets.show import dataset_summary, subset_report
 
-    grid = load_grid(grid_file)
+    grid = take_tickets(load_grid(grid_file), db_url)  # a ticket: the subset its earlier grid recommends
     meta = ensure_dataset(grid)
     report: dict[str, Any] = {"dataset": dataset_summary(meta), "subsets": {}}
     for name, table in grid.subsets.items():

@@ -12,6 +12,7 @@ from typing import Any
 from orchestrator.adaptive.settings import AdaptiveSettings
 from specs.base import stable_hash
 from specs.job import EvalConfig, JobSpec, Resources
+from subsets.ticket import TicketSource
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,15 @@ class GridSpec:
     lottery: LotteryGrid = field(default_factory=LotteryGrid)  # [lottery.NAME] tables
     dataset_limits: dict[str, int] = field(default_factory=dict)
     adaptive: AdaptiveSettings | None = None  # [adaptive] (orchestrator/adaptive); never in a job's identity
+    # strategy = "ticket" subsets, once taken (orchestrator/grid/ticket.py): where each came from
+    tickets: dict[str, TicketSource] = field(default_factory=dict)
+    # subsets that run only the configurations a ticket's audit chose (the reference a ticket grid lacks)
+    audit_only: frozenset[str] = frozenset()
+
+    @property
+    def audited(self) -> bool:
+        """A ticket of the grid is audited (``audit`` > 0): a step chooses what also runs on the reference."""
+        return any(t.audit for t in self.tickets.values())
 
     @property
     def spec_hash(self) -> str:
@@ -123,8 +133,9 @@ class GridSpec:
         return stable_hash(self.raw)
 
     def to_json(self) -> str:
-        """The grid file's tables as canonical JSON."""
-        return json.dumps(self.raw, sort_keys=True, default=str)
+        """The grid file's tables as canonical JSON (with its tickets' sources, when it has tickets)."""
+        doc = {**self.raw, "tickets": {n: t.to_dict() for n, t in self.tickets.items()}} if self.tickets else self.raw
+        return json.dumps(doc, sort_keys=True, default=str)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from orchestrator.grid.read import read_toml
 from orchestrator.grid.spec import GridSpec, MethodTable, ReportConfig
 from orchestrator.grid.validate_init import check_graph, parse_init
 from orchestrator.grid.validate_lottery import parse_lottery
+from orchestrator.grid.validate_ticket import check_tickets
 from orchestrator.grid.validate_values import seed_list
 from orchestrator.notify import NotifySettings
 from orchestrator.storage.settings import StorageSettings
@@ -123,6 +124,7 @@ def _parse(path: Path, raw: dict[str, Any], max_jobs: int | None = None) -> Grid
             subsets[sname] = validate_table(table)
         except SubsetError as exc:
             raise SpecError(f"subsets.{sname}.{exc.key}", exc.expected) from None
+    audit_only = check_tickets(subsets, report.reference, "adaptive" in raw)  # strategy = "ticket"
     if report.reference not in subsets:
         raise SpecError("report.reference", f"the name of a subset to rank against (have {', '.join(subsets)})")
 
@@ -151,6 +153,7 @@ def _parse(path: Path, raw: dict[str, Any], max_jobs: int | None = None) -> Grid
         path=path, name=name, dataset_root=str(root), dataset_prepare=prepare, seeds=seeds, failure_budget=budget,
         train=dict(train), eval=eval_cfg, resources=resources, report=report, cluster=dict(cluster),
         subsets=subsets, methods=methods, raw=raw, lottery=lottery, dataset_limits=limits, adaptive=adaptive,
+        audit_only=audit_only,
     )
 
 

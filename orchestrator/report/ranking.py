@@ -74,6 +74,7 @@ class Report:
     code_versions: tuple[dict[str, Any], ...] = ()  # the code behind the numbers (report/code_section.py)
     efficiency: tuple[dict[str, Any], ...] = ()  # the jobs' resource use (report/efficiency_section.py)
     adaptive: tuple[str, ...] = ()  # an adaptive study's looks in words (report/adaptive_section.py)
+    tickets: tuple[dict[str, Any], ...] = ()  # reused tickets: source, audit, saving (report/ticket_section.py)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (no NaN: undefined numbers are None), the decision first."""
@@ -102,7 +103,8 @@ class Report:
                       "sources": tuple(top.get("sources", ())),
                       "code_versions": tuple(top.get("code_versions", ())),
                       "efficiency": tuple(top.get("efficiency", ())),
-                      "adaptive": tuple(top.get("adaptive", ()))})
+                      "adaptive": tuple(top.get("adaptive", ())),
+                      "tickets": tuple(top.get("tickets", ()))})
 
     def subset(self, name: str) -> SubsetReport:
         """The entry of subset ``name`` (KeyError if absent)."""
