@@ -13,6 +13,7 @@ import pytest
 
 from db import JobState, Store
 
+from .grids import EVEN5, FULL, tiny_grid
 from .test_e2e_local import cli as local_cli
 from .test_slurm_backend import (  # noqa: F401 - fixtures
     Fresh,
@@ -25,32 +26,11 @@ from .test_slurm_backend import (  # noqa: F401 - fixtures
 )
 from .test_slurm_backend import cli as slurm_cli
 
-GRID = """
-name = "{name}"
-seeds = {seeds}
-[dataset]
-root = "{root}"
-[train]
-backbone = "test_resnet"
-epochs = 1
-batch_size = 64
-lr = 0.05
-image_size = 32
-[eval]
-knn_k = 10
-[resources]
-cpus_per_task = 1
-loader_workers = 1
-[report]
-every = 2
-[subsets.full]
-strategy = "full"
-[subsets.even5]
-strategy = "uniform"
-k = 5
-[methods.supervised]
-lr = [0.01, 0.2]
-"""
+
+def local_grid(root: Path, lrs: str) -> str:
+    """Two subsets x the supervised learning rates ``lrs`` (a TOML list), the report rewritten every 2 jobs."""
+    return tiny_grid("fin", root, lr=0.05, knn_k=10, tables="[report]\nevery = 2\n", subsets=FULL + EVEN5,
+                     methods=f"[methods.supervised]\nlr = {lrs}\n")
 
 
 def _report_json(workspace: Path, grid: str) -> dict:
@@ -61,7 +41,7 @@ def _report_json(workspace: Path, grid: str) -> dict:
 def test_launch_wait_writes_the_report_refreshes_it_while_running_and_the_detached_launcher_too(
         tmp_path: Path, digits: Path) -> None:
     grid = tmp_path / "grid.toml"
-    grid.write_text(GRID.format(name="fin", seeds="[0]", root=digits))
+    grid.write_text(local_grid(digits, "[0.01, 0.2]"))
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     out = local_cli("-v", "launch", str(grid), "--cluster", "local", "--no-progress", db=db, home=tmp_path)
     # the decision and where the files are, instead of the status table
@@ -80,7 +60,7 @@ def test_launch_wait_writes_the_report_refreshes_it_while_running_and_the_detach
     assert "report.html" in local_cli("status", "fin", db=db, home=tmp_path).stdout
 
     # the detached launcher writes it too when its last job ends (a third learning rate: 2 new jobs)
-    grid.write_text(GRID.format(name="fin", seeds="[0]", root=digits).replace("[0.01, 0.2]", "[0.01, 0.2, 0.1]"))
+    grid.write_text(local_grid(digits, "[0.01, 0.2, 0.1]"))
     out = local_cli("launch", str(grid), "--cluster", "local", "--detach", db=db, home=tmp_path)
     assert "launched in the background" in out.stderr
 
