@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from .test_slurm_backend import (  # noqa: F401 - fixtures
     Fresh,
     home,
     release_requeued,
+    signal_paused_worker,
     slurm_cluster,
     squeue_state,
     wait_for,
@@ -99,12 +99,22 @@ def test_a_failing_report_job_is_recorded_and_never_fails_the_grid(tmp_path: Pat
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_slurm_report_job_runs_after_the_last_task_and_is_relinked_when_the_grid_grows(
-        tmp_path: Path, home: Path, digits: Path) -> None:  # noqa: F811 - the fixture
+        tmp_path: Path, home: Path, digits: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """The requeue lands while a task's worker stands paused after its first epoch (``DLTH_TEST_PAUSE``)."""
+    from orchestrator.grid import expand, load_grid
+    from subsets import DatasetMeta
+    from workers.test_hooks import EPOCH_SAVED, PAUSE_ENV
+
     def write(seeds: str) -> Path:
-        return write_grid(tmp_path / "grid.toml", "rj", digits, epochs=3,
+        return write_grid(tmp_path / "grid.toml", "rj", digits, epochs=2,
                           methods=f"[methods.supervised]\nseeds = {seeds}\nlr = [0.01, 0.2]")
 
     grid = write("[0]")
+    requeued = expand(load_grid(grid), DatasetMeta.load(digits))[0].spec.job_hash  # a task of the first array
+    pauses = tmp_path / "pauses"
+    pauses.mkdir()
+    (pauses / f"{requeued}.{EPOCH_SAVED}").touch()
+    monkeypatch.setenv(PAUSE_ENV, str(pauses))  # sbatch passes the environment to the tasks
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     slurm_cli("launch", str(grid), "--cluster", "slurm", "--no-wait", "--no-progress", db=db)
     store = Fresh(db)
@@ -130,10 +140,11 @@ def test_slurm_report_job_runs_after_the_last_task_and_is_relinked_when_the_grid
     assert squeue_state(report_job.slurm_id) == "PENDING"
 
     # one task requeued along the way (as on preemption): the report job keeps waiting for it
-    job_dir = Path(jobs[0].job_dir)
-    wait_for("a first epoch", lambda: (job_dir / "metrics.jsonl").is_file(), timeout=240)
-    subprocess.run(["scontrol", "requeue", jobs[0].backend_id], check=True)
-    release_requeued(jobs[0].backend_id)
+    sid = store.job(requeued).backend_id
+    assert sid and sid.split("_")[0] != newest
+    signal_paused_worker(home, sid, pauses / f"{requeued}.{EPOCH_SAVED}.paused", ["scontrol", "requeue", sid],
+                         "SIGTERM")
+    release_requeued(sid)
 
     report = home / "reports" / "rj" / "report.json"
 
