@@ -49,37 +49,20 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from tests.grids import tiny_grid
+
 REPO = Path(__file__).resolve().parents[1]
 console = Console(width=140)
 
-GRID = """name = "{name}"
-seeds = {seeds}
-[dataset]
-root = "{root}"
-[train]
-backbone = "test_resnet"
-epochs = 1
-batch_size = 64
-image_size = 32
-[resources]
-cpus_per_task = 1
-loader_workers = 1
-[report]
-reference = "tiny"
-[cluster]
-{cluster}
-[subsets.tiny]
-strategy = "full"
-fraction = 0.1
-"""
 CLUSTER = {"local": "max_slots = 1",
            "slurm": 'profile = "slurm-local"\narray_throttle = 1\npoll_min_s = 0.5\npoll_max_s = 2.0'}
 
 
 def grid_text(name: str, root: Path, backend: str, levels: int, chain: bool) -> str:
     """A chain of ``levels`` jobs (l0 <- l1 <- ...), or ``levels`` independent jobs of the same size."""
-    text = GRID.format(name=name, root=root, cluster=CLUSTER[backend],
-                       seeds=[0] if chain else list(range(levels)))
+    text = tiny_grid(name, root, seeds=[0] if chain else range(levels),
+                     tables=f'[report]\nreference = "tiny"\n[cluster]\n{CLUSTER[backend]}\n',
+                     subsets='[subsets.tiny]\nstrategy = "full"\nfraction = 0.1\n')
     if not chain:
         return text + '[methods.l0]\nmethod = "supervised"\n'
     return text + "".join(f'[methods.l{k}]\nmethod = "supervised"\n'

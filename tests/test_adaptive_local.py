@@ -20,7 +20,8 @@ from .test_e2e_local import cli
 pytestmark = pytest.mark.slow
 
 # one seed to start: an interval needs two, so look 1 cannot decide and gives every configuration its second
-# seed (on both subsets); look 2 is the last (looks = 2)
+# seed (on both subsets); look 2 is the last (looks = 2). jobs_per_worker = 3: each round's 6 one-epoch jobs run
+# in 2 worker processes (the process start and FFCV set-up, most of a tiny job's time, paid once per process)
 GRID = """
 name = "adapt"
 seeds = [0, 1]
@@ -37,6 +38,7 @@ image_size = 32
 [resources]
 cpus_per_task = 1
 loader_workers = 1
+jobs_per_worker = 3
 [report]
 min_tau = 1.0
 max_regret = 0.0

@@ -17,34 +17,17 @@ from orchestrator.grid import expand, load_grid
 from subsets import DatasetMeta
 from workers.test_hooks import ENV as FAIL_ONCE
 
+from .grids import tiny_grid
+
 pytestmark = pytest.mark.slow
 
-GRID = """
-name = "brk"
-seeds = [0]
-failure_budget = 3
-[dataset]
-root = "{root}"
-[train]
-backbone = "test_resnet"
-epochs = 1
-batch_size = 64
-image_size = 32
-[resources]
-cpus_per_task = 1
-loader_workers = 1
-[breaker]
-threshold = 2
-[subsets.full]
-strategy = "full"
-[methods.supervised]
-lr = [0.01, 0.02, 0.05, 0.1, 0.2]
-"""
+METHODS = "[methods.supervised]\nlr = [0.01, 0.02, 0.05, 0.1, 0.2]\n"
 
 
 def test_the_breaker_stops_new_starts_and_launch_exits_3(tmp_path: Path, digits: Path) -> None:
     grid = tmp_path / "grid.toml"
-    grid.write_text(GRID.format(root=digits))
+    grid.write_text(tiny_grid("brk", digits, failure_budget=3, tables="[breaker]\nthreshold = 2\n",
+                              methods=METHODS))
     profile = tmp_path / "one_slot.toml"
     profile.write_text('backend = "local"\nmax_slots = 1\ngpus = []\n')
     armed = tmp_path / "armed"

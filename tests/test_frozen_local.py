@@ -21,31 +21,17 @@ import pytest
 
 from db import AttemptState, JobState, Store
 
+from .grids import tiny_grid
+
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 BREAK = "raise ImportError('broken on purpose: the live tree changed after launch')\n"
-GRID = """
-name = "{name}"
-seeds = [0]
-[dataset]
-root = "{root}"
-[train]
-backbone = "test_resnet"
-epochs = 1
-batch_size = 64
-lr = 0.05
-image_size = 32
-[eval]
-knn_k = 10
-[resources]
-cpus_per_task = 1
-loader_workers = 1
-{cluster}
-[subsets.full]
-strategy = "full"
-[methods.supervised]
-lr = {lrs}
-"""
+
+
+def frozen_grid(root: Path, lrs: str, cluster: str = "") -> str:
+    """The one-method grid of these tests (``lrs``: its TOML list of learning rates)."""
+    return tiny_grid("frozen", root, lr=0.05, knn_k=10, tables=cluster,
+                     methods=f"[methods.supervised]\nlr = {lrs}\n")
 
 
 def git(repo: Path, *args: str) -> str:
@@ -112,7 +98,7 @@ def test_local_jobs_run_their_pointed_code_after_the_tree_breaks(tmp_path: Path,
     repo, first_commit = repo_copy(tmp_path / "repo")
     home, db = tmp_path / "home", f"sqlite:///{tmp_path / 'db.sqlite'}"
     grid = tmp_path / "grid.toml"
-    grid.write_text(GRID.format(name="frozen", root=digits, cluster="", lrs="[0.2]"))
+    grid.write_text(frozen_grid(digits, "[0.2]"))
     train = repo / "workers" / "train.py"
     original = train.read_text()
     first = record_only(repo, grid, home=home, db=db)  # recorded, not started

@@ -17,7 +17,7 @@ import pytest
 
 from db import JobState
 
-from .test_frozen_local import BREAK, GRID, git, repo_copy, run_from
+from .test_frozen_local import BREAK, frozen_grid, git, repo_copy, run_from
 from .test_slurm_backend import Fresh, home, slurm_cluster, wait_for  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -38,7 +38,7 @@ def test_slurm_jobs_keep_their_code_until_code_current_repoints_the_unstarted(tm
     repo, first_commit = repo_copy(tmp_path / "repo")
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     grid = tmp_path / "grid.toml"
-    grid.write_text(GRID.format(name="frozen", root=digits, cluster=CLUSTER, lrs="[0.01, 0.2]"))
+    grid.write_text(frozen_grid(digits, "[0.01, 0.2]", cluster=CLUSTER))
     run_from(repo, "launch", str(grid), "--cluster", "slurm", "--no-wait", "--no-progress", home=home, db=db)
     store = Fresh(db)
     (s1,) = [la.code_hash for la in store.launches("frozen")]

@@ -18,33 +18,19 @@ from specs.job import JobSpec
 from workers.init_weights import InitWeightsError, load_init
 from workers.test_hooks import ENV
 
+from .grids import tiny_grid
 from .test_e2e_local import cli
 
 pytestmark = pytest.mark.slow
 
-GRID = """
-name = "graph"
-seeds = [0]
-failure_budget = {budget}
-[dataset]
-root = "{root}"
-[train]
-backbone = "test_resnet"
-epochs = 1
-batch_size = 64
-image_size = 32
-[resources]
-cpus_per_task = 1
-loader_workers = 1
-[subsets.full]
-strategy = "full"
+METHODS = """
 [methods.pre]
 method = "supervised"
 lr = 0.1
 [methods.ft]
 method = "supervised"
 lr = 0.02
-init = {{ from = "pre", checkpoint = "final" }}
+init = { from = "pre", checkpoint = "final" }
 [methods.scratch]
 method = "supervised"
 lr = 0.02
@@ -57,7 +43,7 @@ def launch_failing_parent(home: Path, digits: Path, budget: int, scratch: bool =
     from subsets import DatasetMeta
 
     grid = home / "grid.toml"
-    text = GRID.format(root=digits, budget=budget)
+    text = tiny_grid("graph", digits, failure_budget=budget, methods=METHODS)
     grid.write_text(text if scratch else text[:text.index("[methods.scratch]")])
     parent = next(ej.spec for ej in expand(load_grid(grid), DatasetMeta.load(digits)) if ej.config_name == "pre")
     (home / "fail").mkdir()

@@ -9,7 +9,6 @@ its checkpoint) and hands the ones not started back without an attempt or a fail
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from tests.test_slurm_backend import (  # noqa: F401 (fixtures)
     cli,
     home,
     release_requeued,
+    signal_paused_worker,
     slurm_cluster,
     squeue_state,
     submission_dirs,
@@ -27,6 +27,7 @@ from tests.test_slurm_backend import (  # noqa: F401 (fixtures)
     write_grid,
 )
 from workers.test_hooks import ENV as FAIL_ONCE
+from workers.test_hooks import EPOCH_SAVED, PAUSE_ENV
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 THREE = """
@@ -37,26 +38,31 @@ lr = [0.01, 0.05, 0.2]
 
 def test_one_task_runs_three_jobs_each_cancelled_requeued_and_failed_on_its_own(
         tmp_path: Path, home: Path, digits: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    grid = write_grid(tmp_path / "grid.toml", "batch", digits, epochs=6, resources="jobs_per_worker = 3",
+    """The requeue lands while the first job stands paused after its first epoch (``DLTH_TEST_PAUSE``)."""
+    grid = write_grid(tmp_path / "grid.toml", "batch", digits, epochs=2, resources="jobs_per_worker = 3",
                       methods=THREE)
     armed = tmp_path / "armed"
     armed.mkdir()
     monkeypatch.setenv(FAIL_ONCE, str(armed))  # sbatch passes the environment to the task
+    monkeypatch.setenv(PAUSE_ENV, str(armed))
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     store = Fresh(db)
     cli("launch", str(grid), "--cluster", "slurm", "--no-wait", "--no-progress", db=db)
     (sub,) = submission_dirs(home)
     (task,) = json.loads((sub / "manifest.json").read_text())["tasks"]
     first, second, third = (j["job_hash"] for j in task["batch"])
-    (armed / f"{second}.fail").touch()  # armed before it can start: the first job trains 6 epochs first
+    (armed / f"{second}.fail").touch()  # armed before it can start: the first job stands paused first
+    (armed / f"{first}.{EPOCH_SAVED}").touch()  # before its first epoch can end (the worker is still starting)
     sid = store.job(first).backend_id
     assert {j.backend_id for j in store.jobs("batch")} == {sid} and sid.endswith("_0")  # one array task
 
     cli("cancel", "batch", "--job", third, "--yes", db=db)  # not started: the shared task stays
     assert store.job(third).state == JobState.CANCELLED
-    wait_for("the first job's first epoch", lambda: (Path(store.job(first).job_dir) / "metrics.jsonl").is_file())
+    paused = armed / f"{first}.{EPOCH_SAVED}.paused"
+    wait_for("the first job paused after its first epoch", paused.exists)
     assert squeue_state(sid) == "RUNNING"
-    subprocess.run(["scontrol", "requeue", sid], check=True)  # the whole task: the worker gets SIGTERM
+    # the whole task: the worker gets SIGTERM (released once it logged it)
+    signal_paused_worker(home, sid, paused, ["scontrol", "requeue", sid], "SIGTERM")
     wait_for("the running job preempted", lambda: store.job(first).state == JobState.QUEUED, timeout=60)
     assert store.attempts(second) == [] and store.job(second).state == JobState.QUEUED  # handed back untouched
     release_requeued(sid)

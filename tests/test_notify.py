@@ -24,30 +24,9 @@ from specs.base import SpecError
 from subsets import DatasetMeta
 from workers.test_hooks import ENV as FAIL_ONCE
 
+from .grids import tiny_grid
+
 REPO = Path(__file__).resolve().parents[1]
-GRID = """
-name = "ntf"
-seeds = [0]
-failure_budget = 1
-[dataset]
-root = "{root}"
-[train]
-backbone = "test_resnet"
-epochs = 1
-batch_size = 64
-image_size = 32
-[resources]
-cpus_per_task = 1
-loader_workers = 1
-[breaker]
-threshold = 2
-[notify]
-{notify}
-[subsets.full]
-strategy = "full"
-[methods.supervised]
-lr = [0.01, 0.2]
-"""
 
 
 class Hook(BaseHTTPRequestHandler):
@@ -77,7 +56,9 @@ def server() -> Iterator[str]:
 
 def _grid(tmp_path: Path, digits: Path, notify: str) -> Path:
     grid = tmp_path / "grid.toml"
-    grid.write_text(GRID.format(root=digits, notify=notify))
+    grid.write_text(tiny_grid("ntf", digits, failure_budget=1,
+                              tables=f"[breaker]\nthreshold = 2\n[notify]\n{notify}\n",
+                              methods="[methods.supervised]\nlr = [0.01, 0.2]\n"))
     return grid
 
 

@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from db import JobState, Store
 
+from .grids import EVEN5, FULL, tiny_grid
 from .test_e2e_local import cli as local_cli
 from .test_slurm_backend import (  # noqa: F401 - fixtures
     Fresh,
     home,
     release_requeued,
+    signal_paused_worker,
     slurm_cluster,
     squeue_state,
     wait_for,
@@ -25,32 +26,11 @@ from .test_slurm_backend import (  # noqa: F401 - fixtures
 )
 from .test_slurm_backend import cli as slurm_cli
 
-GRID = """
-name = "{name}"
-seeds = {seeds}
-[dataset]
-root = "{root}"
-[train]
-backbone = "test_resnet"
-epochs = 1
-batch_size = 64
-lr = 0.05
-image_size = 32
-[eval]
-knn_k = 10
-[resources]
-cpus_per_task = 1
-loader_workers = 1
-[report]
-every = 2
-[subsets.full]
-strategy = "full"
-[subsets.even5]
-strategy = "uniform"
-k = 5
-[methods.supervised]
-lr = [0.01, 0.2]
-"""
+
+def local_grid(root: Path, lrs: str) -> str:
+    """Two subsets x the supervised learning rates ``lrs`` (a TOML list), the report rewritten every 2 jobs."""
+    return tiny_grid("fin", root, lr=0.05, knn_k=10, tables="[report]\nevery = 2\n", subsets=FULL + EVEN5,
+                     methods=f"[methods.supervised]\nlr = {lrs}\n")
 
 
 def _report_json(workspace: Path, grid: str) -> dict:
@@ -61,7 +41,7 @@ def _report_json(workspace: Path, grid: str) -> dict:
 def test_launch_wait_writes_the_report_refreshes_it_while_running_and_the_detached_launcher_too(
         tmp_path: Path, digits: Path) -> None:
     grid = tmp_path / "grid.toml"
-    grid.write_text(GRID.format(name="fin", seeds="[0]", root=digits))
+    grid.write_text(local_grid(digits, "[0.01, 0.2]"))
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     out = local_cli("-v", "launch", str(grid), "--cluster", "local", "--no-progress", db=db, home=tmp_path)
     # the decision and where the files are, instead of the status table
@@ -80,7 +60,7 @@ def test_launch_wait_writes_the_report_refreshes_it_while_running_and_the_detach
     assert "report.html" in local_cli("status", "fin", db=db, home=tmp_path).stdout
 
     # the detached launcher writes it too when its last job ends (a third learning rate: 2 new jobs)
-    grid.write_text(GRID.format(name="fin", seeds="[0]", root=digits).replace("[0.01, 0.2]", "[0.01, 0.2, 0.1]"))
+    grid.write_text(local_grid(digits, "[0.01, 0.2, 0.1]"))
     out = local_cli("launch", str(grid), "--cluster", "local", "--detach", db=db, home=tmp_path)
     assert "launched in the background" in out.stderr
 
@@ -119,12 +99,22 @@ def test_a_failing_report_job_is_recorded_and_never_fails_the_grid(tmp_path: Pat
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_slurm_report_job_runs_after_the_last_task_and_is_relinked_when_the_grid_grows(
-        tmp_path: Path, home: Path, digits: Path) -> None:  # noqa: F811 - the fixture
+        tmp_path: Path, home: Path, digits: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """The requeue lands while a task's worker stands paused after its first epoch (``DLTH_TEST_PAUSE``)."""
+    from orchestrator.grid import expand, load_grid
+    from subsets import DatasetMeta
+    from workers.test_hooks import EPOCH_SAVED, PAUSE_ENV
+
     def write(seeds: str) -> Path:
-        return write_grid(tmp_path / "grid.toml", "rj", digits, epochs=3,
+        return write_grid(tmp_path / "grid.toml", "rj", digits, epochs=2,
                           methods=f"[methods.supervised]\nseeds = {seeds}\nlr = [0.01, 0.2]")
 
     grid = write("[0]")
+    requeued = expand(load_grid(grid), DatasetMeta.load(digits))[0].spec.job_hash  # a task of the first array
+    pauses = tmp_path / "pauses"
+    pauses.mkdir()
+    (pauses / f"{requeued}.{EPOCH_SAVED}").touch()
+    monkeypatch.setenv(PAUSE_ENV, str(pauses))  # sbatch passes the environment to the tasks
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     slurm_cli("launch", str(grid), "--cluster", "slurm", "--no-wait", "--no-progress", db=db)
     store = Fresh(db)
@@ -150,10 +140,11 @@ def test_slurm_report_job_runs_after_the_last_task_and_is_relinked_when_the_grid
     assert squeue_state(report_job.slurm_id) == "PENDING"
 
     # one task requeued along the way (as on preemption): the report job keeps waiting for it
-    job_dir = Path(jobs[0].job_dir)
-    wait_for("a first epoch", lambda: (job_dir / "metrics.jsonl").is_file(), timeout=240)
-    subprocess.run(["scontrol", "requeue", jobs[0].backend_id], check=True)
-    release_requeued(jobs[0].backend_id)
+    sid = store.job(requeued).backend_id
+    assert sid and sid.split("_")[0] != newest
+    signal_paused_worker(home, sid, pauses / f"{requeued}.{EPOCH_SAVED}.paused", ["scontrol", "requeue", sid],
+                         "SIGTERM")
+    release_requeued(sid)
 
     report = home / "reports" / "rj" / "report.json"
 
