@@ -287,28 +287,48 @@ def test_sigusr2_and_scontrol_requeue_resume_from_the_last_checkpoint(
     assert "knn_top1" in store.final_metrics("requeue")[job.job_hash]
 
 
-def test_time_limit_signals_checkpoints_requeues_and_resumes(tmp_path: Path, home: Path, digits: Path) -> None:
-    """SLURM's own time limit, for real: 1-minute runs with SIGUSR2 30 s before the limit (SLURM may send it
-    up to 60 s early, so a run lasts 10-50 s). On each signal the worker checkpoints and submitit
-    requeues; every stopped attempt is recorded TIMEOUT, not a failure, and a rerun resumes."""
-    grid = write_grid(tmp_path / "grid.toml", "timelimit", digits, epochs=400, resources="time_min = 1",
+def test_time_limit_signals_checkpoints_requeues_and_resumes(tmp_path: Path, home: Path, digits: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """SLURM's own time limit, for real: 2-minute runs with SIGUSR2 30 s before the limit (SLURM may send it
+    up to 60 s early, so a run lasts 30-90 s, whatever a loaded machine's worker start takes). The worker
+    stands paused after its first epoch checkpoint (``DLTH_TEST_PAUSE``) until SLURM's signal reaches it; it
+    then stops and submitit requeues: the stopped attempt is recorded TIMEOUT, not a failure, and the
+    requeued run resumes from that checkpoint."""
+    from orchestrator.grid import expand, load_grid
+    from subsets import DatasetMeta
+    from workers.test_hooks import EPOCH_SAVED, PAUSE_ENV
+
+    grid = write_grid(tmp_path / "grid.toml", "timelimit", digits, epochs=400, resources="time_min = 2",
                       cluster="signal_delay_s = 30", methods="[methods.supervised]")
+    (spec,) = (ej.spec for ej in expand(load_grid(grid), DatasetMeta.load(digits)))
+    pauses = tmp_path / "pauses"
+    pauses.mkdir()
+    armed = pauses / f"{spec.job_hash}.{EPOCH_SAVED}"
+    paused = armed.with_name(f"{armed.name}.paused")
+    armed.touch()
+    monkeypatch.setenv(PAUSE_ENV, str(pauses))  # sbatch passes the environment to the tasks
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     cli("launch", str(grid), "--cluster", "slurm", "--no-wait", "--no-progress", db=db)
     store = Fresh(db)
     (job,) = store.jobs("timelimit")
     sid = job.backend_id
-    assert sid
+    assert sid and job.job_hash == spec.job_hash
+
+    def log_text() -> str:
+        logs = list((home / "slurm").glob(f"*/*/logs/{sid}_0_log.out"))
+        return logs[0].read_text() if logs else ""
 
     def resumed() -> bool:
-        logs = list((home / "slurm").glob(f"*/*/logs/{sid}_0_log.out"))
-        if logs and "resuming from" in logs[0].read_text():
+        text = log_text()
+        if "resuming from" in text:
             return True
+        if paused.exists() and "received SIGUSR2" in text:  # SLURM's signal reached the paused worker
+            paused.unlink()
         if squeue_state(sid) == "PENDING" and store.attempts(job.job_hash):  # requeued: start it again now
             release_requeued(sid)
         return False
 
-    wait_for("a requeued run to resume from a checkpoint", resumed, timeout=300, every=1)
+    wait_for("a requeued run to resume from a checkpoint", resumed, timeout=420, every=1)
     refresh(db, "timelimit")
     ended = [a for a in store.attempts(job.job_hash) if a.ended_at is not None]
     assert ended and {a.state for a in ended} == {AttemptState.TIMEOUT}, [(a.state, a.exit_reason) for a in ended]
