@@ -85,7 +85,6 @@ def preload() -> None:
     import that fails here fails again in the first job, which records it as its own failure."""
     try:
         import timm  # noqa: F401  (every backbone is a timm model)
-        from torch.utils.tensorboard import SummaryWriter  # noqa: F401  (rank 0 writes every job's events)
 
         import workers.train  # noqa: F401
         from workers.data._ffcv import import_ffcv
@@ -93,6 +92,8 @@ def preload() -> None:
         import_ffcv()
     except Exception as exc:  # noqa: BLE001
         log.warning("preloading the training modules failed (%s): the first job will say why", exc)
+    with contextlib.suppress(ImportError):  # rank 0 writes every job's events (none without TensorBoard)
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
 
 
 def job_log_path(job_dir: Path) -> Path:
