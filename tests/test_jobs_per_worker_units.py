@@ -1,10 +1,16 @@
 """``jobs_per_worker``, the fast part: the key stays out of the identity, SLURM packs only ready jobs into
-batched tasks (children wait on the task that holds their parent), and a batched worker puts process-wide
-torch settings back between jobs."""
+batched tasks (children wait on the task that holds their parent), a batched worker puts process-wide
+torch settings back between jobs and freezes what survives them, and FFCV imports without compiling."""
 
 from __future__ import annotations
 
 import dataclasses
+import gc
+import os
+import subprocess
+import sys
+import weakref
+from pathlib import Path
 
 import torch
 
@@ -13,7 +19,7 @@ from orchestrator.backends.slurm_graph import plan_graph
 from orchestrator.backends.slurm_profile import SlurmProfile
 from specs.base import SpecError
 from specs.job import EvalConfig, JobSpec, Resources, TrainConfig
-from workers.batch import ProcessState
+from workers.batch import ProcessState, settle
 
 
 def spec(seed: int, per_worker: int = 1, depends_on: tuple[str, ...] = ()) -> JobSpec:
@@ -59,3 +65,33 @@ def test_process_state_is_put_back_between_jobs() -> None:
     finally:
         torch.use_deterministic_algorithms(False)
         torch.set_num_threads(threads)
+
+
+def test_settle_collects_the_last_jobs_garbage_and_freezes_the_rest() -> None:
+    class Node:
+        def __init__(self) -> None:
+            self.me = self  # a cycle: only the collector frees it
+
+    gc.unfreeze()
+    try:
+        kept, dropped = Node(), weakref.ref(Node())
+        settle()
+        assert dropped() is None and gc.get_freeze_count() > 0
+        assert not any(o is kept for o in gc.get_objects())  # frozen: no collection walks it again
+    finally:
+        gc.unfreeze()
+
+
+def test_ffcv_imports_without_compiling_numbas_typed_dict() -> None:
+    """In a fresh process: FFCV's image-mode table is a plain dict of the same ints, numba's typed Dict was
+    never loaded (so never compiled), and ``numba.typed.Dict`` is numba's own again afterwards."""
+    probe = (
+        "import sys, numba.typed; from workers.data._ffcv import import_ffcv; import_ffcv()\n"
+        "from ffcv.fields.rgb_image import IMAGE_MODES\n"
+        "assert type(IMAGE_MODES) is dict and IMAGE_MODES == {'jpg': 0, 'raw': 1}, IMAGE_MODES\n"
+        "assert 'numba.typed.typeddict' not in sys.modules and 'Dict' not in vars(numba.typed)\n"
+        "from numba.typed import Dict; d = Dict(); d['a'] = 1; assert type(d).__module__ == 'numba.typed.typeddict'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -140,10 +140,11 @@ def run_batch(job_files: list[Path], settings: WorkerSettings, ctx: DistContext)
     its own; a job that fails is recorded FAILED and the next one starts. A signal stops the running job
     (PREEMPTED, as a lone job) and leaves the jobs not yet started QUEUED, unclaimed (no attempt, no failure
     counted). Returns 143 if stopped by a signal, else 0 (every job recorded its own end)."""
-    from workers.batch import ProcessState, job_log, job_log_path
+    from workers.batch import ProcessState, job_log, job_log_path, preload
 
     stops = Stops().install()
     store = with_retries(lambda: Store(settings.db_url, create=False), what="open database") if ctx.is_main else None
+    preload()
     baseline = ProcessState.capture()
     try:
         for n, job_file in enumerate(job_files):

@@ -1,6 +1,11 @@
-"""Import FFCV without side effects: keep torch's thread count, and fix FFCV 1.0.2's numba type bug.
+"""Import FFCV without side effects: keep torch's thread count, skip its import-time numba compilation, and
+fix FFCV 1.0.2's numba type bug.
 
 - Importing ``ffcv`` calls ``torch.set_num_threads(1)``; the caller's thread count is restored.
+- ``ffcv.fields.rgb_image`` builds its two-entry ``IMAGE_MODES`` table as a numba typed ``Dict``: numba
+  compiles its dictionary code on the spot, seconds of every worker's start (more than ``import torch``).
+  FFCV only ever reads the table from Python (``generate_code`` closes over the plain ints it returns, the
+  writer stores them), so a plain ``dict`` holding the same ints is used instead while FFCV is imported.
 - ``OSCacheManager.state_type`` marks the memory-mapped file as read-only by *mutating* numba's
   interned ``uint8[::1]`` type (``t1.mutable = False``). That corrupts numba's type cache for the whole
   process: every later ``uint8[::1]`` is read-only, and dispatcher finalisers fail with KeyErrors
@@ -10,7 +15,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 
 
 def _readonly_bytes():  # noqa: ANN202
@@ -38,13 +45,32 @@ def _compile_reader(self):  # noqa: ANN001, ANN202 - FFCV 1.0.2's, with an hones
     return Compiler.compile(read, _readonly_bytes()(nb.uint64, self.state_type))
 
 
+@contextlib.contextmanager
+def _plain_typed_dict() -> Iterator[None]:
+    """``numba.typed.Dict`` is the builtin ``dict`` inside the block (see the module docstring)."""
+    import numba.typed
+
+    own = vars(numba.typed)
+    typed = own.get("Dict")  # None: not loaded yet (numba loads it on first use)
+    numba.typed.Dict = dict
+    try:
+        yield
+    finally:
+        if typed is None:
+            del numba.typed.Dict
+        else:
+            numba.typed.Dict = typed
+
+
 def import_ffcv() -> None:
-    """Import ``ffcv`` (once), keeping the caller's torch intra-op thread count; apply the type fix."""
+    """Import ``ffcv`` (once), keeping the caller's torch intra-op thread count, without compiling numba's
+    typed dictionary; apply the type fix."""
     if "ffcv" not in sys.modules:
         import torch
 
         threads = torch.get_num_threads()
-        import ffcv  # noqa: F401
+        with _plain_typed_dict():
+            import ffcv  # noqa: F401
 
         torch.set_num_threads(threads)
     from ffcv.memory_managers.os_cache import OSCacheManager
