@@ -681,6 +681,13 @@ class Store(LaunchStore, UsageStore, AdaptiveLookStore):
             )
             return {state: int(n) for state, n in s.execute(q)}
 
+    def grid_backends(self, grid_name: str) -> set[str]:
+        """Backends that hold (or held) some of the grid's jobs (one ``DISTINCT`` query, no job rows)."""
+        with self.session(write=False) as s:
+            q = (select(Job.backend).distinct().join(GridJob, GridJob.job_id == Job.id)
+                 .join(Grid, Grid.id == GridJob.grid_id).where(Grid.name == grid_name, Job.backend.is_not(None)))
+            return set(s.scalars(q))
+
     def grid_finished(self, grid_name: str) -> bool:
         """No job of the grid is pending, waiting, queued or running (failed and cancelled ones count as ended)."""
         counts = self.state_counts(grid_name)
