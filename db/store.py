@@ -22,7 +22,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, bindparam, case, exists, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db import migrate, netfs
@@ -321,6 +320,14 @@ class Store(LaunchStore, UsageStore, AdaptiveLookStore):
             if states is not None:
                 q = q.where(Job.state.in_(list(states)))
             return [JobRow(*row) for row in s.execute(q)]
+
+    def job_states(self, grid_name: str) -> dict[str, tuple[str, int]]:
+        """``{job_hash: (state, failure_count)}`` of a grid's jobs: one light query, no specs (a dry run of
+        a large grid)."""
+        with self.session(write=False) as s:
+            q = (select(Job.job_hash, Job.state, Job.failure_count).join(GridJob, GridJob.job_id == Job.id)
+                 .join(Grid, Grid.id == GridJob.grid_id).where(Grid.name == grid_name))
+            return {h: (state, failures) for h, state, failures in s.execute(q)}
 
     def job(self, job_hash: str) -> JobRow | None:
         with self.session(write=False) as s:
@@ -737,7 +744,12 @@ class Store(LaunchStore, UsageStore, AdaptiveLookStore):
 
 # --- helpers ------------------------------------------------------------------------------------
 def _dialect_insert(s: Session, model: Any) -> Any:
-    insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
+    """The dialect's ``INSERT`` (with ``ON CONFLICT``); the dialect's module imported when first used (the
+    PostgreSQL one also loads its async drivers' modules: a tenth of a second a SQLite launch need not pay)."""
+    if s.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
     return insert(model.__table__)
 
 
