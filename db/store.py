@@ -257,7 +257,9 @@ class Store(LaunchStore, UsageStore, AdaptiveLookStore):
         """:meth:`add_jobs` inside the caller's transaction; returns how many jobs were new."""
         now = utcnow()
         unique = {j.job_hash: j for j in jobs}
-        ids = self._ids_of(s, list(unique))  # a relaunch inserts only what is missing
+        q = select(Job.job_hash, Job.id).join(GridJob, GridJob.job_id == Job.id).where(GridJob.grid_id == grid_id)
+        linked = {h: job_id for h, job_id in s.execute(q)}  # one query: a relaunch stops here
+        ids = {**linked, **self._ids_of(s, [h for h in unique if h not in linked])}  # inserts only what is missing
         rows = [{"job_hash": j.job_hash, "spec_json": j.spec_json, "method": j.method,
                  "config_key": j.config_key, "seed": j.seed, "job_dir": j.job_dir,
                  "state": initial_state(bool(j.parents)), "attempt_count": 0, "failure_count": 0,
@@ -272,9 +274,8 @@ class Store(LaunchStore, UsageStore, AdaptiveLookStore):
         missing = [p for p in parents if p not in ids]
         if missing:
             raise KeyError(f"parent job {missing[0]} is neither recorded nor among the jobs to record")
-        linked = set(s.scalars(select(GridJob.job_id).where(GridJob.grid_id == grid_id)))
         links = [{"grid_id": grid_id, "job_id": ids[j.job_hash], "subset_name": j.subset_name,
-                  "config_name": j.config_name} for j in unique.values() if ids[j.job_hash] not in linked]
+                  "config_name": j.config_name} for j in unique.values() if j.job_hash not in linked]
         _insert_ignore(s, GridJob, links, ["grid_id", "job_id"])
         fresh = {r["job_hash"] for r in rows}  # a known job's edges were recorded with it
         deps = [{"child_id": ids[j.job_hash], "parent_id": ids[p]}
