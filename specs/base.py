@@ -19,6 +19,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Sequence
 from functools import cached_property
 from json.encoder import encode_basestring_ascii
 from typing import Any, TypeVar
@@ -216,16 +217,29 @@ def text_hash(text: str, length: int = 16) -> str:
 def sorted_json(values: dict[str, Any], encoded: dict[str, str], *, compact: bool = False) -> str:
     """The JSON text of ``{**values, **encoded}`` with sorted keys, where ``encoded``'s values are JSON
     text already: the parts many documents share (a grid's configurations) are encoded once, not once per
-    job, and strings, integers and ``None`` without an encoder call. Plain: ``json.dumps(doc,
-    sort_keys=True)``'s text; ``compact``: :func:`stable_hash`'s. String keys, none in both."""
-    enc, item_sep, key_sep = (_COMPACT, ",", ":") if compact else (_SPACED, ", ", ": ")
+    job. Plain: ``json.dumps(doc, sort_keys=True)``'s text; ``compact``: :func:`stable_hash`'s. String keys,
+    none in both."""
+    item_sep, key_sep = (",", ":") if compact else (", ", ": ")
     parts = []
     for key in sorted([*values, *encoded]):
         text = encoded.get(key)
         if text is None:
-            text = _scalar_json(values[key]) or enc.encode(values[key])
+            text = value_json(values[key], compact=compact)
         parts.append(f"{encode_basestring_ascii(key)}{key_sep}{text}")
     return "{" + item_sep.join(parts) + "}"
+
+
+def json_template(keys: Sequence[str]) -> str:
+    """A ``%``-template of a JSON object with ``keys`` (strings, sorted by the caller) and one ``%s`` per
+    value: ``template % tuple(value texts)`` is ``json.dumps(doc, sort_keys=True)``'s text, for documents
+    of one fixed shape (``job.json``) without a dict or an encoder call per document."""
+    return "{" + ", ".join(f"{encode_basestring_ascii(k).replace('%', '%%')}: %s" for k in keys) + "}"
+
+
+def value_json(value: Any, *, compact: bool = False) -> str:
+    """``value``'s JSON text as ``json.dumps(..., sort_keys=True)`` writes it (``compact``: as
+    :func:`stable_hash` does); strings, integers, ``None`` and empty containers without an encoder call."""
+    return _scalar_json(value) or (_COMPACT if compact else _SPACED).encode(value)
 
 
 def _scalar_json(value: Any) -> str:

@@ -23,9 +23,11 @@ from specs.base import (
     check_text,
     finite,
     from_table,
+    json_template,
     non_defaults,
     sorted_json,
     text_hash,
+    value_json,
 )
 from specs.methods import hparams_class
 
@@ -228,8 +230,8 @@ class JobSpec:
     @cached_property
     def _json(self) -> str:
         """``json.dumps`` of the fields with sorted keys; the config objects' parts encoded once each."""
-        return sorted_json({name: getattr(self, name) for name in _SCALAR_FIELDS},
-                           {name: getattr(self, name).plain_json for name in _PLAIN_FIELDS})
+        return _JSON_TEMPLATE % tuple(
+            getattr(self, k).plain_json if k in _PLAIN_FIELDS else value_json(getattr(self, k)) for k in _JSON_KEYS)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "JobSpec":
@@ -252,8 +254,9 @@ class JobSpec:
 
 
 
-_PLAIN_FIELDS = ("train", "eval", "resources")  # Plain config objects, shared by a grid's jobs
-_SCALAR_FIELDS = tuple(f.name for f in dataclasses.fields(JobSpec) if f.name not in _PLAIN_FIELDS)
+_PLAIN_FIELDS = frozenset({"train", "eval", "resources"})  # Plain config objects, shared by a grid's jobs
+_JSON_KEYS = tuple(sorted(f.name for f in dataclasses.fields(JobSpec)))
+_JSON_TEMPLATE = json_template(_JSON_KEYS)  # job.json: one %-format per job
 
 def metric_protocol(metric: str) -> str:
     """The evaluation protocol that produces ``metric`` (for the report's header), e.g. ``linear probe``."""
