@@ -22,7 +22,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, bindparam, case, exists, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db import migrate, netfs
@@ -258,7 +257,9 @@ class Store(LaunchStore, UsageStore, AdaptiveLookStore):
         """:meth:`add_jobs` inside the caller's transaction; returns how many jobs were new."""
         now = utcnow()
         unique = {j.job_hash: j for j in jobs}
-        ids = self._ids_of(s, list(unique))  # a relaunch inserts only what is missing
+        q = select(Job.job_hash, Job.id).join(GridJob, GridJob.job_id == Job.id).where(GridJob.grid_id == grid_id)
+        linked = {h: job_id for h, job_id in s.execute(q)}  # one query: a relaunch stops here
+        ids = {**linked, **self._ids_of(s, [h for h in unique if h not in linked])}  # inserts only what is missing
         rows = [{"job_hash": j.job_hash, "spec_json": j.spec_json, "method": j.method,
                  "config_key": j.config_key, "seed": j.seed, "job_dir": j.job_dir,
                  "state": initial_state(bool(j.parents)), "attempt_count": 0, "failure_count": 0,
@@ -273,9 +274,8 @@ class Store(LaunchStore, UsageStore, AdaptiveLookStore):
         missing = [p for p in parents if p not in ids]
         if missing:
             raise KeyError(f"parent job {missing[0]} is neither recorded nor among the jobs to record")
-        linked = set(s.scalars(select(GridJob.job_id).where(GridJob.grid_id == grid_id)))
         links = [{"grid_id": grid_id, "job_id": ids[j.job_hash], "subset_name": j.subset_name,
-                  "config_name": j.config_name} for j in unique.values() if ids[j.job_hash] not in linked]
+                  "config_name": j.config_name} for j in unique.values() if j.job_hash not in linked]
         _insert_ignore(s, GridJob, links, ["grid_id", "job_id"])
         fresh = {r["job_hash"] for r in rows}  # a known job's edges were recorded with it
         deps = [{"child_id": ids[j.job_hash], "parent_id": ids[p]}
@@ -321,6 +321,14 @@ class Store(LaunchStore, UsageStore, AdaptiveLookStore):
             if states is not None:
                 q = q.where(Job.state.in_(list(states)))
             return [JobRow(*row) for row in s.execute(q)]
+
+    def job_states(self, grid_name: str) -> dict[str, tuple[str, int]]:
+        """``{job_hash: (state, failure_count)}`` of a grid's jobs: one light query, no specs (a dry run of
+        a large grid)."""
+        with self.session(write=False) as s:
+            q = (select(Job.job_hash, Job.state, Job.failure_count).join(GridJob, GridJob.job_id == Job.id)
+                 .join(Grid, Grid.id == GridJob.grid_id).where(Grid.name == grid_name))
+            return {h: (state, failures) for h, state, failures in s.execute(q)}
 
     def job(self, job_hash: str) -> JobRow | None:
         with self.session(write=False) as s:
@@ -681,6 +689,13 @@ class Store(LaunchStore, UsageStore, AdaptiveLookStore):
             )
             return {state: int(n) for state, n in s.execute(q)}
 
+    def grid_backends(self, grid_name: str) -> set[str]:
+        """Backends that hold (or held) some of the grid's jobs (one ``DISTINCT`` query, no job rows)."""
+        with self.session(write=False) as s:
+            q = (select(Job.backend).distinct().join(GridJob, GridJob.job_id == Job.id)
+                 .join(Grid, Grid.id == GridJob.grid_id).where(Grid.name == grid_name, Job.backend.is_not(None)))
+            return set(s.scalars(q))
+
     def grid_finished(self, grid_name: str) -> bool:
         """No job of the grid is pending, waiting, queued or running (failed and cancelled ones count as ended)."""
         counts = self.state_counts(grid_name)
@@ -730,7 +745,12 @@ class Store(LaunchStore, UsageStore, AdaptiveLookStore):
 
 # --- helpers ------------------------------------------------------------------------------------
 def _dialect_insert(s: Session, model: Any) -> Any:
-    insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
+    """The dialect's ``INSERT`` (with ``ON CONFLICT``); the dialect's module imported when first used (the
+    PostgreSQL one also loads its async drivers' modules: a tenth of a second a SQLite launch need not pay)."""
+    if s.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
     return insert(model.__table__)
 
 

@@ -125,21 +125,22 @@ def _by_status(jobs: list[ExpandedJob], grid: GridSpec, db_url: str) -> tuple[di
     rows, note = _recorded(grid.name, db_url)
     out = {"new": 0, "done": 0, "to retry": 0}
     for ej in jobs:
-        row = rows.get(ej.spec.job_hash)
-        if row is None:
+        state, failures = rows.get(ej.spec.job_hash, (None, 0))
+        if state is None:
             key = "new"
-        elif row.state == JobState.COMPLETED:
+        elif state == JobState.COMPLETED:
             key = "done"
-        elif row.state == JobState.FAILED:
-            key = "to retry" if row.failure_count <= grid.failure_budget else "failed (no retries left)"
+        elif state == JobState.FAILED:
+            key = "to retry" if failures <= grid.failure_budget else "failed (no retries left)"
         else:
-            key = str(row.state).lower().replace("_", " ")
+            key = str(state).lower().replace("_", " ")
         out[key] = out.get(key, 0) + 1
     return out, note
 
 
-def _recorded(grid_name: str, db_url: str) -> tuple[dict[str, Any], str]:
-    """``{job_hash: JobRow}`` of the grid's recorded jobs, and a note when the database was not read."""
+def _recorded(grid_name: str, db_url: str) -> tuple[dict[str, tuple[str, int]], str]:
+    """``{job_hash: (state, failure_count)}`` of the grid's recorded jobs, and a note when the database was
+    not read."""
     from db import Store
     from db.engine import is_sqlite, parse_url, sqlite_path
 
@@ -152,7 +153,7 @@ def _recorded(grid_name: str, db_url: str) -> tuple[dict[str, Any], str]:
         line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return {}, f"database not read ({line}): every job counted as new"
     try:
-        return {j.job_hash: j for j in store.jobs(grid_name)}, ""
+        return store.job_states(grid_name), ""
     finally:
         store.close()
 

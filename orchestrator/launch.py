@@ -22,8 +22,8 @@ from db import JobRow, JobState, NewJob, Store, workspace_dir
 from orchestrator.backends.base import Backend
 from orchestrator.breaker import BreakerSettings
 from orchestrator.grid import ExpandedJob, GridSpec, expand, load_grid, resolve_subsets
-from orchestrator.workspace import job_dir_for, write_job_file, write_manifest
-from subsets import DatasetMeta
+from orchestrator.workspace import job_dir_text, write_job_file, write_manifest
+from subsets import DatasetMeta, Manifest
 
 if TYPE_CHECKING:
     from orchestrator.provenance.freeze import Frozen
@@ -84,7 +84,7 @@ def prepare_data(v: Validated) -> DatasetMeta:
     from orchestrator.preflight_data import check_data
 
     meta = ensure_dataset(v.grid)
-    expand(v.grid, meta)  # what only the dataset can tell (e.g. a rewind point past the end) fails first
+    expansion(v.grid, meta)  # what only the dataset can tell (e.g. a rewind point past the end) fails first
     with targeting(str(v.profile.get("slurm_conf") or "")):  # the profile's cluster (its node count), not the default
         check_data(meta, v.backend.name)
     return meta
@@ -101,29 +101,59 @@ def ensure_dataset(grid: GridSpec) -> DatasetMeta:
     return DatasetMeta.load(root)
 
 
+@dataclass(frozen=True)
+class Expansion:
+    """A grid's subsets resolved against its dataset, and its jobs."""
+
+    grid: GridSpec
+    meta: DatasetMeta
+    manifests: dict[str, Manifest]
+    jobs: list[ExpandedJob]
+
+
+_last_expansion: list[Expansion] = []  # the latest one (at most one)
+
+
+def expansion(grid: GridSpec, meta: DatasetMeta) -> Expansion:
+    """Resolve and expand ``grid`` on ``meta``, once per pair of objects: a launch's early check
+    (:func:`prepare_data`), its :func:`record_grid` and each adaptive round share one expansion (both are
+    immutable; a grid file read again is a new object, expanded anew)."""
+    last = _last_expansion[0] if _last_expansion else None
+    if last is not None and last.grid is grid and last.meta is meta:
+        return last
+    manifests = resolve_subsets(grid, meta)
+    out = Expansion(grid, meta, manifests, expand(grid, meta, manifests))
+    _last_expansion[:] = [out]
+    return out
+
+
 def record_grid(store: Store, grid: GridSpec, meta: DatasetMeta) -> RecordResult:
     """Expand ``grid`` and record its jobs (idempotent): job files and subset manifests on disk first, then
     the grid row and its job rows in ONE transaction (never a grid without its jobs). Launchers call it
-    while holding the grid's lock (:func:`holding_grid`)."""
-    manifests = resolve_subsets(grid, meta)
-    jobs = expand(grid, meta, manifests)
+    while holding the grid's lock (:func:`holding_grid`).
+
+    A relaunch reads each job file and rewrites only those whose text differs (or that are gone); the
+    database inserts only the jobs and links it does not hold yet."""
+    exp = expansion(grid, meta)
+    jobs = exp.jobs
     if grid.adaptive is not None or grid.audit_only:  # [adaptive]'s seeds, a ticket's audit (imported here: scipy)
         from orchestrator.adaptive.controller import adaptive_jobs
 
         jobs = adaptive_jobs(store, grid, jobs)
     root = workspace_dir()
-    manifest_files = {name: write_manifest(m, root) for name, m in manifests.items()}
+    manifest_files = {name: write_manifest(m, root) for name, m in exp.manifests.items()}
     rows = []
+    written = 0
     for ej in jobs:
-        h = ej.spec.job_hash
-        job_dir = job_dir_for(h, root)
-        write_job_file(ej.spec, job_dir, manifest_files[ej.subset_name])
-        rows.append(NewJob(job_hash=h, spec_json=ej.spec.to_json(), method=ej.spec.method,
-                           config_key=ej.spec.config_key, seed=ej.spec.seed, job_dir=str(job_dir),
-                           subset_name=ej.subset_name, config_name=ej.config_name,
-                           parents=ej.spec.depends_on))
+        spec = ej.spec
+        job_dir = job_dir_text(spec.job_hash, root)
+        written += write_job_file(spec, job_dir, manifest_files[ej.subset_name])
+        rows.append(NewJob(job_hash=spec.job_hash, spec_json=spec.to_json(), method=spec.method,
+                           config_key=spec.config_key, seed=spec.seed, job_dir=job_dir, subset_name=ej.subset_name,
+                           config_name=ej.config_name, parents=spec.depends_on))
     grid_id, new, known = store.record_grid(grid.name, grid.to_json(), grid.spec_hash, str(grid.path),
                                             grid.failure_budget, rows)
+    log.debug("grid %s: %d job files written, %d new jobs, %d known", grid.name, written, new, known)
     return RecordResult(grid_id, new, known, jobs)
 
 

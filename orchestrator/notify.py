@@ -21,8 +21,6 @@ import json
 import logging
 import os
 import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -110,6 +108,9 @@ def send(settings: NotifySettings, grid: str, event: str, text: str) -> bool:
     """Deliver one message; True if every destination took it. Never raises."""
     ok = True
     if settings.webhook:
+        import urllib.error  # here: http.client and email would cost every launch tens of ms
+        import urllib.request
+
         body = json.dumps({"grid": grid, "event": event, "text": text}).encode()
         req = urllib.request.Request(settings.webhook, data=body, method="POST",
                                      headers={"Content-Type": "application/json", "User-Agent": "dlth-orch"})

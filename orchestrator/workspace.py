@@ -15,14 +15,14 @@ from pathlib import Path
 
 from db import workspace_dir
 from specs import contract
-from specs.atomic import write_text_atomic
+from specs.atomic import write_bytes_atomic, write_text_atomic
 from specs.base import LABEL_MAX, SpecError
 from specs.contract import JOB_FILE, JobPaths
 from specs.job import JobSpec
 from subsets import Manifest
 
 log = logging.getLogger(__name__)
-__all__ = ["JOB_FILE", "job_dir_for", "log_tail", "report_dir", "write_job_file", "write_manifest"]
+__all__ = ["JOB_FILE", "job_dir_for", "job_dir_text", "log_tail", "report_dir", "write_job_file", "write_manifest"]
 MANIFESTS_DIR = "manifests"
 REPORTS_DIR = "reports"
 _UNSAFE_FOLDER = re.compile(r"[/\\\x00-\x1f\x7f]")
@@ -62,23 +62,35 @@ def _link(source: Path, target: Path) -> None:
         os.replace(tmp, target)
 
 
-def write_job_file(spec: JobSpec, job_dir: Path, manifest_file: Path | None = None) -> Path:
+def job_dir_text(job_hash: str, root: Path) -> str:
+    """:func:`job_dir_for` as a string, for an absolute ``root`` such as :func:`~db.workspace_dir` (launch
+    builds one per job of a grid: no ``Path`` objects)."""
+    return f"{root}/jobs/{job_hash[:2]}/{job_hash}"
+
+
+def write_job_file(spec: JobSpec, job_dir: str | Path, manifest_file: Path | None = None) -> bool:
     """Write ``job.json`` (atomically) unless it already holds this job, after linking the job's subset
-    manifest (``manifest_file``, from :func:`write_manifest`) into the directory; return ``job.json``'s path.
+    manifest (``manifest_file``, from :func:`write_manifest`) into the directory; ``True`` if written.
 
     ``job.json`` is written last, so a directory whose ``job.json`` already holds this text is complete:
-    relaunching costs one read per job. (The worker creates ``logs/`` when it starts.)"""
+    relaunching costs one read per job (a raw read of the expected length plus one byte: a file that
+    differs, or one read short, is written again). (The worker creates ``logs/`` when it starts.)"""
     job_file = os.path.join(job_dir, JOB_FILE)  # strings, not pathlib: this runs once per job of a grid
-    text = spec.to_json()
+    data = spec.to_json().encode()
     try:
-        with open(job_file) as fh:
-            if fh.read() == text:
-                return Path(job_file)
+        fd = os.open(job_file, os.O_RDONLY)
     except FileNotFoundError:
         os.makedirs(job_dir, exist_ok=True)
+    else:
+        try:
+            if os.read(fd, len(data) + 1) == data:
+                return False
+        finally:
+            os.close(fd)
     if manifest_file is not None:
-        _link(manifest_file, JobPaths(job_dir).manifest)
-    return write_text_atomic(job_file, text)
+        _link(manifest_file, JobPaths.of(job_dir).manifest)
+    write_bytes_atomic(job_file, data)
+    return True
 
 
 def log_tail(path: str | Path | None, lines: int = 20) -> str:

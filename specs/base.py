@@ -19,7 +19,9 @@ import math
 import re
 import types
 import typing
+from collections.abc import Sequence
 from functools import cached_property
+from json.encoder import encode_basestring_ascii
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -30,6 +32,9 @@ LABEL_MAX = 200  # String(200) columns of db/models.py (grid name, subset and co
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 _NAME_RE = re.compile(NAME_PATTERN)
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# one encoder each (``json.dumps`` with options builds a new encoder per call)
+_SPACED = json.JSONEncoder(sort_keys=True)  # json.dumps(obj, sort_keys=True): job.json's text
+_COMPACT = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)  # what identities hash
 
 
 class SpecError(ValueError):
@@ -147,6 +152,16 @@ class Plain:
         """:func:`non_defaults` of the instance (shared: do not mutate)."""
         return non_defaults(self)
 
+    @cached_property
+    def plain_json(self) -> str:
+        """:attr:`plain` as JSON text (sorted keys, as ``json.dumps(..., sort_keys=True)``)."""
+        return _SPACED.encode(self.plain)
+
+    @cached_property
+    def canonical_json(self) -> str:
+        """:attr:`canonical` as :func:`stable_hash` encodes it (sorted keys, no whitespace)."""
+        return _COMPACT.encode(self.canonical)
+
 
 def from_table(cls: type[T], table: dict[str, Any], prefix: str = "") -> T:
     """Build dataclass ``cls`` from ``table``; unknown keys and bad values raise :class:`SpecError`."""
@@ -191,5 +206,52 @@ def non_defaults(obj: Any) -> dict[str, Any]:
 
 def stable_hash(obj: Any, length: int = 16) -> str:
     """SHA-256 of the canonical JSON form (sorted keys, no whitespace) of ``obj``."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return text_hash(_COMPACT.encode(obj), length)
+
+
+def text_hash(text: str, length: int = 16) -> str:
+    """SHA-256 of ``text`` (a canonical JSON form, e.g. :func:`sorted_json`'s compact one), hex, ``length`` long."""
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def sorted_json(values: dict[str, Any], encoded: dict[str, str], *, compact: bool = False) -> str:
+    """The JSON text of ``{**values, **encoded}`` with sorted keys, where ``encoded``'s values are JSON
+    text already: the parts many documents share (a grid's configurations) are encoded once, not once per
+    job. Plain: ``json.dumps(doc, sort_keys=True)``'s text; ``compact``: :func:`stable_hash`'s. String keys,
+    none in both."""
+    item_sep, key_sep = (",", ":") if compact else (", ", ": ")
+    parts = []
+    for key in sorted([*values, *encoded]):
+        text = encoded.get(key)
+        if text is None:
+            text = value_json(values[key], compact=compact)
+        parts.append(f"{encode_basestring_ascii(key)}{key_sep}{text}")
+    return "{" + item_sep.join(parts) + "}"
+
+
+def json_template(keys: Sequence[str]) -> str:
+    """A ``%``-template of a JSON object with ``keys`` (strings, sorted by the caller) and one ``%s`` per
+    value: ``template % tuple(value texts)`` is ``json.dumps(doc, sort_keys=True)``'s text, for documents
+    of one fixed shape (``job.json``) without a dict or an encoder call per document."""
+    return "{" + ", ".join(f"{encode_basestring_ascii(k).replace('%', '%%')}: %s" for k in keys) + "}"
+
+
+def value_json(value: Any, *, compact: bool = False) -> str:
+    """``value``'s JSON text as ``json.dumps(..., sort_keys=True)`` writes it (``compact``: as
+    :func:`stable_hash` does); strings, integers, ``None`` and empty containers without an encoder call."""
+    return _scalar_json(value) or (_COMPACT if compact else _SPACED).encode(value)
+
+
+def _scalar_json(value: Any) -> str:
+    """The JSON of a string, an integer (not a bool), ``None`` or an empty table or list, as both encoders
+    write it; ``""`` for anything else."""
+    kind = type(value)
+    if kind is str:
+        return encode_basestring_ascii(value)
+    if kind is int:
+        return int.__repr__(value)
+    if value is None:
+        return "null"
+    if (kind is dict or kind is list or kind is tuple) and not value:
+        return "{}" if kind is dict else "[]"
+    return ""

@@ -16,7 +16,19 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from specs.base import INT_MAX, Plain, SpecError, check_text, finite, from_table, non_defaults, stable_hash
+from specs.base import (
+    INT_MAX,
+    Plain,
+    SpecError,
+    check_text,
+    finite,
+    from_table,
+    json_template,
+    non_defaults,
+    sorted_json,
+    text_hash,
+    value_json,
+)
 from specs.methods import hparams_class
 
 OPTIMIZERS = ("sgd", "adamw", "lars", "lamb")  # lars/lamb: timm's (create_optimizer_v2)
@@ -177,27 +189,29 @@ class JobSpec:
             ident["init"] = {k: v for k, v in self.init.items() if k != "job"}
         return ident
 
+    def _identity_text(self, ident: dict[str, Any]) -> str:
+        """:meth:`config_identity` + ``ident`` as :func:`~specs.base.stable_hash` encodes it, the training and
+        eval parts encoded once per configuration object (a grid's jobs share them), not once per job."""
+        return sorted_json({"method": self.method, "hparams": self.hparams, **ident},
+                           {"train": self.train.canonical_json, "eval": self.eval.canonical_json}, compact=True)
+
     @cached_property
     def config_key(self) -> str:
-        """Hash of the configuration alone (same across subsets and seeds)."""
-        return stable_hash(self.config_identity(), 12)
+        """Hash of the configuration alone (same across subsets and seeds): ``stable_hash(config_identity())``."""
+        ident = {} if self.init is None else {"init": {k: v for k, v in self.init.items() if k != "job"}}
+        return text_hash(self._identity_text(ident), 12)
 
     @cached_property
     def job_hash(self) -> str:
         """Identity of the job: configuration + data (fingerprint + manifest) + seed (+ parent)."""
-        ident = {
-            **self.config_identity(),
-            "dataset": self.dataset_fingerprint,
-            "manifest": self.manifest_hash,
-            "seed": self.seed,
-        }
+        ident: dict[str, Any] = {"dataset": self.dataset_fingerprint, "manifest": self.manifest_hash, "seed": self.seed}
         if self.depends_on:  # only when set: jobs without parents keep their pinned hashes
             ident["parents"] = sorted(self.depends_on)
-        if self.init is not None:
+        if self.init is not None:  # the whole of it (the parent job too), not the configuration's part
             ident["init"] = self.init
         if self.lottery is not None:
             ident["lottery"] = self.lottery
-        return stable_hash(ident, 16)
+        return text_hash(self._identity_text(ident), 16)
 
     def label(self) -> str:
         """Short human-readable label: ``subset/config/seed`` (:func:`job_label`)."""
@@ -215,10 +229,9 @@ class JobSpec:
 
     @cached_property
     def _json(self) -> str:
-        doc = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for key in ("train", "eval", "resources"):
-            doc[key] = doc[key].plain
-        return json.dumps(doc, sort_keys=True)
+        """``json.dumps`` of the fields with sorted keys; the config objects' parts encoded once each."""
+        return _JSON_TEMPLATE % tuple(
+            getattr(self, k).plain_json if k in _PLAIN_FIELDS else value_json(getattr(self, k)) for k in _JSON_KEYS)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "JobSpec":
@@ -239,6 +252,11 @@ class JobSpec:
         """The method's hyperparameter dataclass, with this job's values."""
         return from_table(hparams_class(self.method), self.hparams, "hparams")
 
+
+
+_PLAIN_FIELDS = frozenset({"train", "eval", "resources"})  # Plain config objects, shared by a grid's jobs
+_JSON_KEYS = tuple(sorted(f.name for f in dataclasses.fields(JobSpec)))
+_JSON_TEMPLATE = json_template(_JSON_KEYS)  # job.json: one %-format per job
 
 def metric_protocol(metric: str) -> str:
     """The evaluation protocol that produces ``metric`` (for the report's header), e.g. ``linear probe``."""

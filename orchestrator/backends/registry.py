@@ -25,4 +25,4 @@ def get_backend(name: str) -> Backend:
 
 def backends_of_grid(store, grid_name: str) -> set[str]:  # type: ignore[no-untyped-def]
     """Backends that hold (or held) some of the grid's jobs."""
-    return {j.backend for j in store.jobs(grid_name) if j.backend}
+    return store.grid_backends(grid_name)
