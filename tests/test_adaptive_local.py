@@ -82,6 +82,11 @@ def test_the_looks_decide_what_runs(adaptive_grid: tuple[Path, str, Path]) -> No
     grid = load_grid(grid_file)
     every = {ej.spec.job_hash for ej in expand(grid, DatasetMeta.load(home / "fm"))}
     assert {j.job_hash for j in jobs} == every
+    # the seeds a look added ran the code the grid was launched with, as the first round did (frozen study)
+    (launched,) = {launch.code_hash for launch in store.launches("adapt")}
+    assert set(store.code_of([j.job_hash for j in jobs]).values()) == {launched}
+    ran = {a.code_hash for codes in store.attempt_codes([j.job_hash for j in jobs]).values() for a in codes}
+    assert ran == {launched}
     rows = store.looks("adapt")
     assert [r.number for r in rows] == list(range(1, len(looks) + 1)) and rows[-1].stop == looks[-1].stop
 

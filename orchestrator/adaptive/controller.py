@@ -109,10 +109,23 @@ class Step:
         return self.look is not None and self.look.stop is not None or self.message.startswith("stopped")
 
 
-def step(store: Store, grid: GridSpec, record: Callable[[], object]) -> Step:
+def point_added_jobs(store: Store, grid_name: str) -> None:
+    """Jobs a look or an audit added run the code the grid was launched with (the snapshot of its last launch),
+    never whatever the repository holds when they start; a grid launched before snapshots keeps none."""
+    launches = store.launches(grid_name)
+    if launches:
+        store.point_code(grid_name, launches[-1].code_hash, repoint=False)
+
+
+def step(store: Store, grid: GridSpec, record_jobs: Callable[[], object]) -> Step:
     """One step of the controller for ``grid`` (adaptive, or with an audited ticket; the caller holds its lock).
-    ``record`` records the grid's jobs (:func:`orchestrator.launch.record_grid`, which applies
-    :func:`adaptive_jobs`)."""
+    ``record_jobs`` records the grid's jobs (:func:`orchestrator.launch.record_grid`, which applies
+    :func:`adaptive_jobs`); the jobs it adds run the grid's frozen code (:func:`point_added_jobs`)."""
+
+    def record() -> None:
+        record_jobs()
+        point_added_jobs(store, grid.name)
+
     if grid.adaptive is None:  # a ticket's audit (a grid never has both: orchestrator/grid/validate_ticket.py)
         from orchestrator.adaptive.audit import audit_step
 
