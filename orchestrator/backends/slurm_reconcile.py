@@ -47,6 +47,7 @@ TERMINAL_TO_ATTEMPT = {
     "NODE_FAIL": AttemptState.NODE_FAIL, "BOOT_FAIL": AttemptState.NODE_FAIL, "PREEMPTED": AttemptState.PREEMPTED,
     "REQUEUED": AttemptState.PREEMPTED, "REVOKED": AttemptState.CANCELLED,
 }
+ACCOUNTING_LAG = timedelta(seconds=30)  # a task this young, in neither squeue nor sacct, may not be listed yet
 UNKNOWN_GRACE = timedelta(minutes=10)  # missing this long while sacct or squeue did not answer: gone
 CLOCK_SLACK = timedelta(seconds=30)
 
@@ -240,12 +241,16 @@ def _settle(store: Store, job_name: str, job: JobRow, attempts: list[AttemptRow]
         res.unknown += 1
         if job.state != JobState.QUEUED:
             return
-        if view.complete:  # accounting and the controller both answered: the task is gone
-            gone[job.job_hash] = sid
-            return
         seen = [a.started_at for a in attempts if a.backend_id == sid]
-        seen.append(submitted_at(job_name, sid.split("_", 1)[0]) or utcnow())
-        if utcnow() - max(seen) > UNKNOWN_GRACE:  # one of them did not answer: give it time
+        submitted = submitted_at(job_name, sid.split("_", 1)[0])
+        if view.complete:  # accounting and the controller both answered: the task is gone, unless it was
+            # submitted moments ago (a task that died at once may have left squeue before slurmdbd lists it;
+            # taken for gone, it would be resubmitted as it was, its failure never recorded)
+            last = max([t for t in (submitted, *seen) if t is not None], default=None)
+            if last is None or utcnow() - last > ACCOUNTING_LAG:
+                gone[job.job_hash] = sid
+            return
+        if utcnow() - max([*seen, submitted or utcnow()]) > UNKNOWN_GRACE:  # one did not answer: give it time
             gone[job.job_hash] = sid
         return
     latest = runs[-1]
