@@ -60,8 +60,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "slurm_cluster2" in item.fixturenames:
             item.add_marker(pytest.mark.xdist_group(SLURM2_GROUP))
         elif item.get_closest_marker("slurm") or "slurm_cluster" in item.fixturenames:
-            # one group: split in two (side by side on the cluster's 4 CPUs), the OOM-retry test submitted a
-            # retry twice and the breaker test saw a task end unheld, once in two runs: kept serial until known
+            # one group: split in two (side by side on the cluster's 4 CPUs), the breaker test once saw a task
+            # end unheld (tests/test_reliability_slurm.py): serial until that race is understood
             item.add_marker(pytest.mark.xdist_group(SLURM_GROUP))
         elif item.get_closest_marker("xdist_group"):
             continue  # a group the test names itself (files sharing one session fixture, e.g. tests/opsview_grid.py)
