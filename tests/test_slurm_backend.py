@@ -178,6 +178,23 @@ def release_requeued(slurm_id: str) -> None:
     assert done.returncode == 0 or "no longer pending" in done.stderr.lower(), done.stderr
 
 
+def pause_after_first_epoch(grid: Path, digits: Path, tmp_path: Path,
+                            monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Path]:
+    """Arm ``DLTH_TEST_PAUSE`` for the one job of ``grid``: its worker stands paused after its first epoch
+    checkpoint until the test deletes the returned marker. Returns (the job's spec, that marker)."""
+    from orchestrator.grid import expand, load_grid
+    from subsets import DatasetMeta
+    from workers.test_hooks import EPOCH_SAVED, PAUSE_ENV
+
+    (spec,) = (ej.spec for ej in expand(load_grid(grid), DatasetMeta.load(digits)))
+    pauses = tmp_path / "pauses"
+    pauses.mkdir()
+    armed = pauses / f"{spec.job_hash}.{EPOCH_SAVED}"
+    armed.touch()
+    monkeypatch.setenv(PAUSE_ENV, str(pauses))  # sbatch passes the environment to the tasks
+    return spec, armed.with_name(f"{armed.name}.paused")
+
+
 def signal_paused_worker(home: Path, slurm_id: str, paused: Path, command: list[str], signame: str) -> None:
     """Once the worker of task ``slurm_id`` stands paused (``DLTH_TEST_PAUSE``: its ``paused`` marker exists),
     run ``command`` to signal it, and release it once its log says it received ``signame``: it stops at its
@@ -245,18 +262,8 @@ def test_sigusr2_and_scontrol_requeue_resume_from_the_last_checkpoint(
     """Each signal lands while the worker stands paused right after an epoch checkpoint (``DLTH_TEST_PAUSE``,
     workers/test_hooks.py), whatever the machine's speed; released once it logged the signal, the worker
     stops at its next batch and records the attempt."""
-    from orchestrator.grid import expand, load_grid
-    from subsets import DatasetMeta
-    from workers.test_hooks import EPOCH_SAVED, PAUSE_ENV
-
     grid = write_grid(tmp_path / "grid.toml", "requeue", digits, epochs=4, methods="[methods.supervised]")
-    (spec,) = (ej.spec for ej in expand(load_grid(grid), DatasetMeta.load(digits)))
-    pauses = tmp_path / "pauses"
-    pauses.mkdir()
-    armed = pauses / f"{spec.job_hash}.{EPOCH_SAVED}"
-    paused = armed.with_name(f"{armed.name}.paused")
-    armed.touch()
-    monkeypatch.setenv(PAUSE_ENV, str(pauses))  # sbatch passes the environment to the tasks
+    spec, paused = pause_after_first_epoch(grid, digits, tmp_path, monkeypatch)
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     cli("launch", str(grid), "--cluster", "slurm", "--no-wait", "--no-progress", db=db)
     store = Fresh(db)
@@ -268,7 +275,7 @@ def test_sigusr2_and_scontrol_requeue_resume_from_the_last_checkpoint(
     signal_paused_worker(home, sid, paused, ["scancel", "--signal=USR2", sid], "SIGUSR2")
     release_requeued(sid)
     # 2. scontrol requeue (an admin, or SLURM's own preemption): the worker stops on SIGTERM
-    armed.touch()  # the resumed run pauses after its first epoch
+    paused.with_suffix("").touch()  # armed again: the resumed run pauses after its first epoch
     signal_paused_worker(home, sid, paused, ["scontrol", "requeue", sid], "SIGTERM")
     release_requeued(sid)
     cli("launch", str(grid), "--cluster", "slurm", "--wait", "--no-progress", db=db)  # follow it to the end
@@ -294,19 +301,9 @@ def test_time_limit_signals_checkpoints_requeues_and_resumes(tmp_path: Path, hom
     stands paused after its first epoch checkpoint (``DLTH_TEST_PAUSE``) until SLURM's signal reaches it; it
     then stops and submitit requeues: the stopped attempt is recorded TIMEOUT, not a failure, and the
     requeued run resumes from that checkpoint."""
-    from orchestrator.grid import expand, load_grid
-    from subsets import DatasetMeta
-    from workers.test_hooks import EPOCH_SAVED, PAUSE_ENV
-
     grid = write_grid(tmp_path / "grid.toml", "timelimit", digits, epochs=400, resources="time_min = 2",
                       cluster="signal_delay_s = 30", methods="[methods.supervised]")
-    (spec,) = (ej.spec for ej in expand(load_grid(grid), DatasetMeta.load(digits)))
-    pauses = tmp_path / "pauses"
-    pauses.mkdir()
-    armed = pauses / f"{spec.job_hash}.{EPOCH_SAVED}"
-    paused = armed.with_name(f"{armed.name}.paused")
-    armed.touch()
-    monkeypatch.setenv(PAUSE_ENV, str(pauses))  # sbatch passes the environment to the tasks
+    spec, paused = pause_after_first_epoch(grid, digits, tmp_path, monkeypatch)
     db = f"sqlite:///{tmp_path / 'db.sqlite'}"
     cli("launch", str(grid), "--cluster", "slurm", "--no-wait", "--no-progress", db=db)
     store = Fresh(db)
