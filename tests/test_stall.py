@@ -39,7 +39,8 @@ def _arm(grid: Path, digits: Path, tmp_path: Path) -> tuple[str, Path]:
 def _check_stalled_then_completed(db: str, h: str, armed: Path) -> None:
     store = Store(db)
     (job,) = [j for g in store.list_grids() for j in store.jobs(g.name)]
-    assert job.job_hash == h and job.state == JobState.COMPLETED
+    reasons = [(str(a.state), a.exit_reason) for a in store.attempts(h)]
+    assert job.job_hash == h and job.state == JobState.COMPLETED, reasons
     first, *rest = store.attempts(h)
     assert first.state == AttemptState.FAILED, first.exit_reason
     assert (first.exit_reason or "").startswith("stalled: step "), first.exit_reason
@@ -55,9 +56,11 @@ def test_the_default_limit_reads_the_step_times(tmp_path: Path, digits: Path) ->
     (job,) = expand(load_grid(grid), DatasetMeta.load(digits))
     assert stall_limit(job.spec, 0.5) == MIN_STALL_S and stall_limit(job.spec, 60.0) == 1200.0
     now = time.time()
-    doc = {"step": 7, "moved_at": now - 700, "step_s": 0.5, "beat_at": now - 1, "phase": "train"}
+    doc = {"step": 7, "moved_at": now - 700, "step_s": 0.5, "beat_at": now - 1, "phase": "train", "attempt": 3}
     (tmp_path / PROGRESS_FILE).write_text(json.dumps(doc))
-    assert "stalled: step 7 has not moved for 700s (stall_s 600)" in (stalled(tmp_path, job.spec.to_json(), now) or "")
+    stall = stalled(tmp_path, job.spec.to_json(), now)
+    assert stall is not None and "stalled: step 7 has not moved for 700s (stall_s 600)" in stall.reason
+    assert stall.of([3]) and not stall.of([4])  # attempt 4 (a retry) has not beaten yet: the file is attempt 3's
     for change in ({"phase": "eval"}, {"moved_at": now - 500}, {"beat_at": now - 650}):  # evaluating,
         (tmp_path / PROGRESS_FILE).write_text(json.dumps({**doc, **change}))  # moving, heartbeat gone
         assert stalled(tmp_path, job.spec.to_json(), now) is None

@@ -5,7 +5,7 @@ directory before the database hears of them, and database writes are retried wit
 database stays unreachable the orchestrator ingests the job directory on its next ``status``.
 
 The heartbeat carries the step counter: each beat also writes ``progress.json`` in the job directory
-(``{"step", "moved_at", "step_s", "beat_at", "phase"}``), from which the orchestrator tells a job whose
+(``{"step", "moved_at", "step_s", "beat_at", "phase", "attempt"}``), from which the orchestrator tells a job whose
 heartbeat is alive but whose steps stopped (:mod:`orchestrator.stall`).
 
 A recorded failure also applies the breaker's rule (:mod:`specs.breaker`): the worker trips it, so a grid
@@ -95,7 +95,7 @@ class JobReporter:
         try:
             write_json_atomic(self.job_dir / PROGRESS_FILE, {
                 "step": self._step, "moved_at": self._moved_at, "step_s": self._step_s, "beat_at": time.time(),
-                "phase": self._phase})
+                "phase": self._phase, "attempt": self.attempt_id})
         except OSError as exc:
             log.warning("cannot write %s: %s", PROGRESS_FILE, exc)
 

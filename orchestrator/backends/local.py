@@ -240,12 +240,15 @@ class LocalBackend(Backend):
         if r.proc.poll() is not None:
             return
         for job in r.jobs:
-            if (reason := stalled(job.job_dir, job.spec_json)) is None:
+            if (stall := stalled(job.job_dir, job.spec_json)) is None:
                 continue
-            log.warning("job %s %s: stopping it (retried within the failure budget)", job.job_hash, reason)
-            for a in ctx.store.open_attempts(ctx.grid_name, backend=self.name):
-                if a.job_hash == job.job_hash and a.host == self.host:
-                    ctx.store.finish_attempt(a.id, AttemptState.FAILED, exit_code=None, reason=reason)
+            ids = [a.id for a in ctx.store.open_attempts(ctx.grid_name, backend=self.name)
+                   if a.job_hash == job.job_hash and a.host == self.host]
+            if not stall.of(ids):  # an earlier attempt's progress file: this one has not beaten yet
+                continue
+            log.warning("job %s %s: stopping it (retried within the failure budget)", job.job_hash, stall.reason)
+            for attempt_id in ids:
+                ctx.store.finish_attempt(attempt_id, AttemptState.FAILED, exit_code=None, reason=stall.reason)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(r.proc.pid, signal.SIGKILL)
             r.proc.wait()

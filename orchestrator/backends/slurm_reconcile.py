@@ -299,9 +299,10 @@ def _settle(store: Store, job_name: str, job: JobRow, attempts: list[AttemptRow]
 
 def _stop_if_stalled(store: Store, job: JobRow, open_attempts: list[AttemptRow]) -> bool:
     """Close a stalled job's attempt FAILED ("stalled") and cancel its task; True if it was stalled."""
-    reason = stalled(job.job_dir, job.spec_json)
-    if reason is None:
+    stall = stalled(job.job_dir, job.spec_json)
+    if stall is None or not stall.of([a.id for a in open_attempts]):
         return False
+    reason = stall.reason
     for a in open_attempts:
         store.finish_attempt(a.id, AttemptState.FAILED, reason=reason)
     scancel([job.backend_id or ""])
