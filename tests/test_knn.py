@@ -83,6 +83,7 @@ def _knn_rank_main(rank: int, world: int, init_file: str, out_dir: str) -> None:
         gathered = all_gather_rows(ctx, torch.arange(rank * 10, rank * 10 + 3 - rank))
         sums = all_reduce_sum(ctx, [1.0, float(rank)])
         torch.save({"knn": results, "gathered": gathered.tolist(), "sums": sums}, Path(out_dir) / f"knn{rank}.pt")
+        dist.barrier()  # no rank tears its group down while the other still uses it
     finally:
         dist.destroy_process_group()
 
@@ -152,6 +153,7 @@ def _evaluate_rank_main(rank: int, world: int, init_file: str, grid_file: str, o
     try:
         metrics = _evaluate(grid_file, DistContext(rank=rank, local_rank=rank, world_size=world, device=CPU))
         torch.save(metrics, Path(out_dir) / f"eval{rank}.pt")
+        dist.barrier()  # no rank tears its group down while the other still uses it
     finally:
         dist.destroy_process_group()
 
