@@ -19,17 +19,22 @@ dependence. tests/test_adaptive_policy.py measures the rate by simulation.
 **Decisions at a look.** Each subset still in the study is
 
 * *meets*: the report's verdict at the per-look confidence meets the criterion,
-* *cannot meet* (judged once every configuration has >= 3 seeds on both sides; a percentile bootstrap
-  over 2 seeds has 3 distinct replicates, far too narrow to drop on): tau's upper bound < ``min_tau``, or
-  regret's lower bound > ``max_regret``, or it has every configuration and still too few for the
-  criterion: it is dropped (its unfinished jobs are cancelled),
+* *cannot meet*: tau's upper bound < ``min_tau``, or regret's lower bound > ``max_regret``, or it has
+  every configuration and still too few for the criterion, or (from 3 seeds on) tau cannot reach
+  ``min_tau`` by ``seeds_max`` seeds: even if the true tau were its current upper bound, the interval,
+  narrowing as 1/sqrt(seeds), would keep its lower bound below ``min_tau``. It is dropped (its unfinished
+  jobs are cancelled). Dropping is *futility*: it never makes a wrong recommendation more likely (it only
+  takes candidates away), so it needs no share of the confidence; what it may cost is a missed
+  recommendation, which the tests measure by simulation. With 2 seeds, the paired bootstrap has three
+  distinct replicates (seed 0 alone, seed 1 alone, both), so "upper bound < min_tau" there reads: each
+  seed alone and their mean rank the configurations too differently from the reference,
 * *undecided*: otherwise.
 
 The study stops when a subset meets the criterion and no cheaper subset is undecided ("decided"), every
 subset is dropped ("all rejected"), the budget is spent, the K looks are spent, or no (subset,
 configuration) may get another seed ("seeds_max reached"). Otherwise one more seed goes to each
 configuration whose order against another is uncertain (the bootstrap interval of their difference holds
-0) or that has fewer than 3 seeds, in an undecided subset cheaper than any meeting one, or in the
+0) or that has fewer than 2 seeds, in an undecided subset cheaper than any meeting one, or in the
 reference while such a subset is left.
 """
 
@@ -50,7 +55,8 @@ from orchestrator.report.statistics import ConfigStat, SubsetReport
 MEETS, CANNOT, UNDECIDED = "meets", "cannot meet", "undecided"
 STOP_DECIDED, STOP_REJECTED, STOP_BUDGET = "decided", "all rejected", "budget spent"
 STOP_LOOKS, STOP_SEEDS = "looks spent", "seeds_max reached"
-MIN_SEEDS_TO_DROP = 3  # a paired percentile bootstrap over 2 seeds has 3 distinct replicates: too narrow
+MIN_SEEDS_TO_DROP = 2  # one seed: no interval at all
+MIN_SEEDS_TO_PROJECT = 3  # the 1/sqrt(seeds) projection needs an interval that is not just 3 replicates
 
 
 @dataclass(frozen=True)
@@ -125,7 +131,7 @@ def take_look(results: Sequence[JobResult], settings: AdaptiveSettings, inp: Loo
                        criterion=crit)
     hours = sum(r.cost_hours or 0.0 for r in results)
     subs = {s.subset: s for s in rep.subsets}
-    judgements = tuple(_judge(s, rep, crit) for s in rep.subsets if not s.is_reference)
+    judgements = tuple(_judge(s, rep, crit, settings.seeds_max) for s in rep.subsets if not s.is_reference)
     drop = tuple(j.subset for j in judgements if j.state == CANNOT)
     live = [j for j in judgements if j.state != CANNOT]
     meeting = sorted((subs[j.subset] for j in live if j.state == MEETS), key=cost_key)
@@ -147,7 +153,14 @@ def take_look(results: Sequence[JobResult], settings: AdaptiveSettings, inp: Loo
     return Look(add=add, stop=None if add else STOP_SEEDS, **base)
 
 
-def _judge(s: SubsetReport, rep: Report, crit: Criterion) -> Judgement:
+def tau_reach(ci: tuple[float, float], seeds: int, seeds_max: int) -> float:
+    """The lower bound tau would have at ``seeds_max`` seeds if its true value were its current upper bound
+    and its interval's half-width shrank as 1/sqrt(seeds): the best a subset can still hope for."""
+    low, high = ci
+    return high - (high - low) / 2 * (seeds / max(seeds, seeds_max)) ** 0.5
+
+
+def _judge(s: SubsetReport, rep: Report, crit: Criterion, seeds_max: int) -> Judgement:
     v = next((v for v in rep.decision.verdicts if v.subset == s.subset), None) if rep.decision else None
     c = s.consistency
     if v is not None and v.meets:
@@ -158,10 +171,17 @@ def _judge(s: SubsetReport, rep: Report, crit: Criterion) -> Judgement:
     if seeds < MIN_SEEDS_TO_DROP:
         why = "; ".join(v.misses) if v is not None and v.misses else "no results yet"
         return Judgement(s.subset, UNDECIDED, f"{why} (a drop needs >= {MIN_SEEDS_TO_DROP} seeds, have {seeds})")
+    few = " (2 seeds: the best of either seed alone and both)" if seeds == 2 else ""
     if c is not None and c.kendall_tau_ci and c.kendall_tau_ci[1] < crit.min_tau:
-        return Judgement(s.subset, CANNOT, f"tau's upper bound {c.kendall_tau_ci[1]:.3f} < {crit.min_tau:g}")
+        return Judgement(s.subset, CANNOT, f"tau's upper bound {c.kendall_tau_ci[1]:.3f} < {crit.min_tau:g}{few}")
+    if c is not None and c.kendall_tau_ci and seeds >= MIN_SEEDS_TO_PROJECT:
+        reach = tau_reach(c.kendall_tau_ci, seeds, seeds_max)
+        if reach < crit.min_tau:
+            return Judgement(s.subset, CANNOT, f"tau cannot reach {crit.min_tau:g} by {seeds_max} seeds: were it "
+                             f"{c.kendall_tau_ci[1]:.3f} (its upper bound), the lower bound would be {reach:.3f}")
     if c is not None and c.regret_ci and c.regret_ci[0] > crit.max_regret + 1e-12:
-        return Judgement(s.subset, CANNOT, f"regret's lower bound {c.regret_ci[0]:.4g} > {crit.max_regret:g}")
+        return Judgement(s.subset, CANNOT, f"regret's lower bound {c.regret_ci[0]:.4g} > {crit.max_regret:g}"
+                         + few.replace("best", "least"))
     if c is not None and all(cs.n_done for cs in s.configs) and c.n_common < needed_configs(crit.confidence):
         return Judgement(s.subset, CANNOT, f"{c.n_common} configurations; the criterion needs "
                          f">= {needed_configs(crit.confidence)} at {crit.confidence:.4g}")

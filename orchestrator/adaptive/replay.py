@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from db import JobState, Store
 from orchestrator.adaptive.policy import Look, LookInput, take_look
 from orchestrator.adaptive.settings import AdaptiveSettings, parse_adaptive
@@ -27,6 +29,7 @@ class Replay:
     hours: float  # device-hours of the jobs it would have run
     hours_total: float  # device-hours of the full grid
     recommended: str | None
+    ran: tuple[JobResult, ...] = ()  # the jobs it would have run
 
     @property
     def stop(self) -> str | None:
@@ -53,9 +56,21 @@ def play(results: Sequence[JobResult], settings: AdaptiveSettings, inp: LookInpu
             key = (a.subset, a.config_key)
             shown[key] = min(shown[key] + 1, len(pairs[key]))
     ran = [r for k, rows in pairs.items() for r in rows[:shown[k]]]
-    return Replay(looks=tuple(looks), jobs=len(ran), jobs_total=len(results),
+    return Replay(looks=tuple(looks), jobs=len(ran), jobs_total=len(results), ran=tuple(ran),
                   hours=sum(r.cost_hours or 0.0 for r in ran), hours_total=sum(r.cost_hours or 0.0 for r in results),
                   recommended=looks[-1].recommended if looks[-1].stop == "decided" else None)
+
+
+def median_cost_share(ran: Sequence[JobResult], results: Sequence[JobResult]) -> float | None:
+    """The share of the grid's device-hours that ``ran`` takes when every job costs its (subset,
+    configuration)'s median recorded job: a job's work does not depend on its seed, but its recorded
+    wall-clock does depend on what else the machine ran at the time. None without recorded costs."""
+    by_pair: dict[tuple[str, str], list[float]] = {}
+    for r in results:
+        by_pair.setdefault((r.subset, r.config_key), []).append(r.cost_hours or 0.0)
+    median = {k: float(np.median(v)) for k, v in by_pair.items()}
+    total = sum(median[(r.subset, r.config_key)] for r in results)
+    return sum(median[(r.subset, r.config_key)] for r in ran) / total if total else None
 
 
 def replay_settings(raw: dict[str, Any], seeds: int, seeds_min: int | None) -> AdaptiveSettings:
@@ -91,8 +106,10 @@ def replay_grid(store: Store, grid_name: str, seeds_min: int | None = None) -> l
     same = full is not None and full.recommended == r.recommended
     full_says = (full.recommended or f"no recommendation ({full.status})") if full else "no decision"
     share = f" ({r.hours / r.hours_total:.0%})" if r.hours_total else ""
+    steady = median_cost_share(r.ran, rows)
+    at_median = f"; {steady:.0%} with every job at its (subset, configuration)'s median cost" if steady else ""
     return [*(look.summary() for look in r.looks),
             f"adaptive (seeds_min {settings.seeds_min}, seeds_max {settings.seeds_max}): {r.jobs} of "
-            f"{r.jobs_total} jobs, {r.hours:.3g} of {r.hours_total:.3g} {unit}{share}",
+            f"{r.jobs_total} jobs, {r.hours:.3g} of {r.hours_total:.3g} {unit} recorded{share}{at_median}",
             f"stopped: {r.stop}; recommends {r.recommended or 'nothing'}; the full grid: {full_says}",
             f"same decision as the full grid: {'yes' if same else 'no'}"]
