@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -74,8 +75,13 @@ def test_a_launcher_that_dies_frees_the_grid(db_url: str) -> None:  # noqa: F811
         proc.wait()
         proc.stdin.close()  # type: ignore[union-attr]
         proc.stdout.close()  # type: ignore[union-attr]
-        with store.grid_lock("g") as got:
-            assert got.held
+        deadline = time.monotonic() + 10  # PostgreSQL ends the dead client's session on its own time (ms)
+        while True:
+            with store.grid_lock("g") as got:
+                if got.held or time.monotonic() > deadline:
+                    break
+            time.sleep(0.05)
+        assert got.held
 
 
 def test_sqlite_lock_of_another_host_waits_for_its_heartbeat_to_go_stale(tmp_path: Path) -> None:
