@@ -11,7 +11,7 @@ import pytest
 
 from db import JobState, Store
 from orchestrator.adaptive.controller import recorded_looks
-from orchestrator.adaptive.policy import STOP_DECIDED, STOP_LOOKS
+from orchestrator.adaptive.policy import CANNOT, MEETS, STOP_DECIDED, STOP_LOOKS, STOP_REJECTED, UNDECIDED
 from orchestrator.grid import expand, load_grid
 from subsets import DatasetMeta
 
@@ -72,7 +72,11 @@ def test_the_looks_decide_what_runs(adaptive_grid: tuple[Path, str, Path]) -> No
     grid_file, db, home = adaptive_grid
     store = Store(db)
     looks = recorded_looks(store, "adapt")
-    assert [lk.stop for lk in looks] == [None, STOP_LOOKS] or [lk.stop for lk in looks][-1] == STOP_DECIDED
+    first, last = looks  # looks = 2: the second is final, and its stop follows its one judgement
+    (judged,) = last.judgements
+    assert first.stop is None and last.stop == {MEETS: STOP_DECIDED, CANNOT: STOP_REJECTED,
+                                                UNDECIDED: STOP_LOOKS}[judged.state], (last.stop, judged)
+    assert last.drop == ((judged.subset,) if judged.state == CANNOT else ())
     assert looks[0].confidence == pytest.approx(1 - 0.7 / 2)
     assert all("too few seeds" in j.why for j in looks[0].judgements)
     assert len(looks[0].add) == 6 and not looks[0].drop  # 2 subsets x 3 configurations, one more seed each
