@@ -34,13 +34,14 @@ def stall_limit(spec: JobSpec, step_s: float) -> float:
 class Stall:
     """A stalled attempt: the one whose heartbeat wrote the progress file, and the reason line."""
 
-    attempt: int | None
+    attempt: int | None  # None: written by a worker older than the field (a frozen study's snapshot)
     reason: str
 
     def of(self, open_attempts: Collection[int]) -> bool:
-        """Whether the stall is one of ``open_attempts``'. An earlier attempt's progress file stays until the
-        new attempt's first beat replaces it, and says nothing about the new attempt."""
-        return self.attempt is not None and self.attempt in open_attempts
+        """Whether the stalled attempt is one of ``open_attempts``. An earlier attempt's progress file stays
+        until the new attempt's first beat replaces it, and says nothing about the new attempt. A file that
+        names no attempt (an older worker's) is judged as it always was."""
+        return self.attempt is None or self.attempt in open_attempts
 
 
 def stalled(job_dir: str | Path, spec_json: str, now: float | None = None) -> Stall | None:

@@ -61,6 +61,9 @@ def test_the_default_limit_reads_the_step_times(tmp_path: Path, digits: Path) ->
     stall = stalled(tmp_path, job.spec.to_json(), now)
     assert stall is not None and "stalled: step 7 has not moved for 700s (stall_s 600)" in stall.reason
     assert stall.of([3]) and not stall.of([4])  # attempt 4 (a retry) has not beaten yet: the file is attempt 3's
+    (tmp_path / PROGRESS_FILE).write_text(json.dumps({k: v for k, v in doc.items() if k != "attempt"}))
+    legacy = stalled(tmp_path, job.spec.to_json(), now)  # an older worker's file (a frozen study's snapshot)
+    assert legacy is not None and legacy.attempt is None and legacy.of([4])
     for change in ({"phase": "eval"}, {"moved_at": now - 500}, {"beat_at": now - 650}):  # evaluating,
         (tmp_path / PROGRESS_FILE).write_text(json.dumps({**doc, **change}))  # moving, heartbeat gone
         assert stalled(tmp_path, job.spec.to_json(), now) is None
