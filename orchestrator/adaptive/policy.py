@@ -171,9 +171,10 @@ def _judge(s: SubsetReport, rep: Report, crit: Criterion, seeds_max: int) -> Jud
     if seeds < MIN_SEEDS_TO_DROP:
         why = "; ".join(v.misses) if v is not None and v.misses else "no results yet"
         return Judgement(s.subset, UNDECIDED, f"{why} (a drop needs >= {MIN_SEEDS_TO_DROP} seeds, have {seeds})")
-    few = " (2 seeds: the best of either seed alone and both)" if seeds == 2 else ""
+    two = seeds == 2  # the bootstrap's three replicates: either seed alone, and both
     if c is not None and c.kendall_tau_ci and c.kendall_tau_ci[1] < crit.min_tau:
-        return Judgement(s.subset, CANNOT, f"tau's upper bound {c.kendall_tau_ci[1]:.3f} < {crit.min_tau:g}{few}")
+        return Judgement(s.subset, CANNOT, f"tau's upper bound {c.kendall_tau_ci[1]:.3f} < {crit.min_tau:g}"
+                         + (" (2 seeds: the best of either seed alone and both)" if two else ""))
     if c is not None and c.kendall_tau_ci and seeds >= MIN_SEEDS_TO_PROJECT:
         reach = tau_reach(c.kendall_tau_ci, seeds, seeds_max)
         if reach < crit.min_tau:
@@ -181,7 +182,7 @@ def _judge(s: SubsetReport, rep: Report, crit: Criterion, seeds_max: int) -> Jud
                              f"{c.kendall_tau_ci[1]:.3f} (its upper bound), the lower bound would be {reach:.3f}")
     if c is not None and c.regret_ci and c.regret_ci[0] > crit.max_regret + 1e-12:
         return Judgement(s.subset, CANNOT, f"regret's lower bound {c.regret_ci[0]:.4g} > {crit.max_regret:g}"
-                         + few.replace("best", "least"))
+                         + (" (2 seeds: the least of either seed alone and both)" if two else ""))
     if c is not None and all(cs.n_done for cs in s.configs) and c.n_common < needed_configs(crit.confidence):
         return Judgement(s.subset, CANNOT, f"{c.n_common} configurations; the criterion needs "
                          f">= {needed_configs(crit.confidence)} at {crit.confidence:.4g}")

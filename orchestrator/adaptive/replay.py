@@ -24,12 +24,20 @@ class Replay:
     """What the adaptive study would have run and decided."""
 
     looks: tuple[Look, ...]
-    jobs: int  # jobs it would have run
+    ran: tuple[JobResult, ...]  # the jobs it would have run
     jobs_total: int  # jobs of the full grid
-    hours: float  # device-hours of the jobs it would have run
     hours_total: float  # device-hours of the full grid
     recommended: str | None
-    ran: tuple[JobResult, ...] = ()  # the jobs it would have run
+
+    @property
+    def jobs(self) -> int:
+        """Jobs it would have run."""
+        return len(self.ran)
+
+    @property
+    def hours(self) -> float:
+        """Device-hours of the jobs it would have run."""
+        return sum(r.cost_hours or 0.0 for r in self.ran)
 
     @property
     def stop(self) -> str | None:
@@ -56,8 +64,8 @@ def play(results: Sequence[JobResult], settings: AdaptiveSettings, inp: LookInpu
             key = (a.subset, a.config_key)
             shown[key] = min(shown[key] + 1, len(pairs[key]))
     ran = [r for k, rows in pairs.items() for r in rows[:shown[k]]]
-    return Replay(looks=tuple(looks), jobs=len(ran), jobs_total=len(results), ran=tuple(ran),
-                  hours=sum(r.cost_hours or 0.0 for r in ran), hours_total=sum(r.cost_hours or 0.0 for r in results),
+    return Replay(looks=tuple(looks), ran=tuple(ran), jobs_total=len(results),
+                  hours_total=sum(r.cost_hours or 0.0 for r in results),
                   recommended=looks[-1].recommended if looks[-1].stop == "decided" else None)
 
 
